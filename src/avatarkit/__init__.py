@@ -1,0 +1,1 @@
+"""avatarkit: animated AI avatars that answer in their own voice, lips in sync."""

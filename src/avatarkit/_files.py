@@ -1,0 +1,83 @@
+"""Atomic file writes: a temporary file beside the target, then one rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from avatarkit.types import Response
+
+
+def write_atomic(path: Path, writer: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``writer`` on a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_atomic(path, lambda fh: fh.write(data))
+
+
+def copy_atomic(src: Path, dst: Path) -> Path:
+    """Copy the file ``src`` to ``dst`` atomically."""
+
+    def _copy(fh: IO[bytes]) -> None:
+        with src.open("rb") as s:
+            shutil.copyfileobj(s, fh, 1 << 20)
+
+    return write_atomic(dst, _copy)
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON, atomically."""
+    data = json.dumps(obj, indent=2, ensure_ascii=False).encode()
+    return write_bytes_atomic(path, data)
+
+
+def save_response(response: Response, folder: Path) -> dict[str, Path]:
+    """Write every part of a Response into ``folder``; see ``Response.save``."""
+    if folder.exists() and not folder.is_dir():
+        from avatarkit.errors import InputValidationError
+
+        raise InputValidationError(f"{folder} exists and is not a folder", field="folder")
+    written: dict[str, Path] = {}
+    if response.voice is not None:
+        ext = {"pcm_s16le": "pcm", "ulaw": "ulaw"}.get(response.voice.format, response.voice.format)
+        written["audio"] = write_bytes_atomic(folder / f"speech.{ext}", response.voice.audio)
+    if response.image is not None:
+        ext = "jpg" if response.image.format == "jpeg" else response.image.format
+        written["image"] = write_bytes_atomic(folder / f"avatar.{ext}", response.image.data)
+    if response.video is not None:
+        target = folder / f"video.{response.video.format}"
+        if response.video.path.resolve() != target.resolve():
+            copy_atomic(response.video.path, target)
+        written["video"] = target
+    if response.timeline is not None:
+        timeline = response.timeline.model_copy()
+        if "audio" in written:
+            timeline.audio_ref = written["audio"].name
+        written["timeline"] = write_bytes_atomic(
+            folder / "timeline.json", timeline.model_dump_json(indent=2).encode()
+        )
+    # response.json describes the turn; the media live in their own files beside it.
+    summary = response.model_dump(mode="json", exclude={"voice": {"audio"}, "image": {"data"}})
+    summary["files"] = {k: p.name for k, p in written.items()}
+    written["response"] = write_json_atomic(folder / "response.json", summary)
+    return written

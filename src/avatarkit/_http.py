@@ -1,0 +1,386 @@
+"""The shared HTTP layer: one httpx client per event loop, retries, deadlines and error mapping.
+
+Every HTTP adapter sends through :class:`HttpClient`, so all of them time out, retry (429 and 5xx,
+honouring ``Retry-After``, jittered exponential backoff, a total deadline), map failures to
+``avatarkit.errors`` and keep keys out of logs the same way. Tests pass ``transport=``
+(``httpx.MockTransport``) to run the real stack with no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from avatarkit.config import get_logger, redact
+from avatarkit.errors import (
+    AuthenticationError,
+    ContentModerationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+)
+
+__all__ = ["DEFAULT_OPTIONS", "ConnectOptions", "HttpClient", "map_status_error", "parse_retry_after"]
+
+_log = get_logger("avatarkit.http")
+
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-trace-id", "x-amzn-requestid")
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Timeouts and retry policy for one call (pass ``options=`` to override per call)."""
+
+    timeout: float = 60.0
+    """Seconds one attempt may take (read/write/pool)."""
+    connect_timeout: float = 10.0
+    max_retries: int = 3
+    """Retries after the first attempt, for retryable errors only."""
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+    deadline: float = 180.0
+    """Seconds the whole call may take, retries and waits included."""
+    max_retry_after: float = 120.0
+    """A server asking to wait longer than this ends the call instead."""
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.connect_timeout <= 0 or self.deadline <= 0:
+            raise ValueError("timeouts and deadline must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+
+
+DEFAULT_OPTIONS = ConnectOptions()
+
+ErrorClassifier = Callable[[httpx.Response, ProviderError], ProviderError]
+"""Adapter hook: refine the generic error for a response (vendor codes, body messages)."""
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    for h in REQUEST_ID_HEADERS:
+        if h in response.headers:
+            return response.headers[h]
+    return None
+
+
+def _body_message(response: httpx.Response) -> tuple[str, str | None]:
+    """A readable message and code from common error-body shapes."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, httpx.ResponseNotRead):
+        text = response.text[:300] if response.is_stream_consumed or not response.is_closed else ""
+        return (text.strip() or response.reason_phrase or "error"), None
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body))
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("description") or err.get("msg") or err.get("detail")
+            code = err.get("code") or err.get("status") or err.get("kind") or err.get("type")
+            return str(msg or json.dumps(err)[:300]), (str(code) if code else None)
+        if isinstance(err, list) and err:  # FastAPI/ElevenLabs 422: [{"loc","msg","type"}]
+            first = err[0]
+            if isinstance(first, dict):
+                loc = ".".join(str(p) for p in first.get("loc", []))
+                return f"{loc}: {first.get('msg', '')}".strip(": "), first.get("type")
+        return str(err)[:300], None
+    return str(body)[:300], None
+
+
+def map_status_error(provider: str, response: httpx.Response) -> ProviderError:
+    """The most specific avatarkit error for a non-success response."""
+    status = response.status_code
+    message, code = _body_message(response)
+    message = redact(message)
+    kw: dict[str, Any] = {
+        "provider": provider,
+        "status": status,
+        "request_id": _request_id(response),
+        "code": code,
+    }
+    if status == 429:
+        return RateLimitError(message, retry_after=parse_retry_after(response.headers), **kw)
+    if status in (401, 403):
+        return AuthenticationError(message, **kw)
+    if status == 402:
+        return QuotaExceededError(message, **kw)
+    if status == 451:
+        return ContentModerationError(message, **kw)
+    if status == 408:
+        return ProviderTimeoutError(message, **kw)
+    retryable = status >= 500 or response.headers.get("x-should-retry") == "true"
+    if response.headers.get("x-should-retry") == "false":
+        retryable = False
+    return ProviderStatusError(
+        message, retryable=retryable, retry_after=parse_retry_after(response.headers), **kw
+    )
+
+
+def _map_transport_error(provider: str, exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeoutError(f"no answer in time ({type(exc).__name__})", provider=provider)
+    return ProviderConnectionError(
+        f"connection failed: {type(exc).__name__}: {redact(str(exc)) or 'no detail'}",
+        provider=provider,
+    )
+
+
+class _Wait:
+    """Honour the server's Retry-After; otherwise jittered exponential backoff."""
+
+    def __init__(self, options: ConnectOptions) -> None:
+        self._backoff = wait_random_exponential(
+            multiplier=options.backoff_initial, max=options.backoff_max
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, ProviderError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(self._backoff(state))
+
+
+class HttpClient:
+    """An authenticated client for one provider's HTTP API.
+
+    Args:
+        provider: Name used in errors and logs.
+        base_url: The API's root URL.
+        headers: Headers for every request (keys included: they are never logged).
+        transport: An ``httpx.AsyncBaseTransport`` to use instead of the network (tests).
+        options: Default timeouts and retry policy.
+        classify: Adapter hook refining errors from vendor-specific bodies.
+        auth: Optional httpx auth (e.g. ``httpx.BasicAuth``).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        options: ConnectOptions = DEFAULT_OPTIONS,
+        classify: ErrorClassifier | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.options = options
+        self._headers = dict(headers or {})
+        self._transport = transport
+        self._classify = classify
+        self._auth = auth
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpClient(provider={self.provider!r}, base_url={self.base_url!r})"
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._headers,
+                transport=self._transport,
+                auth=self._auth,
+                follow_redirects=True,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the client bound to the running loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    def _timeout(self, options: ConnectOptions, remaining: float) -> httpx.Timeout:
+        per_try = max(0.001, min(options.timeout, remaining))
+        return httpx.Timeout(per_try, connect=min(options.connect_timeout, per_try))
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        err = map_status_error(self.provider, response)
+        return self._classify(response, err) if self._classify else err
+
+    def _retrying(self, options: ConnectOptions) -> AsyncRetrying:
+        def _log_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            _log.warning(
+                "%s: attempt %d failed (%s); retrying in %.2fs",
+                self.provider,
+                state.attempt_number,
+                exc,
+                wait,
+            )
+
+        def _retryable(exc: BaseException) -> bool:
+            return (
+                isinstance(exc, ProviderError)
+                and exc.retryable
+                and (exc.retry_after is None or exc.retry_after <= options.max_retry_after)
+            )
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(options.max_retries + 1) | stop_before_delay(options.deadline),
+            wait=_Wait(options),
+            retry=retry_if_exception(_retryable),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    async def request(
+        self, method: str, path: str, *, options: ConnectOptions | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request with retries; return the successful (2xx) response, read in full.
+
+        ``kwargs`` go to ``httpx.AsyncClient.request`` (``json=``, ``params=``, ``files=``...).
+
+        Raises:
+            ProviderError: the most specific subclass, after retries where they apply.
+        """
+        opts = options or self.options
+        async with self._deadline(opts):
+            start = time.monotonic()
+            async for attempt in self._retrying(opts):
+                with attempt:
+                    remaining = opts.deadline - (time.monotonic() - start)
+                    return await self._send_once(method, path, opts, remaining, kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        opts: ConnectOptions,
+        remaining: float,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        client = self._client()
+        t0 = time.monotonic()
+        try:
+            response = await client.request(
+                method, path, timeout=self._timeout(opts, remaining), **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise _map_transport_error(self.provider, exc) from exc
+        _log.debug(
+            "%s %s %s -> %d in %.0f ms (request id %s)",
+            self.provider,
+            method,
+            redact(str(response.request.url)),
+            response.status_code,
+            (time.monotonic() - t0) * 1000,
+            _request_id(response),
+        )
+        if response.is_error:
+            raise self._error(response)
+        return response
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, path: str, *, options: ConnectOptions | None = None, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streaming response; retries apply until the first byte, not after.
+
+        Errors while reading the body are mapped to ProviderError subclasses.
+        """
+        opts = options or self.options
+        async with self._deadline(opts):
+            start = time.monotonic()
+            response: httpx.Response | None = None
+            async for attempt in self._retrying(opts):
+                with attempt:
+                    remaining = opts.deadline - (time.monotonic() - start)
+                    response = await self._open_stream(method, path, opts, remaining, kwargs)
+            assert response is not None
+            try:
+                yield response
+            except httpx.HTTPError as exc:
+                raise _map_transport_error(self.provider, exc) from exc
+            finally:
+                await response.aclose()
+
+    async def _open_stream(
+        self,
+        method: str,
+        path: str,
+        opts: ConnectOptions,
+        remaining: float,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        client = self._client()
+        try:
+            request = client.build_request(
+                method, path, timeout=self._timeout(opts, remaining), **kwargs
+            )
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _map_transport_error(self.provider, exc) from exc
+        if response.is_error:
+            try:
+                await response.aread()
+            except httpx.HTTPError as exc:
+                raise _map_transport_error(self.provider, exc) from exc
+            finally:
+                await response.aclose()
+            raise self._error(response)
+        return response
+
+    @asynccontextmanager
+    async def _deadline(self, opts: ConnectOptions) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(opts.deadline):
+                yield
+        except TimeoutError as exc:
+            raise ProviderTimeoutError(
+                f"gave up after the call's deadline of {opts.deadline:g}s", provider=self.provider
+            ) from exc
+
+    def with_options(self, **changes: Any) -> ConnectOptions:
+        """A copy of this client's options with ``changes`` applied (for ``options=``)."""
+        return replace(self.options, **changes)

@@ -1,0 +1,91 @@
+"""Settings and API keys: keys come from arguments or the environment and never show anywhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from avatarkit.errors import MissingKeyError
+
+__all__ = ["Settings", "get_logger", "redact", "register_secret", "resolve_key"]
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+class Settings(BaseModel):
+    """Limits and defaults shared by a bot's stages."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_input_chars: int = Field(default=4000, gt=0)
+    """Longest user input accepted; longer input raises InputValidationError before any call."""
+    max_speech_chars: int = Field(default=20_000, gt=0)
+    """Longest reply text sent to a voice."""
+    render: bool = True
+    """Render a video for each reply (off: audio and timeline only)."""
+    fps: int = Field(default=25, gt=0, le=120)
+    """Frames per second of rendered video."""
+    size: int = Field(default=512, ge=64, le=2048)
+    """Edge length in pixels of rendered video (square)."""
+
+
+def resolve_key(provider: str, api_key: str | SecretStr | None, env_var: str) -> SecretStr:
+    """Return the key from ``api_key`` or ``env_var``, registered for redaction.
+
+    Raises:
+        MissingKeyError: neither gave a non-empty key.
+    """
+    raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    if not raw:
+        raw = os.environ.get(env_var, "").strip()
+    if not raw:
+        raise MissingKeyError(provider, env_var)
+    register_secret(raw)
+    return SecretStr(raw)
+
+
+def register_secret(value: str) -> None:
+    """Remember ``value`` so that ``redact`` and avatarkit's log filter hide it."""
+    if len(value) >= 6:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret (and bearer/basic credentials) in ``text`` by ``***``."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for s in secrets:
+        text = text.replace(s, "***")
+    return _AUTH_RE.sub(r"\1***", text)
+
+
+_AUTH_RE = re.compile(r"((?:Bearer|Basic|xi-api-key:?)\s+)[^\s'\",}]+", re.IGNORECASE)
+
+
+class RedactingFilter(logging.Filter):
+    """Logging filter that removes registered secrets from every record avatarkit logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+def get_logger(name: str) -> logging.Logger:
+    """An avatarkit logger whose records pass through the redacting filter.
+
+    (Logger filters do not apply to records propagated from child loggers, so every module's
+    logger gets its own.)
+    """
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
+    return logger

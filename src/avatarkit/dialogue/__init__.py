@@ -1,0 +1,1 @@
+"""avatarkit.dialogue."""

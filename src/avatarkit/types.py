@@ -1,0 +1,489 @@
+"""The data model: every object that flows down a turn, as pydantic models with a JSON round-trip.
+
+Times are seconds on the clock of the utterance's audio (0 = first sample). Binary payloads
+(audio, images) serialise to base64 in JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "TIMELINE_VERSION",
+    "AudioFormat",
+    "AvatarImage",
+    "AvatarPose",
+    "AvatarPrompt",
+    "AvatarVideo",
+    "ChatMessage",
+    "DialogueResponse",
+    "DialogueState",
+    "DialogueTurn",
+    "Emotion",
+    "FacialExpression",
+    "Intent",
+    "IntentPrediction",
+    "LipSync",
+    "PhonemeTiming",
+    "ProcessedText",
+    "Response",
+    "Sentiment",
+    "StageMetrics",
+    "Timeline",
+    "UserInput",
+    "VisemeCue",
+    "VisemeSource",
+    "VoiceOutput",
+    "WordTiming",
+]
+
+TIMELINE_VERSION = 1
+"""Version of the Timeline JSON layout; bumped on incompatible change."""
+
+
+class _Model(BaseModel):
+    """Base for avatarkit models: strict about unknown fields, bytes as base64 in JSON."""
+
+    model_config = ConfigDict(
+        extra="forbid", ser_json_bytes="base64", val_json_bytes="base64", frozen=False
+    )
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --------------------------------------------------------------------------- user input & NLP
+
+
+class UserInput(_Model):
+    """What the user said or typed, with the session it belongs to."""
+
+    text: str
+    """The raw text as received."""
+    session_id: str = "default"
+    """Conversation this input belongs to."""
+    language: str | None = None
+    """BCP-47 language tag when known (``"en"``, ``"de-DE"``)."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free-form data from the caller (channel, user id...)."""
+    received_at: dt.datetime = Field(default_factory=_now)
+
+
+class ProcessedText(_Model):
+    """The result of text preprocessing."""
+
+    original: str
+    """Input text before any change."""
+    normalized: str
+    """Unicode-normalised, whitespace-collapsed text (case kept unless lowercasing was on)."""
+    tokens: list[str] = Field(default_factory=list)
+    """Word tokens of the normalised text."""
+    content_tokens: list[str] = Field(default_factory=list)
+    """Tokens after stop-word removal (equal to ``tokens`` when that step is off)."""
+    stems: list[str] = Field(default_factory=list)
+    """Stem of each content token (empty when stemming is off)."""
+    lemmas: list[str] = Field(default_factory=list)
+    """Lemma of each content token (empty when no lemmatiser is available or it is off)."""
+    language: str = "en"
+    """Language the steps were run for."""
+
+
+class Intent(_Model):
+    """One intent with its confidence in [0, 1]."""
+
+    name: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class IntentPrediction(_Model):
+    """Ranked intents for one input; ``top`` is ``out_of_scope`` below the threshold."""
+
+    intents: list[Intent]
+    """All candidate intents, best first."""
+    top: str
+    """The chosen intent, or ``"out_of_scope"``."""
+    detected: list[str] = Field(default_factory=list)
+    """Every intent judged present (more than one for multi-intent input)."""
+    backend: str = ""
+    """Which classifier produced this."""
+
+    @property
+    def confidence(self) -> float:
+        """Confidence of the best intent (0 when there is none)."""
+        return self.intents[0].confidence if self.intents else 0.0
+
+
+class Emotion(str, Enum):
+    """Facial emotions the expression layer and renderers understand."""
+
+    NEUTRAL = "neutral"
+    HAPPY = "happy"
+    SAD = "sad"
+    ANGRY = "angry"
+    SURPRISED = "surprised"
+    THINKING = "thinking"
+    FEARFUL = "fearful"
+    DISGUSTED = "disgusted"
+
+
+class Sentiment(_Model):
+    """Sentiment of a text: VADER-style scores plus the emotion they suggest."""
+
+    compound: float = Field(ge=-1.0, le=1.0)
+    """Overall polarity in [-1, 1]."""
+    positive: float = Field(default=0.0, ge=0.0, le=1.0)
+    negative: float = Field(default=0.0, ge=0.0, le=1.0)
+    neutral: float = Field(default=1.0, ge=0.0, le=1.0)
+    label: Literal["positive", "negative", "neutral"] = "neutral"
+    emotion: Emotion = Emotion.NEUTRAL
+    """The emotion this sentiment suggests for the face."""
+    backend: str = ""
+
+
+# --------------------------------------------------------------------------- dialogue
+
+
+class ChatMessage(_Model):
+    """One message of a chat-model conversation."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    name: str | None = None
+
+
+class DialogueTurn(_Model):
+    """One exchange kept in the dialogue history."""
+
+    user: str
+    assistant: str
+    intent: str | None = None
+    emotion: Emotion | None = None
+    at: dt.datetime = Field(default_factory=_now)
+
+
+class DialogueState(_Model):
+    """The conversation so far: history, context and slots for one session."""
+
+    session_id: str = "default"
+    turns: list[DialogueTurn] = Field(default_factory=list)
+    context: dict[str, Any] = Field(default_factory=dict)
+    """Free-form facts the dialogue keeps (user's name, topic...)."""
+    slots: dict[str, Any] = Field(default_factory=dict)
+    """Slot values filled across turns (date, time, email...)."""
+
+
+class DialogueResponse(_Model):
+    """What the avatar will say, with why."""
+
+    text: str
+    """The text to speak, with emotion tags removed."""
+    raw_text: str | None = None
+    """The chat model's text before tags were stripped, when different."""
+    emotion_tags: list[str] = Field(default_factory=list)
+    """Emotion tags the model emitted (``[happy]`` → ``"happy"``), in order."""
+    intent: str | None = None
+    """Intent this answers, when known."""
+    handled_by: str = ""
+    """Which handler or chat model wrote it."""
+
+
+# --------------------------------------------------------------------------- voice & timeline
+
+
+AudioFormat = Literal["wav", "mp3", "pcm_s16le", "ogg", "flac", "opus", "aac", "ulaw"]
+"""Encodings of ``VoiceOutput.audio``; ``pcm_s16le`` is headerless 16-bit little-endian."""
+
+
+class WordTiming(_Model):
+    """One word of the spoken text with its time span and place in the input string."""
+
+    text: str
+    """The word exactly as it appears in the input (``text[char_start:char_end]``)."""
+    start: float = Field(ge=0.0)
+    end: float = Field(ge=0.0)
+    char_start: int = Field(default=-1, ge=-1)
+    """Offset of the word's first character in the input text (-1 when unknown)."""
+    char_end: int = Field(default=-1, ge=-1)
+    """Offset one past the word's last character (-1 when unknown)."""
+
+
+class PhonemeTiming(_Model):
+    """One phoneme (IPA) with its time span."""
+
+    phoneme: str
+    """IPA symbol(s), e.g. ``"p"``, ``"aɪ"``, ``"tʃ"``; ``"_"`` for a pause."""
+    start: float = Field(ge=0.0)
+    end: float = Field(ge=0.0)
+    word_index: int | None = None
+    """Index into the word list of the word this phoneme belongs to."""
+    stress: int = 0
+    """0 unstressed, 1 primary, 2 secondary (when the voice reports it)."""
+
+
+class VoiceOutput(_Model):
+    """Synthesised speech: the audio and what is said when."""
+
+    audio: bytes
+    """Encoded audio in ``format``."""
+    format: AudioFormat = "wav"
+    sample_rate: int = Field(gt=0)
+    channels: int = Field(default=1, ge=1)
+    duration: float = Field(ge=0.0)
+    """Length of the audio in seconds."""
+    text: str = ""
+    """The text that was spoken (timings refer to it)."""
+    words: list[WordTiming] = Field(default_factory=list)
+    phonemes: list[PhonemeTiming] = Field(default_factory=list)
+    voice: str = ""
+    """Backend and voice that spoke, e.g. ``"espeak:en-us+f3"``."""
+
+    def __repr__(self) -> str:
+        return (
+            f"VoiceOutput(format={self.format!r}, duration={self.duration:.3f}, "
+            f"sample_rate={self.sample_rate}, words={len(self.words)}, "
+            f"phonemes={len(self.phonemes)}, voice={self.voice!r}, audio=<{len(self.audio)} bytes>)"
+        )
+
+    def _repr_html_(self) -> str:
+        mime = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
+        if self.format not in mime:
+            return f"<pre>{self!r}</pre>"
+        b64 = base64.b64encode(self.audio).decode()
+        return f'<audio controls src="data:{mime[self.format]};base64,{b64}"></audio>'
+
+
+VisemeSource = Literal["phonemes", "words", "audio", "provider", "none"]
+"""Where viseme cues came from, best first: voice phonemes, word timings + G2P, the waveform."""
+
+
+class VisemeCue(_Model):
+    """One mouth shape (Oculus viseme name) held from ``start`` to ``end``."""
+
+    viseme: str
+    """Oculus/Meta viseme: sil PP FF TH DD kk CH SS nn RR aa E ih oh ou."""
+    start: float = Field(ge=0.0)
+    end: float = Field(ge=0.0)
+    weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    """How far the mouth goes into the shape (for blending)."""
+    source: VisemeSource = "phonemes"
+
+
+class LipSync(_Model):
+    """Viseme cues for one utterance and where they came from."""
+
+    cues: list[VisemeCue] = Field(default_factory=list)
+    source: VisemeSource = "none"
+    duration: float = 0.0
+
+
+class FacialExpression(_Model):
+    """An expression keyframe: from ``time`` on, the face moves to ``emotion`` at ``intensity``."""
+
+    time: float = Field(default=0.0, ge=0.0)
+    char_offset: int | None = Field(default=None, ge=0)
+    """Where in the reply text it starts; the timeline builder sets ``time`` from word timings."""
+    emotion: Emotion = Emotion.NEUTRAL
+    intensity: float = Field(default=0.5, ge=0.0, le=1.0)
+    transition: float = Field(default=0.3, ge=0.0)
+    """Seconds taken to blend in from the previous expression."""
+
+
+class AvatarPose(_Model):
+    """A head-and-eyes keyframe. Angles are degrees; gaze is in [-1, 1]; blink is eyelid closure."""
+
+    time: float = Field(ge=0.0)
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    gaze_x: float = Field(default=0.0, ge=-1.0, le=1.0)
+    gaze_y: float = Field(default=0.0, ge=-1.0, le=1.0)
+    blink: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class Timeline(_Model):
+    """Everything that happens in one utterance, on the audio's clock.
+
+    Renderers consume it; it exports to JSON, Rhubarb ``mouthCues`` and a browser
+    avatar's input (see ``avatarkit.animation``).
+    """
+
+    version: int = TIMELINE_VERSION
+    text: str = ""
+    duration: float = Field(default=0.0, ge=0.0)
+    words: list[WordTiming] = Field(default_factory=list)
+    phonemes: list[PhonemeTiming] = Field(default_factory=list)
+    visemes: list[VisemeCue] = Field(default_factory=list)
+    viseme_source: VisemeSource = "none"
+    expressions: list[FacialExpression] = Field(default_factory=list)
+    poses: list[AvatarPose] = Field(default_factory=list)
+    audio_ref: str | None = None
+    """File name of the audio this timeline belongs to, when saved beside it."""
+
+    def problems(self) -> list[str]:
+        """Consistency problems: unsorted or overlapping cues, times outside the audio.
+
+        Returns an empty list for a consistent timeline.
+        """
+        out: list[str] = []
+        eps = 1e-6
+        tracks: dict[str, list[tuple[float, float]]] = {
+            "words": [(w.start, w.end) for w in self.words],
+            "phonemes": [(p.start, p.end) for p in self.phonemes],
+            "visemes": [(v.start, v.end) for v in self.visemes],
+            "expressions": [(e.time, e.time) for e in self.expressions],
+            "poses": [(p.time, p.time) for p in self.poses],
+        }
+        for name, spans in tracks.items():
+            prev_start = -1.0
+            for i, (start, end) in enumerate(spans):
+                if end < start - eps:
+                    out.append(f"{name}[{i}] ends ({end:.3f}) before it starts ({start:.3f})")
+                if start < prev_start - eps:
+                    out.append(f"{name}[{i}] starts before {name}[{i - 1}]")
+                if end > self.duration + eps:
+                    out.append(f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})")
+                prev_start = start
+        return out
+
+    def viseme_at(self, t: float) -> str:
+        """The viseme shown at time ``t`` (``"sil"`` outside any cue)."""
+        for cue in self.visemes:
+            if cue.start <= t < cue.end:
+                return cue.viseme
+        return "sil"
+
+
+# --------------------------------------------------------------------------- media
+
+
+class AvatarPrompt(_Model):
+    """What avatar picture to make: a prompt for image models, a seed for procedural faces."""
+
+    prompt: str = "a friendly person, portrait, looking at the camera"
+    negative: str = ""
+    """Negative prompt: what the picture must not show."""
+    seed: int | None = None
+    """Fixed seed for reproducible images (``None``: random)."""
+    width: int = Field(default=512, ge=64, le=4096)
+    height: int = Field(default=512, ge=64, le=4096)
+    steps: int = Field(default=30, ge=1, le=500)
+    guidance: float = Field(default=7.0, ge=0.0, le=50.0)
+    style: dict[str, Any] = Field(default_factory=dict)
+    """Backend-specific options (procedural face parameters, sampler, model override...)."""
+
+    def __init__(self, prompt: str | None = None, /, **data: Any) -> None:
+        if prompt is not None:
+            data["prompt"] = prompt
+        super().__init__(**data)
+
+
+
+class AvatarImage(_Model):
+    """The avatar's picture (PNG or JPEG bytes) with how it was made."""
+
+    data: bytes
+    format: Literal["png", "jpeg", "webp"] = "png"
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    kind: Literal["procedural", "photo"] = "photo"
+    """``procedural``: a parametric face the local renderer draws itself; ``photo``: any portrait."""
+    face_box: tuple[int, int, int, int] | None = None
+    """Face rectangle (left, top, width, height) in pixels, when known."""
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    """How it was made: prompt, negative prompt, seed, model, embeddings, style parameters."""
+
+    def __repr__(self) -> str:
+        return (
+            f"AvatarImage(format={self.format!r}, size={self.width}x{self.height}, "
+            f"kind={self.kind!r}, data=<{len(self.data)} bytes>)"
+        )
+
+    def _repr_png_(self) -> bytes | None:
+        return self.data if self.format == "png" else None
+
+
+class AvatarVideo(_Model):
+    """A rendered talking-avatar clip, kept in a file (videos can be long)."""
+
+    path: Path
+    """Where the encoded video lies."""
+    format: Literal["mp4", "webm", "gif", "png", "mov"] = "mp4"
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    fps: float = Field(gt=0)
+    frame_count: int = Field(ge=0)
+    duration: float = Field(ge=0.0)
+    has_audio: bool = False
+    renderer: str = ""
+
+    @property
+    def data(self) -> bytes:
+        """The encoded file's bytes."""
+        return self.path.read_bytes()
+
+    def _repr_html_(self) -> str:
+        if self.format in ("gif", "png"):
+            b64 = base64.b64encode(self.data).decode()
+            return f'<img src="data:image/{self.format};base64,{b64}"/>'
+        b64 = base64.b64encode(self.data).decode()
+        return f'<video controls src="data:video/{self.format};base64,{b64}"></video>'
+
+
+# --------------------------------------------------------------------------- the turn's result
+
+
+class StageMetrics(_Model):
+    """How long each stage took, in seconds, keyed by stage name."""
+
+    started_at: dt.datetime = Field(default_factory=_now)
+    durations: dict[str, float] = Field(default_factory=dict)
+    total: float = 0.0
+
+
+class Response(_Model):
+    """Everything one turn produced. Fields of stages that were not run stay ``None``."""
+
+    id: str = Field(default_factory=_new_id)
+    input: UserInput
+    processed: ProcessedText | None = None
+    intent: IntentPrediction | None = None
+    sentiment: Sentiment | None = None
+    dialogue: DialogueResponse | None = None
+    voice: VoiceOutput | None = None
+    timeline: Timeline | None = None
+    image: AvatarImage | None = None
+    video: AvatarVideo | None = None
+    metrics: StageMetrics = Field(default_factory=StageMetrics)
+
+    @property
+    def text(self) -> str:
+        """The avatar's spoken reply ("" before the dialogue stage ran)."""
+        return self.dialogue.text if self.dialogue else ""
+
+    @model_validator(mode="after")
+    def _check_timeline(self) -> Response:
+        if self.timeline and self.voice and self.timeline.duration == 0.0:
+            self.timeline.duration = self.voice.duration
+        return self
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write audio, video, image, timeline.json and response.json into ``folder``.
+
+        Every file is written atomically (temporary file, then rename): a failure leaves no
+        half-written file. Returns the paths written, keyed by kind.
+        """
+        from avatarkit._files import save_response
+
+        return save_response(self, Path(folder))
