@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,7 +125,7 @@ class IntentPrediction(_Model):
         return self.intents[0].confidence if self.intents else 0.0
 
 
-class Emotion(str, Enum):
+class Emotion(StrEnum):
     """Facial emotions the expression layer and renderers understand."""
 
     NEUTRAL = "neutral"
@@ -353,7 +353,9 @@ class Timeline(_Model):
                 if start < prev_start - eps:
                     out.append(f"{name}[{i}] starts before {name}[{i - 1}]")
                 if end > self.duration + eps:
-                    out.append(f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})")
+                    out.append(
+                        f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})"
+                    )
                 prev_start = start
         return out
 
@@ -389,7 +391,6 @@ class AvatarPrompt(_Model):
         super().__init__(**data)
 
 
-
 class AvatarImage(_Model):
     """The avatar's picture (PNG or JPEG bytes) with how it was made."""
 
@@ -398,7 +399,7 @@ class AvatarImage(_Model):
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     kind: Literal["procedural", "photo"] = "photo"
-    """``procedural``: a parametric face the local renderer draws itself; ``photo``: any portrait."""
+    """``procedural``: a parametric face the local renderer redraws; ``photo``: any portrait."""
     face_box: tuple[int, int, int, int] | None = None
     """Face rectangle (left, top, width, height) in pixels, when known."""
     provenance: dict[str, Any] = Field(default_factory=dict)
