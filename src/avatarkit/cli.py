@@ -209,7 +209,8 @@ def speak(
 ) -> None:
     """Speak text: speech audio plus timeline.json (words, phonemes, visemes)."""
     try:
-        bot = _bot(voice=voice, renderer=None, chat=None)
+        bot = _bot(voice=voice, renderer=None, chat=None, preprocessor=None, intent=None,
+                   sentiment=None)
         _report(bot.say_sync(text, render=False).save(output))
     except AvatarKitError as exc:
         _fail(exc)
@@ -228,7 +229,7 @@ def animate(
     """Speak and animate text as given: avatar, speech, video and timeline."""
     try:
         bot = _bot(voice=voice, renderer=renderer, image=image_backend, avatar=avatar, seed=seed,
-                   chat=None)  # fmt: skip
+                   chat=None, preprocessor=None, intent=None, sentiment=None)  # fmt: skip
         _report(bot.say_sync(text, progress=_progress("rendering")).save(output))
     except AvatarKitError as exc:
         _fail(exc)
