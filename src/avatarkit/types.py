@@ -479,6 +479,20 @@ class Response(_Model):
             self.timeline.duration = self.voice.duration
         return self
 
+    def _repr_html_(self) -> str:
+        import html
+
+        parts = [f"<p><b>{html.escape(self.input.text)}</b></p>"]
+        if self.dialogue is not None:
+            parts.append(f"<p>{html.escape(self.dialogue.text)}</p>")
+        if self.video is not None:
+            parts.append(self.video._repr_html_())
+        elif self.voice is not None:
+            parts.append(self.voice._repr_html_())
+        timings = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.metrics.durations.items())
+        parts.append(f"<small>{html.escape(timings)}</small>")
+        return "\n".join(parts)
+
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write audio, video, image, timeline.json and response.json into ``folder``.
 
