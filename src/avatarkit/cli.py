@@ -209,8 +209,9 @@ def speak(
 ) -> None:
     """Speak text: speech audio plus timeline.json (words, phonemes, visemes)."""
     try:
-        bot = _bot(voice=voice, renderer=None, chat=None, preprocessor=None, intent=None,
-                   sentiment=None)
+        bot = _bot(
+            voice=voice, renderer=None, chat=None, preprocessor=None, intent=None, sentiment=None
+        )
         _report(bot.say_sync(text, render=False).save(output))
     except AvatarKitError as exc:
         _fail(exc)
