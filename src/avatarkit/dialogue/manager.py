@@ -94,12 +94,44 @@ class DialogueManager:
             if text is None:
                 text = await self.chat.complete(self.messages(state, user.text))
                 handled_by = type(self.chat).__name__
-            state.turns.append(
-                DialogueTurn(
-                    user=user.text,
-                    assistant=text,
-                    intent=top,
-                    emotion=sentiment.emotion if sentiment else None,
-                )
-            )
+            self._append(state, user, text, intent, sentiment)
             return DialogueResponse(text=text.strip(), intent=top, handled_by=handled_by)
+
+    async def handle(self, user: UserInput, intent: IntentPrediction | None) -> str | None:
+        """The reply of the handler registered for ``intent``, or None when none answers."""
+        handler = self.handlers.get(intent.top) if intent else None
+        if handler is None:
+            return None
+        state = await self.load(user.session_id)
+        result = handler(user, state)
+        out = await result if isinstance(result, Awaitable) else result
+        return out if isinstance(out, str) else None
+
+    async def record(
+        self,
+        user: UserInput,
+        text: str,
+        *,
+        intent: IntentPrediction | None = None,
+        sentiment: Sentiment | None = None,
+    ) -> None:
+        """Add a turn whose reply was produced elsewhere (streaming: only what was delivered)."""
+        async with self._locks.setdefault(user.session_id, asyncio.Lock()):
+            self._append(await self.load(user.session_id), user, text, intent, sentiment)
+
+    def _append(
+        self,
+        state: DialogueState,
+        user: UserInput,
+        text: str,
+        intent: IntentPrediction | None,
+        sentiment: Sentiment | None,
+    ) -> None:
+        state.turns.append(
+            DialogueTurn(
+                user=user.text,
+                assistant=text,
+                intent=intent.top if intent else None,
+                emotion=sentiment.emotion if sentiment else None,
+            )
+        )
