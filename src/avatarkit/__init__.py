@@ -80,13 +80,30 @@ _LAZY: dict[str, str] = {
     **{
         name: "avatarkit.types"
         for name in (
-            "AvatarImage", "AvatarPose", "AvatarPrompt", "AvatarVideo", "ChatMessage",
-            "DialogueResponse", "DialogueState", "Emotion", "FacialExpression", "Intent",
-            "IntentPrediction", "LipSync", "PhonemeTiming", "ProcessedText", "Response",
-            "Sentiment", "Timeline", "UserInput", "VisemeCue", "VoiceOutput", "WordTiming",
+            "AvatarImage",
+            "AvatarPose",
+            "AvatarPrompt",
+            "AvatarVideo",
+            "ChatMessage",
+            "DialogueResponse",
+            "DialogueState",
+            "Emotion",
+            "FacialExpression",
+            "Intent",
+            "IntentPrediction",
+            "LipSync",
+            "PhonemeTiming",
+            "ProcessedText",
+            "Response",
+            "Sentiment",
+            "Timeline",
+            "UserInput",
+            "VisemeCue",
+            "VoiceOutput",
+            "WordTiming",
         )
     },
-}  # fmt: skip
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,9 +12,10 @@ import time
 import unicodedata
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from avatarkit import _sync
+from avatarkit._aio import concurrently
 from avatarkit.config import Settings, get_logger
 from avatarkit.dialogue.manager import DialogueManager, Persona
 from avatarkit.errors import (
@@ -46,6 +47,9 @@ from avatarkit.types import (
     UserInput,
     VoiceOutput,
 )
+
+if TYPE_CHECKING:
+    from avatarkit.streaming import ReplyStream
 
 __all__ = ["AvatarBot"]
 
@@ -228,6 +232,28 @@ class AvatarBot:
             response.metrics.total = time.perf_counter() - started
         return response
 
+    def stream(
+        self,
+        text: str | UserInput,
+        *,
+        session_id: str = "default",
+        render: bool | None = None,
+        output_dir: str | Path | None = None,
+    ) -> ReplyStream:
+        """Run one turn as a stream of events (text, sentences, audio, video, final).
+
+        Sentences are voiced while the chat model is still writing; events arrive in spoken
+        order. Use ``async for event in bot.stream(...)``; ``await stream.interrupt()`` stops it.
+
+        Raises:
+            InputValidationError: at once, before any backend is called.
+        """
+        from avatarkit.streaming import ReplyStream
+
+        user = self._validate(text, session_id)
+        folder = Path(output_dir) if output_dir else None
+        return ReplyStream(self, user, render=self._will_render(render), output_dir=folder)
+
     def say_sync(self, text: str, **kwargs: Any) -> Response:
         """Blocking :meth:`say`."""
         return _sync.run(self.say(text, **kwargs))
@@ -305,7 +331,7 @@ class AvatarBot:
                     "sentiment", response, self.sentiment.analyze(user.text)
                 )
 
-        await _concurrently(intent(), sentiment())
+        await concurrently(intent(), sentiment())
 
     async def _reply(self, response: Response) -> None:
         assert self.dialogue is not None
@@ -362,7 +388,7 @@ class AvatarBot:
                     expression.plan(reply, sentiment=response.sentiment, intent=response.intent),
                 )
 
-        await _concurrently(speak(), express())
+        await concurrently(speak(), express())
         assert response.voice is not None
         response.timeline = await self._stage(
             "animate",
@@ -417,23 +443,6 @@ def _strip_tags(reply: DialogueResponse) -> None:
         reply.raw_text = reply.text
         reply.text = clean
         reply.emotion_tags = [tag for _, tag in tags]
-
-
-async def _concurrently(*coros: Awaitable[None]) -> None:
-    """Run coroutines side by side; on the first failure cancel the rest and raise it."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coro in coros:
-                group.create_task(_as_coroutine(coro))
-    except BaseExceptionGroup as eg:
-        first = eg.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-
-
-async def _as_coroutine(aw: Awaitable[None]) -> None:
-    await aw
 
 
 def _load_image(path: Path) -> AvatarImage:

@@ -91,8 +91,9 @@ class ReplyCache:
         folder = Path(directory).expanduser() if directory else Path(tempfile.mkdtemp())
         folder.mkdir(parents=True, exist_ok=True)
         self.directory = folder
-        self._store = diskcache.Cache(str(folder / "index"), size_limit=size_limit,
-                                      eviction_policy="least-recently-used")  # fmt: skip
+        self._store = diskcache.Cache(
+            str(folder / "index"), size_limit=size_limit, eviction_policy="least-recently-used"
+        )
         self._videos = folder / "videos"
         self._videos.mkdir(exist_ok=True)
         self.stats = CacheStats()

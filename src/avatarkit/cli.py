@@ -86,8 +86,9 @@ def create(
 ) -> None:
     """Make a talking-avatar reply: avatar.png, speech.wav, video.mp4 and timeline.json."""
     try:
-        bot = _bot(chat=chat, voice=voice, renderer=renderer, image=image_backend,
-                   avatar=avatar, seed=seed)  # fmt: skip
+        bot = _bot(
+            chat=chat, voice=voice, renderer=renderer, image=image_backend, avatar=avatar, seed=seed
+        )
         try:
             reply = bot.respond_sync(prompt, progress=_progress("rendering"))
         except StageError as exc:
@@ -163,8 +164,9 @@ def avatar(
         spec = f"{spec.split(':', 1)[0]}:{model}"
     try:
         generator = create_backend("image", spec)
-        request = AvatarPrompt(prompt, negative=negative, seed=seed, steps=steps, width=size,
-                               height=size)  # fmt: skip
+        request = AvatarPrompt(
+            prompt, negative=negative, seed=seed, steps=steps, width=size, height=size
+        )
         from avatarkit import _sync
 
         image = _sync.run(generator.generate(request, progress=_progress("generating")))
@@ -229,8 +231,17 @@ def animate(
 ) -> None:
     """Speak and animate text as given: avatar, speech, video and timeline."""
     try:
-        bot = _bot(voice=voice, renderer=renderer, image=image_backend, avatar=avatar, seed=seed,
-                   chat=None, preprocessor=None, intent=None, sentiment=None)  # fmt: skip
+        bot = _bot(
+            voice=voice,
+            renderer=renderer,
+            image=image_backend,
+            avatar=avatar,
+            seed=seed,
+            chat=None,
+            preprocessor=None,
+            intent=None,
+            sentiment=None,
+        )
         _report(bot.say_sync(text, progress=_progress("rendering")).save(output))
     except AvatarKitError as exc:
         _fail(exc)

@@ -73,9 +73,19 @@ __all__ = [
 
 _WORD_RE = re.compile(r"\S+")
 _LETTER_PHONEME = {
-    "a": "a", "e": "e", "i": "i", "o": "o", "u": "u", "y": "i",
-    "c": "k", "q": "k", "x": "k", "j": "dʒ", "w": "w", "r": "ɹ",
-}  # fmt: skip
+    "a": "a",
+    "e": "e",
+    "i": "i",
+    "o": "o",
+    "u": "u",
+    "y": "i",
+    "c": "k",
+    "q": "k",
+    "x": "k",
+    "j": "dʒ",
+    "w": "w",
+    "r": "ɹ",
+}
 
 
 class _Recorder:
@@ -140,11 +150,23 @@ class FakeSentimentAnalyzer(_Recorder):
         await self._wait()
         low = text.lower()
         if any(w in low for w in ("great", "love", "happy", "thanks", "hello")):
-            return Sentiment(compound=0.6, positive=0.5, neutral=0.5, label="positive",
-                             emotion=Emotion.HAPPY, backend="test")  # fmt: skip
+            return Sentiment(
+                compound=0.6,
+                positive=0.5,
+                neutral=0.5,
+                label="positive",
+                emotion=Emotion.HAPPY,
+                backend="test",
+            )
         if any(w in low for w in ("bad", "sad", "hate", "broken")):
-            return Sentiment(compound=-0.6, negative=0.5, neutral=0.5, label="negative",
-                             emotion=Emotion.SAD, backend="test")  # fmt: skip
+            return Sentiment(
+                compound=-0.6,
+                negative=0.5,
+                neutral=0.5,
+                label="negative",
+                emotion=Emotion.SAD,
+                backend="test",
+            )
         return Sentiment(compound=0.0, backend="test")
 
 
@@ -244,15 +266,27 @@ def fake_speech(
                 a, b = int(li * per * sample_rate), int((li + 1) * per * sample_rate)
                 env[a:b] = 0.35 if ph not in ("p", "b", "m") else 0.0
         chunks += [tone * env, np.zeros(int(gap * sample_rate), np.float32)]
-        words.append(WordTiming(text=m.group(), start=t, end=t + word_seconds,
-                                char_start=m.start(), char_end=m.end()))  # fmt: skip
+        words.append(
+            WordTiming(
+                text=m.group(),
+                start=t,
+                end=t + word_seconds,
+                char_start=m.start(),
+                char_end=m.end(),
+            )
+        )
         t += word_seconds + gap
     samples = np.concatenate(chunks)
     return VoiceOutput(
-        audio=encode_wav(samples, sample_rate), format="wav", sample_rate=sample_rate,
-        duration=len(samples) / sample_rate, text=text, words=words, phonemes=phonemes,
+        audio=encode_wav(samples, sample_rate),
+        format="wav",
+        sample_rate=sample_rate,
+        duration=len(samples) / sample_rate,
+        text=text,
+        words=words,
+        phonemes=phonemes,
         voice="test:tone",
-    )  # fmt: skip
+    )
 
 
 class FakeVoice(_Recorder):
@@ -321,9 +355,12 @@ class FakeImageGenerator(_Recorder):
         if progress:
             progress(1, 1)
         return AvatarImage(
-            data=buf.getvalue(), width=prompt.width, height=prompt.height, kind="photo",
+            data=buf.getvalue(),
+            width=prompt.width,
+            height=prompt.height,
+            kind="photo",
             provenance={"backend": "test", "prompt": prompt.prompt, "seed": seed},
-        )  # fmt: skip
+        )
 
 
 class FakeRenderer(_Recorder):
@@ -374,13 +411,26 @@ class FakeRenderer(_Recorder):
 
         write_atomic(
             output,
-            lambda fh: frames[0].save(fh, "GIF", save_all=True, append_images=frames[1:],
-                                      duration=int(1000 / self.fps), loop=0),
-        )  # fmt: skip
+            lambda fh: frames[0].save(
+                fh,
+                "GIF",
+                save_all=True,
+                append_images=frames[1:],
+                duration=int(1000 / self.fps),
+                loop=0,
+            ),
+        )
         return AvatarVideo(
-            path=output, format="gif", width=self.size, height=self.size, fps=self.fps,
-            frame_count=n, duration=n / self.fps, has_audio=False, renderer="test",
-        )  # fmt: skip
+            path=output,
+            format="gif",
+            width=self.size,
+            height=self.size,
+            fps=self.fps,
+            frame_count=n,
+            duration=n / self.fps,
+            has_audio=False,
+            renderer="test",
+        )
 
 
 class FakeExpressionPolicy(_Recorder):
