@@ -8,9 +8,10 @@ with the avatar picture generated beside all of it. Async core; every public cor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import unicodedata
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +25,8 @@ from avatarkit.errors import (
     InputValidationError,
     StageError,
 )
+from avatarkit.limits import CallStats, ConcurrencyLimit, limited
+from avatarkit.metrics import fill_metrics, turn_counter
 from avatarkit.ports import (
     ChatModel,
     ExpressionPolicy,
@@ -88,6 +91,9 @@ class AvatarBot:
         persona: Who the avatar is (name, backstory, style).
         dialogue: A ready DialogueManager (overrides ``chat`` and ``persona``).
         settings: Limits (input length...) and render options.
+        limits: Most concurrent calls per role across every session of this bot, e.g.
+            ``{"voice": 4, "renderer": 2}``; later calls wait their turn in arrival order.
+        max_waiting: Calls allowed to queue per limited role before ``OverloadedError``.
         seed: Seed for reproducible idle motion and blinks.
         registry: Where specs are looked up (the default registry unless testing).
 
@@ -111,10 +117,17 @@ class AvatarBot:
         persona: Persona | None = None,
         dialogue: DialogueManager | None = None,
         settings: Settings | None = None,
+        limits: Mapping[str, int] | None = None,
+        max_waiting: int | None = None,
         seed: int = 0,
         registry: Registry | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self.calls = CallStats()
+        self._limits = {
+            role: ConcurrencyLimit(n, max_waiting=max_waiting, name=role)
+            for role, n in (limits or {}).items()
+        }
         self.seed = seed
         self._registry = registry or default_registry
         self.preprocessor: TextPreprocessor | None = self._resolve("preprocessor", preprocessor)
@@ -146,22 +159,22 @@ class AvatarBot:
         if value is None:
             return None
         if isinstance(value, str):
-            return self._registry.create(role, value)
+            value = self._registry.create(role, value)
         port = _PORTS[role]
         if not isinstance(value, port):
             raise ConfigurationError(
                 f"{role}={type(value).__name__} does not implement avatarkit.ports.{port.__name__}"
             )
-        return value
+        return limited(value, self._limits.get(role), role=role, stats=self.calls)
 
     def __repr__(self) -> str:
         parts = [
-            f"{role}={type(getattr(self, role)).__name__}"
+            f"{role}={type(getattr(self, role).inner).__name__}"
             for role in ("voice", "renderer", "image")
             if getattr(self, role, None) is not None
         ]
         if self.dialogue is not None:
-            parts.insert(0, f"chat={type(self.dialogue.chat).__name__}")
+            parts.insert(0, f"chat={type(getattr(self.dialogue.chat, 'inner', None)).__name__}")
         return f"AvatarBot({', '.join(parts)})"
 
     # ------------------------------------------------------------------ public API
@@ -195,18 +208,16 @@ class AvatarBot:
             )
         user = self._validate(text, session_id)
         response = Response(input=user)
-        started = time.perf_counter()
-        image_task = self._start_image_task(render)
-        try:
-            await self._understand(response)
-            await self._stage("dialogue", response, self._reply(response))
-            await self._voice_and_face(response, image_task, render, output, progress)
-        except BaseException:
-            if image_task is not None and not image_task.done():
-                image_task.cancel()
-            raise
-        finally:
-            response.metrics.total = time.perf_counter() - started
+        with _measured(response):
+            image_task = self._start_image_task(render)
+            try:
+                await self._understand(response)
+                await self._stage("dialogue", response, self._reply(response))
+                await self._voice_and_face(response, image_task, render, output, progress)
+            except BaseException:
+                if image_task is not None and not image_task.done():
+                    image_task.cancel()
+                raise
         return response
 
     def respond_sync(self, text: str | UserInput, **kwargs: Any) -> Response:
@@ -224,12 +235,9 @@ class AvatarBot:
         """Speak and animate ``text`` as given (no understanding, no dialogue)."""
         user = self._validate(text, "default")
         response = Response(input=user, dialogue=DialogueResponse(text=user.text, handled_by="say"))
-        image_task = self._start_image_task(render)
-        started = time.perf_counter()
-        try:
+        with _measured(response):
+            image_task = self._start_image_task(render)
             await self._voice_and_face(response, image_task, render, output, progress)
-        finally:
-            response.metrics.total = time.perf_counter() - started
         return response
 
     def stream(
@@ -433,6 +441,17 @@ class AvatarBot:
         timed = resolve_times(expressions, voice.words)
         poses = plan_pose(voice.words, voice.phonemes, voice.duration, seed=self.seed)
         return timeline_from(voice, lip, expressions=timed, poses=poses)
+
+
+@contextlib.contextmanager
+def _measured(response: Response) -> Iterator[None]:
+    """Time the turn and collect its provider calls and cache hits into ``response.metrics``."""
+    started = time.perf_counter()
+    with turn_counter() as counter:
+        try:
+            yield
+        finally:
+            fill_metrics(response, counter, started)
 
 
 def _strip_tags(reply: DialogueResponse) -> None:

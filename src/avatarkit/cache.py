@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avatarkit.metrics import count
 from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities
 from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
 
@@ -108,6 +109,7 @@ class ReplyCache:
         return h.hexdigest()
 
     def _count(self, hit: bool) -> None:
+        count("cache.hits" if hit else "cache.misses")
         with self._lock:
             if hit:
                 self.stats.hits += 1

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from avatarkit._aio import concurrently
 from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.errors import ConfigurationError, StageError
+from avatarkit.metrics import fill_metrics, turn_counter
 from avatarkit.types import (
     AvatarVideo,
     DialogueResponse,
@@ -142,6 +144,7 @@ class ReplyStream:
         self._videos: list[VideoSegment] = []
         self._finished = False
         self._recorded = False
+        self._counter: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- iteration
 
@@ -195,7 +198,12 @@ class ReplyStream:
 
     async def _drive(self) -> None:
         try:
-            await self._run()
+            with turn_counter() as counter:
+                self._counter = counter
+                try:
+                    await self._run()
+                finally:
+                    fill_metrics(self.response, counter, self._t0)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # delivered to the consumer, who re-raises it
@@ -218,6 +226,7 @@ class ReplyStream:
             self._render_segments(to_render, image_task),
         )
         self._finish()
+        fill_metrics(response, self._counter, self._t0)
         self._emit(TurnComplete(response=response))
         self._queue.put_nowait(_END)
         await self._record(" ".join(s.text for s in self._segments))
@@ -353,7 +362,6 @@ class ReplyStream:
     def _finish(self) -> None:
         """Join the segments into the Response: one audio, one timeline, one clip."""
         response = self.response
-        response.metrics.total = time.perf_counter() - self._t0
         if not self._segments:
             return
         response.voice, response.timeline = join_segments(

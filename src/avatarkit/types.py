@@ -446,11 +446,17 @@ class AvatarVideo(_Model):
 
 
 class StageMetrics(_Model):
-    """How long each stage took, in seconds, keyed by stage name."""
+    """Where a turn's time went and what it cost."""
 
     started_at: dt.datetime = Field(default_factory=_now)
     durations: dict[str, float] = Field(default_factory=dict)
+    """Seconds per stage (``voice``, ``render``...); streaming turns add ``first_token``,
+    ``first_audio`` and ``first_video``: seconds from the turn's start to each."""
     total: float = 0.0
+    provider_calls: dict[str, int] = Field(default_factory=dict)
+    """Backend calls made by this turn, keyed ``role.method`` (``voice.synthesize``)."""
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 class Response(_Model):
