@@ -12,7 +12,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "command", ["create", "chat", "avatar", "script", "speak", "animate", "providers"]
+    "command", ["create", "chat", "avatar", "script", "speak", "animate", "batch", "providers"]
 )
 def test_every_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])

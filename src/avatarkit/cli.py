@@ -1,7 +1,8 @@
 """The ``avatarkit`` command line (built on Typer): the seed's four steps and a chat loop.
 
 ``create`` runs all four (avatar → script → voice → video); ``avatar``, ``script``, ``speak`` and
-``animate`` run one each; ``chat`` talks turn by turn; ``providers`` lists what is usable here.
+``animate`` run one each; ``chat`` talks turn by turn; ``batch`` renders many scripts;
+``providers`` lists what is usable here.
 Results are written to files: pictures, audio, video and timeline.json.
 """
 
@@ -245,6 +246,38 @@ def animate(
         _report(bot.say_sync(text, progress=_progress("rendering")).save(output))
     except AvatarKitError as exc:
         _fail(exc)
+
+
+@app.command()
+def batch(
+    scripts: Annotated[
+        Path, typer.Argument(help="CSV or JSONL file: text[, id, avatar, voice, seed].")
+    ],
+    output: OutDir = Path("out/batch"),
+    voice: VoiceOpt = "local",
+    renderer: RendererOpt = "local",
+    image_backend: ImageOpt = "local",
+    executor: Annotated[str, typer.Option(help="process (default), serial or ray.")] = "process",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> None:
+    """Render many scripts to clips; rerunning skips finished items, failures are listed."""
+    from avatarkit.batch import run_batch
+
+    try:
+        report = run_batch(
+            scripts, output, executor=executor, workers=workers,  # type: ignore[arg-type]
+            voice=voice, renderer=renderer, image=image_backend, progress=_progress("batch"),
+        )  # fmt: skip
+    except AvatarKitError as exc:
+        _fail(exc)
+    typer.echo(
+        f"done {len(report.done)}, skipped {len(report.skipped)} (already finished), "
+        f"failed {len(report.failed)} in {report.seconds:.1f}s; report: {output}/batch-report.json"
+    )
+    for item_id, error in report.failed.items():
+        typer.secho(f"  {item_id}: {error}", fg=typer.colors.RED, err=True)
+    if report.failed:
+        raise typer.Exit(code=1)
 
 
 @app.command()
