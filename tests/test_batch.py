@@ -20,7 +20,7 @@ def test_read_items_from_csv_and_jsonl(tmp_path: Path) -> None:
     csv_file = tmp_path / "s.csv"
     csv_file.write_text("id,text,seed\nhello,Hello there,3\n,Second one,\n")
     items = read_items(csv_file)
-    assert [i.id for i in items][0] == "hello" and items[0].seed == 3
+    assert items[0].id == "hello" and items[0].seed == 3
     assert items[1].id.startswith("00002-")
     jl = write_jsonl(tmp_path / "s.jsonl", [{"text": "a"}, {"text": "b", "voice": "test"}])
     assert [i.voice for i in read_items(jl)] == [None, "test"]
