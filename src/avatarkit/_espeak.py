@@ -83,6 +83,7 @@ _P_RATE = 1
 _P_VOLUME = 2
 _P_PITCH = 3
 _BUFFER_MS = 200
+_G2P_MODE = 0x02 | (ord("_") << 8)  # IPA, "_" between phonemes
 
 _STRESS = {"ˈ": 1, "ˌ": 2}
 _DROP = str.maketrans("", "", "ˈˌ-")
@@ -218,6 +219,12 @@ class _Engine:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+        lib.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_char_p),
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_Info.argtypes = [ctypes.c_void_p]
         lib.espeak_Info.restype = ctypes.c_char_p
         options = _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
@@ -295,6 +302,18 @@ class _Engine:
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ConfigurationError(f"eSpeak NG could not load voice {voice!r}")
         self.voice = voice
+
+    def phonemize(self, text: str) -> list[list[str]]:
+        """IPA phonemes per spoken word of ``text`` with the current voice (no audio)."""
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        ptr = ctypes.c_char_p(ctypes.addressof(buf))
+        words: list[list[str]] = []
+        while ptr.value:
+            out = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, _G2P_MODE)
+            for word in (out or b"").decode("utf-8", "replace").split():
+                phones = [p.translate(_DROP) for p in word.split("_")]
+                words.append([p for p in phones if p])
+        return words
 
     def run(
         self, text: str, voice: str, rate: int, pitch: int, volume: int, ssml: bool
@@ -443,16 +462,19 @@ def _mask_markup(text: str) -> str:
     return "".join(out)
 
 
+_SPOKEN_PUNCT = frozenset("&%#@*§‰‱′″")
+
+
 def _is_edge_punct(c: str) -> bool:
-    return unicodedata.category(c)[0] == "P"
+    return unicodedata.category(c)[0] == "P" and c not in _SPOKEN_PUNCT
 
 
 def word_spans(text: str, *, ssml: bool = False) -> list[tuple[int, int]]:
     """Character spans of the words of ``text``: whitespace-separated, edge punctuation cut.
 
     Punctuation at either end of a token is not part of the word (``"OK?"`` → ``"OK"``);
-    symbols are (``"$42.50,"`` → ``"$42.50"``). A token of punctuation only is no word. With
-    ``ssml=True`` markup tags are skipped.
+    symbols and spoken signs are (``"$42.50,"`` → ``"$42.50"``, ``"15%"``, ``"&"``). A token
+    of punctuation only is no word. With ``ssml=True`` markup tags are skipped.
     """
     src = _mask_markup(text) if ssml else text
     spans: list[tuple[int, int]] = []
@@ -548,12 +570,13 @@ def synthesize(
         collect = engine.run(cleaned, spec, rate, pitch, volume, ssml)
         sample_rate = engine.sample_rate
     samples = np.frombuffer(b"".join(collect.chunks), dtype="<i2").astype(np.int16)
-    return _build(text, cleaned, ssml, samples, sample_rate, collect.events)
+    return _build(text, cleaned, spec, ssml, samples, sample_rate, collect.events)
 
 
 def _build(
     text: str,
     cleaned: str,
+    voice: str,
     ssml: bool,
     samples: npt.NDArray[np.int16],
     sample_rate: int,
@@ -561,12 +584,8 @@ def _build(
 ) -> Synthesis:
     total = len(samples)
     spans = word_spans(cleaned, ssml=ssml)
-    starts = [a for a, _ in spans]
-
-    def span_index(pos: int) -> int:
-        """Index of the word span holding 0-based ``pos`` (or the one before it)."""
-        k = bisect.bisect_right(starts, pos) - 1
-        return max(k, 0)
+    word_events = [pos - 1 for etype, pos, *_ in events if etype == _EV_WORD]
+    assigned = _assign_spans(word_events, spans)
 
     # Pass 1: walk the events; map WORD events to spans; collect raw phonemes.
     word_span_ids: list[int] = []
@@ -574,13 +593,15 @@ def _build(
     raw_ph: list[tuple[int, str, int, int | None]] = []  # (sample, ipa, stress, word)
     marks: list[tuple[str, float]] = []
     current: int | None = None
-    for etype, pos, _length, sample, name in events:
+    n_word_events = 0
+    for etype, _pos, _length, sample, name in events:
         sample = min(max(sample, 0), total)
-        if etype == _EV_WORD and spans:
-            k = span_index(pos - 1)
-            if word_span_ids and k <= word_span_ids[-1]:
-                k = word_span_ids[-1]  # same token again (numbers, entities) or out of order
-            else:
+        if etype == _EV_WORD:
+            k = assigned[n_word_events]
+            n_word_events += 1
+            if k < 0:
+                continue
+            if not word_span_ids or k > word_span_ids[-1]:
                 word_span_ids.append(k)
                 word_event_sample.append(sample)
             current = len(word_span_ids) - 1
@@ -596,10 +617,12 @@ def _build(
                 raw_ph.append((sample, ipa, stress, current))
         elif etype == _EV_MARK:
             marks.append((name, sample / sample_rate))
-        elif etype in (_EV_END, _EV_SENTENCE, _EV_MSG_TERMINATED):
-            current = None if etype != _EV_SENTENCE else current
-            if etype == _EV_END:
-                raw_ph.append((sample, "_", 0, None))
+        elif etype == _EV_END:
+            current = None
+            raw_ph.append((sample, "_", 0, None))
+
+    if word_span_ids and word_span_ids[-1] - word_span_ids[0] + 1 > len(word_span_ids):
+        _split_joined_words(cleaned, spans, word_span_ids, word_event_sample, raw_ph, voice)
 
     # Pass 2: phoneme boundaries (each ends where the next starts), stop closures, pauses.
     starts_s = [s for s, *_ in raw_ph]
@@ -646,6 +669,94 @@ def _build(
         prev_end = t1
     marks.sort(key=lambda m: m[1])
     return Synthesis(samples, sample_rate, words, phonemes, marks)
+
+
+def _assign_spans(positions: list[int], spans: list[tuple[int, int]]) -> list[int]:
+    """The word span each WORD event (0-based character position) belongs to; -1 for none.
+
+    eSpeak's positions are exact for plain words and drift by a character or two around
+    numbers, abbreviations and symbols. An event inside a span takes that span. An event in
+    the gap between spans goes to the next span, unless the next event lands in that span
+    itself (then it continues the word before, e.g. the second word of an emoji's name).
+    Spans never go backwards.
+    """
+    if not spans:
+        return [-1] * len(positions)
+    starts = [a for a, _ in spans]
+    raw: list[tuple[int, bool]] = []  # (span, inside)
+    for pos in positions:
+        k = bisect.bisect_right(starts, pos) - 1
+        if k >= 0 and pos < spans[k][1]:
+            raw.append((k, True))
+        else:
+            raw.append((k + 1, False))  # gap before span k+1 (k+1 may be len(spans))
+    out: list[int] = []
+    last = -1
+    for i, (k, inside) in enumerate(raw):
+        if not inside:
+            nxt = raw[i + 1][0] if i + 1 < len(raw) else None
+            if k >= len(spans) or (last >= 0 and nxt == k):
+                k = last
+        k = max(k, last)
+        out.append(k)
+        last = k
+    return out
+
+
+def _split_joined_words(
+    text: str,
+    spans: list[tuple[int, int]],
+    word_span_ids: list[int],
+    word_event_sample: list[int],
+    raw_ph: list[tuple[int, str, int, int | None]],
+    voice: str,
+) -> None:
+    """Give words eSpeak spoke as one (``"of the"``, ``"to be"``) their own timings.
+
+    eSpeak's dictionary joins some unstressed word pairs into one spoken word with one WORD
+    event. When a skipped word's own phoneme count plus its neighbour's equals the joined
+    word's, the joined phonemes are split at that count; otherwise they stay together.
+    """
+    w = 0
+    while w < len(word_span_ids):
+        k = word_span_ids[w]
+        nxt = word_span_ids[w + 1] if w + 1 < len(word_span_ids) else len(spans)
+        if nxt - k != 2:  # exactly one word skipped: the common case of a joined pair
+            w += 1
+            continue
+        skipped = k + 1
+        trio = [spans[j] for j in (k, skipped, nxt) if j < len(spans)]
+        counts = _g2p_counts([text[a:b] for a, b in trio], voice)
+        own = [i for i, (_, ipa, _s, word) in enumerate(raw_ph) if word == w and ipa != "_"]
+        after = [i for i, (_, ipa, _s, word) in enumerate(raw_ph) if word == w + 1 and ipa != "_"]
+        if counts[0] and counts[1] and counts[0] + counts[1] == len(own):
+            owner, split_at = w, own[counts[0]]  # the skipped word is the end of word w
+        elif len(counts) > 2 and counts[1] and counts[2] and counts[1] + counts[2] == len(after):
+            owner, split_at = w + 1, after[counts[1]]  # ... or the start of word w + 1
+        else:
+            w += 1
+            continue
+        for i, (smp, ipa, st, word) in enumerate(raw_ph):
+            if word is not None and (word > owner or (word == owner and i >= split_at)):
+                raw_ph[i] = (smp, ipa, st, word + 1)
+        word_span_ids.insert(w + 1, skipped)
+        if owner == w:
+            word_event_sample.insert(w + 1, raw_ph[split_at][0])
+        else:
+            word_event_sample.insert(w + 1, word_event_sample[w + 1])
+            word_event_sample[w + 2] = raw_ph[split_at][0]
+        w += 2
+
+
+def _g2p_counts(words: list[str], voice: str) -> list[int]:
+    """How many phonemes eSpeak gives each word spoken alone."""
+    out: list[int] = []
+    with _lock:
+        engine = _get()
+        engine.set_voice(voice)
+        for word in words:
+            out.append(sum(len(w) for w in engine.phonemize(word)))
+    return out
 
 
 def _refine_stop_onsets(
