@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import difflib
+import struct
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ __all__ = [
     "EspeakVoiceInfo",
     "Synthesis",
     "clean_text",
+    "is_repeatable",
     "library_version",
     "list_variants",
     "list_voices",
@@ -83,6 +85,7 @@ _P_RATE = 1
 _P_VOLUME = 2
 _P_PITCH = 3
 _BUFFER_MS = 200
+_SEED = 1
 _G2P_MODE = 0x02 | (ord("_") << 8)  # IPA, "_" between phonemes
 
 _STRESS = {"ˈ": 1, "ˌ": 2}
@@ -225,6 +228,8 @@ class _Engine:
             ctypes.c_int,
         ]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed.restype = None
         lib.espeak_Info.argtypes = [ctypes.c_void_p]
         lib.espeak_Info.restype = ctypes.c_char_p
         options = _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
@@ -242,6 +247,7 @@ class _Engine:
         self.voice: str | None = None
         self._callback = _SynthCallback(self._on_synth)  # keep a reference: C holds it
         lib.espeak_SetSynthCallback(self._callback)
+        self.reset_addresses = _static_counters(lib, Path(espeakng_loader.get_library_path()))
         self.voices = self._list_voices()
         self.variants = sorted(
             p.name for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file()
@@ -321,6 +327,9 @@ class _Engine:
         self.set_voice(voice)
         for param, value in ((_P_RATE, rate), (_P_PITCH, pitch), (_P_VOLUME, volume)):
             self.lib.espeak_SetParameter(param, value, 0)
+        self.lib.espeak_ng_SetRandSeed(_SEED)  # noise and jitter: same text, same samples
+        for address in self.reset_addresses:
+            ctypes.c_int.from_address(address).value = 0
         data = text.encode("utf-8")
         collect = _Collect(chunks=[], events=[])
         self.collect = collect
@@ -340,6 +349,64 @@ class _Engine:
         return collect
 
 
+_RESET_SYMBOLS = ("Flutter_ix", "cycle_count")
+"""Wavegen counters that carry over from one utterance to the next (pitch flutter phase,
+harmonics refresh): reset before each synthesis so the same input gives the same samples."""
+
+
+def _static_counters(lib: ctypes.CDLL, path: Path) -> list[int]:
+    """Addresses of the 4-byte statics in :data:`_RESET_SYMBOLS`, read from the ELF symbol table.
+
+    eSpeak NG keeps these counters in function-level statics with no API to reset them, so
+    successive calls give slightly different audio. Where the library has no symbol table
+    (stripped, not ELF) the list is empty and synthesis is merely not bit-for-bit repeatable.
+    """
+    try:
+        symbols = _elf_symbols(path.read_bytes())
+    except (OSError, ValueError, struct.error):
+        return []
+    anchor = symbols.get("espeak_Synth")
+    if anchor is None:
+        return []
+    fn = ctypes.cast(lib.espeak_Synth, ctypes.c_void_p).value
+    if fn is None:
+        return []
+    base = fn - anchor[0]
+    out: list[int] = []
+    for want in _RESET_SYMBOLS:
+        hits = [v for k, v in symbols.items() if k == want or k.startswith(want + ".")]
+        if len(hits) != 1 or hits[0][1] != 4:
+            return []
+        out.append(base + hits[0][0])
+    return out
+
+
+def _elf_symbols(data: bytes) -> dict[str, tuple[int, int]]:
+    """``{name: (value, size)}`` from the ``.symtab`` of a 64-bit little-endian ELF file."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError("not a 64-bit little-endian ELF file")
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [
+        struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)
+    ]
+    out: dict[str, tuple[int, int]] = {}
+    for sec in sections:
+        if sec[1] != 2:  # SHT_SYMTAB
+            continue
+        offset, size, link, entsize = sec[4], sec[5], sec[6], sec[9]
+        str_off = sections[link][4]
+        for pos in range(offset, offset + size, entsize):
+            name_off, _info, _other, _shndx, value, sym_size = struct.unpack_from(
+                "<IBBHQQ", data, pos
+            )
+            if not name_off:
+                continue
+            end = data.index(b"\0", str_off + name_off)
+            out[data[str_off + name_off : end].decode("ascii", "replace")] = (value, sym_size)
+    return out
+
+
 _lock = threading.RLock()
 _engine: _Engine | None = None
 
@@ -350,6 +417,16 @@ def _get() -> _Engine:
     if _engine is None:
         _engine = _Engine()
     return _engine
+
+
+def is_repeatable() -> bool:
+    """Whether the same input gives bit-identical samples on every call in this process.
+
+    True where the library's per-utterance counters could be located and reset (Linux wheels
+    of espeakng-loader); elsewhere timings and phonemes repeat but samples may differ slightly.
+    """
+    with _lock:
+        return bool(_get().reset_addresses)
 
 
 def library_version() -> str:
