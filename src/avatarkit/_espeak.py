@@ -289,10 +289,14 @@ class _Engine:
                     break
                 langs.append(raw.decode("utf-8", "replace"))
                 addr += len(raw) + 2
+            identifier = (v.identifier or b"").decode("utf-8", "replace")
+            if not self._has_dictionary(identifier):
+                i += 1
+                continue  # listed by eSpeak, but its wheel ships no dictionary for it
             out.append(
                 EspeakVoiceInfo(
                     name=(v.name or b"").decode("utf-8", "replace"),
-                    identifier=(v.identifier or b"").decode("utf-8", "replace"),
+                    identifier=identifier,
                     languages=tuple(langs),
                     gender={1: "male", 2: "female"}.get(v.gender, "unknown"),
                     age=int(v.age),
@@ -300,6 +304,22 @@ class _Engine:
             )
             i += 1
         return out
+
+    def _has_dictionary(self, identifier: str) -> bool:
+        """Whether the pronunciation dictionary a voice file names is in the data folder."""
+        try:
+            lines = (self.data_path / "lang" / identifier).read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return True  # not a language file we can read: let eSpeak decide
+        dictionary = None
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "dictionary":
+                dictionary = parts[1]
+                break
+            if len(parts) >= 2 and parts[0] == "language" and dictionary is None:
+                dictionary = parts[1].split("-")[0]
+        return dictionary is None or (self.data_path / f"{dictionary}_dict").is_file()
 
     def set_voice(self, voice: str) -> None:
         if voice == self.voice:
@@ -467,7 +487,7 @@ def list_variants() -> list[str]:
 
 
 def resolve_voice(voice: str) -> str:
-    """Check a voice spec and return it normalised (``"en-US+F3"`` → ``"en-us+f3"``).
+    """Check a voice spec and return the voice eSpeak loads (``"en-US+F3"`` → ``"gmw/en-US+f3"``).
 
     A spec is a language tag (``"en-us"``), a voice identifier (``"gmw/en-US"``) or name
     (``"English_(America)"``), optionally followed by ``+variant``.
@@ -481,10 +501,13 @@ def resolve_voice(voice: str) -> str:
     with _lock:
         engine = _get()
         voices, variants = engine.voices, engine.variants
-    known: dict[str, str] = {}
+    known: dict[str, str] = {}  # any accepted spelling → the identifier eSpeak loads by name
     for v in voices:
-        for key in (*v.languages, v.name, v.identifier, v.identifier.rsplit("/", 1)[-1]):
-            known.setdefault(key.lower(), key)
+        for key in (v.identifier, v.identifier.rsplit("/", 1)[-1], v.name):
+            known.setdefault(key.lower(), v.identifier)
+    for v in voices:  # language tags last: an exact name or file wins
+        for key in v.languages:
+            known.setdefault(key.lower(), v.identifier)
     key = base.lower()
     if key not in known:
         close = difflib.get_close_matches(key, list(known), n=5, cutoff=0.6)
