@@ -13,8 +13,10 @@ What eSpeak reports and how it is mapped:
   events for ``$``, ``4`` and several for ``2``), so each event is snapped to the
   whitespace-delimited token it falls in and consecutive events of one token are merged:
   every :class:`~avatarkit.types.WordTiming` is a slice of the input text.
-* ``PHONEME`` events carry the IPA name of each phoneme (at most 8 UTF-8 bytes) with its
-  stress mark; an empty name is a pause, reported here as ``"_"``.
+* ``PHONEME`` events carry the IPA name of each phoneme (at most 8 UTF-8 bytes, so a
+  stressed nasal diphthong such as ``ˈɐ̃ʊ̃`` loses its last combining tilde) with its stress
+  mark; an empty name is a pause, reported here as ``"_"``. Language-switch markers such as
+  ``"(en)"`` (a foreign word read with English rules) are dropped.
 * A stop consonant's event (``p b t d k g``) comes at its release; the silent closure before
   it is counted in the preceding phoneme. Where the waveform shows that silence, the stop's
   start is moved back to the start of the closure (at most 80 ms), which is when the lips or
@@ -711,6 +713,8 @@ def _build(
                 if mark in name:
                     stress = level
             ipa = name.translate(_DROP).strip()
+            if ipa.startswith("(") and ipa.endswith(")"):
+                continue  # a language switch marker such as "(en)", not a sound
             if not ipa:
                 raw_ph.append((sample, "_", 0, None))
             else:
