@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import wave
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,9 +29,9 @@ def spoken() -> _espeak.Synthesis:
 def _check_timings(words: list[WordTiming], phonemes: list[PhonemeTiming], duration: float) -> None:
     timeline = Timeline(duration=duration, words=words, phonemes=phonemes)
     assert timeline.problems() == []
-    for a, b in zip(phonemes, phonemes[1:], strict=False):
+    for a, b in itertools.pairwise(phonemes):
         assert a.end <= b.start + 1e-9
-    for a, b in zip(words, words[1:], strict=False):
+    for a, b in itertools.pairwise(words):
         assert a.end <= b.start + 1e-9
 
 
@@ -250,7 +251,7 @@ def test_long_text_in_sentence_groups_on_one_clock() -> None:
     assert out.phonemes[-1].end == pytest.approx(out.duration)
     assert out.duration == pytest.approx(whole.duration, rel=0.05)
     bobs = [w for w in out.words if w.text == "Bob"]
-    assert len(bobs) == 12 and all(b.start < c.start for b, c in zip(bobs, bobs[1:], strict=False))
+    assert len(bobs) == 12 and all(b.start < c.start for b, c in itertools.pairwise(bobs))
     assert bobs[-1].start > 0.85 * out.duration
 
 
