@@ -671,7 +671,7 @@ def synthesize(
         engine = _get()
         collect = engine.run(cleaned, spec, rate, pitch, volume, ssml)
         sample_rate = engine.sample_rate
-    samples = np.frombuffer(b"".join(collect.chunks), dtype="<i2").astype(np.int16)
+    samples = np.frombuffer(b"".join(collect.chunks), dtype="<i2").astype(np.int16, copy=True)
     return _build(text, cleaned, spec, ssml, samples, sample_rate, collect.events)
 
 
@@ -870,22 +870,19 @@ def _refine_stop_onsets(
     starts: list[int],
 ) -> None:
     """Move each stop's start back over the silent closure eSpeak puts before its event."""
-    if not len(samples):
+    if not len(samples) or not any(ipa in _STOPS for _, ipa, _s, _w in raw_ph):
         return
     frame = max(1, int(_FRAME * sample_rate))
     lookback = int(_CLOSURE_LOOKBACK * sample_rate)
-    threshold = _SILENCE_RMS * 32768.0
-    audio = samples.astype(np.float32)
+    limit = (_SILENCE_RMS * 32768.0) ** 2 * frame  # energy of a frame at the threshold
+    energy = np.concatenate(([0], np.cumsum(samples.astype(np.int64) ** 2)))
     for i, (_, ipa, _stress, _word) in enumerate(raw_ph):
         if ipa not in _STOPS or i == 0:
             continue
         start = starts[i]
         floor = max(starts[i - 1] + frame, start - lookback, 0)
         t = start
-        while t - frame >= floor:
-            seg = audio[t - frame : t]
-            if float(np.sqrt(np.mean(seg * seg))) >= threshold:
-                break
+        while t - frame >= floor and energy[t] - energy[t - frame] < limit:
             t -= frame
         if t < start:
             starts[i] = t
