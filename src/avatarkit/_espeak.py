@@ -12,7 +12,8 @@ What eSpeak reports and how it is mapped:
   Inside numbers, abbreviations and entities the positions are approximate (``"$42.50"`` gives
   events for ``$``, ``4`` and several for ``2``), so each event is snapped to the
   whitespace-delimited token it falls in and consecutive events of one token are merged:
-  every :class:`~avatarkit.types.WordTiming` is a slice of the input text.
+  every :class:`~avatarkit.types.WordTiming` is a slice of the input text. Word pairs eSpeak
+  speaks as one (``"of the"``, ``"to be"``) are split back using its G2P of each word.
 * ``PHONEME`` events carry the IPA name of each phoneme (at most 8 UTF-8 bytes, so a
   stressed nasal diphthong such as ``ˈɐ̃ʊ̃`` loses its last combining tilde) with its stress
   mark; an empty name is a pause, reported here as ``"_"``. Language-switch markers such as
@@ -48,6 +49,7 @@ __all__ = [
     "VOLUME_RANGE",
     "EspeakVoiceInfo",
     "Synthesis",
+    "check_range",
     "clean_text",
     "is_repeatable",
     "library_version",
@@ -599,7 +601,8 @@ def word_spans(text: str, *, ssml: bool = False) -> list[tuple[int, int]]:
     return spans
 
 
-def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+def check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+    """Raise InputValidationError unless ``value`` is an integer within ``bounds`` (inclusive)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputValidationError(f"{name} must be an integer, got {value!r}", field=name)
     if not bounds[0] <= value <= bounds[1]:
@@ -663,9 +666,9 @@ def synthesize(
         ProviderError: eSpeak NG reported an internal error.
     """
     cleaned = _check_text(text)
-    _check_range("rate", rate, RATE_RANGE)
-    _check_range("pitch", pitch, PITCH_RANGE)
-    _check_range("volume", volume, VOLUME_RANGE)
+    check_range("rate", rate, RATE_RANGE)
+    check_range("pitch", pitch, PITCH_RANGE)
+    check_range("volume", volume, VOLUME_RANGE)
     spec = resolve_voice(voice)
     with _lock:
         engine = _get()

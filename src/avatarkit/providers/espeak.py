@@ -71,15 +71,15 @@ class EspeakVoice:
         max_chars: int = 20_000,
         chunk_chars: int = 1_000,
     ) -> None:
-        _espeak._check_range("rate", rate, _espeak.RATE_RANGE)
-        _espeak._check_range("pitch", pitch, _espeak.PITCH_RANGE)
-        _espeak._check_range("volume", volume, _espeak.VOLUME_RANGE)
+        _espeak.check_range("rate", rate, _espeak.RATE_RANGE)
+        _espeak.check_range("pitch", pitch, _espeak.PITCH_RANGE)
+        _espeak.check_range("volume", volume, _espeak.VOLUME_RANGE)
         if format not in ("wav", "pcm_s16le"):
             raise InputValidationError(
                 f"format must be 'wav' or 'pcm_s16le', got {format!r}", field="format"
             )
-        _espeak._check_range("max_chars", max_chars, (1, _espeak.MAX_TEXT_CHARS))
-        _espeak._check_range("chunk_chars", chunk_chars, (50, _espeak.MAX_TEXT_CHARS))
+        _espeak.check_range("max_chars", max_chars, (1, _espeak.MAX_TEXT_CHARS))
+        _espeak.check_range("chunk_chars", chunk_chars, (50, _espeak.MAX_TEXT_CHARS))
         _espeak.resolve_voice(voice)  # fail now, not at the first sentence
         self.voice = voice.strip()
         self.rate = rate
