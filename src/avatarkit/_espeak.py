@@ -254,6 +254,13 @@ class _Engine:
         self.voices = self._list_voices()
         variant_files = [p for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file()]
         self.variants = sorted(p.name for p in variant_files)
+        self.voice_keys: dict[str, str] = {}  # any accepted spelling → the identifier to load
+        for v in self.voices:
+            for key in (v.identifier, v.identifier.rsplit("/", 1)[-1], v.name):
+                self.voice_keys.setdefault(key.lower(), v.identifier)
+        for v in self.voices:  # language tags last: an exact name or file name wins
+            for key in v.languages:
+                self.voice_keys.setdefault(key.lower(), v.identifier)
         self.klatt_variants = frozenset(p.name.lower() for p in variant_files if _uses_klatt(p))
 
     def _on_synth(self, wav: Any, count: int, events: Any) -> int:
@@ -508,7 +515,7 @@ def resolve_voice(voice: str) -> str:
     """Check a voice spec and return the voice eSpeak loads (``"en-US+F3"`` → ``"gmw/en-US+f3"``).
 
     A spec is a language tag (``"en-us"``), a voice identifier (``"gmw/en-US"``) or name
-    (``"English_(America)"``), optionally followed by ``+variant``.
+    (``"English (America)"``), optionally followed by ``+variant``.
 
     Raises:
         ConfigurationError: no such voice or variant; the message names close matches.
@@ -518,14 +525,7 @@ def resolve_voice(voice: str) -> str:
     base, _, variant = voice.strip().partition("+")
     with _lock:
         engine = _get()
-        voices, variants = engine.voices, engine.variants
-    known: dict[str, str] = {}  # any accepted spelling → the identifier eSpeak loads by name
-    for v in voices:
-        for key in (v.identifier, v.identifier.rsplit("/", 1)[-1], v.name):
-            known.setdefault(key.lower(), v.identifier)
-    for v in voices:  # language tags last: an exact name or file wins
-        for key in v.languages:
-            known.setdefault(key.lower(), v.identifier)
+        known, variants = engine.voice_keys, engine.variants
     key = base.lower()
     if key not in known:
         close = difflib.get_close_matches(key, list(known), n=5, cutoff=0.6)
