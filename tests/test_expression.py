@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from avatarkit.animation.expression import (
@@ -28,7 +30,9 @@ def test_strip_tags_removes_known_tags_and_records_positions() -> None:
 
 
 def test_strip_tags_understands_aliases_stage_directions_and_prefixes() -> None:
-    clean, tags = strip_emotion_tags("*smiles warmly* Sure. [emotion: shocked] Really? <thinking>Hm.")
+    clean, tags = strip_emotion_tags(
+        "*smiles warmly* Sure. [emotion: shocked] Really? <thinking>Hm."
+    )
     assert clean == "Sure. Really? Hm."
     assert [t for _, t in tags] == ["happy", "surprised", "thinking"]
     assert clean[tags[1][0] :].startswith("Really")
@@ -56,7 +60,7 @@ def _emotions(keys: list[FacialExpression]) -> list[Emotion]:
 
 def _switches(keys: list[FacialExpression]) -> int:
     ems = _emotions(keys)
-    return sum(1 for a, b in zip(ems, ems[1:], strict=False) if a is not b)
+    return sum(1 for a, b in itertools.pairwise(ems) if a is not b)
 
 
 def test_policy_satisfies_the_port() -> None:
@@ -131,7 +135,9 @@ def test_greeting_intent_smiles_and_question_intent_thinks() -> None:
 
 def test_angry_user_gets_concern_not_anger() -> None:
     angry = Sentiment(compound=-0.8, negative=0.7, label="negative", emotion=Emotion.ANGRY)
-    complaint = IntentPrediction(intents=[Intent(name="complaint", confidence=0.8)], top="complaint")
+    complaint = IntentPrediction(
+        intents=[Intent(name="complaint", confidence=0.8)], top="complaint"
+    )
     keys = LocalExpressionPolicy().plan_text(
         "I understand. Let me look at your order.", sentiment=angry, intent=complaint
     )

@@ -8,10 +8,11 @@ import pytest
 from avatarkit.animation.pose import blink_schedule, emphasis_nods, plan_pose
 from avatarkit.types import Emotion, FacialExpression, PhonemeTiming, Timeline, WordTiming
 
-_TEXT = (
+_SENTENCE = (
     "well the weather tomorrow looks wonderful so we should definitely visit the mountains "
     "and maybe take a picnic with sandwiches lemonade and some fruit for everyone"
-).split()
+)
+_TEXT = _SENTENCE.split()
 
 
 def _utterance(
@@ -29,7 +30,9 @@ def _utterance(
         half = t + d / 2
         stress = 1 if len(w) >= 5 else 0
         phonemes.append(PhonemeTiming(phoneme="a", start=t, end=half, word_index=i, stress=0))
-        phonemes.append(PhonemeTiming(phoneme="b", start=half, end=t + d, word_index=i, stress=stress))
+        phonemes.append(
+            PhonemeTiming(phoneme="b", start=half, end=t + d, word_index=i, stress=stress)
+        )
         t += d + (rnd.uniform(0.35, 0.7) if (i + 1) % pause_every == 0 else 0.02)
         i += 1
     return words, phonemes, t + 0.6

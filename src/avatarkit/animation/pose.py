@@ -24,11 +24,14 @@ from avatarkit.types import AvatarPose, Emotion, FacialExpression, PhonemeTiming
 __all__ = ["Blink", "Nod", "PoseStyle", "blink_schedule", "emphasis_nods", "plan_pose"]
 
 _STOP_WORDS = frozenset(
-    """a an the and or but if of to in on at by for with from as is am are was were be been
-    being it its this that these those i you he she we they me him her us them my your his our
-    their do does did have has had not no so than then there here what which who whom when where
-    why how all any can could will would shall should may might must just very too also into
-    about over under again once only own same such some more most other out up down off""".split()
+    """
+    a an the and or but if of to in on at by for with from as is am are was were be been
+    being it its this that these those i you he she we they me him her us them my your his
+    our their do does did have has had not no so than then there here what which who whom
+    when where why how all any can could will would shall should may might must just very
+    too also into about over under again once only own same such some more most other out up
+    down off
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
 
@@ -91,7 +94,7 @@ def blink_schedule(
     duration: float,
     *,
     rng: np.random.Generator,
-    style: PoseStyle = PoseStyle(),  # noqa: B008 - frozen dataclass
+    style: PoseStyle = PoseStyle(),
 ) -> list[Blink]:
     """Plan blinks at natural intervals, moved into pauses between words where possible.
 
@@ -136,8 +139,11 @@ def _blink(start: float, length: float) -> Blink:
 
 
 def _place(t: float, length: float, pauses: list[tuple[float, float]], reach: float = 1.2) -> float:
-    """Start time near ``t`` for a blink of ``length``: in a pause that holds it if one is
-    within ``reach``, else closed at the nearest gap between two words, else ``t``."""
+    """Start time near ``t`` for a blink of ``length``.
+
+    In a pause that holds it if one is within ``reach``, else shut at the nearest gap between
+    two words, else ``t`` itself.
+    """
     best: float | None = None
     for a, b in pauses:
         if b - a < length:
@@ -161,7 +167,7 @@ def emphasis_nods(
     *,
     rng: np.random.Generator,
     loudness: Sequence[float] | None = None,
-    style: PoseStyle = PoseStyle(),  # noqa: B008 - frozen dataclass
+    style: PoseStyle = PoseStyle(),
 ) -> list[Nod]:
     """Choose the words worth a nod and time the nods to their stressed syllables.
 
@@ -306,13 +312,15 @@ def plan_pose(
     nods = emphasis_nods(words, phonemes, rng=rng, loudness=loudness, style=style)
     gaze = _gaze_keys(duration, expressions, rng)
 
-    times = list(np.arange(0.0, duration, style.step)) + [duration]
+    times = [*np.arange(0.0, duration, style.step).tolist(), duration]
     for b in blinks:
         times += [b.start, b.closed, b.end]
     for n in nods:
         times += [n.start, (n.start + n.peak) / 2, n.peak, (n.peak + n.end) / 2, n.end]
     times += [g[0] for g in gaze]
-    t = np.unique(np.minimum(np.round(np.clip(np.asarray(times, dtype=float), 0, duration), 3), duration))
+    t = np.unique(
+        np.minimum(np.round(np.clip(np.asarray(times, dtype=float), 0, duration), 3), duration)
+    )
 
     # idle sway: three sinusoids per axis, plus a quicker component gated by speech
     speaking = np.zeros_like(t)

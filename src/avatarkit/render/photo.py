@@ -45,7 +45,7 @@ _UPPER_LIP = 0.14
 
 @lru_cache(maxsize=8)
 def _cascade(name: str) -> Any:
-    path = str(cv2.data.haarcascades) + name
+    path = str(cv2.data.haarcascades) + name  # type: ignore[attr-defined]
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():  # pragma: no cover - broken OpenCV install
         raise InputValidationError(f"OpenCV cascade {name} could not be loaded from {path}")
@@ -95,9 +95,7 @@ def detect_face(rgb: Image) -> tuple[int, int, int, int]:
         )
         if len(faces):
             x, y, fw, fh = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-            return (
-                round(x / scale), round(y / scale), round(fw / scale), round(fh / scale)
-            )
+            return (round(x / scale), round(y / scale), round(fw / scale), round(fh / scale))
     raise InputValidationError(
         "No face found in the avatar image (OpenCV Haar cascades look for a frontal face that "
         "fills at least about an eighth of the picture). Use a front-facing portrait, or pass "
@@ -190,8 +188,9 @@ def _lip_seam(gray: Image, cx: float, guess_y: float, reach: float, iod: float) 
 
 
 def _smoothstep(e0: float, e1: float, x: FloatArray) -> FloatArray:
-    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
-    return (t * t * (3 - 2 * t)).astype(np.float32)
+    t: FloatArray = np.clip((x - e0) / (e1 - e0), 0.0, 1.0).astype(np.float32)
+    out: FloatArray = t * t * (3 - 2 * t)
+    return out
 
 
 @dataclass
@@ -287,7 +286,7 @@ class PhotoRig:
                 rgb, m, (full, full), flags=interp, borderMode=cv2.BORDER_REPLICATE
             )
         self._canvas: Image = np.ascontiguousarray(canvas)
-        gray_src = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        gray_src: Image = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint8)
         marks = _locate(gray_src, box)
         self.landmarks = self._to_canvas(marks, m)
         self._work: Image = self._canvas.copy()
@@ -322,8 +321,10 @@ class PhotoRig:
         full = self._canvas.shape[0]
         m = self._margin
         return (
-            max(0, int(x0) + m), max(0, int(y0) + m),
-            min(full, int(math.ceil(x1)) + m), min(full, int(math.ceil(y1)) + m),
+            max(0, int(x0) + m),
+            max(0, int(y0) + m),
+            min(full, math.ceil(x1) + m),
+            min(full, math.ceil(y1) + m),
         )
 
     def _setup_mouth(self) -> None:
@@ -446,7 +447,7 @@ class PhotoRig:
         edge = upper + b * (lower - upper)  # the lid's edge now
         band = 0.4 * eh  # skin above the eye that slides down over it
         start = upper - band
-        inside = (Y >= start) & (Y <= edge) & (q > 0)
+        inside = (start <= Y) & (edge >= Y) & (q > 0)
         src_y = np.where(inside, start + (Y - start) * band / np.maximum(edge - start, 1e-3), Y)
         map1, map2 = cv2.convertMaps(X, src_y.astype(np.float32), cv2.CV_16SC2)
         shade = None
@@ -507,7 +508,9 @@ class PhotoRig:
     @staticmethod
     def _apply_abs(work: Image, src: Image, roi: tuple[int, int, int, int], patch: _Patch) -> None:
         x0, y0, x1, y1 = roi
-        out = cv2.remap(src, patch.map1, patch.map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = cv2.remap(
+            src, patch.map1, patch.map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         if patch.overlay is not None and patch.alpha is not None:
             a = patch.alpha
             out = (out * (1 - a) + patch.overlay * a).astype(np.uint8)
@@ -525,6 +528,7 @@ class PhotoRig:
         rot = cv2.getRotationMatrix2D((px, py), -state.roll, 1.0)
         rot[0, 2] += 0.01 * fw * state.yaw - m
         rot[1, 2] += 0.008 * fw * state.pitch - m
-        return cv2.warpAffine(  # type: ignore[no-any-return]
+        out: Image = cv2.warpAffine(
             work, rot, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        ).astype(np.uint8, copy=False)
+        return out
