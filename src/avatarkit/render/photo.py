@@ -9,7 +9,10 @@ the caller gives), frames the portrait as a square, and then draws one frame per
 - **mouth interior**: a dark cavity with a hint of upper teeth drawn, antialiased, in the gap;
 - **blinks**: the skin above each eye is stretched down over it (another small remap), with a
   lash line along the lid's edge;
-- **head motion**: yaw, pitch and roll become one small ``cv2.warpAffine`` of the framed picture.
+- **head motion**: yaw, pitch and roll become one small ``cv2.warpAffine`` of the framed picture
+  (which has a margin of real picture around it), or with ``still_background=True`` an affine
+  motion of the head alone that fades out towards the background (a coarse displacement grid,
+  upsampled, and one ``cv2.remap``).
 
 Every warp grid is built once per quantised state and cached, so a frame costs a couple of
 milliseconds at 512×512. Frames are RGB ``uint8`` arrays.
@@ -221,6 +224,9 @@ class PhotoRig:
             ``None``, ``image.face_box`` or the Haar cascade's detection is used.
         size: Side of the square frames drawn, in pixels.
         cache_size: Mouth interiors kept (LRU, one per quarter pixel of lip gap, a few kB each).
+        still_background: Move only the head, the motion fading out towards the picture's
+            edges (one full-frame ``cv2.remap``, about 1.4 times the cost of the default); by
+            default the whole framed picture moves with one ``cv2.warpAffine``.
 
     Raises:
         InputValidationError: The image cannot be decoded, is tiny, the face box lies outside
@@ -234,6 +240,7 @@ class PhotoRig:
         face_box: tuple[int, int, int, int] | None = None,
         size: int = 512,
         cache_size: int = 256,
+        still_background: bool = False,
     ) -> None:
         if size < 64:
             raise InputValidationError(f"size must be at least 64 pixels, got {size}", field="size")
@@ -254,6 +261,7 @@ class PhotoRig:
         self.size = size
         self.face_box = box
         self._cache_size = cache_size
+        self.still_background = still_background
 
         # Framing: a square around the face with head and shoulders, plus a margin for motion.
         x, y, w, h = box
@@ -292,6 +300,7 @@ class PhotoRig:
         self._work: Image = self._canvas.copy()
         self._setup_mouth()
         self._setup_eyes()
+        self._setup_head()
         self._mouth_cache: OrderedDict[tuple[int, int], _Patch] = OrderedDict()
         self._eye_cache: OrderedDict[tuple[int, int], _Patch] = OrderedDict()
 
@@ -518,6 +527,22 @@ class PhotoRig:
             out = (out * patch.shade).astype(np.uint8)
         work[y0:y1, x0:x1] = out
 
+    def _setup_head(self) -> None:
+        """A coarse grid and per-point head weight: the head moves, the background stays."""
+        step = 8
+        n = self.size // step
+        scale = self.size / n
+        # coarse sample positions that cv2.resize maps back onto the fine pixel grid exactly
+        c = (np.arange(n, dtype=np.float32) + 0.5) * scale - 0.5 + self._margin
+        self._gx, self._gy = np.meshgrid(c, c)
+        fine = np.arange(self.size, dtype=np.float32) + self._margin
+        self._fx, self._fy = np.meshgrid(fine, fine)
+        fx, fy, fw, fh = self.landmarks.face
+        hx = fx + fw / 2 + self._margin
+        hy = fy + 0.45 * fh + self._margin
+        r = np.sqrt(((self._gx - hx) / (0.7 * fw)) ** 2 + ((self._gy - hy) / (0.9 * fh)) ** 2)
+        self._gw = 1 - _smoothstep(1.0, 1.55, r)
+
     def _head(self, work: Image, state: FaceState) -> Image:
         m, size = self._margin, self.size
         if abs(state.yaw) < 0.02 and abs(state.pitch) < 0.02 and abs(state.roll) < 0.02:
@@ -525,10 +550,23 @@ class PhotoRig:
         fw = self.landmarks.face[2]
         px = self.landmarks.mouth[0] + m
         py = self.landmarks.mouth[1] + m + 0.6 * self.landmarks.mouth_width  # pivot near the chin
-        rot = cv2.getRotationMatrix2D((px, py), -state.roll, 1.0)
-        rot[0, 2] += 0.01 * fw * state.yaw - m
-        rot[1, 2] += 0.008 * fw * state.pitch - m
-        out: Image = cv2.warpAffine(
-            work, rot, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        forward = cv2.getRotationMatrix2D((px, py), -state.roll, 1.0)
+        forward[0, 2] += 0.01 * fw * state.yaw
+        forward[1, 2] += 0.008 * fw * state.pitch
+        if not self.still_background:
+            forward[:, 2] -= m
+            moved: Image = cv2.warpAffine(
+                work, forward, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            ).astype(np.uint8, copy=False)
+            return moved
+        a = [float(v) for v in cv2.invertAffineTransform(forward).ravel()]
+        gx, gy, w = self._gx, self._gy, self._gw
+        dx = (a[0] - 1) * gx + a[1] * gy + a[2]
+        dy = a[3] * gx + (a[4] - 1) * gy + a[5]
+        # upsample the displacement (zero near the edges), then add the identity grid
+        map_x = self._fx + cv2.resize(w * dx, (size, size), interpolation=cv2.INTER_LINEAR)
+        map_y = self._fy + cv2.resize(w * dy, (size, size), interpolation=cv2.INTER_LINEAR)
+        out: Image = cv2.remap(
+            work, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         ).astype(np.uint8, copy=False)
         return out
