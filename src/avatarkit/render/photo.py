@@ -373,9 +373,17 @@ class PhotoRig:
         lm = self.landmarks
         ew = lm.eye_width
         self._eyes: list[tuple[tuple[int, int, int, int], float, float]] = []
+        self._lid_rgb: list[npt.NDArray[np.float32]] = []
         for ex, ey in lm.eyes:
             roi = self._roi(ex - 0.75 * ew, ey - 0.75 * ew, ex + 0.75 * ew, ey + 0.45 * ew)
-            self._eyes.append((roi, ex + self._margin, ey + self._margin))
+            cx, cy = ex + self._margin, ey + self._margin
+            self._eyes.append((roi, cx, cy))
+            # eyelid colour: the skin just under the eye (above it lie brows, lashes, frames)
+            cheek = self._canvas[
+                int(cy + 0.3 * ew) : int(cy + 0.5 * ew), int(cx - 0.25 * ew) : int(cx + 0.25 * ew)
+            ].reshape(-1, 3)
+            skin = np.median(cheek, axis=0) if cheek.size else np.array([190.0, 150.0, 130.0])
+            self._lid_rgb.append((0.92 * skin).astype(np.float32))
 
     # ------------------------------------------------------------------ warps
 
@@ -459,12 +467,18 @@ class PhotoRig:
         inside = (start <= Y) & (edge >= Y) & (q > 0)
         src_y = np.where(inside, start + (Y - start) * band / np.maximum(edge - start, 1e-3), Y)
         map1, map2 = cv2.convertMaps(X, src_y.astype(np.float32), cv2.CV_16SC2)
-        shade = None
+        shade: FloatArray | None = None
+        alpha: FloatArray | None = None
+        overlay: Image | None = None
         if b > 0.05:
+            # the lid over the eye: the stretched skin, tinted towards the sampled skin colour
+            lid = np.clip(edge - Y + 0.5, 0, 1) * np.clip(Y - (upper - 0.25 * eh), 0, 1)
+            alpha = (0.7 * lid * np.clip(q * 3, 0, 1)).astype(np.float32)[..., None]
+            overlay = np.broadcast_to(self._lid_rgb[index], (*alpha.shape[:2], 3)).astype(np.uint8)
             lash = np.exp(-(((Y - edge) / 1.2) ** 2)) * (q > 0.05) * min(1.0, 2.5 * b)
             crease = np.exp(-(((Y - (edge - 0.35 * eh)) / (0.25 * eh)) ** 2)) * q * 0.12 * b
             shade = (1 - 0.55 * lash - crease).astype(np.float32)[..., None]
-        patch = _Patch(map1, map2, shade=shade)
+        patch = _Patch(map1, map2, overlay=overlay, alpha=alpha, shade=shade)
         self._eye_cache[key] = patch
         if len(self._eye_cache) > 2 * 21:
             self._eye_cache.popitem(last=False)
