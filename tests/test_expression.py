@@ -31,7 +31,7 @@ def test_strip_tags_removes_known_tags_and_records_positions() -> None:
 
 def test_strip_tags_understands_aliases_stage_directions_and_prefixes() -> None:
     clean, tags = strip_emotion_tags(
-        "*smiles warmly* Sure. [emotion: shocked] Really? <thinking>Hm."
+        "*smiles warmly* Sure. [emotion: shocked] Really? [Curious] Hm."
     )
     assert clean == "Sure. Really? Hm."
     assert [t for _, t in tags] == ["happy", "surprised", "thinking"]
@@ -39,8 +39,15 @@ def test_strip_tags_understands_aliases_stage_directions_and_prefixes() -> None:
     assert clean[tags[2][0] :].startswith("Hm")
 
 
-def test_strip_tags_leaves_ordinary_brackets_and_emphasis() -> None:
-    text = "See note [1], it is *really* good."
+@pytest.mark.parametrize(
+    "text",
+    [
+        "See note [1], it is *really* good.",
+        "I'm *happy* to help, and **sorry** for the wait.",
+        "<thinking>plan the answer</thinking> Fine.",
+    ],
+)
+def test_strip_tags_leaves_ordinary_brackets_emphasis_and_markup(text: str) -> None:
     assert strip_emotion_tags(text) == (text, [])
 
 

@@ -41,6 +41,7 @@ from avatarkit.types import (
 __all__ = [
     "DEFAULT_CUES",
     "EMOTION_ALIASES",
+    "STAGE_DIRECTIONS",
     "LocalExpressionPolicy",
     "resolve_times",
     "strip_emotion_tags",
@@ -113,12 +114,48 @@ EMOTION_ALIASES: dict[str, Emotion] = {
 }
 """Tag words (lowercase) and the emotion each stands for; the canonical names map to themselves."""
 
-_ALIAS_PATTERN = "|".join(sorted((re.escape(k) for k in EMOTION_ALIASES), key=len, reverse=True))
-# [happy], [Happy], [emotion: happy], [mood=sad], <happy>, *smiles*, *smiles warmly*
+STAGE_DIRECTIONS: dict[str, Emotion] = {
+    **{
+        w: Emotion.HAPPY
+        for w in (
+            "smile",
+            "smiles",
+            "smiling",
+            "laugh",
+            "laughs",
+            "laughing",
+            "grin",
+            "grins",
+            "grinning",
+            "chuckle",
+            "chuckles",
+            "giggle",
+            "giggles",
+            "wink",
+            "winks",
+            "beams",
+        )
+    },
+    **{w: Emotion.SAD for w in ("sigh", "sighs", "sighing", "frowns", "frowning", "cries")},
+    **{w: Emotion.SURPRISED for w in ("gasp", "gasps", "gasping")},
+    **{w: Emotion.THINKING for w in ("ponders", "pondering", "thinks", "hmm", "tilts head")},
+}
+"""Action words recognised between asterisks (``*smiles*``): verbs, so that markdown emphasis
+of an ordinary word (``*happy*``, ``**sorry**``) is never mistaken for a tag."""
+
+
+def _alternation(words: Mapping[str, Emotion]) -> str:
+    return "|".join(sorted((re.escape(k) for k in words), key=len, reverse=True))
+
+
+# [happy], [Happy], [emotion: happy], [mood=sad]; *smiles*, *smiles warmly*
 _TAG_RE = re.compile(
-    r"\[\s*(?:(?:emotion|mood|expression|face)\s*[:=]\s*)?(?P<b>" + _ALIAS_PATTERN + r")\s*\]"
-    r"|<\s*(?P<a>" + _ALIAS_PATTERN + r")\s*/?\s*>"
-    r"|\*\s*(?P<s>" + _ALIAS_PATTERN + r")(?:\s+[a-z]+ly)?\s*\*",
+    r"\[\s*(?:(?:emotion|mood|expression|face)\s*[:=]\s*)?(?P<b>"
+    + _alternation(EMOTION_ALIASES)
+    + r")\s*\]"
+    + r"|(?<!\*)\*\s*(?P<s>"
+    + _alternation(STAGE_DIRECTIONS)
+    + r")(?:\s+[a-z]+ly)?\s*\*(?!\*)",
     re.IGNORECASE,
 )
 _SPACES_RE = re.compile(r"[ \t]{2,}")
@@ -127,10 +164,12 @@ _SPACES_RE = re.compile(r"[ \t]{2,}")
 def strip_emotion_tags(text: str) -> tuple[str, list[tuple[int, str]]]:
     """Remove emotion tags from ``text`` and say where each one was.
 
-    Recognised tags name a known emotion or an alias of one (see ``EMOTION_ALIASES``):
-    ``[happy]``, ``[emotion: sad]``, ``<surprised>`` and stage directions such as ``*smiles*``
-    or ``*sighs softly*``. Anything else in brackets or asterisks (``[1]``, ``*really*``) is
-    ordinary text and stays. Whitespace left behind by a removed tag is tidied up.
+    Recognised tags name a known emotion or an alias of one in square brackets (see
+    ``EMOTION_ALIASES``): ``[happy]``, ``[Joyful]``, ``[emotion: sad]``; or are stage
+    directions between single asterisks (see ``STAGE_DIRECTIONS``): ``*smiles*``,
+    ``*sighs softly*``. Anything else in brackets or asterisks (``[1]``, ``*really*``,
+    ``**happy**``) is ordinary text and stays, and so do angle brackets (``<thinking>`` is
+    reasoning markup, not a face). Whitespace left behind by a removed tag is tidied up.
 
     Args:
         text: The chat model's reply, possibly with tags.
@@ -148,8 +187,11 @@ def strip_emotion_tags(text: str) -> tuple[str, list[tuple[int, str]]]:
         before = text[pos : match.start()]
         pieces.append(before)
         length += len(before)
-        word = (match.group("b") or match.group("a") or match.group("s")).lower()
-        tags.append((length, EMOTION_ALIASES[" ".join(word.split())].value))
+        if match.group("b"):
+            emotion = EMOTION_ALIASES[match.group("b").lower()]
+        else:
+            emotion = STAGE_DIRECTIONS[" ".join(match.group("s").lower().split())]
+        tags.append((length, emotion.value))
         pos = match.end()
     if not tags:
         return text, []
