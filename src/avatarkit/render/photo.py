@@ -214,6 +214,8 @@ class _Patch:
 class PhotoRig:
     """Animate a portrait from ``FaceState``s: jaw, lips, mouth interior, blinks, head motion.
 
+    A rig keeps a working buffer between frames: use one rig per thread (or per clip).
+
     Example:
         >>> rig = PhotoRig(image)                        # doctest: +SKIP
         >>> frame = rig.draw(FaceState(jaw_open=0.6, lips_closed=0.0))  # doctest: +SKIP
