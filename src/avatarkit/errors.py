@@ -91,9 +91,7 @@ class MissingExtraError(ConfigurationError):
 
     def __init__(self, what: str, extra: str, missing: str | None = None) -> None:
         detail = f" ({missing} is not installed)" if missing else ""
-        super().__init__(
-            f'{what} needs the "{extra}" extra{detail}: pip install "avatarkit[{extra}]"'
-        )
+        super().__init__(f'{what} needs the "{extra}" extra{detail}: pip install "avatarkit[{extra}]"')
         self.extra = extra
         self.missing = missing
 

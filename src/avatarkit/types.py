@@ -353,9 +353,7 @@ class Timeline(_Model):
                 if start < prev_start - eps:
                     out.append(f"{name}[{i}] starts before {name}[{i - 1}]")
                 if end > self.duration + eps:
-                    out.append(
-                        f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})"
-                    )
+                    out.append(f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})")
                 prev_start = start
         return out
 
@@ -389,6 +387,7 @@ class AvatarPrompt(_Model):
         if prompt is not None:
             data["prompt"] = prompt
         super().__init__(**data)
+
 
 
 class AvatarImage(_Model):
