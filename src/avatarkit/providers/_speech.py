@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from avatarkit.audio import decode_audio, encode_wav
@@ -33,15 +35,29 @@ def audio_duration(provider: str, data: bytes, fmt: AudioFormat, sample_rate: in
 
 
 def join_audio(parts: list[bytes], fmt: AudioFormat) -> bytes:
-    """One clip from consecutive chunks in the same format."""
+    """One clip from consecutive chunks in the same format.
+
+    PCM and µ-law bytes concatenate. MP3 is decoded and re-encoded once: each vendor file may
+    carry a Xing/Info header stating its own frame count, and decoders that trust it (libsndfile
+    among them) would stop after the first piece of a plain concatenation.
+    """
     if len(parts) == 1:
         return parts[0]
-    if fmt in ("mp3", "pcm_s16le", "ulaw"):
+    if fmt in ("pcm_s16le", "ulaw"):
         return b"".join(parts)
-    if fmt == "wav":
-        decoded = [decode_audio(p, "wav") for p in parts]
+    if fmt in ("wav", "mp3"):
+        decoded = [decode_audio(p, fmt) for p in parts]
         rate = decoded[0][1]
-        return encode_wav(np.concatenate([d[0] for d in decoded]), rate)
+        if any(r != rate for _, r in decoded):
+            raise ProviderStatusError("audio pieces differ in sample rate", provider="avatarkit")
+        samples = np.concatenate([d[0] for d in decoded])
+        if fmt == "wav":
+            return encode_wav(samples, rate)
+        import soundfile as sf
+
+        buf = io.BytesIO()
+        sf.write(buf, samples, rate, format="MP3")
+        return buf.getvalue()
     raise InputValidationError(
         f"{fmt} audio cannot be joined; use mp3, pcm or wav for text that needs several requests",
         field="output_format",
