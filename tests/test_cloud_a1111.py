@@ -26,6 +26,9 @@ PARAMS = (
 )
 
 
+CKPT = "v1-5-pruned-emaonly.safetensors [6ce0161689]"
+
+
 def generation_answer(request: httpx.Request, *, seed: int = 1234567) -> httpx.Response:
     body = json.loads(request.content)
     info = {
@@ -55,7 +58,7 @@ def gen(rec: Recorder, **kw: object) -> A1111ImageGenerator:
 
 async def test_txt2img_request_and_provenance() -> None:
     rec = Recorder(generation_answer)
-    g = gen(rec, sampler="DPM++ 2M", model="v1-5-pruned-emaonly.safetensors [6ce0161689]")
+    g = gen(rec, sampler="DPM++ 2M", model=CKPT)
     prompt = AvatarPrompt(
         "portrait of a friendly woman", negative="blurry", seed=None, width=64, height=80, steps=4,
         guidance=6.0, style={"restore_faces": True, "procedural_hair": "ignored by this backend"},
@@ -69,7 +72,7 @@ async def test_txt2img_request_and_provenance() -> None:
         "prompt": "portrait of a friendly woman", "negative_prompt": "blurry", "seed": -1,
         "sampler_name": "DPM++ 2M", "batch_size": 1, "n_iter": 1, "steps": 4, "cfg_scale": 6.0,
         "width": 64, "height": 80, "restore_faces": True,
-        "override_settings": {"sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors [6ce0161689]"},
+        "override_settings": {"sd_model_checkpoint": CKPT},
         "send_images": True, "save_images": False,
     }  # fmt: skip
     assert (image.format, image.width, image.height, image.kind) == ("png", 64, 80, "photo")

@@ -134,7 +134,7 @@ async def test_dalle_asks_for_b64_json() -> None:
     [
         (429, {"message": "You exceeded your current quota", "type": "insufficient_quota",
                "param": None, "code": "insufficient_quota"}, QuotaExceededError, 1),
-        (400, {"message": "Your request was rejected by the safety system", "type": "image_generation_user_error",
+        (400, {"message": "Your request was rejected by the safety system", "type": "user_error",
                "param": None, "code": "moderation_blocked"}, ContentModerationError, 1),
         (401, {"message": "Incorrect API key provided", "type": "invalid_request_error",
                "param": None, "code": "invalid_api_key"}, AuthenticationError, 1),
