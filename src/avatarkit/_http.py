@@ -262,9 +262,26 @@ class HttpClient:
                 transport=self._transport,
                 auth=self._auth,
                 follow_redirects=True,
+                event_hooks={"request": [self._keep_headers_home]},
             )
             self._clients[loop] = client
         return client
+
+    async def _keep_headers_home(self, request: httpx.Request) -> None:
+        """Drop our headers (keys among them) from requests to another origin (redirects).
+
+        httpx strips ``Authorization`` on a cross-origin redirect but forwards custom headers
+        such as ``xi-api-key``.
+        """
+        home = httpx.URL(self.base_url) if self.base_url else None
+        if home is None or (request.url.scheme, request.url.host, request.url.port) == (
+            home.scheme,
+            home.host,
+            home.port,
+        ):
+            return
+        for name in self._headers:
+            request.headers.pop(name, None)
 
     async def aclose(self) -> None:
         """Close the client bound to the running loop."""
@@ -344,6 +361,19 @@ class HttpClient:
             ProviderStatusError: the body never validated (``code="invalid_response"``).
             ProviderError: the most specific subclass for other failures.
         """
+        _, parsed = await self.request_parsed(method, path, model, options=options, **kwargs)
+        return parsed
+
+    async def request_parsed(
+        self,
+        method: str,
+        path: str,
+        model: type[T],
+        *,
+        options: ConnectOptions | None = None,
+        **kwargs: Any,
+    ) -> tuple[httpx.Response, T]:
+        """Like :meth:`request_json`, also returning the response (for its headers)."""
         opts = options or self.options
         adapter: TypeAdapter[T] = TypeAdapter(model)
         async with self._deadline(opts):
@@ -352,7 +382,7 @@ class HttpClient:
                 with attempt:
                     remaining = opts.deadline - (time.monotonic() - start)
                     response = await self._send_once(method, path, opts, remaining, kwargs)
-                    return self.parse(response, adapter)
+                    return response, self.parse(response, adapter)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def parse(self, response: httpx.Response, adapter: TypeAdapter[T]) -> T:

@@ -434,14 +434,15 @@ class ElevenLabsVoice:
     async def convert_with_timestamps(self, body: TextToSpeechRequest) -> AudioWithTimestamps:
         """``POST …/with-timestamps``: audio (base64) and character alignment."""
         async with self._semaphore():
-            response = await self._http.request(
+            response, answer = await self._http.request_parsed(
                 "POST",
                 self._path("/with-timestamps"),
+                AudioWithTimestamps,
                 params=self._params(),
                 json=body.model_dump(exclude_none=True),
             )
         self._note(response)
-        return self._http.parse(response, TypeAdapter(AudioWithTimestamps))
+        return answer
 
     async def stream_with_timestamps(
         self, body: TextToSpeechRequest
