@@ -3,6 +3,7 @@ success-after-retry or a typed error within its deadline, and no partial file is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _cloud_helpers import alignment_for, b64, mp3_bytes, pcm_bytes, png_bytes
 
+from _cloud_helpers import alignment_for, b64, mp3_bytes, pcm_bytes, png_bytes
 from avatarkit._http import ConnectOptions, HttpClient
 from avatarkit.errors import (
     ProviderConnectionError,
@@ -121,10 +122,8 @@ class Server:
                 self._serve()
 
             def finish(self) -> None:
-                try:
+                with contextlib.suppress(OSError):
                     super().finish()
-                except OSError:
-                    pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -295,8 +294,8 @@ TTS = "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM"
 
 
 def el_answer(text: str, seconds: float = 0.3) -> Act:
-    return ok_json({"audio_base64": b64(pcm_bytes(seconds, 16000)), "alignment": alignment_for(text, seconds),
-                    "normalized_alignment": None})  # fmt: skip
+    audio = b64(pcm_bytes(seconds, 16000))
+    return ok_json({"audio_base64": audio, "alignment": alignment_for(text, seconds)})
 
 
 async def test_elevenlabs_truncated_audio_is_retried(server: Server) -> None:
