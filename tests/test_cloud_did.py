@@ -210,6 +210,13 @@ async def test_pcm_and_webp_are_converted_before_upload() -> None:
     assert aud[0] == "speech.wav" and aud[1][:4] == b"RIFF"
 
 
+def test_credit_estimate() -> None:
+    r = DIDRenderer(api_key=KEY, pad_audio=1.0)
+    assert r.estimate_credits(speech(14.0)) == 1  # 14 s + 1 s of padding
+    assert r.estimate_credits(speech(14.5)) == 2
+    assert r.estimate_credits("x" * 300) == 2  # ~20 s of speech
+
+
 def test_driver_expressions_mapping() -> None:
     exprs = [
         FacialExpression(time=0.0, emotion=Emotion.SAD, intensity=0.3, transition=0.4),

@@ -131,6 +131,13 @@ async def test_long_mp3_is_joined_into_one_decodable_clip() -> None:
     assert out.duration == pytest.approx(1.0, abs=0.06)
 
 
+async def test_surrounding_whitespace_is_not_sent() -> None:
+    rec = Recorder(lambda r: timestamps_answer("Hi you.", 0.3, pcm_bytes(0.3, 16000)))
+    out = await voice(rec, output_format="pcm_16000").synthesize("  Hi you.\n")
+    assert rec.json()["text"] == "Hi you."
+    assert [(w.text, w.char_start) for w in out.words] == [("Hi", 2), ("you", 5)]
+
+
 async def test_convert_endpoint_without_timestamps() -> None:
     audio = mp3_bytes(0.3)
     rec = Recorder(

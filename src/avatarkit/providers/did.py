@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -429,6 +430,15 @@ class DIDRenderer:
                 field="text",
             )
         return stripped
+
+    def estimate_credits(self, voice: VoiceOutput | str) -> int:
+        """Credits a talk will use, before any call: one per started 15 s of video.
+
+        For text, the length is guessed at 15 characters per second of speech.
+        """
+        speech = len(self.check_text(voice)) / 15.0 if isinstance(voice, str) else voice.duration
+        seconds = speech + (self.config.pad_audio or 0.0)
+        return max(1, math.ceil(seconds / 15.0))
 
     # ------------------------------------------------------------------ endpoints
 

@@ -389,11 +389,12 @@ class ElevenLabsVoice:
         rate = 0.5 if self.model_id in _HALF_PRICE else 1.0
         return CostEstimate(characters=chars, requests=len(chunks), credits=chars * rate)
 
-    def _request(self, text: str, chunk: TextChunk | None = None) -> TextToSpeechRequest:
-        prev = text[: chunk.start].strip()[-_CONTEXT_CHARS:] if chunk else ""
-        nxt = text[chunk.end :].strip()[:_CONTEXT_CHARS] if chunk else ""
+    def _request(self, text: str, chunk: TextChunk, *, context: bool) -> TextToSpeechRequest:
+        """The body for ``chunk`` of ``text``; ``context`` adds the neighbouring text."""
+        prev = text[: chunk.start].strip()[-_CONTEXT_CHARS:] if context else ""
+        nxt = text[chunk.end :].strip()[:_CONTEXT_CHARS] if context else ""
         return TextToSpeechRequest(
-            text=chunk.text if chunk else text,
+            text=chunk.text,
             model_id=self.model_id,
             language_code=self.language_code,
             voice_settings=self.voice_settings,
@@ -467,7 +468,7 @@ class ElevenLabsVoice:
         """``POST …/stream``: audio bytes as they are made (long text: request after request)."""
         chunks = self._chunks(text)
         for chunk in chunks:
-            body = self._request(text, chunk if len(chunks) > 1 else None)
+            body = self._request(text, chunk, context=len(chunks) > 1)
             async with (
                 self._semaphore(),
                 self._http.stream(
@@ -497,7 +498,7 @@ class ElevenLabsVoice:
     async def _one(
         self, text: str, chunk: TextChunk, single: bool
     ) -> tuple[bytes, Alignment | None]:
-        body = self._request(text, None if single else chunk)
+        body = self._request(text, chunk, context=not single)
         if not self.timestamps:
             return await self.convert(body), None
         if not self.streamed:
