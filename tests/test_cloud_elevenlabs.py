@@ -18,6 +18,7 @@ from avatarkit.errors import (
     ProviderStatusError,
     QuotaExceededError,
 )
+from avatarkit.providers._chunk import TextChunk, split_text
 from avatarkit.providers.elevenlabs import (
     Alignment,
     ElevenLabsVoice,
@@ -370,3 +371,24 @@ def test_registry_spec() -> None:
     assert v.voice_id == "pNInz6obpgDQGcFmaJgB" and v.model_id == "eleven_v3"
     assert reg.create("voice", "elevenlabs", api_key=KEY).voice_id == VOICE
     assert provider.env_key == "ELEVENLABS_API_KEY"
+
+
+@pytest.mark.parametrize("limit", [12, 30, 45, 80])
+def test_split_text_packs_sentences_and_keeps_offsets(limit: int) -> None:
+    text = "  Dr. Smith went home. He was tired! Was he? Yes, very tired indeed.  "
+    chunks = split_text(text, limit)
+    assert all(text[c.start : c.end] == c.text and len(c.text) <= limit for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == text.split()  # nothing lost
+    if limit == 45:
+        assert chunks[0].text == "Dr. Smith went home. He was tired! Was he?"  # greedy, "Dr." kept
+    if limit == 30:
+        assert [c.text for c in chunks[:2]] == ["Dr. Smith went home.", "He was tired! Was he?"]
+
+
+def test_split_text_cuts_an_overlong_sentence_at_spaces() -> None:
+    text = "word " * 30 + "end."
+    chunks = split_text(text, 23)
+    assert all(len(c.text) <= 23 and not c.text.startswith(" ") for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == text.split()
+    assert split_text("   ", 10) == []
+    assert split_text(" Short. ", 80) == [TextChunk("Short.", 1)]

@@ -44,49 +44,57 @@ def _sentences(text: str, language: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _hard_split(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
-    """Split one over-long sentence at whitespace (or anywhere, as a last resort)."""
-    out: list[tuple[int, int]] = []
-    while end - start > limit:
-        cut = text.rfind(" ", start + 1, start + limit + 1)
-        if cut <= start:
-            cut = start + limit
-        out.append((start, cut))
-        start = cut
-        while start < end and text[start].isspace():
-            start += 1
-    if end > start:
-        out.append((start, end))
-    return out
+_SENTENCE_END = frozenset(".!?…。！？\"'”’»)")
+_WINDOW = 1500
+"""Characters before each cut that pysbd reads to find the last sentence end (pysbd is slow)."""
+
+
+def _cut(text: str, start: int, limit: int, language: str) -> int:
+    """Where the chunk starting at ``start`` ends: after the last whole sentence that fits."""
+    end = start + limit
+    w0 = max(start, end - min(limit, _WINDOW))
+    spans = _sentences(text[w0:end], language)
+    # The last span is cut short by the window's edge unless it ends like a sentence.
+    ends = [w0 + e for _, e in spans]
+    if (
+        ends
+        and end < len(text)
+        and not text[ends[-1] : end].strip()
+        and text[ends[-1] - 1] not in _SENTENCE_END
+    ):
+        ends.pop()
+    ends = [e for e in ends if e > start]
+    if ends:
+        return ends[-1]
+    space = text.rfind(" ", start + 1, end + 1)
+    return space if space > start else end
 
 
 def split_text(text: str, limit: int, *, language: str = "en") -> list[TextChunk]:
     """Chunks of at most ``limit`` characters, cut between sentences where possible.
 
     Each chunk is a slice of ``text`` (``text[c.start:c.end] == c.text``), stripped of
-    surrounding whitespace; sentences are packed greedily.
+    surrounding whitespace. Sentences (pysbd) are packed greedily; a sentence longer than
+    ``limit`` is cut at a space.
     """
     if limit < 1:
         raise ValueError("limit must be positive")
-    stripped = text.strip()
-    if len(stripped) <= limit:
-        start = text.find(stripped) if stripped else 0
-        return [TextChunk(stripped, start)] if stripped else []
-    pieces: list[tuple[int, int]] = []
-    for s, e in _sentences(text, language) or [(0, len(text))]:
-        pieces.extend(_hard_split(text, s, e, limit))
     chunks: list[TextChunk] = []
-    cur: tuple[int, int] | None = None
-    for s, e in pieces:
-        if cur is not None and e - cur[0] <= limit:
-            cur = (cur[0], e)
-            continue
-        if cur is not None:
-            chunks.append(TextChunk(text[cur[0] : cur[1]], cur[0]))
-        cur = (s, e)
-    if cur is not None:
-        chunks.append(TextChunk(text[cur[0] : cur[1]], cur[0]))
-    return [c for c in chunks if not _BLANK.fullmatch(c.text)]
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return chunks
+        rest = text[pos:].rstrip()
+        if len(rest) <= limit:
+            chunks.append(TextChunk(rest, pos))
+            return chunks
+        end = _cut(text, pos, limit, language)
+        piece = text[pos:end].rstrip()
+        if not _BLANK.fullmatch(piece):
+            chunks.append(TextChunk(piece, pos))
+        pos = end
 
 
 _BLANK = re.compile(r"\s*")
