@@ -16,7 +16,12 @@ from avatarkit.errors import (
     InputValidationError,
     ProviderStatusError,
 )
-from avatarkit.providers.automatic1111 import A1111ImageGenerator, Img2ImgRequest, provider
+from avatarkit.providers.automatic1111 import (
+    A1111ImageGenerator,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    provider,
+)
 from avatarkit.registry import Registry
 from avatarkit.types import AvatarImage, AvatarPrompt
 
@@ -194,6 +199,14 @@ async def test_server_errors_use_detail() -> None:
     with pytest.raises(ProviderStatusError, match="Sampler not found") as info:
         await gen(rec).generate(AvatarPrompt("a face", style={"sampler": "Nope"}))
     assert info.value.code == "HTTPException" and info.value.status == 404
+
+
+async def test_exception_inside_the_web_ui_is_not_retried() -> None:
+    body = {"error": "OutOfMemoryError", "detail": "CUDA out of memory", "body": "", "errors": ""}
+    rec = Recorder(lambda r: httpx.Response(500, json=body))
+    with pytest.raises(ProviderStatusError, match="CUDA out of memory") as info:
+        await gen(rec).txt2img(Txt2ImgRequest(prompt="a face"))
+    assert not info.value.retryable and len(rec.requests) == 1
 
 
 async def test_bad_answers_are_typed() -> None:

@@ -201,6 +201,20 @@ async def test_stream_with_timestamps_ndjson() -> None:
     assert out.duration == pytest.approx(0.5)
 
 
+async def test_streamed_chunks_with_restarting_clock_are_laid_end_to_end() -> None:
+    lines = [
+        json.dumps(
+            {"audio_base64": b64(pcm_bytes(0.3, 16000)), "alignment": alignment_for(part, 0.3)}
+        )
+        for part in ("One two ", "three.")
+    ]
+    rec = Recorder(lambda r: httpx.Response(200, content="\n".join(lines).encode()))
+    out = await voice(rec, streamed=True, output_format="pcm_16000").synthesize("One two three.")
+    assert [w.text for w in out.words] == ["One", "two", "three"]
+    assert out.words[2].start == pytest.approx(0.3)  # the second chunk starts after the first
+    assert out.words[2].end <= out.duration == pytest.approx(0.6)
+
+
 async def test_voices_listing() -> None:
     answer = {
         "voices": [

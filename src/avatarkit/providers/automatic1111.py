@@ -192,13 +192,15 @@ def _classify(response: httpx.Response, err: ProviderError) -> ProviderError:
     if isinstance(body, dict) and isinstance(body.get("error"), str) and body.get("detail"):
         detail = body["detail"]
         msg = detail if isinstance(detail, str) else json.dumps(detail)[:300]
+        # An exception inside the web UI (500 by default: out of memory, a broken model) fails
+        # the same way again; only gateway errors (502/503, no such body) are worth a retry.
         return error_for(
             "automatic1111",
             response,
             type(err),
             message=msg,
             code=body["error"],
-            retryable=err.retryable,
+            retryable=False,
         )
     return err
 
