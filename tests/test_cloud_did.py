@@ -197,6 +197,22 @@ async def test_render_text_with_provider_voice_and_webhook(tmp_path: Path) -> No
     assert body["config"] == {"stitch": False, "result_format": "mov"}
 
 
+async def test_urls_skip_the_uploads(tmp_path: Path) -> None:
+    rec = Recorder(FakeDID())
+    await renderer(rec).render(
+        photo(), speech(), Timeline(), output=tmp_path / "v.mp4",
+        image_url="https://example.com/me.JPG", audio_url="s3://bucket/hello.wav",
+    )  # fmt: skip
+    assert rec.requests[0].url.path == "/talks"
+    body = json.loads(rec.requests[0].content)
+    assert body["source_url"] == "https://example.com/me.JPG"
+    assert body["script"]["audio_url"] == "s3://bucket/hello.wav"
+    with pytest.raises(InputValidationError, match="image_url"):
+        await renderer(rec).submit(photo(), speech(), image_url="http://example.com/me.jpg")
+    with pytest.raises(InputValidationError, match="audio_url"):
+        await renderer(rec).submit(photo(), speech(), audio_url="https://x.com/a.ogg")
+
+
 async def test_pcm_and_webp_are_converted_before_upload() -> None:
     rec = Recorder(FakeDID())
     r = renderer(rec)

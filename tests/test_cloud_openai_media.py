@@ -179,3 +179,16 @@ async def test_keys(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
         await speech(rec).synthesize("Hi.")
     assert KEY not in str(info.value) and KEY not in caplog.text
     assert KEY not in repr(v) and KEY not in repr(g)
+
+
+def test_cloud_adapters_import_no_vendor_sdk_or_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, avatarkit.providers.openai_media, avatarkit.providers.elevenlabs, "
+        "avatarkit.providers.did, avatarkit.providers.automatic1111\n"
+        "bad = [m for m in ('openai', 'torch', 'elevenlabs', 'pysbd') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

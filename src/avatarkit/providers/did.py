@@ -262,6 +262,21 @@ def _classify(response: httpx.Response, err: ProviderError) -> ProviderError:
 
 
 _IMAGE_MIME = {"png": "image/png", "jpeg": "image/jpeg"}
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+_AUDIO_EXTS = (".m4a", ".flac", ".mp3", ".mp4", ".wav")
+
+
+def check_url(url: str, extensions: tuple[str, ...], field: str) -> str:
+    """A media URL D-ID can fetch: https or s3, ending in one of ``extensions``."""
+    path = url.split("?", 1)[0].lower()
+    if not url.startswith(("https://", "s3://")) or not path.endswith(extensions):
+        raise InputValidationError(
+            f"{field} must be an https:// or s3:// URL ending in {', '.join(extensions)}",
+            field=field,
+        )
+    return url
+
+
 _AUDIO_MIME = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}
 
 
@@ -544,29 +559,51 @@ class DIDRenderer:
         image: AvatarImage,
         voice: VoiceOutput | str,
         expressions: Sequence[FacialExpression] = (),
+        *,
+        image_url: str | None = None,
+        audio_url: str | None = None,
     ) -> str:
         """Upload, create the talk and return its id without waiting (for webhook users).
 
-        ``voice`` is our audio, or a text D-ID speaks with ``self.voice``.
+        ``voice`` is our audio, or a text D-ID speaks with ``self.voice``. ``image_url`` /
+        ``audio_url`` (https or s3, e.g. from an earlier upload) are used instead of uploading.
         """
-        if isinstance(voice, str):
-            text = self.check_text(voice)
-            self.check_image(image)
-            img = await self.upload_image(image)
-            script: TextScript | AudioScript = TextScript(input=text, provider=self.voice)
-            duration = None
+        if image_url is not None:
+            check_url(image_url, _IMAGE_EXTS, "image_url")
         else:
             self.check_image(image)
-            self.check_audio(voice)
-            img, aud = await asyncio.gather(self.upload_image(image), self.upload_audio(voice))
-            script = AudioScript(audio_url=aud.url)
+        if isinstance(voice, str):
+            script: TextScript | AudioScript = TextScript(
+                input=self.check_text(voice), provider=self.voice
+            )
+            duration = None
+        else:
+            if audio_url is not None:
+                check_url(audio_url, _AUDIO_EXTS, "audio_url")
+            else:
+                self.check_audio(voice)
             duration = voice.duration
+
+        async def image_ref() -> tuple[str, str | None]:
+            if image_url is not None:
+                return image_url, None
+            uploaded = await self.upload_image(image)
+            return uploaded.url, uploaded.id
+
+        async def audio_ref() -> str | None:
+            if isinstance(voice, str) or audio_url is not None:
+                return audio_url
+            return (await self.upload_audio(voice)).url
+
+        (source_url, img_id), sound_url = await asyncio.gather(image_ref(), audio_ref())
+        if sound_url is not None:
+            script = AudioScript(audio_url=sound_url)
         config = self.config.model_copy(
             update={"driver_expressions": driver_expressions(expressions, self.fps, duration)}
         )
-        talk = await self.create_talk(self._request(img.url, script, config))
-        if img.id:
-            self._uploaded_images[talk.id] = img.id
+        talk = await self.create_talk(self._request(source_url, script, config))
+        if img_id:
+            self._uploaded_images[talk.id] = img_id
         _log.info("d-id talk %s created", talk.id)
         return talk.id
 
@@ -617,8 +654,13 @@ class DIDRenderer:
         *,
         output: Path | None = None,
         progress: ProgressCallback | None = None,
+        image_url: str | None = None,
+        audio_url: str | None = None,
     ) -> AvatarVideo:
         """Render ``image`` speaking ``voice`` with the timeline's expressions.
+
+        ``image_url``/``audio_url`` point at copies already online (https or s3) and skip the
+        uploads.
 
         Raises:
             InputValidationError: the image or audio fails the pre-flight checks (nothing sent).
@@ -626,7 +668,9 @@ class DIDRenderer:
             ContentModerationError: D-ID refused the image, audio or text (451, ``rejected``).
             ProviderTimeoutError: the talk did not finish within ``render_deadline``.
         """
-        talk_id = await self.submit(image, voice, timeline.expressions)
+        talk_id = await self.submit(
+            image, voice, timeline.expressions, image_url=image_url, audio_url=audio_url
+        )
         return await self._finish(talk_id, image, voice.duration, output, progress)
 
     async def render_text(
