@@ -256,6 +256,26 @@ async def test_concurrency_is_capped_and_queued() -> None:
     assert all(o.duration == pytest.approx(0.6) for o in outs)
 
 
+async def test_a_failed_piece_cancels_the_others() -> None:
+    cancelled: list[str] = []
+
+    async def handler(r: httpx.Request) -> httpx.Response:
+        t = json.loads(r.content)["text"]
+        if t.startswith("Bad"):
+            return httpx.Response(400, json={"detail": {"status": "bad", "message": "no"}})
+        try:
+            await asyncio.sleep(2.0)
+        except asyncio.CancelledError:
+            cancelled.append(t)
+            raise
+        return timestamps_answer(t, 0.1, pcm_bytes(0.1, 16000))
+
+    v = voice(Recorder(handler), output_format="pcm_16000", max_chars=15, max_concurrency=5)
+    with pytest.raises(ProviderStatusError):
+        await v.synthesize("Good one here. Bad one here. Good two here.")
+    assert sorted(cancelled) == ["Good one here.", "Good two here."]  # no paid call left running
+
+
 @pytest.mark.parametrize(
     ("status", "detail", "error"),
     [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import numpy as np
 
@@ -10,7 +13,22 @@ from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.errors import InputValidationError, ProviderStatusError
 from avatarkit.types import AudioFormat
 
-__all__ = ["JOINABLE", "audio_duration", "join_audio"]
+__all__ = ["JOINABLE", "audio_duration", "gather_or_cancel", "join_audio"]
+
+T = TypeVar("T")
+
+
+async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
+    """``asyncio.gather``, but the first failure cancels the others (no paid call left running)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
 
 JOINABLE: frozenset[str] = frozenset({"mp3", "pcm_s16le", "ulaw", "wav"})
 """Formats whose chunks can be joined into one clip (mp3 frames concatenate; wav is re-encoded)."""

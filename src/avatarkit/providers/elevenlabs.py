@@ -31,7 +31,7 @@ from avatarkit.errors import (
 )
 from avatarkit.ports import VoiceCapabilities
 from avatarkit.providers._chunk import TextChunk, split_text
-from avatarkit.providers._speech import JOINABLE, audio_duration, join_audio
+from avatarkit.providers._speech import JOINABLE, audio_duration, gather_or_cancel, join_audio
 from avatarkit.registry import Provider
 from avatarkit.types import AudioFormat, VoiceOutput, WordTiming
 
@@ -535,7 +535,7 @@ class ElevenLabsVoice:
         chunks = self._chunks(text)
         self.last_request_ids = []
         single = len(chunks) == 1
-        results = await asyncio.gather(*(self._one(text, c, single) for c in chunks))
+        results = await gather_or_cancel(*(self._one(text, c, single) for c in chunks))
         words: list[WordTiming] = []
         audio_parts: list[bytes] = []
         clock = 0.0
