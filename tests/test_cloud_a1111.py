@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from avatarkit.providers.automatic1111 import (
     provider,
 )
 from avatarkit.registry import Registry
-from avatarkit.types import AvatarImage, AvatarPrompt
+from avatarkit.types import AvatarImage, AvatarPrompt, Response, UserInput
 
 PARAMS = (
     "portrait of a friendly woman\nNegative prompt: blurry\nSteps: 4, Sampler: DPM++ 2M, "
@@ -183,7 +184,9 @@ async def test_api_auth_basic_and_401(monkeypatch: pytest.MonkeyPatch) -> None:
         A1111ImageGenerator(api_auth="no-colon-here")
 
 
-async def test_key_never_in_repr_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+async def test_key_never_in_repr_logs_errors_or_files(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     caplog.set_level(logging.DEBUG)
     rec = Recorder(lambda r: httpx.Response(401, json={"detail": "bad login for s3cret-pass"}))
     g = gen(rec, api_auth="artist:s3cret-pass")
@@ -191,6 +194,12 @@ async def test_key_never_in_repr_logs_or_errors(caplog: pytest.LogCaptureFixture
         await g.models()
     assert "s3cret-pass" not in str(info.value)
     assert "s3cret-pass" not in repr(g) and "s3cret-pass" not in caplog.text
+    image = await gen(Recorder(generation_answer), api_auth="artist:s3cret-pass").generate(
+        AvatarPrompt("a face")
+    )
+    Response(input=UserInput(text="x"), image=image).save(tmp_path)
+    for f in tmp_path.iterdir():
+        assert b"s3cret-pass" not in f.read_bytes()
 
 
 async def test_server_errors_use_detail() -> None:

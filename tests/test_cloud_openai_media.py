@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from avatarkit.errors import (
     RateLimitError,
 )
 from avatarkit.providers.openai_media import OpenAIImage, OpenAISpeech, make_image, make_voice
-from avatarkit.types import AvatarPrompt
+from avatarkit.types import AvatarPrompt, Response, UserInput
 
 KEY = "sk-test-openai-key-0123456789"
 
@@ -154,7 +155,9 @@ async def test_errors_are_typed(status: int, error_body: dict, error: type, atte
     assert len(rec.requests) == attempts
 
 
-async def test_keys(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+async def test_keys(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(MissingKeyError, match="OPENAI_API_KEY"):
         make_voice(None)
@@ -179,6 +182,11 @@ async def test_keys(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
         await speech(rec).synthesize("Hi.")
     assert KEY not in str(info.value) and KEY not in caplog.text
     assert KEY not in repr(v) and KEY not in repr(g)
+    ok = Recorder(lambda r: httpx.Response(200, content=pcm_bytes(0.2, 24000)))
+    said = await speech(ok, response_format="pcm").synthesize("Hi.")
+    Response(input=UserInput(text="x"), voice=said).save(tmp_path)
+    for f in tmp_path.iterdir():
+        assert KEY.encode() not in f.read_bytes()
 
 
 def test_cloud_adapters_import_no_vendor_sdk_or_torch() -> None:
