@@ -355,11 +355,11 @@ def lipsync_from_phonemes(
 # Relative durations by phoneme kind, fitted to eSpeak's own timings on the training
 # sentences of benchmarks/lipsync_bench.py (mean duration of each kind / mean of short vowels).
 _DUR_VOWEL = 1.0
-_DUR_LONG = 1.45  # ː
-_DUR_DIPHTHONG = 1.55
+_DUR_LONG = 1.6  # ː
+_DUR_DIPHTHONG = 1.64
 _DUR_BY_VISEME = {
-    "PP": 0.85, "FF": 0.95, "TH": 0.75, "DD": 0.7, "kk": 0.8, "CH": 1.05, "SS": 1.05,
-    "nn": 0.7, "RR": 0.55, "ih": 0.5,  "ou": 0.55,
+    "PP": 0.92, "FF": 0.95, "TH": 0.73, "DD": 0.86, "kk": 1.07, "CH": 0.9, "SS": 1.06,
+    "nn": 1.0, "RR": 0.76, "ih": 0.8, "ou": 0.9,
 }
 
 
@@ -383,8 +383,8 @@ def word_phonemes(
     """Phoneme timings estimated from word timings (source 2's first step).
 
     Each word's phonemes come from eSpeak's grapheme-to-phoneme and share the word's span in
-    proportion to a duration model (stressless: vowels ≈ 1, long vowels 1.45, diphthongs
-    1.55, stops 0.7–0.85, sibilants 1.05, liquids 0.55–0.7).
+    proportion to a duration model fitted to eSpeak's timings: short vowels 1, long vowels
+    1.6, diphthongs 1.64, consonants 0.73 (θ ð) to 1.07 (k g).
 
     Args:
         words: Timed words (any provider).
@@ -394,24 +394,40 @@ def word_phonemes(
     from avatarkit import _espeak
 
     voice = _voice_for(language)
+    # One G2P call over the whole utterance, so each word is pronounced in context ("a" is
+    # /ɐ/, not /eɪ/); each timed word then takes the phonemes of the spans it covers.
+    joined: list[str] = []
+    ranges: list[tuple[int, int]] = []
+    pos = 0
+    for w in words:
+        piece = w.text.strip()
+        ranges.append((pos, pos + len(piece)))
+        joined.append(piece)
+        pos += len(piece) + 1
+    text = " ".join(joined)
+    if not text.strip():
+        return []
+    spans = _espeak.word_spans(_espeak.clean_text(text))
+    ipa = _espeak.text_to_ipa(text, voice)
+    per_word: list[list[str]] = [[] for _ in words]
+    k = 0
+    for (a, b), phs in zip(spans, ipa, strict=False):
+        while k < len(ranges) and ranges[k][1] <= a:
+            k += 1
+        if k < len(ranges) and ranges[k][0] < b:
+            per_word[k].extend(phs)
     out: list[PhonemeTiming] = []
     unknown: set[str] = set()
-    cache: dict[str, list[str]] = {}
     for wi, w in enumerate(words):
-        if w.end <= w.start or not w.text.strip():
-            continue
-        key = w.text.strip()
-        if key not in cache:
-            cache[key] = [p for ws in _espeak.text_to_ipa(key, voice) for p in ws if p]
-        phs = [p for p in cache[key] if not is_pause(p)]
-        if not phs:
+        phs = [p for p in per_word[wi] if not is_pause(p)]
+        if w.end <= w.start or not phs:
             continue
         weights = [_intrinsic(p, _visemes_of(p, strict, unknown)) for p in phs]
         total = sum(weights)
         t = w.start
         span = w.end - w.start
-        for k, (p, wt) in enumerate(zip(phs, weights, strict=True)):
-            t2 = w.end if k == len(phs) - 1 else t + span * wt / total
+        for j, (p, wt) in enumerate(zip(phs, weights, strict=True)):
+            t2 = w.end if j == len(phs) - 1 else t + span * wt / total
             out.append(PhonemeTiming(phoneme=p, start=t, end=t2, word_index=wi))
             t = t2
     return out
@@ -555,20 +571,20 @@ def mouth_track(samples: npt.NDArray[np.float32], sample_rate: int) -> MouthTrac
     f2 = np.maximum(bands[:, 5], bands[:, 6])
     hiss = np.maximum(bands[:, 8], bands[:, 9])
     opening = np.clip((level - 0.55) / 0.4, 0.0, 1.0) * (1.0 - closed)
-    shape: list[str] = []
-    for k in range(len(times)):
-        if closed[k] >= _CLOSED_THRESHOLD:
-            shape.append("sil" if level[k] < 0.35 else "PP")
-        elif hiss[k] > f1[k] + 0.05 or frames.zcr[k] > 0.35:
-            shape.append("SS")  # frication: teeth together, lips apart
-        elif opening[k] < 0.3:
-            shape.append("DD")
-        elif f2[k] < f1[k] - 0.25:
-            shape.append("ou" if opening[k] < 0.6 else "oh")  # weak F2 region: rounded
-        elif f2[k] > f1[k] - 0.08:
-            shape.append("ih" if opening[k] < 0.6 else "E")  # strong F2 region: spread
-        else:
-            shape.append("aa")
+    is_closed = closed >= _CLOSED_THRESHOLD
+    conditions = [
+        is_closed & (level < 0.35),  # rest
+        is_closed,  # lips pressed: p b m
+        (hiss > f1 + 0.05) | (frames.zcr > 0.35),  # frication: teeth together, lips apart
+        opening < 0.3,
+        (f2 < f1 - 0.25) & (opening < 0.6),  # weak F2 region: rounded
+        f2 < f1 - 0.25,
+        (f2 > f1 - 0.08) & (opening < 0.6),  # strong F2 region: spread
+        f2 > f1 - 0.08,
+    ]
+    names = np.array(["sil", "PP", "SS", "DD", "ou", "oh", "ih", "E", "aa"])
+    choice = np.select(conditions, list(range(len(conditions))), default=len(conditions))
+    shape = names[choice].tolist()
     return MouthTrack(times=times, opening=opening, closed=closed, shape=shape)
 
 
@@ -605,13 +621,20 @@ def lipsync_from_audio(
     track = mouth_track(samples, rate)
     segs: list[_Seg] = []
     step = _HOP / _RATE
-    for k, v in enumerate(track.shape):
+    shapes = track.shape
+    n = len(shapes)
+    k = 0
+    while k < n:  # one segment per run of equal frames
+        j = k + 1
+        while j < n and shapes[j] == shapes[k]:
+            j += 1
+        v = shapes[k]
         start = max(0.0, float(track.times[k]) - step / 2)
-        end = min(duration, float(track.times[k]) + step / 2)
-        weight = 1.0 if v in ("sil", "PP") else 0.4 + 0.6 * float(track.opening[k])
+        end = min(duration, float(track.times[j - 1]) + step / 2)
+        weight = 1.0 if v in ("sil", "PP") else 0.4 + 0.6 * float(np.mean(track.opening[k:j]))
         segs.append(_Seg(v, start, end, weight))
-    return _finish(_merge_same(_fill(segs, duration)), duration, "audio", min_hold, min_pause,
-                   coarticulate=False)
+        k = j
+    return _finish(segs, duration, "audio", min_hold, min_pause, coarticulate=False)
 
 
 # --------------------------------------------------------------------------- entry points
