@@ -12,9 +12,12 @@ What eSpeak reports and how it is mapped:
   Inside numbers, abbreviations and entities the positions are approximate (``"$42.50"`` gives
   events for ``$``, ``4`` and several for ``2``), so each event is snapped to the
   whitespace-delimited token it falls in and consecutive events of one token are merged:
-  every :class:`~avatarkit.types.WordTiming` is a slice of the input text.
-* ``PHONEME`` events carry the IPA name of each phoneme (at most 8 UTF-8 bytes) with its
-  stress mark; an empty name is a pause, reported here as ``"_"``.
+  every :class:`~avatarkit.types.WordTiming` is a slice of the input text. Word pairs eSpeak
+  speaks as one (``"of the"``, ``"to be"``) are split back using its G2P of each word.
+* ``PHONEME`` events carry the IPA name of each phoneme (at most 8 UTF-8 bytes, so a
+  stressed nasal diphthong such as ``ˈɐ̃ʊ̃`` loses its last combining tilde) with its stress
+  mark; an empty name is a pause, reported here as ``"_"``. Language-switch markers such as
+  ``"(en)"`` (a foreign word read with English rules) are dropped.
 * A stop consonant's event (``p b t d k g``) comes at its release; the silent closure before
   it is counted in the preceding phoneme. Where the waveform shows that silence, the stop's
   start is moved back to the start of the closure (at most 80 ms), which is when the lips or
@@ -46,6 +49,7 @@ __all__ = [
     "VOLUME_RANGE",
     "EspeakVoiceInfo",
     "Synthesis",
+    "check_range",
     "clean_text",
     "is_repeatable",
     "library_version",
@@ -289,10 +293,14 @@ class _Engine:
                     break
                 langs.append(raw.decode("utf-8", "replace"))
                 addr += len(raw) + 2
+            identifier = (v.identifier or b"").decode("utf-8", "replace")
+            if not self._has_dictionary(identifier):
+                i += 1
+                continue  # listed by eSpeak, but its wheel ships no dictionary for it
             out.append(
                 EspeakVoiceInfo(
                     name=(v.name or b"").decode("utf-8", "replace"),
-                    identifier=(v.identifier or b"").decode("utf-8", "replace"),
+                    identifier=identifier,
                     languages=tuple(langs),
                     gender={1: "male", 2: "female"}.get(v.gender, "unknown"),
                     age=int(v.age),
@@ -300,6 +308,22 @@ class _Engine:
             )
             i += 1
         return out
+
+    def _has_dictionary(self, identifier: str) -> bool:
+        """Whether the pronunciation dictionary a voice file names is in the data folder."""
+        try:
+            lines = (self.data_path / "lang" / identifier).read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return True  # not a language file we can read: let eSpeak decide
+        dictionary = None
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "dictionary":
+                dictionary = parts[1]
+                break
+            if len(parts) >= 2 and parts[0] == "language" and dictionary is None:
+                dictionary = parts[1].split("-")[0]
+        return dictionary is None or (self.data_path / f"{dictionary}_dict").is_file()
 
     def set_voice(self, voice: str) -> None:
         if voice == self.voice:
@@ -467,7 +491,7 @@ def list_variants() -> list[str]:
 
 
 def resolve_voice(voice: str) -> str:
-    """Check a voice spec and return it normalised (``"en-US+F3"`` → ``"en-us+f3"``).
+    """Check a voice spec and return the voice eSpeak loads (``"en-US+F3"`` → ``"gmw/en-US+f3"``).
 
     A spec is a language tag (``"en-us"``), a voice identifier (``"gmw/en-US"``) or name
     (``"English_(America)"``), optionally followed by ``+variant``.
@@ -481,10 +505,13 @@ def resolve_voice(voice: str) -> str:
     with _lock:
         engine = _get()
         voices, variants = engine.voices, engine.variants
-    known: dict[str, str] = {}
+    known: dict[str, str] = {}  # any accepted spelling → the identifier eSpeak loads by name
     for v in voices:
-        for key in (*v.languages, v.name, v.identifier, v.identifier.rsplit("/", 1)[-1]):
-            known.setdefault(key.lower(), key)
+        for key in (v.identifier, v.identifier.rsplit("/", 1)[-1], v.name):
+            known.setdefault(key.lower(), v.identifier)
+    for v in voices:  # language tags last: an exact name or file wins
+        for key in v.languages:
+            known.setdefault(key.lower(), v.identifier)
     key = base.lower()
     if key not in known:
         close = difflib.get_close_matches(key, list(known), n=5, cutoff=0.6)
@@ -574,7 +601,8 @@ def word_spans(text: str, *, ssml: bool = False) -> list[tuple[int, int]]:
     return spans
 
 
-def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+def check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+    """Raise InputValidationError unless ``value`` is an integer within ``bounds`` (inclusive)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputValidationError(f"{name} must be an integer, got {value!r}", field=name)
     if not bounds[0] <= value <= bounds[1]:
@@ -638,15 +666,15 @@ def synthesize(
         ProviderError: eSpeak NG reported an internal error.
     """
     cleaned = _check_text(text)
-    _check_range("rate", rate, RATE_RANGE)
-    _check_range("pitch", pitch, PITCH_RANGE)
-    _check_range("volume", volume, VOLUME_RANGE)
+    check_range("rate", rate, RATE_RANGE)
+    check_range("pitch", pitch, PITCH_RANGE)
+    check_range("volume", volume, VOLUME_RANGE)
     spec = resolve_voice(voice)
     with _lock:
         engine = _get()
         collect = engine.run(cleaned, spec, rate, pitch, volume, ssml)
         sample_rate = engine.sample_rate
-    samples = np.frombuffer(b"".join(collect.chunks), dtype="<i2").astype(np.int16)
+    samples = np.frombuffer(b"".join(collect.chunks), dtype="<i2").astype(np.int16, copy=True)
     return _build(text, cleaned, spec, ssml, samples, sample_rate, collect.events)
 
 
@@ -688,6 +716,8 @@ def _build(
                 if mark in name:
                     stress = level
             ipa = name.translate(_DROP).strip()
+            if ipa.startswith("(") and ipa.endswith(")"):
+                continue  # a language switch marker such as "(en)", not a sound
             if not ipa:
                 raw_ph.append((sample, "_", 0, None))
             else:
@@ -843,22 +873,19 @@ def _refine_stop_onsets(
     starts: list[int],
 ) -> None:
     """Move each stop's start back over the silent closure eSpeak puts before its event."""
-    if not len(samples):
+    if not len(samples) or not any(ipa in _STOPS for _, ipa, _s, _w in raw_ph):
         return
     frame = max(1, int(_FRAME * sample_rate))
     lookback = int(_CLOSURE_LOOKBACK * sample_rate)
-    threshold = _SILENCE_RMS * 32768.0
-    audio = samples.astype(np.float32)
+    limit = (_SILENCE_RMS * 32768.0) ** 2 * frame  # energy of a frame at the threshold
+    energy = np.concatenate(([0], np.cumsum(samples.astype(np.int64) ** 2)))
     for i, (_, ipa, _stress, _word) in enumerate(raw_ph):
         if ipa not in _STOPS or i == 0:
             continue
         start = starts[i]
         floor = max(starts[i - 1] + frame, start - lookback, 0)
         t = start
-        while t - frame >= floor:
-            seg = audio[t - frame : t]
-            if float(np.sqrt(np.mean(seg * seg))) >= threshold:
-                break
+        while t - frame >= floor and energy[t] - energy[t - frame] < limit:
             t -= frame
         if t < start:
             starts[i] = t

@@ -246,6 +246,8 @@ class VoiceOutput(_Model):
     """The text that was spoken (timings refer to it)."""
     words: list[WordTiming] = Field(default_factory=list)
     phonemes: list[PhonemeTiming] = Field(default_factory=list)
+    marks: list[tuple[str, float]] = Field(default_factory=list)
+    """SSML ``<mark name="...">`` names with the time (seconds) the voice reached them."""
     voice: str = ""
     """Backend and voice that spoke, e.g. ``"espeak:en-us+f3"``."""
 
