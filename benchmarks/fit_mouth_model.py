@@ -20,13 +20,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from lipsync_data import TRAIN_SENTENCES, frame_labels, kappa  # noqa: E402
-from sklearn.model_selection import GroupKFold  # noqa: E402
-from sklearn.neural_network import MLPClassifier  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from lipsync_data import TRAIN_SENTENCES, frame_labels, kappa
+from sklearn.model_selection import GroupKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
 
-from avatarkit import _espeak  # noqa: E402
-from avatarkit.animation import lipsync as L  # noqa: E402
+from avatarkit import _espeak
+from avatarkit.animation import lipsync as L
 
 HIDDEN = 12
 OUT = Path(__file__).parents[1] / "src" / "avatarkit" / "animation" / "mouth_model.json"

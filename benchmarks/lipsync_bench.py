@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from lipsync_data import (  # noqa: E402
+from lipsync_data import (
     FRAME,
     TEST_SENTENCES,
     TRAIN_SENTENCES,
@@ -29,11 +29,10 @@ from lipsync_data import (  # noqa: E402
     kappa,
 )
 
-from avatarkit import _espeak  # noqa: E402
-from avatarkit.animation import lipsync as L  # noqa: E402
-from avatarkit.animation.viseme import viseme_class  # noqa: E402
-from avatarkit.audio import encode_wav  # noqa: E402
-from avatarkit.types import PhonemeTiming, VoiceOutput, WordTiming  # noqa: E402
+from avatarkit.animation import lipsync as L
+from avatarkit.animation.viseme import viseme_class
+from avatarkit.providers.espeak import EspeakVoice
+from avatarkit.types import VoiceOutput
 
 SENTENCE_40 = (
     "When the morning train finally arrived at the small station, my brother and I picked up "
@@ -43,25 +42,8 @@ SENTENCE_40 = (
 
 
 def voice_output(text: str, voice: str = "en-us", rate: int = 175) -> VoiceOutput:
-    """eSpeak speech as a VoiceOutput (what the `espeak` voice backend returns)."""
-    syn = _espeak.synthesize(text, voice, rate=rate)
-    return VoiceOutput(
-        audio=encode_wav(syn.samples, syn.sample_rate),
-        sample_rate=syn.sample_rate,
-        duration=len(syn.samples) / syn.sample_rate,
-        text=text,
-        words=[
-            WordTiming(text=w.text, start=w.start, end=w.end, char_start=w.char_start,
-                       char_end=w.char_end)
-            for w in syn.words
-        ],
-        phonemes=[
-            PhonemeTiming(phoneme=p.phoneme, start=p.start, end=p.end, word_index=p.word_index,
-                          stress=p.stress)
-            for p in syn.phonemes
-        ],
-        voice=f"espeak:{voice}",
-    )
+    """eSpeak speech through the local voice backend (avatarkit's `espeak` provider)."""
+    return EspeakVoice(voice, rate=rate).synthesize_sync(text)
 
 
 def frames_of(cues, duration: float) -> list[str]:
@@ -77,10 +59,7 @@ def best_offset(pred: np.ndarray, truth: np.ndarray, max_shift: int = 10) -> tup
     """Shift (frames; positive = prediction late) that maximises kappa, and that kappa."""
     best = (0, -1.0)
     for s in range(-max_shift, max_shift + 1):
-        if s >= 0:
-            k = kappa(pred[s:], truth[: len(truth) - s])
-        else:
-            k = kappa(pred[:s], truth[-s:])
+        k = kappa(pred[s:], truth[: len(truth) - s]) if s >= 0 else kappa(pred[:s], truth[-s:])
         if k > best[1] + 1e-9:
             best = (s, k)
     return best
@@ -107,19 +86,29 @@ def part_a() -> None:
 
     (v, ls), wall, cpu = timed(run)
     _, wall_ls, cpu_ls = timed(lambda: L.lipsync(v))
-    print(f"(a) {words}-word sentence, {v.duration:.2f} s of speech, {len(ls.cues)} cues "
-          f"(source {ls.source!r})")
-    print(f"    voice + lip sync: wall {wall * 1000:.1f} ms = {v.duration / wall:.0f}x real time, "
-          f"CPU {cpu * 1000:.1f} ms = {v.duration / cpu:.0f}x (target >= 200x)")
-    print(f"    lip sync alone:   wall {wall_ls * 1000:.2f} ms = {v.duration / wall_ls:.0f}x, "
-          f"CPU {cpu_ls * 1000:.2f} ms = {v.duration / cpu_ls:.0f}x")
+    print(
+        f"(a) {words}-word sentence, {v.duration:.2f} s of speech, {len(ls.cues)} cues "
+        f"(source {ls.source!r})"
+    )
+    print(
+        f"    voice + lip sync: wall {wall * 1000:.1f} ms = {v.duration / wall:.0f}x real time, "
+        f"CPU {cpu * 1000:.1f} ms = {v.duration / cpu:.0f}x (target >= 200x)"
+    )
+    print(
+        f"    lip sync alone:   wall {wall_ls * 1000:.2f} ms = {v.duration / wall_ls:.0f}x, "
+        f"CPU {cpu_ls * 1000:.2f} ms = {v.duration / cpu_ls:.0f}x"
+    )
 
 
 def part_b() -> None:
-    print("(b) source 2 (word timings + eSpeak G2P) vs source 1 (true phonemes), share of 10 ms "
-          "frames with the same viseme class (aim >= 80%) / the same viseme:")
-    for label, sentences in (("held-out sentences", TEST_SENTENCES),
-                             ("training sentences (durations fitted here)", TRAIN_SENTENCES)):
+    print(
+        "(b) source 2 (word timings + eSpeak G2P) vs source 1 (true phonemes), share of 10 ms "
+        "frames with the same viseme class (aim >= 80%) / the same viseme:"
+    )
+    for label, sentences in (
+        ("held-out sentences", TEST_SENTENCES),
+        ("training sentences (durations fitted here)", TRAIN_SENTENCES),
+    ):
         for min_hold in (L.MIN_HOLD, 0.0):
             same_cls = same_vis = total = 0
             t_words = dur = 0.0
@@ -130,8 +119,12 @@ def part_b() -> None:
                     v.duration,
                 )
                 lang = voice.split("+")[0]
-                ls, wall, _ = timed(lambda v=v, lang=lang: L.lipsync_from_words(
-                    v.words, v.duration, language=lang, min_hold=min_hold), repeat=1)
+                ls, wall, _ = timed(
+                    lambda v=v, lang=lang, hold=min_hold: L.lipsync_from_words(
+                        v.words, v.duration, language=lang, min_hold=hold
+                    ),
+                    repeat=1,
+                )
                 est = frames_of(ls.cues, v.duration)
                 t_words += wall
                 dur += v.duration
@@ -140,8 +133,10 @@ def part_b() -> None:
                 same_vis += sum(a == b for a, b in pairs)
                 total += len(truth)
             hold = f"min hold {min_hold * 1000:.0f} ms" + (" (default)" if min_hold else "")
-            print(f"    {label}, {hold}: {same_cls / total:.1%} / {same_vis / total:.1%} "
-                  f"({len(sentences)} sentences, {total} frames, {dur / t_words:.0f}x real time)")
+            print(
+                f"    {label}, {hold}: {same_cls / total:.1%} / {same_vis / total:.1%} "
+                f"({len(sentences)} sentences, {total} frames, {dur / t_words:.0f}x real time)"
+            )
 
 
 def _level(v: VoiceOutput) -> np.ndarray:
@@ -165,6 +160,7 @@ def part_c() -> None:
     thr = max(np.linspace(0.2, 0.95, 76), key=lambda t: kappa(lv_all < t, y_all))
 
     truth, ours, frames_model, rms, spent, spent_cpu, dur = [], [], [], [], 0.0, 0.0, 0.0
+    shape_pairs: list[tuple[str, str]] = []
     for voice, text in TEST_SENTENCES:
         v = voice_output(text, voice)
         y = frame_labels(v.phonemes, v.duration)
@@ -173,6 +169,8 @@ def part_c() -> None:
         spent_cpu += cpu
         dur += v.duration
         cues = frames_of(ls.cues, v.duration)
+        ref = frames_of(L.lipsync_from_phonemes(v.phonemes, v.duration).cues, v.duration)
+        shape_pairs.extend(zip(ref, cues, strict=True))
         from avatarkit.audio import decode_audio
 
         x, rate = decode_audio(v.audio)
@@ -184,11 +182,15 @@ def part_c() -> None:
         frames_model.append((track.closed[:n] >= L._CLOSED_THRESHOLD).astype(np.int8))
         rms.append((lv[:n] < thr).astype(np.int8))
     y = np.concatenate(truth)
-    print(f"(c) source 3 (audio alone) on {len(TEST_SENTENCES)} held-out sentences "
-          f"({dur:.1f} s, voices not in training included), {len(y)} frames, "
-          f"{y.mean():.1%} closed:")
-    print(f"    {'method':34s} {'agree':>6s} {'kappa':>6s} {'caught':>7s} {'offset':>7s} "
-          f"{'kappa@best':>10s}")
+    print(
+        f"(c) source 3 (audio alone) on {len(TEST_SENTENCES)} held-out sentences "
+        f"({dur:.1f} s, voices not in training included), {len(y)} frames, "
+        f"{y.mean():.1%} closed:"
+    )
+    print(
+        f"    {'method':34s} {'agree':>6s} {'kappa':>6s} {'caught':>7s} {'offset':>7s} "
+        f"{'kappa@best':>10s}"
+    )
     rows = [
         ("avatarkit cues (lipsync_from_audio)", np.concatenate(ours)),
         ("avatarkit frame model (no holds)", np.concatenate(frames_model)),
@@ -200,16 +202,29 @@ def part_c() -> None:
         k = kappa(p, y)
         caught = float(p[y == 1].mean())
         off, kb = best_offset(p, y)
-        print(f"    {name:34s} {agree:6.1%} {k:6.3f} {caught:7.1%} {off * 10:+5d}ms "
-              f"{kb:10.3f}")
-    print(f"    speed (decode + analysis + cues): wall {dur / spent:.0f}x real time, "
-          f"CPU {dur / spent_cpu:.0f}x "
-          "(targets: kappa >= 0.6, offset within +-10 ms, >= 100x; Rhubarb 1.14: kappa 0.44)")
+        shift = f"{off * 10:+5d}ms" if p.min() != p.max() else "    n/a"  # constant: no offset
+        print(f"    {name:34s} {agree:6.1%} {k:6.3f} {caught:7.1%} {shift} {kb:10.3f}")
+    print(
+        f"    speed (decode + analysis + cues): wall {dur / spent:.0f}x real time, "
+        f"CPU {dur / spent_cpu:.0f}x "
+        "(targets: kappa >= 0.6, offset within +-10 ms, >= 100x; Rhubarb 1.14: kappa 0.44)"
+    )
+
+    classes = [viseme_class(a) for a, _ in shape_pairs]
+    same = np.mean([viseme_class(a) == viseme_class(b) for a, b in shape_pairs])
+    common = max(set(classes), key=classes.count)
+    print(
+        f"    mouth shape from audio: viseme class (closed/labiodental/teeth/rounded/open/spread) "
+        f"agrees with source 1 on {same:.1%} of frames; always '{common}': "
+        f"{classes.count(common) / len(classes):.1%}"
+    )
 
 
 def main() -> None:
-    print("avatarkit lip-sync benchmark (one run; times are the best of repeated runs; wall "
-          "time suffers when other processes share the CPU, CPU time does not)")
+    print(
+        "avatarkit lip-sync benchmark (one run; times are the best of repeated runs; wall "
+        "time suffers when other processes share the CPU, CPU time does not)"
+    )
     part_a()
     part_b()
     part_c()

@@ -7,31 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from avatarkit import _espeak
 from avatarkit.animation.lipsync import lipsync, timeline_from
 from avatarkit.animation.plot import plot_timeline
-from avatarkit.audio import encode_wav
-from avatarkit.types import Emotion, FacialExpression, PhonemeTiming, VoiceOutput, WordTiming
+from avatarkit.providers.espeak import EspeakVoice
+from avatarkit.types import Emotion, FacialExpression
 
 TEXT = "Hello! My name is Emma, and I am happy to meet you. Shall we begin?"
 OUT = Path(__file__).parents[1] / "img" / "lipsync_timeline.png"
 
 
 def main() -> None:
-    syn = _espeak.synthesize(TEXT, "en-us+f3")
-    voice = VoiceOutput(
-        audio=encode_wav(syn.samples, syn.sample_rate),
-        sample_rate=syn.sample_rate,
-        duration=syn.duration,
-        text=TEXT,
-        words=[WordTiming(**w.model_dump()) for w in syn.words],
-        phonemes=[PhonemeTiming(**p.model_dump()) for p in syn.phonemes],
-        voice="espeak:en-us+f3",
-    )
+    voice = EspeakVoice("en-us+f3").synthesize_sync(TEXT)
     expressions = [
         FacialExpression(char_offset=0, emotion=Emotion.HAPPY, intensity=0.6),
-        FacialExpression(char_offset=TEXT.index("Shall"), emotion=Emotion.THINKING,
-                         intensity=0.4),
+        FacialExpression(char_offset=TEXT.index("Shall"), emotion=Emotion.THINKING, intensity=0.4),
     ]
     timeline = timeline_from(voice, lipsync(voice), expressions)
     fig = plot_timeline(timeline, voice)

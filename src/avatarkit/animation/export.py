@@ -34,8 +34,21 @@ __all__ = [
 ]
 
 TALKINGHEAD_VISEMES: dict[str, str] = {
-    "sil": "sil", "PP": "PP", "FF": "FF", "TH": "TH", "DD": "DD", "kk": "kk", "CH": "CH",
-    "SS": "SS", "nn": "nn", "RR": "RR", "aa": "aa", "E": "E", "ih": "I", "oh": "O", "ou": "U",
+    "sil": "sil",
+    "PP": "PP",
+    "FF": "FF",
+    "TH": "TH",
+    "DD": "DD",
+    "kk": "kk",
+    "CH": "CH",
+    "SS": "SS",
+    "nn": "nn",
+    "RR": "RR",
+    "aa": "aa",
+    "E": "E",
+    "ih": "I",
+    "oh": "O",
+    "ou": "U",
 }
 """avatarkit (Oculus) viseme → TalkingHead's code for it."""
 
@@ -62,12 +75,14 @@ def from_json(data: str | bytes) -> Timeline:
     try:
         return Timeline.model_validate_json(data)
     except ValidationError as exc:
-        raise InputValidationError(f"not a valid avatarkit timeline: {exc}", field="timeline") \
-            from exc
+        raise InputValidationError(
+            f"not a valid avatarkit timeline: {exc}", field="timeline"
+        ) from exc
 
 
-def to_rhubarb(timeline: Timeline, *, sound_file: str | None = None,
-               extended: bool = True) -> dict[str, Any]:
+def to_rhubarb(
+    timeline: Timeline, *, sound_file: str | None = None, extended: bool = True
+) -> dict[str, Any]:
     """The timeline's visemes as Rhubarb Lip Sync JSON.
 
     Consecutive cues with the same shape are merged; gaps are rest (X). The cues start at 0
@@ -110,8 +125,10 @@ def to_rhubarb(timeline: Timeline, *, sound_file: str | None = None,
     if cues:
         cues[0]["start"] = 0.0
     return {
-        "metadata": {"soundFile": sound_file or timeline.audio_ref or "",
-                     "duration": round(duration, 3)},
+        "metadata": {
+            "soundFile": sound_file or timeline.audio_ref or "",
+            "duration": round(duration, 3),
+        },
         "mouthCues": cues,
     }
 

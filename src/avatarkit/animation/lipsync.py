@@ -20,6 +20,7 @@ non-overlapping, and covers exactly ``[0, duration]`` of the audio.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -121,8 +122,9 @@ def _visemes_of(phoneme: str, strict: bool, unknown: set[str]) -> tuple[str, ...
         return ("E",) if is_vowel(phoneme) else ("DD",)
 
 
-def _split(phoneme: str, start: float, end: float, stress: int, strict: bool,
-           unknown: set[str]) -> list[_Seg]:
+def _split(
+    phoneme: str, start: float, end: float, stress: int, strict: bool, unknown: set[str]
+) -> list[_Seg]:
     """One phoneme span → one segment per viseme (diphthongs: 60 % first shape)."""
     vis = _visemes_of(phoneme, strict, unknown)
     if phoneme.strip("ːˈˌ") in _TRANSPARENT:
@@ -193,20 +195,17 @@ def _coarticulate(segs: list[_Seg], min_pause: float) -> list[_Seg]:
     for i, s in enumerate(segs):
         if s.viseme not in _LIP_NEUTRAL:
             continue
-        nxt = segs[i + 1] if i + 1 < n else None
-        prev = segs[i - 1] if i > 0 else None
+        after = segs[i + 1] if i + 1 < n else None
+        before = segs[i - 1] if i > 0 else None
         # Lip rounding is anticipated: a lip-neutral consonant before a rounded vowel rounds.
-        if nxt is not None and nxt.viseme in _ROUNDED:
-            s.viseme, s.weight = nxt.viseme, 0.6 * nxt.weight
-        # A short lip-neutral consonant between vowels keeps the vowels' shape, half-closed.
-        elif (
+        if (after is not None and after.viseme in _ROUNDED) or (
             s.dur < 0.08
-            and prev is not None
-            and nxt is not None
-            and prev.viseme in VOWEL_VISEMES
-            and nxt.viseme in VOWEL_VISEMES
+            and before is not None
+            and after is not None
+            and before.viseme in VOWEL_VISEMES
+            and after.viseme in VOWEL_VISEMES
         ):
-            s.viseme, s.weight = nxt.viseme, 0.6 * nxt.weight
+            s.viseme, s.weight = after.viseme, 0.6 * after.weight
     return _merge_same(segs)
 
 
@@ -280,8 +279,14 @@ def _enforce_hold(segs: list[_Seg], min_hold: float) -> list[_Seg]:
     return _merge_same([s for k, s in enumerate(segs) if alive[k]])
 
 
-def _finish(segs: list[_Seg], duration: float, source: VisemeSource, min_hold: float,
-            min_pause: float, coarticulate: bool = True) -> LipSync:
+def _finish(
+    segs: list[_Seg],
+    duration: float,
+    source: VisemeSource,
+    min_hold: float,
+    min_pause: float,
+    coarticulate: bool = True,
+) -> LipSync:
     segs = _fill(segs, duration)
     if coarticulate:
         segs = _coarticulate(segs, min_pause)
@@ -297,7 +302,7 @@ def _finish(segs: list[_Seg], duration: float, source: VisemeSource, min_hold: f
         for s in segs
         if s.end - s.start > 1e-6
     ]
-    for a, b in zip(cues, cues[1:], strict=False):
+    for a, b in itertools.pairwise(cues):
         a.end = b.start  # a dropped sliver must not leave a gap
     if cues:
         cues[-1].end = duration
@@ -306,8 +311,9 @@ def _finish(segs: list[_Seg], duration: float, source: VisemeSource, min_hold: f
 
 def _check_duration(duration: float) -> None:
     if not math.isfinite(duration) or duration < 0:
-        raise InputValidationError(f"duration must be a finite number ≥ 0, not {duration}",
-                                   field="duration")
+        raise InputValidationError(
+            f"duration must be a finite number ≥ 0, not {duration}", field="duration"
+        )
 
 
 # --------------------------------------------------------------------------- source 1
@@ -358,8 +364,17 @@ _DUR_VOWEL = 1.0
 _DUR_LONG = 1.6  # ː
 _DUR_DIPHTHONG = 1.64
 _DUR_BY_VISEME = {
-    "PP": 0.92, "FF": 0.95, "TH": 0.73, "DD": 0.86, "kk": 1.07, "CH": 0.9, "SS": 1.06,
-    "nn": 1.0, "RR": 0.76, "ih": 0.8, "ou": 0.9,
+    "PP": 0.92,
+    "FF": 0.95,
+    "TH": 0.73,
+    "DD": 0.86,
+    "kk": 1.07,
+    "CH": 0.9,
+    "SS": 1.06,
+    "nn": 1.0,
+    "RR": 0.76,
+    "ih": 0.8,
+    "ou": 0.9,
 }
 
 
@@ -446,7 +461,11 @@ def lipsync_from_words(
     _check_duration(duration)
     phonemes = word_phonemes(words, language, strict=strict)
     return lipsync_from_phonemes(
-        phonemes, duration, min_hold=min_hold, min_pause=min_pause, strict=strict,
+        phonemes,
+        duration,
+        min_hold=min_hold,
+        min_pause=min_pause,
+        strict=strict,
         source="words",
     )
 
@@ -461,6 +480,9 @@ _EDGES = (0, 150, 300, 500, 800, 1200, 1800, 2600, 3600, 5000, 8000)
 # Frames of context (10 ms each) stacked around each frame.
 _CONTEXT = (-6, -4, -2, -1, 0, 1, 2, 4, 6)
 _FLOOR_DB = 70.0
+_QUIET_DBFS = -55.0
+# Offset between a frame's summed Hann-windowed power spectrum (dB) and its RMS level (dBFS).
+_POWER_TO_DBFS = 10.0 * math.log10(_WIN**2 * 0.1875)
 _MODEL_FILE = "mouth_model.json"
 _CLOSED_THRESHOLD = 0.5
 
@@ -505,19 +527,27 @@ def _analyse(samples: npt.NDArray[np.float32], rate: int) -> _Frames:
     fr = xp[idx]
     spec = np.abs(np.fft.rfft(fr * np.hanning(_WIN).astype(np.float32), axis=1)) ** 2
     freqs = np.fft.rfftfreq(_WIN, 1.0 / _RATE)
-    bands = np.stack(
-        [spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
-         for lo, hi in zip(_EDGES[:-1], _EDGES[1:], strict=True)],
-        axis=1,
-    ).astype(np.float64) + 1e-10
+    bands = (
+        np.stack(
+            [
+                spec[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)
+                for lo, hi in itertools.pairwise(_EDGES)
+            ],
+            axis=1,
+        ).astype(np.float64)
+        + 1e-10
+    )
     band_db = 10.0 * np.log10(bands)
     total_db = 10.0 * np.log10(bands.sum(axis=1))
-    ref = float(np.percentile(total_db, 95))
+    # Levels are relative to the loud part of the utterance, but never to a reference below
+    # _QUIET_DBFS: digital silence or faint noise must not be blown up into "speech".
+    ref = max(float(np.percentile(total_db, 95)), _QUIET_DBFS + _POWER_TO_DBFS)
     level = np.maximum(total_db - ref, -_FLOOR_DB) / _FLOOR_DB + 1.0
     band_level = np.maximum(band_db - ref, -_FLOOR_DB) / _FLOOR_DB + 1.0
     signs = np.signbit(fr)
     zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1).astype(np.float64)
-    return _Frames(np.arange(n) * (_HOP / _RATE), level, band_level, zcr)
+    times = (np.arange(n) * (_HOP / _RATE)).astype(np.float64)
+    return _Frames(times, level.astype(np.float64), band_level.astype(np.float64), zcr)
 
 
 def _features(frames: _Frames) -> FloatArray:
@@ -684,12 +714,17 @@ def lipsync(
         return lipsync_from_words(
             words, duration, language=language, min_hold=min_hold, strict=strict
         )
-    result = lipsync_from_audio(voice.audio, format=voice.format, sample_rate=voice.sample_rate,
-                                min_hold=min_hold)
+    result = lipsync_from_audio(
+        voice.audio, format=voice.format, sample_rate=voice.sample_rate, min_hold=min_hold
+    )
     if duration and abs(result.duration - duration) > 1e-6:
         return _finish(
-            [_Seg(c.viseme, c.start, c.end, c.weight) for c in result.cues], duration, "audio",
-            min_hold, MIN_PAUSE, coarticulate=False,
+            [_Seg(c.viseme, c.start, c.end, c.weight) for c in result.cues],
+            duration,
+            "audio",
+            min_hold,
+            MIN_PAUSE,
+            coarticulate=False,
         )
     return result
 
@@ -697,8 +732,7 @@ def lipsync(
 _best_lipsync = lipsync
 
 
-def _expression_time(expr: FacialExpression, words: Sequence[WordTiming],
-                     duration: float) -> float:
+def _expression_time(expr: FacialExpression, words: Sequence[WordTiming], duration: float) -> float:
     if expr.char_offset is None or not words:
         return min(expr.time, duration)
     for w in words:

@@ -66,9 +66,12 @@ def plot_timeline(
         rows.append("expressions")
     heights = {"wave": 2.0, "words": 0.8, "visemes": 2.6, "expressions": 0.8}
     # A Figure made directly (not through pyplot) leaves no global state behind.
-    fig = figure_class(figsize=(width, sum(heights[r] for r in rows) + 0.6))
+    fig: Figure = figure_class(figsize=(width, sum(heights[r] for r in rows) + 0.6))
     axes = fig.subplots(
-        len(rows), 1, sharex=True, squeeze=False,
+        len(rows),
+        1,
+        sharex=True,
+        squeeze=False,
         gridspec_kw={"height_ratios": [heights[r] for r in rows]},
     )
     ax_of = {r: axes[i][0] for i, r in enumerate(rows)}
@@ -87,8 +90,9 @@ def plot_timeline(
     ax = ax_of["words"]
     for k, w in enumerate(timeline.words):
         ax.axvspan(w.start, w.end, ymin=0.1, ymax=0.9, color=("#dde8f5", "#c8d9ee")[k % 2])
-        ax.text((w.start + w.end) / 2, 0.5, w.text, ha="center", va="center", fontsize=8,
-                clip_on=True)
+        ax.text(
+            (w.start + w.end) / 2, 0.5, w.text, ha="center", va="center", fontsize=8, clip_on=True
+        )
     ax.set_yticks([])
     ax.set_ylabel("words")
 
@@ -97,8 +101,15 @@ def plot_timeline(
     for cue in timeline.visemes:
         y = order.index(cue.viseme) if cue.viseme in order else -1
         colour = _CLASS_COLOURS.get(viseme_class(cue.viseme), "#999999")
-        ax.barh(y, cue.end - cue.start, left=cue.start, height=0.8, color=colour,
-                alpha=0.35 + 0.65 * cue.weight, edgecolor="none")
+        ax.barh(
+            y,
+            cue.end - cue.start,
+            left=cue.start,
+            height=0.8,
+            color=colour,
+            alpha=0.35 + 0.65 * cue.weight,
+            edgecolor="none",
+        )
     ax.set_yticks(range(len(order)), order, fontsize=7)
     ax.set_ylim(-0.7, len(order) - 0.3)
     ax.invert_yaxis()
@@ -109,8 +120,14 @@ def plot_timeline(
         ax = ax_of["expressions"]
         times = [e.time for e in timeline.expressions] + [duration]
         for k, e in enumerate(timeline.expressions):
-            ax.axvspan(times[k], times[k + 1], ymin=0.1, ymax=0.9, alpha=0.2 + 0.6 * e.intensity,
-                       color="#f2b134")
+            ax.axvspan(
+                times[k],
+                times[k + 1],
+                ymin=0.1,
+                ymax=0.9,
+                alpha=0.2 + 0.6 * e.intensity,
+                color="#f2b134",
+            )
             ax.text(times[k] + 0.01, 0.5, e.emotion.value, va="center", fontsize=8, clip_on=True)
         ax.set_yticks([])
         ax.set_ylabel("expression")
