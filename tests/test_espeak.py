@@ -48,7 +48,11 @@ def test_duration_matches_samples(spoken: _espeak.Synthesis) -> None:
 
 def test_timings_monotonic_and_inside_audio(spoken: _espeak.Synthesis) -> None:
     _check_timings(spoken.words, spoken.phonemes, spoken.duration)
+    # phonemes tile the audio: no gaps, from the first sample to the last
+    assert spoken.phonemes[0].start == 0.0
     assert spoken.phonemes[-1].end == pytest.approx(spoken.duration)
+    for a, b in itertools.pairwise(spoken.phonemes):
+        assert a.end == pytest.approx(b.start)
 
 
 def test_words_are_slices_of_the_input(spoken: _espeak.Synthesis) -> None:
@@ -187,8 +191,10 @@ def _same(a: _espeak.Synthesis, b: _espeak.Synthesis) -> bool:
 
 
 def test_concurrent_threads_and_tasks_match_solo_runs() -> None:
-    assert _espeak.is_repeatable()
+    assert all(_espeak.is_repeatable(voice) for _, voice, _ in _JOBS)
     solo = [_run(job) for job in _JOBS]
+    # the same voice twice in a row, and after other voices, repeats exactly
+    assert _same(_run(_JOBS[2]), solo[2]) and _same(_run(_JOBS[2]), solo[2])
     with ThreadPoolExecutor(max_workers=6) as pool:
         threaded = list(pool.map(_run, _JOBS * 4))
     assert all(_same(r, solo[i % len(_JOBS)]) for i, r in enumerate(threaded))

@@ -248,14 +248,20 @@ class _Engine:
         self.sample_rate = int(rate)
         self.version = (lib.espeak_Info(None) or b"").decode()
         self.collect: _Collect | None = None
-        self.voice: str | None = None
         self._callback = _SynthCallback(self._on_synth)  # keep a reference: C holds it
         lib.espeak_SetSynthCallback(self._callback)
         self.reset_addresses = _static_counters(lib, Path(espeakng_loader.get_library_path()))
         self.voices = self._list_voices()
-        self.variants = sorted(
-            p.name for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file()
-        )
+        variant_files = [p for p in (self.data_path / "voices" / "!v").iterdir() if p.is_file()]
+        self.variants = sorted(p.name for p in variant_files)
+        self.voice_keys: dict[str, str] = {}  # any accepted spelling → the identifier to load
+        for v in self.voices:
+            for key in (v.identifier, v.identifier.rsplit("/", 1)[-1], v.name):
+                self.voice_keys.setdefault(key.lower(), v.identifier)
+        for v in self.voices:  # language tags last: an exact name or file name wins
+            for key in v.languages:
+                self.voice_keys.setdefault(key.lower(), v.identifier)
+        self.klatt_variants = frozenset(p.name.lower() for p in variant_files if _uses_klatt(p))
 
     def _on_synth(self, wav: Any, count: int, events: Any) -> int:
         collect = self.collect
@@ -326,12 +332,9 @@ class _Engine:
         return dictionary is None or (self.data_path / f"{dictionary}_dict").is_file()
 
     def set_voice(self, voice: str) -> None:
-        if voice == self.voice:
-            return
-        self.voice = None
+        """Load ``voice``, every time: reloading also resets the previous utterance's state."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ConfigurationError(f"eSpeak NG could not load voice {voice!r}")
-        self.voice = voice
 
     def phonemize(self, text: str) -> list[list[str]]:
         """IPA phonemes per spoken word of ``text`` with the current voice (no audio)."""
@@ -364,13 +367,19 @@ class _Engine:
             )
         finally:
             self.collect = None
-            if ssml:
-                self.voice = None  # <voice> elements may have changed it
         if collect.error is not None:
             raise collect.error
         if err != 0:
             raise ProviderError(f"espeak_Synth failed with code {err}", provider="espeak")
         return collect
+
+
+def _uses_klatt(variant_file: Path) -> bool:
+    try:
+        lines = variant_file.read_text("utf-8", "replace").splitlines()
+    except OSError:
+        return False
+    return any(line.split()[:1] == ["klatt"] for line in lines)
 
 
 _RESET_SYMBOLS = ("Flutter_ix", "cycle_count")
@@ -443,14 +452,26 @@ def _get() -> _Engine:
     return _engine
 
 
-def is_repeatable() -> bool:
-    """Whether the same input gives bit-identical samples on every call in this process.
+def is_repeatable(voice: str | None = None) -> bool:
+    """Whether the same input gives bit-identical samples and timings on every call.
 
     True where the library's per-utterance counters could be located and reset (Linux wheels
-    of espeakng-loader); elsewhere timings and phonemes repeat but samples may differ slightly.
+    of espeakng-loader), for every voice except variants using the Klatt synthesiser
+    (``klatt``, ``klatt2``...``klatt6``, ``adam``, ``robosoft``...): those draw noise from
+    the C library's ``rand()`` and keep filter state, so their samples differ slightly from
+    call to call (their events repeat; stop onsets found in the audio may move a few ms).
+
+    Args:
+        voice: A voice spec to ask about; None asks about the engine in general.
     """
     with _lock:
-        return bool(_get().reset_addresses)
+        engine = _get()
+        if not engine.reset_addresses:
+            return False
+        if voice is None:
+            return True
+        variant = voice.partition("+")[2].strip().lower()
+        return variant not in engine.klatt_variants
 
 
 def library_version() -> str:
@@ -494,7 +515,7 @@ def resolve_voice(voice: str) -> str:
     """Check a voice spec and return the voice eSpeak loads (``"en-US+F3"`` → ``"gmw/en-US+f3"``).
 
     A spec is a language tag (``"en-us"``), a voice identifier (``"gmw/en-US"``) or name
-    (``"English_(America)"``), optionally followed by ``+variant``.
+    (``"English (America)"``), optionally followed by ``+variant``.
 
     Raises:
         ConfigurationError: no such voice or variant; the message names close matches.
@@ -504,14 +525,7 @@ def resolve_voice(voice: str) -> str:
     base, _, variant = voice.strip().partition("+")
     with _lock:
         engine = _get()
-        voices, variants = engine.voices, engine.variants
-    known: dict[str, str] = {}  # any accepted spelling → the identifier eSpeak loads by name
-    for v in voices:
-        for key in (v.identifier, v.identifier.rsplit("/", 1)[-1], v.name):
-            known.setdefault(key.lower(), v.identifier)
-    for v in voices:  # language tags last: an exact name or file wins
-        for key in v.languages:
-            known.setdefault(key.lower(), v.identifier)
+        known, variants = engine.voice_keys, engine.variants
     key = base.lower()
     if key not in known:
         close = difflib.get_close_matches(key, list(known), n=5, cutoff=0.6)
