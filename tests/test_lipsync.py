@@ -20,6 +20,7 @@ from avatarkit.animation.lipsync import (
     mouth_track,
     timeline_from,
     word_phonemes,
+    words_from_characters,
 )
 from avatarkit.animation.viseme import (
     OVR_TO_RHUBARB,
@@ -401,3 +402,32 @@ def test_words_without_timing_fall_back_to_audio() -> None:
     zero = [WordTiming(text="Maybe", start=0.0, end=0.0)]
     ls = lipsync(out.model_copy(update={"phonemes": [], "words": zero}))
     assert ls.source == "audio"
+
+
+def test_words_from_characters_feed_source_2(voice: VoiceOutput) -> None:
+    # Character timings as ElevenLabs' alignment gives them, made from the true word timings.
+    chars, starts, ends = [], [], []
+    pos = 0
+    for w in voice.words:
+        gap = SENTENCE[pos : w.char_start]
+        for ch in gap:
+            chars.append(ch)
+            starts.append(w.start)
+            ends.append(w.start)
+        n = len(w.text)
+        for k, ch in enumerate(w.text):
+            chars.append(ch)
+            starts.append(w.start + (w.end - w.start) * k / n)
+            ends.append(w.start + (w.end - w.start) * (k + 1) / n)
+        pos = w.char_end
+    words = words_from_characters(chars, starts, ends)
+    assert [w.text.strip(".,") for w in words] == [w.text for w in voice.words]
+    assert words[0].start == voice.words[0].start
+    assert "".join(chars)[words[2].char_start : words[2].char_end] == words[2].text
+    ls = lipsync_from_words(words, voice.duration)
+    assert_clean(ls, voice.duration)
+    assert ls.source == "words"
+    with pytest.raises(InputValidationError):
+        words_from_characters(["a", "b"], [0.0], [0.1, 0.2])
+    with pytest.raises(InputValidationError):
+        words_from_characters(["a"], [0.2], [0.1])

@@ -61,6 +61,7 @@ __all__ = [
     "mouth_track",
     "timeline_from",
     "word_phonemes",
+    "words_from_characters",
 ]
 
 _log = get_logger(__name__)
@@ -446,6 +447,56 @@ def word_phonemes(
             out.append(PhonemeTiming(phoneme=p, start=t, end=t2, word_index=wi))
             t = t2
     return out
+
+
+def words_from_characters(
+    characters: Sequence[str], starts: Sequence[float], ends: Sequence[float]
+) -> list[WordTiming]:
+    """Word timings from per-character timings (e.g. ElevenLabs' ``alignment``).
+
+    Words are runs of non-space characters; each spans its first character's start to its
+    last character's end, with character offsets into ``"".join(characters)``.
+
+    Raises:
+        InputValidationError: the three lists differ in length, or a time is negative,
+            not finite, or ends before it starts.
+    """
+    if not len(characters) == len(starts) == len(ends):
+        raise InputValidationError(
+            f"characters, starts and ends differ in length "
+            f"({len(characters)}, {len(starts)}, {len(ends)})",
+            field="alignment",
+        )
+    words: list[WordTiming] = []
+    text = "".join(characters)
+    offset = 0
+    current: list[int] = []  # indices of the characters of the word being read
+    offsets: list[int] = []
+    for i, ch in enumerate([*characters, " "]):
+        if i < len(characters):
+            a, b = float(starts[i]), float(ends[i])
+            if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < a:
+                raise InputValidationError(
+                    f"character {i} ({ch!r}) has bad times {a}..{b}", field="alignment"
+                )
+        if ch.strip():
+            current.append(i)
+            offsets.append(offset)
+        elif current:
+            first, last = current[0], current[-1]
+            char_start, char_end = offsets[0], offsets[-1] + len(characters[last])
+            words.append(
+                WordTiming(
+                    text=text[char_start:char_end],
+                    start=float(starts[first]),
+                    end=max(float(ends[last]), float(starts[first])),
+                    char_start=char_start,
+                    char_end=char_end,
+                )
+            )
+            current, offsets = [], []
+        offset += len(ch)
+    return words
 
 
 def lipsync_from_words(
