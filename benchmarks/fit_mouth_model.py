@@ -1,7 +1,7 @@
 """Fit the audio-only lip-closure model of avatarkit.animation.lipsync (source 3).
 
-Synthesises the TRAIN sentences of lipsync_data.py with eSpeak at three speaking rates, with
-random gain and a little noise, labels each 10 ms frame closed (pause, p/b/m) or open from
+Synthesises the TRAIN sentences of lipsync_data.py with eSpeak at three speaking rates, each
+once nearly clean and once with white noise at 12-40 dB SNR, at random gain, labels each 10 ms frame closed (pause, p/b/m) or open from
 eSpeak's own phoneme timings, and fits a small neural network (scikit-learn MLPClassifier, one
 hidden layer of 12 ReLU units) on the frame features. Writes the weights to
 src/avatarkit/animation/mouth_model.json. The held-out TEST sentences are never seen here;
@@ -38,15 +38,18 @@ def dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for gi, (voice, text) in enumerate(TRAIN_SENTENCES):
         for rate in (150, 175, 210):
             syn = _espeak.synthesize(text, voice, rate=rate)
-            x = syn.samples.astype(np.float32) / 32768.0
-            x = x * rng.uniform(0.2, 1.0)
-            x = x + rng.normal(0, 10 ** rng.uniform(-5, -3), len(x)).astype(np.float32)
-            feats = L._features(L._analyse(x, syn.sample_rate))
-            labels = frame_labels(syn.phonemes, len(x) / syn.sample_rate)
-            n = min(len(feats), len(labels))
-            xs.append(feats[:n])
-            ys.append(labels[:n])
-            gs.append(np.full(n, gi))
+            clean = syn.samples.astype(np.float32) / 32768.0
+            rms = float(np.sqrt(np.mean(clean**2)))
+            # One copy nearly clean, one with white noise at 12-40 dB SNR.
+            for snr_db in (rng.uniform(50, 80), rng.uniform(12, 40)):
+                noise = rng.normal(0, rms / 10 ** (snr_db / 20), len(clean))
+                x = (clean + noise.astype(np.float32)) * rng.uniform(0.2, 1.0)
+                feats = L._features(L._analyse(x, syn.sample_rate))
+                labels = frame_labels(syn.phonemes, len(x) / syn.sample_rate)
+                n = min(len(feats), len(labels))
+                xs.append(feats[:n])
+                ys.append(labels[:n])
+                gs.append(np.full(n, gi))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 

@@ -536,6 +536,7 @@ _QUIET_DBFS = -55.0
 _POWER_TO_DBFS = 10.0 * math.log10(_WIN**2 * 0.1875)
 _MODEL_FILE = "mouth_model.json"
 _CLOSED_THRESHOLD = 0.5
+_MIN_CLOSED_FRAMES = 2  # a lone 10 ms "closed" frame is noise, not a closure
 
 
 @dataclass
@@ -627,6 +628,18 @@ def _closed_probability(feats: FloatArray) -> FloatArray:
     return 1.0 / (1.0 + np.exp(-np.clip(out, -50.0, 50.0)))
 
 
+def _runs_at_least(mask: npt.NDArray[np.bool_], frames: int) -> npt.NDArray[np.bool_]:
+    """``mask`` with its True runs shorter than ``frames`` set to False."""
+    out = mask.copy()
+    if frames <= 1 or not len(mask):
+        return out
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - start < frames:
+            out[start:end] = False
+    return out
+
+
 def mouth_track(samples: npt.NDArray[np.float32], sample_rate: int) -> MouthTrack:
     """Estimate the mouth frame by frame from a waveform (the core of source 3).
 
@@ -652,9 +665,10 @@ def mouth_track(samples: npt.NDArray[np.float32], sample_rate: int) -> MouthTrac
     f2 = np.maximum(bands[:, 5], bands[:, 6])
     hiss = np.maximum(bands[:, 8], bands[:, 9])
     opening = np.clip((level - 0.55) / 0.4, 0.0, 1.0) * (1.0 - closed)
-    is_closed = closed >= _CLOSED_THRESHOLD
+    is_closed = _runs_at_least(closed >= _CLOSED_THRESHOLD, _MIN_CLOSED_FRAMES)
+    long_closed = _runs_at_least(is_closed, round(MIN_PAUSE * _RATE / _HOP))
     conditions = [
-        is_closed & (level < 0.35),  # rest
+        long_closed,  # rest
         is_closed,  # lips pressed: p b m
         (hiss > f1 + 0.05) | (frames.zcr > 0.35),  # frication: teeth together, lips apart
         opening < 0.3,
