@@ -39,7 +39,7 @@ VISEME_MOUTH: dict[str, tuple[float, float, float]] = {
     "kk": (0.32, 0.15, 0.0),
     "CH": (0.24, -0.5, 0.0),
     "SS": (0.12, 0.45, 0.0),
-    "nn": (0.22, 0.15, 0.0),
+    "nn": (0.2, 0.1, 0.0),
     "RR": (0.26, -0.45, 0.0),
     "aa": (0.9, 0.15, 0.0),
     "E": (0.55, 0.5, 0.0),
@@ -202,8 +202,9 @@ class TimelineSampler:
             w = self._rise(tr, kk, t) * (1.0 - self._rise(tr, np.minimum(kk + 1, n_seg), t))
             w = np.where(valid, w, 0.0)
             rows = np.arange(len(t))
-            np.add.at(out, (rows, tr.seg_vis[kk]), w * tr.seg_weight[kk])
-            np.add.at(out, (rows, 0), w * (1.0 - tr.seg_weight[kk]))
+            # one (row, viseme) pair per row in each pass: plain fancy-index += is exact
+            out[rows, tr.seg_vis[kk]] += w * tr.seg_weight[kk]
+            out[:, 0] += w * (1.0 - tr.seg_weight[kk])
         total = out.sum(axis=1, keepdims=True)
         result: FloatArray = out / np.where(total > 0, total, 1.0)
         return result
@@ -218,7 +219,9 @@ class TimelineSampler:
         before = k < 0
         kk = np.clip(k, 0, None)
         dur = tr.expr_dur[kk]
-        a = np.where(dur > 0, _smoothstep((t - tr.expr_time[kk]) / np.where(dur > 0, dur, 1.0)), 1.0)
+        a = np.where(
+            dur > 0, _smoothstep((t - tr.expr_time[kk]) / np.where(dur > 0, dur, 1.0)), 1.0
+        )
         out = tr.expr_from[kk] + (tr.expr_to[kk] - tr.expr_from[kk]) * a[:, None]
         out[before] = 0.0
         return out

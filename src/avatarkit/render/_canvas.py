@@ -23,10 +23,7 @@ _SHIFT = 4  # sub-pixel bits for cv2 polygon filling
 def catmull(points: Sequence[tuple[float, float]], *, closed: bool = True, n: int = 10) -> Points:
     """A Catmull-Rom spline through ``points`` (closed by default), as a dense polyline."""
     p = np.asarray(points, dtype=np.float64)
-    if closed:
-        p = np.vstack([p[-1:], p, p[:2]])
-    else:
-        p = np.vstack([p[:1], p, p[-1:]])
+    p = np.vstack([p[-1:], p, p[:2]]) if closed else np.vstack([p[:1], p, p[-1:]])
     s = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
     s2, s3 = s * s, s * s * s
     out = []
@@ -56,15 +53,11 @@ def bezier(
     """A cubic Bézier from ``p0`` to ``p3`` with control points ``p1``, ``p2``."""
     s = np.linspace(0.0, 1.0, n)[:, None]
     a, b, c, d = (np.asarray(q, dtype=np.float64) for q in (p0, p1, p2, p3))
-    out: Points = (
-        (1 - s) ** 3 * a + 3 * (1 - s) ** 2 * s * b + 3 * (1 - s) * s**2 * c + s**3 * d
-    )
+    out: Points = (1 - s) ** 3 * a + 3 * (1 - s) ** 2 * s * b + 3 * (1 - s) * s**2 * c + s**3 * d
     return out
 
 
-def ellipse(
-    cx: float, cy: float, rx: float, ry: float, *, rot: float = 0.0, n: int = 72
-) -> Points:
+def ellipse(cx: float, cy: float, rx: float, ry: float, *, rot: float = 0.0, n: int = 72) -> Points:
     """Points of an ellipse rotated by ``rot`` degrees."""
     a = np.linspace(0, 2 * np.pi, n, endpoint=False)
     x, y = rx * np.cos(a), ry * np.sin(a)
@@ -141,9 +134,7 @@ class Painter:
             full[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
         return full
 
-    def _shape_mask(
-        self, pts: Points, blur: float
-    ) -> tuple[FloatArray, tuple[int, int]] | None:
+    def _shape_mask(self, pts: Points, blur: float) -> tuple[FloatArray, tuple[int, int]] | None:
         px = self.to_px(pts)
         pad = int(np.ceil(blur * self.scale * 3)) + 2
         x0 = max(int(np.floor(px[:, 0].min())) - pad, 0)
@@ -158,7 +149,7 @@ class Painter:
         mf = m.astype(np.float32) * (1.0 / 255.0)
         if blur > 0:
             k = blur * self.scale
-            mf = cv2.GaussianBlur(mf, (0, 0), sigmaX=k, sigmaY=k)
+            mf = np.asarray(cv2.GaussianBlur(mf, (0, 0), sigmaX=k, sigmaY=k), np.float32)
         return mf, (x0, y0)
 
     def fill(
@@ -217,8 +208,8 @@ class Painter:
     def paint_over(self, other: Painter) -> None:
         """Composite another painter of the same size over this one."""
         inv = 1.0 - other.alpha
-        self.rgb = self.rgb * inv[..., None] + other.rgb
-        self.alpha = self.alpha * inv + other.alpha
+        self.rgb = (self.rgb * inv[..., None] + other.rgb).astype(np.float32)
+        self.alpha = (self.alpha * inv + other.alpha).astype(np.float32)
 
     def downscaled(self, factor: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """Area-downscale by ``factor``: premultiplied RGB and alpha as uint8."""
@@ -226,8 +217,8 @@ class Painter:
             rgb, a = self.rgb, self.alpha
         else:
             size = (self.w // factor, self.h // factor)
-            rgb = cv2.resize(self.rgb, size, interpolation=cv2.INTER_AREA)
-            a = cv2.resize(self.alpha, size, interpolation=cv2.INTER_AREA)
+            rgb = np.asarray(cv2.resize(self.rgb, size, interpolation=cv2.INTER_AREA), np.float32)
+            a = np.asarray(cv2.resize(self.alpha, size, interpolation=cv2.INTER_AREA), np.float32)
         return (
             np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
             np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8),

@@ -14,6 +14,7 @@ Formats:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -55,7 +56,9 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - a core dependency
-        raise ConfigurationError("imageio-ffmpeg is not installed: pip install imageio-ffmpeg") from exc
+        raise ConfigurationError(
+            "imageio-ffmpeg is not installed: pip install imageio-ffmpeg"
+        ) from exc
     try:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as exc:  # pragma: no cover - broken wheel
@@ -179,7 +182,9 @@ class FrameEncoder:
         self._stderr: list[bytes] = []
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_reader.start()
-        self._writer = threading.Thread(target=self._write_loop, name="avatarkit-encode", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="avatarkit-encode", daemon=True
+        )
         self._writer.start()
 
     def write(self, frame: Frame) -> None:
@@ -256,10 +261,8 @@ class FrameEncoder:
         if proc is not None:
             proc.wait()
             if proc.stdin is not None and not proc.stdin.closed:
-                try:
+                with contextlib.suppress(OSError):
                     proc.stdin.close()
-                except OSError:
-                    pass
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -284,15 +287,14 @@ class FrameEncoder:
             if not self.cancel.is_set():
                 self._writer_error = exc
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 stdin.close()
-            except OSError:
-                pass
 
     def _ffmpeg_failed(self) -> ProviderError:
         tail = b"".join(self._stderr[-10:]).decode(errors="replace").strip()
-        return ProviderError(f"ffmpeg failed to encode {self.format}: {tail or 'no output'}",
-                             provider="ffmpeg")
+        return ProviderError(
+            f"ffmpeg failed to encode {self.format}: {tail or 'no output'}", provider="ffmpeg"
+        )
 
     def _palette(self) -> Path:
         """Build a GIF palette from the sample frames (ffmpeg palettegen)."""

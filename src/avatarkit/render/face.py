@@ -42,8 +42,8 @@ Frame = npt.NDArray[np.uint8]
 # per viseme: (upper teeth shown, tongue raise, lower lip tucked under teeth)
 _VISEME_EXTRAS: dict[str, tuple[float, float, float]] = {
     "sil": (0.0, 0.0, 0.0), "PP": (0.0, 0.0, 0.0), "FF": (1.0, 0.0, 1.0), "TH": (1.0, 1.0, 0.0),
-    "DD": (1.0, 0.6, 0.0), "kk": (0.8, 0.2, 0.0), "CH": (1.0, 0.0, 0.0), "SS": (1.0, 0.0, 0.0),
-    "nn": (0.8, 0.7, 0.0), "RR": (0.6, 0.2, 0.0), "aa": (0.5, 0.3, 0.0), "E": (0.9, 0.2, 0.0),
+    "DD": (1.0, 0.5, 0.0), "kk": (0.8, 0.2, 0.0), "CH": (1.0, 0.0, 0.0), "SS": (1.0, 0.0, 0.0),
+    "nn": (0.6, 1.0, 0.0), "RR": (0.6, 0.2, 0.0), "aa": (0.5, 0.3, 0.0), "E": (0.9, 0.2, 0.0),
     "ih": (1.0, 0.1, 0.0), "oh": (0.3, 0.2, 0.0), "ou": (0.2, 0.0, 0.0),
 }  # fmt: skip
 
@@ -160,7 +160,8 @@ def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
     ly = float(lower_in[14, 1])
     lower_out = catmull([
         (rc[0] + 2, rc[1] + 0.5), (mx + hw * 0.6, ly + lip_l * 0.8), (mx, ly + lip_l + 0.6),
-        (mx - hw * 0.6, ly + lip_l * 0.8), (lc[0] - 2, lc[1] + 0.5)], closed=False, n=8)  # fmt: skip
+        (mx - hw * 0.6, ly + lip_l * 0.8), (lc[0] - 2, lc[1] + 0.5)],
+        closed=False, n=8)  # fmt: skip
 
     interior = np.vstack([upper_in, lower_in])
     if gap > 0.8:
@@ -172,18 +173,20 @@ def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
         # teeth
         th = min(gap * 0.5, 6.5) * max(teeth, 0.35 if o > 0.45 else teeth)
         if th > 0.4:
-            band = np.vstack([upper_in[4:24], upper_in[4:24][::-1] + (0, th)])
+            band = np.vstack([upper_in[4:24], upper_in[4:24][::-1] + np.array([0.0, th])])
             pt.fill(band, (250, 248, 242), clip=imask)
         low_t = min(gap * 0.25, 4.0) * teeth * (1 - o)
         if low_t > 0.4:
-            lb = np.vstack([lower_in[6:22], lower_in[6:22][::-1] - (0, low_t)])
+            lb = np.vstack([lower_in[6:22], lower_in[6:22][::-1] - np.array([0.0, low_t])])
             pt.fill(lb, (236, 232, 226), clip=imask)
     # lips
     pt.fill(np.vstack([upper_out, upper_in[::-1]]), lip)
     pt.fill(np.vstack([lower_in, lower_out[::-1]]), lip_low)
-    pt.fill(ellipse(mx - 3, ly + lip_l * 0.5, hw * 0.28, 1.6, n=24), shade(lip_low, 1.25), alpha=0.7)
+    pt.fill(
+        ellipse(mx - 3, ly + lip_l * 0.5, hw * 0.28, 1.6, n=24), shade(lip_low, 1.25), alpha=0.7
+    )
     if bite > 0.2:  # upper teeth resting on the lower lip (F, V)
-        tb = np.vstack([upper_in[6:22], upper_in[6:22][::-1] + (0, 4.5 * bite)])
+        tb = np.vstack([upper_in[6:22], upper_in[6:22][::-1] + np.array([0.0, 4.5 * bite])])
         pt.fill(tb, (250, 248, 242))
     if gap <= 0.8:
         pt.stroke(upper_in, 1.8, shade(lip, 0.55))
@@ -220,8 +223,13 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
         inner_c = (ex - sgn * hw, ey + 0.5)
         outer_c = (ex + sgn * hw, ey - tilt)
         c = 1.33
-        upper = bezier(inner_c, (ex - sgn * hw * 0.45, ey - top * c), (ex + sgn * hw * 0.5, ey - top * c),
-                       outer_c, n=30)  # fmt: skip
+        upper = bezier(
+            inner_c,
+            (ex - sgn * hw * 0.45, ey - top * c),
+            (ex + sgn * hw * 0.5, ey - top * c),
+            outer_c,
+            n=30,
+        )
         lower_y = ey + bot * c * (1 - 0.75 * squint)
         lower = bezier(outer_c, (ex + sgn * hw * 0.45, lower_y), (ex - sgn * hw * 0.5, lower_y),
                        inner_c, n=30)  # fmt: skip
@@ -241,16 +249,20 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
             pt.fill(ellipse(ix + ir * 0.35, iy - ir * 0.38, ir * 0.24, ir * 0.24, n=24),
                     (255, 255, 255), alpha=0.95, clip=m)  # fmt: skip
             # shadow of the upper lid on the eyeball
-            pt.fill(np.vstack([lid, lid[::-1] + (0, 2.2)]), (0, 0, 0), alpha=0.12, clip=m)
+            pt.fill(
+                np.vstack([lid, lid[::-1] + np.array([0.0, 2.2])]), (0, 0, 0), alpha=0.12, clip=m
+            )
         pt.stroke(lid, 2.8, lash)
         # outer lash flick
-        ox, oy = lid[-1] if sgn > 0 else lid[-1]
+        ox, oy = lid[-1]
         pt.stroke(np.array([(ox - sgn * 1.5, oy + 0.5), (ox + sgn * 3.5, oy - 2.5)]), 2.4, lash)
         # crease above the lid
-        crease = upper[4:26] + (0, -4.5 - 2 * wide)
+        crease = upper[4:26] + np.array([0.0, -4.5 - 2 * wide])
         pt.stroke(crease, 1.4, shade(skin, 0.78), alpha=0.6 * (1 - blink * 0.6))
         if squint > 0.3:
-            pt.stroke(lower[6:24] + (0, 2.0), 1.3, shade(skin, 0.78), alpha=0.5 * squint)
+            pt.stroke(
+                lower[6:24] + np.array([0.0, 2.0]), 1.3, shade(skin, 0.78), alpha=0.5 * squint
+            )
 
         # brow
         r = raise_ + (asym * 0.9 if sgn > 0 else -asym * 0.25)
@@ -259,13 +271,24 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
         in_y = by + 2.0 - 6.5 * inner
         out_y = by + 4.0 + 2.5 * inner
         arch = 5.0 + 4.0 * p.brow_arch
-        center = bezier((in_x, in_y), (CX + sgn * 34, in_y - arch - 1), (CX + sgn * 52, by - arch + 1),
-                        (out_x, out_y), n=30)  # fmt: skip
+        center = bezier(
+            (in_x, in_y),
+            (CX + sgn * 34, in_y - arch - 1),
+            (CX + sgn * 52, by - arch + 1),
+            (out_x, out_y),
+            n=30,
+        )
         d = np.gradient(center, axis=0)
         nrm = np.stack([-d[:, 1], d[:, 0]], axis=1)
         nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-9)
         s = np.linspace(0, 1, len(center))
-        half = 0.5 * 6.5 * p.brow_thickness * (1 - 0.65 * s**1.5) * (0.75 + 0.25 * np.sin(np.pi * np.minimum(s * 1.6, 1)))
+        half = (
+            0.5
+            * 6.5
+            * p.brow_thickness
+            * (1 - 0.65 * s**1.5)
+            * (0.75 + 0.25 * np.sin(np.pi * np.minimum(s * 1.6, 1)))
+        )
         outline = np.vstack([center + nrm * half[:, None], (center - nrm * half[:, None])[::-1]])
         pt.fill(outline, brow_c)
 
@@ -369,7 +392,9 @@ class ProceduralFace:
         self._mouth_cache: OrderedDict[tuple[int, ...], Frame] = OrderedDict()
         self._eye_cache: OrderedDict[tuple[int, ...], Frame] = OrderedDict()
         self._cache_size = cache_size
-        self._top_cache: dict[bool, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None] = {}
+        self._top_cache: dict[
+            bool, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
+        ] = {}
         self._canvas = self._head.copy()
         self._last: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         fx0 = (CX - 100 - self.origin[0]) * self.scale
@@ -378,6 +403,9 @@ class ProceduralFace:
         self._pivot = ((CX - self.origin[0]) * self.scale - hx0,
                        (lay.chin_y - 10 - self.origin[1]) * self.scale - hy0)  # fmt: skip
         self.sprites_painted = 0
+        mr = self._mouth_region
+        self.mouth_box = (hx0 + mr.x, hy0 + mr.y, mr.w, mr.h)
+        """Frame-pixel box (left, top, width, height) of the mouth and chin, before head motion."""
 
     # ------------------------------------------------------------------ public
 
@@ -394,13 +422,15 @@ class ProceduralFace:
     # ------------------------------------------------------------------ internals
 
     @staticmethod
-    def _resized(p: Painter, factor: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def _resized(
+        p: Painter, factor: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         if factor <= 1:
             return p.rgb.copy(), p.alpha.copy()
         size = (p.w // factor, p.h // factor)
         return (
-            cv2.resize(p.rgb, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(p.alpha, size, interpolation=cv2.INTER_AREA),
+            np.asarray(cv2.resize(p.rgb, size, interpolation=cv2.INTER_AREA), np.float32),
+            np.asarray(cv2.resize(p.alpha, size, interpolation=cv2.INTER_AREA), np.float32),
         )
 
     def _region(self, x0: float, y0: float, x1: float, y1: float) -> _Region:
@@ -443,7 +473,9 @@ class ProceduralFace:
             srgb = srgb * inv[..., None] + trgb
             sa = sa * inv + ta
         sprite = np.ascontiguousarray(
-            np.dstack([np.clip(srgb + 0.5, 0, 255), np.clip(sa * 255.0 + 0.5, 0, 255)]).astype(np.uint8)
+            np.dstack([np.clip(srgb + 0.5, 0, 255), np.clip(sa * 255.0 + 0.5, 0, 255)]).astype(
+                np.uint8
+            )
         )
         self.sprites_painted += 1
         cache[key] = sprite
@@ -461,8 +493,12 @@ class ProceduralFace:
             ys = slice(reg.y * s2, (reg.y + reg.h) * s2)
             xs = slice(reg.x * s2, (reg.x + reg.w) * s2)
             size = (reg.w, reg.h)
-            ta = cv2.resize(self._top2[1][ys, xs], size, interpolation=cv2.INTER_AREA)
-            trgb = cv2.resize(self._top2[0][ys, xs], size, interpolation=cv2.INTER_AREA)
+            ta = np.asarray(
+                cv2.resize(self._top2[1][ys, xs], size, interpolation=cv2.INTER_AREA), np.float32
+            )
+            trgb = np.asarray(
+                cv2.resize(self._top2[0][ys, xs], size, interpolation=cv2.INTER_AREA), np.float32
+            )
             cache[mouth] = (trgb, ta) if float(ta.max()) > 1e-3 else None
         return cache[mouth]
 

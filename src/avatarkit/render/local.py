@@ -272,7 +272,9 @@ class LocalRenderer:
             return face
         if image.kind == "photo":
             try:
-                from avatarkit.render.photo import PhotoRig
+                from avatarkit.render.photo import (  # type: ignore[import-not-found,unused-ignore]
+                    PhotoRig,
+                )
             except ImportError as exc:
                 raise ConfigurationError(
                     "photo mode needs avatarkit.render.photo, which this installation lacks"
@@ -289,7 +291,9 @@ class LocalRenderer:
     def _draw(drawer: FrameDrawer, state: FaceState, width: int, height: int) -> Frame:
         frame = drawer.draw(state)
         if frame.shape[0] != height or frame.shape[1] != width:
-            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+            frame = np.asarray(
+                cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA), np.uint8
+            )
         if frame.ndim == 3 and frame.shape[2] == 4:
             frame = np.ascontiguousarray(frame[..., :3])
         return frame

@@ -21,7 +21,7 @@ import numpy as np
 
 from avatarkit.errors import InputValidationError
 from avatarkit.ports import ImageCapabilities, ProgressCallback
-from avatarkit.render._canvas import Color, Painter, catmull, ellipse, mix, rgb, shade
+from avatarkit.render._canvas import Painter, catmull, ellipse, mix, rgb, shade
 from avatarkit.types import AvatarImage, AvatarPrompt
 
 __all__ = [
@@ -36,7 +36,16 @@ PARAMS_VERSION = 1
 CX = 256.0
 """Horizontal centre of the face in design units (the portrait is 512 units square)."""
 
-SKIN_TONES = ("#ffe0c4", "#f7d0af", "#ecbc96", "#e0ac80", "#c68c64", "#a7704c", "#82553a", "#5f3e2a")
+SKIN_TONES = (
+    "#ffe0c4",
+    "#f7d0af",
+    "#ecbc96",
+    "#e0ac80",
+    "#c68c64",
+    "#a7704c",
+    "#82553a",
+    "#5f3e2a",
+)
 HAIR_COLORS = (
     "#231e20", "#46302a", "#6e462d", "#96462a", "#e1b96e", "#ebe1c8", "#a9a9ae", "#be502d",
     "#3c96a0", "#e682aa",
@@ -46,7 +55,16 @@ CLOTHING_COLORS = (
     "#2f5d8a", "#e0644b", "#3f8f6b", "#f2b441", "#7b5ea7", "#264653", "#d1495b", "#5d6d7e",
     "#f4a261", "#1d3557",
 )  # fmt: skip
-BACKGROUNDS = ("#fbe4c8", "#cde6f0", "#e1d7f5", "#d2f0dc", "#ffd7d7", "#f0efe6", "#fff1b8", "#d8e2dc")
+BACKGROUNDS = (
+    "#fbe4c8",
+    "#cde6f0",
+    "#e1d7f5",
+    "#d2f0dc",
+    "#ffd7d7",
+    "#f0efe6",
+    "#fff1b8",
+    "#d8e2dc",
+)
 HAIR_STYLES = ("short", "quiff", "bob", "long", "bun", "curly", "buzz", "ponytail")
 CLOTHING = ("tshirt", "vneck", "hoodie", "collar", "turtleneck", "blazer")
 
@@ -129,8 +147,9 @@ class FaceParams:
             except (ValueError, TypeError):
                 ok = False
             if not ok:
-                raise InputValidationError(f"{name} must be a #rrggbb colour, got {value!r}",
-                                           field=name)
+                raise InputValidationError(
+                    f"{name} must be a #rrggbb colour, got {value!r}", field=name
+                )
         ranges = {"eye_size": (0.7, 1.3), "brow_thickness": (0.5, 2.0), "brow_arch": (0.0, 1.0),
                   "face_width": (0.85, 1.15), "jaw": (0.0, 1.0), "lip_tint": (0.0, 1.0),
                   "blush": (0.0, 1.0)}  # fmt: skip
@@ -229,8 +248,13 @@ def paint_background(pt: Painter, p: FaceParams) -> None:
     if p.background_style == "circle":
         pt.fill(ellipse(CX, 262, 200, 200, n=160), shade(bg, 1.35))
     elif p.background_style == "arch":
-        arch = np.vstack([[(CX - 170, 600), (CX - 170, 250)], ellipse(CX, 250, 170, 170, n=160)[80:],
-                          [(CX + 170, 600)]])  # fmt: skip
+        arch = np.vstack(
+            [
+                [(CX - 170, 600), (CX - 170, 250)],
+                ellipse(CX, 250, 170, 170, n=160)[80:],
+                [(CX + 170, 600)],
+            ]
+        )
         pt.fill(arch, shade(bg, 0.93))
     else:
         pt.fill(ellipse(CX, 240, 260, 240, n=120), shade(bg, 1.18), blur=40)
@@ -261,8 +285,20 @@ def _hair_back(p: FaceParams, lay: Layout) -> list[Any]:
     if s == "bun":
         return [ellipse(CX, 84, 40, 36, n=60)]
     if s == "ponytail":
-        return [catmull([(CX + 70, 130), (CX + 118, 170), (CX + 128 * fw, 260), (CX + 116 * fw, 350),
-                         (CX + 96 * fw, 380), (CX + 92 * fw, 300), (CX + 88, 200)], n=12)]  # fmt: skip
+        return [
+            catmull(
+                [
+                    (CX + 70, 130),
+                    (CX + 118, 170),
+                    (CX + 128 * fw, 260),
+                    (CX + 116 * fw, 350),
+                    (CX + 96 * fw, 380),
+                    (CX + 92 * fw, 300),
+                    (CX + 88, 200),
+                ],
+                n=12,
+            )
+        ]
     return []
 
 
@@ -313,10 +349,10 @@ def _hair_front(p: FaceParams, lay: Layout) -> list[Any]:
     if s == "curly":
         a = np.linspace(np.pi * 1.05, np.pi * 1.95, 90)
         rad = 1 + 0.06 * np.abs(np.sin(a * 14))
-        top = np.stack([CX + 104 * fw * rad * np.cos(a), 176 + 84 * rad * np.sin(a)], axis=1)
+        crown = np.stack([CX + 104 * fw * rad * np.cos(a), 176 + 84 * rad * np.sin(a)], axis=1)
         fringe = [(CX + 92 * fw, 190), (CX + 60, 150), (CX + 30, 160), (CX, 148), (CX - 30, 160),
                   (CX - 60, 150), (CX - 92 * fw, 190)]  # fmt: skip
-        return [np.vstack([top, catmull(fringe, closed=False, n=8)])]
+        return [np.vstack([crown, catmull(fringe, closed=False, n=8)])]
     if s == "buzz":
         return [catmull([
             (CX - 88 * fw, 220), (CX - 93 * fw, 168), (CX - 70, 112), (CX, 96), (CX + 70, 112),
@@ -345,7 +381,8 @@ def paint_body(pt: Painter, p: FaceParams) -> None:
         pt.fill(catmull([(CX - 100, 440), (CX - 70, 400), (CX, 392), (CX + 70, 400),
                          (CX + 100, 440), (CX, 470)], n=10), shade(cloth, 0.75))  # fmt: skip
     body = catmull([(CX - 215, 620), (CX - 200, 478), (CX - 160, 432), (CX - 70, 412),
-                    (CX + 70, 412), (CX + 160, 432), (CX + 200, 478), (CX + 215, 620)], n=12)  # fmt: skip
+                    (CX + 70, 412), (CX + 160, 432), (CX + 200, 478), (CX + 215, 620)],
+                   n=12)  # fmt: skip
     pt.fill(body, cloth)
     if p.clothing in ("tshirt", "hoodie"):
         neckline = catmull([(CX - 56, 408), (CX - 34, 438), (CX, 448), (CX + 34, 438),
@@ -440,8 +477,12 @@ def paint_head_top(pt: Painter, p: FaceParams) -> None:
         pt.stroke(catmull([(CX - 60, 118), (CX - 30, 104), (CX + 4, 100)], closed=False, n=8),
                   5, hi, alpha=0.6)  # fmt: skip
     if p.hair_style == "bun":
-        pt.stroke(catmull([(CX - 24, 72), (CX, 62), (CX + 22, 74)], closed=False, n=8), 4,
-                  shade(hair, 1.25) if sum(hair) < 300 else shade(hair, 0.85), alpha=0.6)
+        pt.stroke(
+            catmull([(CX - 24, 72), (CX, 62), (CX + 22, 74)], closed=False, n=8),
+            4,
+            shade(hair, 1.25) if sum(hair) < 300 else shade(hair, 0.85),
+            alpha=0.6,
+        )
     if p.glasses != "none":
         gc = rgb(p.glasses_color)
         for sgn in (-1, 1):
@@ -450,7 +491,8 @@ def paint_head_top(pt: Painter, p: FaceParams) -> None:
                 rim = ellipse(ex, lay.eye_y + 2, 24, 22, n=64)
             else:
                 rim = catmull([(ex - 26, lay.eye_y - 16), (ex + 26, lay.eye_y - 16),
-                               (ex + 25, lay.eye_y + 16), (ex - 25, lay.eye_y + 16)], n=8)  # fmt: skip
+                               (ex + 25, lay.eye_y + 16), (ex - 25, lay.eye_y + 16)],
+                              n=8)  # fmt: skip
             pt.fill(rim, (255, 255, 255), alpha=0.12)
             pt.stroke(rim, 4.2, gc, closed=True)
             pt.stroke(np.array([(ex + sgn * 24, lay.eye_y - 4), (CX + sgn * 94 * lay.fw, 248)]),
@@ -498,8 +540,8 @@ def generate_procedural(
     Raises:
         InputValidationError: a bad size or override.
     """
-    from avatarkit.render.face import ProceduralFace
     from avatarkit.animation.face_state import FaceState
+    from avatarkit.render.face import ProceduralFace
 
     params = random_params(seed, **overrides)
     w, h = (size, size) if isinstance(size, int) else size

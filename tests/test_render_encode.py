@@ -1,0 +1,86 @@
+"""The streaming encoder: formats, validation, atomic output and abort."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatarkit.errors import CancelledByUser, InputValidationError
+from avatarkit.render.encode import FrameEncoder, ffmpeg_exe, format_for_path
+
+
+def _frames(n: int, w: int = 64, h: int = 48) -> list[np.ndarray]:
+    out = []
+    for i in range(n):
+        f = np.zeros((h, w, 3), np.uint8)
+        f[:, : (i * 7) % w] = (200, 80, 40)
+        out.append(f)
+    return out
+
+
+def _count_frames(path: Path) -> int:
+    done = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return len(done.stdout) // (64 * 48 * 3)
+
+
+def test_format_from_path() -> None:
+    assert format_for_path(Path("a.MP4")) == "mp4"
+    assert format_for_path(Path("clip.webm")) == "webm"
+    assert format_for_path(Path("frames")) == "png"
+    with pytest.raises(InputValidationError):
+        format_for_path(Path("a.avi"))
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "webm", "gif"])
+def test_each_format_round_trips_every_frame(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"v.{suffix}"
+    frames = _frames(12)
+    with FrameEncoder(out, width=64, height=48, fps=12, palette_frames=frames[:3]) as enc:
+        for f in frames:
+            enc.write(f)
+    assert out.exists()
+    assert _count_frames(out) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp files left
+
+
+def test_bad_frames_and_sizes_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match="even"):
+        FrameEncoder(tmp_path / "odd.mp4", width=63, height=48, fps=10)
+    with pytest.raises(InputValidationError, match="fps"):
+        FrameEncoder(tmp_path / "a.mp4", width=64, height=48, fps=0)
+    with (
+        pytest.raises(InputValidationError, match="frame must be"),
+        FrameEncoder(tmp_path / "a.mp4", width=64, height=48, fps=10) as enc,
+    ):
+        enc.write(np.zeros((10, 10, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_removes_partial_output(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    out = tmp_path / "v.mp4"
+    with (
+        pytest.raises(CancelledByUser),
+        FrameEncoder(out, width=64, height=48, fps=10, cancel=cancel) as enc,
+    ):
+        for i, f in enumerate(_frames(50)):
+            if i == 5:
+                cancel.set()
+            enc.write(f)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_is_replaced_only_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError), FrameEncoder(out, width=64, height=48, fps=10) as enc:
+        enc.write(_frames(1)[0])
+        raise RuntimeError("boom")
+    assert out.read_bytes() == b"old"
