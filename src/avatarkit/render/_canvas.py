@@ -208,8 +208,10 @@ class Painter:
     def paint_over(self, other: Painter) -> None:
         """Composite another painter of the same size over this one."""
         inv = 1.0 - other.alpha
-        self.rgb = (self.rgb * inv[..., None] + other.rgb).astype(np.float32)
-        self.alpha = (self.alpha * inv + other.alpha).astype(np.float32)
+        self.rgb *= inv[..., None]
+        self.rgb += other.rgb
+        self.alpha *= inv
+        self.alpha += other.alpha
 
     def downscaled(self, factor: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """Area-downscale by ``factor``: premultiplied RGB and alpha as uint8."""

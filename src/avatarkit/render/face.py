@@ -344,10 +344,10 @@ class ProceduralFace:
         del bg
 
         # Head layers, in a box around the head (design units → 1× pixels).
-        hx0 = int(np.floor((40 - self.origin[0]) * self.scale))
-        hy0 = int(np.floor((20 - self.origin[1]) * self.scale))
-        hx1 = int(np.ceil((472 - self.origin[0]) * self.scale))
-        hy1 = int(np.ceil((420 - self.origin[1]) * self.scale))
+        hx0 = int(np.floor((96 - self.origin[0]) * self.scale))
+        hy0 = int(np.floor((36 - self.origin[1]) * self.scale))
+        hx1 = int(np.ceil((416 - self.origin[0]) * self.scale))
+        hy1 = int(np.ceil((392 - self.origin[1]) * self.scale))
         hx0, hy0 = max(hx0, 0), max(hy0, 0)
         hx1, hy1 = min(hx1, w), min(hy1, h)
         self._hbox = (hx0, hy0, hx1 - hx0, hy1 - hy0)
