@@ -143,7 +143,7 @@ class FrameEncoder:
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
         self._workdir: Path | None = None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=6)
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=6)
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
         self._yuv = self.format in ("mp4", "webm")
@@ -202,10 +202,7 @@ class FrameEncoder:
             raise InputValidationError(
                 f"frame must be {self.height}x{self.width}x3 uint8, got {frame.shape} {frame.dtype}"
             )
-        if self._yuv:
-            data = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes()
-        else:
-            data = np.ascontiguousarray(frame).tobytes()
+        data = np.ascontiguousarray(frame)  # converted and written by the writer thread
         while True:
             try:
                 self._queue.put(data, timeout=0.1)
@@ -282,7 +279,9 @@ class FrameEncoder:
                 data = self._queue.get()
                 if data is None or self.cancel.is_set():
                     break
-                stdin.write(data)
+                # cv2 releases the GIL, so converting here overlaps the next frame's drawing
+                raw = cv2.cvtColor(data, cv2.COLOR_RGB2YUV_I420) if self._yuv else data
+                stdin.write(np.ascontiguousarray(raw, np.uint8).data)
         except (BrokenPipeError, OSError) as exc:
             if not self.cancel.is_set():
                 self._writer_error = exc

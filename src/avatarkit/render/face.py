@@ -47,16 +47,17 @@ _VISEME_EXTRAS: dict[str, tuple[float, float, float]] = {
     "ih": (1.0, 0.1, 0.0), "oh": (0.3, 0.2, 0.0), "ou": (0.2, 0.0, 0.0),
 }  # fmt: skip
 
-# per emotion: smile, squint, wide, brow raise, brow inner (+sad / -angry), brow asym, jaw add
+# per emotion: smile, squint, wide, brow raise, brow inner (+sad / -angry), brow asym, jaw add,
+# lid droop
 _EMOTION_FEATURES: dict[Emotion, tuple[float, ...]] = {
-    Emotion.NEUTRAL: (0, 0, 0, 0, 0, 0, 0),
-    Emotion.HAPPY: (1.0, 0.55, 0, 0.25, 0, 0, 0),
-    Emotion.SAD: (-0.8, 0.1, 0, -0.1, 1.0, 0, 0),
-    Emotion.ANGRY: (-0.45, 0.35, 0, -0.4, -1.0, 0, 0),
-    Emotion.SURPRISED: (0.0, 0, 1.0, 1.0, 0.2, 0, 0.3),
-    Emotion.THINKING: (-0.15, 0.15, 0, 0.1, 0, 1.0, 0),
-    Emotion.FEARFUL: (-0.4, 0, 0.8, 0.6, 0.8, 0, 0.12),
-    Emotion.DISGUSTED: (-0.6, 0.5, 0, -0.2, -0.5, 0.3, 0),
+    Emotion.NEUTRAL: (0, 0, 0, 0, 0, 0, 0, 0),
+    Emotion.HAPPY: (1.0, 0.55, 0, 0.25, 0, 0, 0, 0),
+    Emotion.SAD: (-0.9, 0.0, 0, -0.1, 1.0, 0, 0, 0.35),
+    Emotion.ANGRY: (-0.6, 0.3, 0, -0.6, -1.0, 0, 0, 0.2),
+    Emotion.SURPRISED: (0.0, 0, 1.0, 1.0, 0.2, 0, 0.3, 0),
+    Emotion.THINKING: (-0.3, 0.15, 0, 0.1, -0.2, 1.0, 0, 0.15),
+    Emotion.FEARFUL: (-0.5, 0, 0.8, 0.6, 0.9, 0, 0.12, 0),
+    Emotion.DISGUSTED: (-0.7, 0.5, 0, -0.3, -0.6, 0.3, 0, 0.2),
 }
 
 
@@ -89,12 +90,12 @@ def feature_state(state: FaceState) -> FeatureState:
             teeth += w * ex[0]
             tongue += w * ex[1]
             bite += w * ex[2]
-    f = np.zeros(7)
+    f = np.zeros(8)
     for emo, w in state.emotions.items():
         row = _EMOTION_FEATURES.get(Emotion(emo))
         if row is not None:
             f += w * np.asarray(row)
-    smile, squint, wide, raise_, inner, asym, jaw_add = (float(x) for x in f)
+    smile, squint, wide, raise_, inner, asym, jaw_add, droop = (float(x) for x in f)
     jaw = state.jaw_open + jaw_add * (1 - state.jaw_open)
     lips = state.lips_closed * (1.0 - min(jaw_add * 2, 1.0))
     ms = _MOUTH_STEPS
@@ -104,7 +105,7 @@ def feature_state(state: FaceState) -> FeatureState:
         _q(smile, -1, 1, ms[6]),
     )  # fmt: skip
     es = _EYE_STEPS
-    blink = max(state.blink, 0.12 * max(-smile, 0) if inner > 0 else 0.0)
+    blink = max(state.blink, droop)
     eyes = (
         _q(blink, 0, 1, es[0]), _q(state.gaze_x, -1, 1, es[1]), _q(state.gaze_y, -1, 1, es[2]),
         _q(squint, 0, 1, es[3]), _q(wide, 0, 1, es[4]), _q(raise_, -1, 1, es[5]),
@@ -140,9 +141,10 @@ def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
 
     rnd = max(0.0, -w)
     hw = 26.0 * (1 + 0.16 * w) if w >= 0 else 26.0 * (1 + 0.36 * w)
+    hw *= 1 + 0.12 * max(smile, 0.0)  # a smile stretches the mouth
     gap = 27.0 * o * (1 - 0.85 * closed)
-    corner_y = my - 4.5 * smile + 1.0 * rnd
-    mid = my + 1.6 * smile
+    corner_y = my - 6.5 * smile + 1.0 * rnd
+    mid = my + 1.8 * smile
     k = 0.5 + 0.32 * rnd
     lc, rc = (mx - hw, corner_y), (mx + hw, corner_y)
     up_y = mid - gap * 0.30 * 1.33
@@ -266,10 +268,10 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
 
         # brow
         r = raise_ + (asym * 0.9 if sgn > 0 else -asym * 0.25)
-        by = lay.brow_y - 7.0 * r - 3.0 * wide
+        by = lay.brow_y - 8.0 * r - 3.0 * wide
         in_x, out_x = CX + sgn * 19, CX + sgn * 64
-        in_y = by + 2.0 - 6.5 * inner
-        out_y = by + 4.0 + 2.5 * inner
+        in_y = by + 2.0 - 9.0 * inner
+        out_y = by + 4.0 + 3.5 * inner
         arch = 5.0 + 4.0 * p.brow_arch
         center = bezier(
             (in_x, in_y),

@@ -1,0 +1,103 @@
+"""Write the procedural-avatar gallery: stills in docs/img/gallery/ and docs/gallery.md.
+
+    python docs/scripts/make_gallery.py
+
+Everything is drawn offline from seeds, so the gallery is reproducible.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from avatarkit.animation.face_state import OCULUS_VISEMES, FaceState
+from avatarkit.animation.sampler import VISEME_MOUTH
+from avatarkit.render.face import ProceduralFace
+from avatarkit.render.procedural import generate_procedural, params_from_image
+from avatarkit.types import Emotion
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "img" / "gallery"
+SEEDS = [1, 3, 4, 7, 12, 21, 33, 42]
+EXPRESSION_SEED = 7
+EXPRESSIONS = [
+    ("neutral", FaceState()),
+    ("happy", FaceState(emotions={Emotion.HAPPY: 1.0}, visemes={"E": 1.0}, jaw_open=0.3,
+                        mouth_width=0.5, lips_closed=0.0)),
+    ("sad", FaceState(emotions={Emotion.SAD: 0.9})),
+    ("angry", FaceState(emotions={Emotion.ANGRY: 0.9})),
+    ("surprised", FaceState(emotions={Emotion.SURPRISED: 1.0}, visemes={"oh": 1.0},
+                            jaw_open=0.5, mouth_width=-0.6, lips_closed=0.0)),
+    ("thinking", FaceState(emotions={Emotion.THINKING: 1.0}, gaze_x=0.6, gaze_y=-0.8)),
+    ("blink", FaceState(blink=1.0)),
+    ("head turn", FaceState(yaw=4.0, roll=5.0, gaze_x=0.5)),
+]  # fmt: skip
+
+
+def _png(array: np.ndarray, path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", optimize=True)
+    path.write_bytes(buf.getvalue())
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Procedural avatar gallery",
+        "",
+        "Every face below is drawn offline by the `local` image generator from a seed "
+        "(`avatarkit avatar --style procedural --seed 7 -o face.png`, or "
+        "`generate_procedural(7)` in Python). The same seed always gives the same face; any "
+        "parameter can be overridden. Regenerate this page with "
+        "`python docs/scripts/make_gallery.py`.",
+        "",
+        "## Avatars",
+        "",
+    ]
+    for seed in SEEDS:
+        img = generate_procedural(seed, size=384)
+        (OUT / f"avatar-seed{seed}.png").write_bytes(img.data)
+        p = params_from_image(img)
+        alt = f"seed {seed}: {p.hair_style} hair, {p.clothing}"
+        lines.append(f"![{alt}](img/gallery/avatar-seed{seed}.png){{ width=192 }}")
+    lines += ["", "| seed | hair | clothing | glasses | earrings | background |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for seed in SEEDS:
+        p = params_from_image(generate_procedural(seed, size=64))
+        lines.append(f"| {seed} | {p.hair_style} | {p.clothing} | {p.glasses} | {p.earrings} "
+                     f"| {p.background_style} |")  # fmt: skip
+
+    face = ProceduralFace(params_from_image(generate_procedural(EXPRESSION_SEED)), 512)
+    lines += ["", "## Expressions, blinks and head motion", ""]
+    lines += [f"Seed {EXPRESSION_SEED}, drawn by `ProceduralFace.draw(FaceState(...))`.", ""]
+    for name, state in EXPRESSIONS:
+        crop = face.draw(state)[40:440, 56:456]
+        slug = name.replace(" ", "-")
+        _png(np.asarray(Image.fromarray(crop).resize((256, 256), Image.LANCZOS)),
+             OUT / f"expression-{slug}.png")  # fmt: skip
+        lines.append(f"![{name}](img/gallery/expression-{slug}.png){{ width=160 }}")
+    lines += ["", " · ".join(n for n, _ in EXPRESSIONS), ""]
+
+    lines += ["## Mouth shapes", "",
+              "One mouth per Oculus viseme (left to right: " + ", ".join(OCULUS_VISEMES) + "); "
+              "while speaking the renderer crossfades between them.", ""]  # fmt: skip
+    x, y, w, h = face.mouth_box
+    tiles = []
+    for v in OCULUS_VISEMES:
+        jaw, width, closed = VISEME_MOUTH[v]
+        frame = face.draw(FaceState(visemes={v: 1.0}, jaw_open=jaw, mouth_width=width,
+                                    lips_closed=closed))  # fmt: skip
+        tiles.append(frame[y - 6 : y + h, x : x + w])
+    strip = np.concatenate([np.pad(t, ((0, 0), (0, 4), (0, 0)), constant_values=255)
+                            for t in tiles], axis=1)  # fmt: skip
+    _png(strip, OUT / "visemes.png")
+    lines += ["![the 15 viseme mouths](img/gallery/visemes.png)", ""]
+    (ROOT / "gallery.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(list(OUT.glob('*.png')))} images and {ROOT / 'gallery.md'}")
+
+
+if __name__ == "__main__":
+    main()
