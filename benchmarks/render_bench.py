@@ -110,7 +110,7 @@ def draw_vs_encode(image: AvatarImage, duration: float, fps: float) -> tuple[flo
     """CPU seconds drawing all frames vs encoding them (measured apart, warm avatar)."""
     r = LocalRenderer(fps=fps)
     voice, tl = utterance(duration, 1)
-    drawer = r._drawer(image, image.width, image.height)
+    _, drawer = r._acquire(image, image.width, image.height)
     states = TimelineSampler(tl, auto_blink=True).frames(fps)
     for s in states:  # warm the sprite cache: measure steady drawing
         drawer.draw(s)

@@ -210,11 +210,11 @@ def test_bad_inputs_are_typed_errors(tmp_path: Path, avatar: AvatarImage) -> Non
 class _StandInRig:
     """A minimal photo rig: a dark mouth bar whose height follows the jaw."""
 
-    def __init__(self, image: AvatarImage) -> None:
-        self.size = (image.width, image.height)
+    def __init__(self, image: AvatarImage, *, size: int = 512) -> None:
+        self.size = size
 
     def draw(self, state: FaceState) -> np.ndarray:
-        w, h = self.size
+        w = h = self.size
         frame = np.full((h, w, 3), 200, np.uint8)
         bar = int(2 + state.jaw_open * h * 0.2)
         frame[h // 2 : h // 2 + bar, w // 3 : 2 * w // 3] = 40
@@ -227,7 +227,9 @@ def test_photo_images_go_to_the_photo_rig(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "avatarkit.render.photo", module)
     photo = AvatarImage(data=b"\x89PNG", width=SIZE, height=SIZE, kind="photo")
     voice, timeline = _speech(1.2, [(0.4, 0.8)])
-    video = LocalRenderer(fps=FPS).render_sync(photo, voice, timeline, output=tmp_path / "p.mp4")
+    video = LocalRenderer(fps=FPS, size=SIZE).render_sync(
+        photo, voice, timeline, output=tmp_path / "p.mp4"
+    )
     frames, _ = _decode(video.path, SIZE)
     dark = (frames[:, SIZE // 2 :, :, 0] < 100).sum(axis=(1, 2))
     assert dark[int(0.6 * FPS)] > dark[int(0.2 * FPS)] * 2

@@ -333,7 +333,8 @@ class FrameEncoder:
                 "-pix_fmt", "yuv420p", "-movflags", "+faststart",
             ]  # fmt: skip
             if audio is not None:
-                cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+                # the "fast" AAC coder halves audio encoding time; speech loses nothing audible
+                cmd += ["-map", "1:a:0", "-c:a", "aac", "-aac_coder", "fast", "-b:a", "128k"]
         elif self.format == "webm":
             cmd += [
                 "-map", "0:v:0", "-c:v", "libvpx-vp9", "-deadline", "realtime",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import shutil
 import tempfile
@@ -97,8 +98,10 @@ class LocalRenderer:
         self.blend = blend
         self.lead = lead
         self.idle_blinks = idle_blinks
-        self._faces: OrderedDict[str, FrameDrawer] = OrderedDict()
-        self._faces_lock = threading.Lock()
+        # Idle drawers by avatar: a drawer keeps per-clip state, so each render takes one out
+        # and puts it back; the same avatar's next utterance reuses its painted layers.
+        self._pool: OrderedDict[str, list[FrameDrawer]] = OrderedDict()
+        self._pool_lock = threading.Lock()
 
     @property
     def capabilities(self) -> RendererCapabilities:
@@ -171,7 +174,29 @@ class LocalRenderer:
         fmt: VideoFormat = self.format or (format_for_path(out_path) if out_path else "mp4")
         width, height = self._frame_size(image, fmt)
         duration = self._duration(voice, timeline)
-        drawer = self._drawer(image, width, height)
+        key, drawer = self._acquire(image, width, height)
+        try:
+            return self._render(
+                image, voice, timeline, drawer, fmt, width, height, duration, out_path,
+                progress, cancel,
+            )  # fmt: skip
+        finally:
+            self._release(key, drawer)
+
+    def _render(
+        self,
+        image: AvatarImage,
+        voice: VoiceOutput,
+        timeline: Timeline,
+        drawer: FrameDrawer,
+        fmt: VideoFormat,
+        width: int,
+        height: int,
+        duration: float,
+        out_path: Path | None,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> AvatarVideo:
         if timeline.duration <= 0:
             timeline = timeline.model_copy(update={"duration": duration})
         n = max(1, round(duration * self.fps))
@@ -226,6 +251,14 @@ class LocalRenderer:
             )
 
     def _frame_size(self, image: AvatarImage, fmt: VideoFormat) -> tuple[int, int]:
+        if image.kind == "photo":  # the photo rig frames the face in a square of its own
+            if self.size is None:
+                side = 512
+            else:
+                side = self.size if isinstance(self.size, int) else min(self.size)
+            side -= side % 2
+            self._check_size(side, side)
+            return side, side
         if self.size is None:
             w, h = image.width, image.height
             if max(w, h) > MAX_SIZE:  # scale big portraits down to fit
@@ -254,22 +287,36 @@ class LocalRenderer:
 
     # ------------------------------------------------------------------ helpers
 
+    def _acquire(self, image: AvatarImage, width: int, height: int) -> tuple[str, FrameDrawer]:
+        """An idle drawer for this avatar and size, or a new one."""
+        if image.kind == "procedural":
+            from avatarkit.render.procedural import params_from_image
+
+            ident = json.dumps(params_from_image(image).to_dict(), sort_keys=True)
+        else:
+            ident = hashlib.sha1(image.data).hexdigest() + repr(image.face_box)
+        key = f"{image.kind}:{width}x{height}:{ident}"
+        with self._pool_lock:
+            idle = self._pool.get(key)
+            if idle:
+                return key, idle.pop()
+        return key, self._drawer(image, width, height)
+
+    def _release(self, key: str, drawer: FrameDrawer) -> None:
+        with self._pool_lock:
+            idle = self._pool.setdefault(key, [])
+            self._pool.move_to_end(key)
+            if len(idle) < 2:
+                idle.append(drawer)
+            while len(self._pool) > 4:
+                self._pool.popitem(last=False)
+
     def _drawer(self, image: AvatarImage, width: int, height: int) -> FrameDrawer:
         if image.kind == "procedural":
             from avatarkit.render.face import ProceduralFace
             from avatarkit.render.procedural import params_from_image
 
-            params = params_from_image(image)
-            key = json.dumps([params.to_dict(), width, height], sort_keys=True)
-            with self._faces_lock:
-                face = self._faces.get(key)
-                if face is None:
-                    face = ProceduralFace(params, (width, height))
-                    self._faces[key] = face
-                    while len(self._faces) > 4:
-                        self._faces.popitem(last=False)
-                self._faces.move_to_end(key)
-            return face
+            return ProceduralFace(params_from_image(image), (width, height))
         if image.kind == "photo":
             try:
                 from avatarkit.render.photo import (  # type: ignore[import-not-found,unused-ignore]
@@ -279,7 +326,7 @@ class LocalRenderer:
                 raise ConfigurationError(
                     "photo mode needs avatarkit.render.photo, which this installation lacks"
                 ) from exc
-            rig: FrameDrawer = PhotoRig(image)
+            rig: FrameDrawer = PhotoRig(image, size=width)
             return rig
         raise InputValidationError(
             f"unknown image kind {image.kind!r}: the local renderer draws 'procedural' and "
