@@ -233,3 +233,23 @@ def test_photo_images_go_to_the_photo_rig(tmp_path: Path, monkeypatch: pytest.Mo
     frames, _ = _decode(video.path, SIZE)
     dark = (frames[:, SIZE // 2 :, :, 0] < 100).sum(axis=(1, 2))
     assert dark[int(0.6 * FPS)] > dark[int(0.2 * FPS)] * 2
+
+
+PORTRAIT = Path(__file__).parent / "data" / "portrait.jpg"
+
+
+@pytest.mark.skipif(not PORTRAIT.exists(), reason="no test portrait")
+def test_photo_mode_talks_with_the_real_rig(tmp_path: Path) -> None:
+    pytest.importorskip("avatarkit.render.photo")
+    photo = AvatarImage(data=PORTRAIT.read_bytes(), format="jpeg", width=320, height=300,
+                        kind="photo")  # fmt: skip
+    voice, timeline = _speech(1.6, [(0.5, 1.1)])
+    video = LocalRenderer(fps=FPS, size=SIZE, idle_blinks=False).render_sync(
+        photo, voice, timeline, output=tmp_path / "photo.mp4"
+    )
+    frames, audio = _decode(video.path, SIZE)
+    assert abs(len(frames) / FPS - len(audio) / SR) <= 1 / FPS
+    lower = frames[:, SIZE // 2 :].astype(np.float32)
+    rest = np.median(lower[: int(0.4 * FPS)], axis=0)
+    change = np.abs(lower - rest).mean(axis=(1, 2, 3))
+    assert change[int(0.8 * FPS)] > 3 * max(change[int(0.2 * FPS)], 0.3)
