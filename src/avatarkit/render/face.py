@@ -135,9 +135,15 @@ def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
 
     drop = 9.0 * o
     if drop > 0.3:  # the open jaw lowers the chin
-        full = lay.face_outline(drop=drop, jaw=p.jaw)
-        seg = len(full) // 12  # points per control point of the outline
-        pt.fill(full[4 * seg + seg // 2 : 8 * seg - seg // 2], skin)
+        # fill only the crescent between the resting and the dropped jaw line (cheek to
+        # cheek), so nothing already painted inside the face (blush, freckles) is covered
+        # the chin moves most; the drop fades out before the edges of the mouth region
+        rest = lay.face_outline(jaw=p.jaw)
+        seg = len(rest) // 12  # points per control point of the outline
+        lower = rest[3 * seg : 9 * seg + 1]
+        fall = np.clip(1.0 - (np.abs(lower[:, 0] - CX) / 54.0) ** 2, 0.0, 1.0) ** 1.5
+        dropped = lower + np.stack([np.zeros(len(lower)), drop * fall], axis=1)
+        pt.fill(np.vstack([dropped, lower[::-1]]), skin)
 
     rnd = max(0.0, -w)
     hw = 26.0 * (1 + 0.16 * w) if w >= 0 else 26.0 * (1 + 0.36 * w)

@@ -493,7 +493,7 @@ def paint_head_top(pt: Painter, p: FaceParams) -> None:
                 rim = catmull([(ex - 26, lay.eye_y - 16), (ex + 26, lay.eye_y - 16),
                                (ex + 25, lay.eye_y + 16), (ex - 25, lay.eye_y + 16)],
                               n=8)  # fmt: skip
-            pt.fill(rim, (255, 255, 255), alpha=0.12)
+            pt.fill(rim, (255, 255, 255), alpha=0.07)
             pt.stroke(rim, 4.2, gc, closed=True)
             pt.stroke(np.array([(ex + sgn * 24, lay.eye_y - 4), (CX + sgn * 94 * lay.fw, 248)]),
                       3.6, gc)  # fmt: skip
