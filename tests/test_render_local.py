@@ -253,3 +253,23 @@ def test_photo_mode_talks_with_the_real_rig(tmp_path: Path) -> None:
     rest = np.median(lower[: int(0.4 * FPS)], axis=0)
     change = np.abs(lower - rest).mean(axis=(1, 2, 3))
     assert change[int(0.8 * FPS)] > 3 * max(change[int(0.2 * FPS)], 0.3)
+
+
+def test_concurrent_renders_of_one_avatar_do_not_mix(tmp_path: Path, avatar: AvatarImage) -> None:
+    r = LocalRenderer(fps=FPS, idle_blinks=False)
+    a = _speech(0.8, [(0.1, 0.7)])
+    b = _speech(0.8, [(0.3, 0.5)])
+    solo = [r.render_sync(avatar, *x, output=tmp_path / f"solo{i}") for i, x in enumerate((a, b))]
+    results: dict[int, Path] = {}
+
+    def job(i: int, x: tuple[VoiceOutput, Timeline]) -> None:
+        results[i] = r.render_sync(avatar, *x, output=tmp_path / f"both{i}").path
+
+    threads = [threading.Thread(target=job, args=(i, x)) for i, x in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 1):
+        for frame in sorted(solo[i].path.glob("frame_*.png")):
+            assert frame.read_bytes() == (results[i] / frame.name).read_bytes()
