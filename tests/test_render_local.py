@@ -199,6 +199,10 @@ def test_bad_inputs_are_typed_errors(tmp_path: Path, avatar: AvatarImage) -> Non
                          duration=0.0)  # fmt: skip
     with pytest.raises(InputValidationError, match="zero-length"):
         LocalRenderer().render_sync(avatar, silent, Timeline(), output=tmp_path / "x.mp4")
+    unset = voice.model_copy(update={"duration": 0.0})  # duration not filled in: measured
+    measured = LocalRenderer(fps=10).render_sync(avatar, unset, timeline, output=tmp_path / "m.mp4")
+    assert measured.frame_count == 4
+    measured.path.unlink()
     odd = AvatarImage.model_construct(**{**avatar.model_dump(), "kind": "cartoon"})
     with pytest.raises(InputValidationError, match="image kind"):
         LocalRenderer().render_sync(odd, voice, timeline, output=tmp_path / "y.mp4")

@@ -275,7 +275,10 @@ class LocalRenderer:
     def _duration(voice: VoiceOutput, timeline: Timeline) -> float:
         if not voice.audio:
             raise InputValidationError("the voice has no audio to render", field="voice")
-        duration = voice.duration or timeline.duration
+        duration = voice.duration
+        if duration <= 0:  # not filled in: measure the audio itself
+            samples, rate = decode_audio(voice.audio, voice.format, sample_rate=voice.sample_rate)
+            duration = len(samples) / rate
         if duration <= 0:
             raise InputValidationError(
                 "the voice's audio is zero-length: nothing to render", field="voice"
