@@ -84,3 +84,31 @@ def test_existing_file_is_replaced_only_on_success(tmp_path: Path) -> None:
         enc.write(_frames(1)[0])
         raise RuntimeError("boom")
     assert out.read_bytes() == b"old"
+
+
+def test_concat_videos_joins_segments(tmp_path: Path) -> None:
+    from avatarkit.audio import encode_wav
+    from avatarkit.render.encode import concat_videos
+    from avatarkit.types import AvatarVideo
+
+    clips = []
+    for i, n in enumerate((10, 15)):
+        audio = tmp_path / f"a{i}.wav"
+        audio.write_bytes(encode_wav(np.zeros(16000 * n // 10, np.float32), 16000))
+        out = tmp_path / f"c{i}.mp4"
+        with FrameEncoder(out, width=64, height=48, fps=10, audio=audio) as enc:
+            for f in _frames(n):
+                enc.write(f)
+        clips.append(AvatarVideo(path=out, width=64, height=48, fps=10, frame_count=n,
+                                 duration=n / 10, has_audio=True))  # fmt: skip
+    joined = concat_videos(clips, tmp_path / "all.mp4")
+    assert joined.frame_count == 25 and joined.duration == pytest.approx(2.5)
+    assert _count_frames(joined.path) == 25
+    pcm = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(joined.path), "-vn", "-f", "s16le", "-ac", "1",
+         "-ar", "16000", "-"], capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert abs(len(pcm) / 2 / 16000 - 2.5) <= 0.1  # audio and video agree within a frame
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(InputValidationError):
+        concat_videos([], tmp_path / "none.mp4")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import threading
@@ -186,7 +187,7 @@ def test_default_output_is_a_temporary_file(avatar: AvatarImage) -> None:
     voice, timeline = _speech(0.4, [(0.1, 0.3)])
     video = asyncio.run(LocalRenderer(fps=10).render(avatar, voice, timeline))
     assert video.path.exists() and video.path.suffix == ".mp4"
-    video.path.unlink()
+    shutil.rmtree(video.path.parent)
 
 
 def test_bad_inputs_are_typed_errors(tmp_path: Path, avatar: AvatarImage) -> None:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -38,7 +38,17 @@ from avatarkit.errors import (
     ProviderError,
 )
 
-__all__ = ["VIDEO_FORMATS", "FrameEncoder", "VideoFormat", "ffmpeg_exe", "format_for_path"]
+__all__ = [
+    "VIDEO_FORMATS",
+    "FrameEncoder",
+    "VideoFormat",
+    "concat_videos",
+    "ffmpeg_exe",
+    "format_for_path",
+]
+
+if TYPE_CHECKING:
+    from avatarkit.types import AvatarVideo
 
 VideoFormat = Literal["mp4", "webm", "gif", "png"]
 VIDEO_FORMATS: tuple[VideoFormat, ...] = ("mp4", "webm", "gif", "png")
@@ -353,3 +363,100 @@ class FrameEncoder:
             cmd += ["-c:v", "png", "-f", "image2", "-start_number", "0"]
             return [*cmd, str(self._tmp / "frame_%05d.png")]
         return [*cmd, str(self._tmp)]
+
+
+def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
+    """Join clips of one format and size end to end, without re-encoding (ffmpeg concat).
+
+    Used to stitch sentence-by-sentence segments into one video. The result is written to a
+    temporary file beside ``output`` and renamed into place.
+
+    Args:
+        videos: The clips, in order; all ``mp4`` or all ``webm``, of one size and frame rate.
+        output: Where to write the joined clip.
+
+    Raises:
+        InputValidationError: no clips, or clips that differ in format, size or frame rate.
+        ProviderError: ffmpeg failed.
+    """
+    from avatarkit.types import AvatarVideo as _Video
+
+    if not videos:
+        raise InputValidationError("no videos to join", field="videos")
+    first = videos[0]
+    if first.format not in ("mp4", "webm"):
+        raise InputValidationError(
+            f"only mp4 and webm clips can be joined, not {first.format}", field="videos"
+        )
+    for v in videos[1:]:
+        if (v.format, v.width, v.height, v.fps) != (
+            first.format,
+            first.width,
+            first.height,
+            first.fps,
+        ):
+            raise InputValidationError(
+                "clips to join must share format, size and frame rate", field="videos"
+            )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if len(videos) == 1:
+        if first.path.resolve() != output.resolve():
+            shutil.copyfile(first.path, output)
+        return first.model_copy(update={"path": output})
+    work = Path(tempfile.mkdtemp(prefix=".avatarkit-concat-", dir=output.parent))
+    exe = ffmpeg_exe()
+    base = [exe, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+
+    def run(cmd: list[str], what: str) -> bytes:
+        done = subprocess.run(cmd, capture_output=True, check=False)
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace")[-300:]
+            raise ProviderError(f"ffmpeg could not {what}: {tail}", provider="ffmpeg")
+        return done.stdout
+
+    try:
+        # Video: stream copy, each clip placed at exactly the sum of the earlier durations.
+        listing = work / "list.txt"
+        lines = []
+        for v in videos:
+            escaped = str(Path(v.path).resolve()).replace("'", "'\\''")
+            lines += [f"file '{escaped}'", f"duration {v.duration:.6f}"]
+        listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        video_only = work / f"video.{first.format}"
+        run([*base, "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v:0",
+             "-c", "copy", str(video_only)], "join the clips")  # fmt: skip
+        tmp = work / f"joined.{first.format}"
+        if all(v.has_audio for v in videos):
+            # Audio: each clip's track cut or padded to its video's length, re-encoded once,
+            # so sound and picture stay aligned at every joint.
+            pcm = work / "audio.pcm"
+            with pcm.open("wb") as fh:
+                for v in videos:
+                    fh.write(run([*base, "-i", str(v.path), "-vn", "-af", "apad", "-t",
+                                  f"{v.duration:.6f}", "-f", "s16le", "-ac", "1", "-ar", "48000",
+                                  "-"], "read a clip's audio"))  # fmt: skip
+            codec = (["-c:a", "aac", "-aac_coder", "fast", "-b:a", "128k"]
+                     if first.format == "mp4" else ["-c:a", "libopus", "-b:a", "96k"])  # fmt: skip
+            cmd = [*base, "-i", str(video_only), "-f", "s16le", "-ac", "1", "-ar", "48000",
+                   "-i", str(pcm), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                   *codec]  # fmt: skip
+            if first.format == "mp4":
+                cmd += ["-movflags", "+faststart"]
+            run([*cmd, str(tmp)], "mux the joined audio")
+        else:
+            tmp = video_only
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _Video(
+        path=output,
+        format=first.format,
+        width=first.width,
+        height=first.height,
+        fps=first.fps,
+        frame_count=sum(v.frame_count for v in videos),
+        duration=sum(v.duration for v in videos),
+        has_audio=all(v.has_audio for v in videos),
+        renderer=first.renderer,
+    )
