@@ -220,6 +220,7 @@ class LocalRenderer:
                 with FrameEncoder(
                     out_path, width=width, height=height, fps=self.fps, audio=audio, format=fmt,
                     crf=self.crf, preset=self.preset, palette_frames=palette, cancel=cancel,
+                    tune="animation" if image.kind == "procedural" else None,
                 ) as enc:  # fmt: skip
                     for start in range(0, n, _CHUNK):
                         times = np.arange(start, min(start + _CHUNK, n)) / self.fps
