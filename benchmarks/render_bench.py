@@ -28,6 +28,7 @@ import numpy as np
 from avatarkit.animation.sampler import TimelineSampler
 from avatarkit.audio import encode_wav
 from avatarkit.render.encode import FrameEncoder
+from avatarkit.render.face import clear_pool
 from avatarkit.render.local import LocalRenderer
 from avatarkit.render.procedural import generate_procedural
 from avatarkit.types import (
@@ -200,6 +201,7 @@ def main() -> None:
     dur = args.seconds
 
     img = generate_procedural(7, size=args.size)
+    clear_pool()  # worst case: an avatar whose layers were never painted in this process
     r = LocalRenderer(fps=args.fps)
     cold = timed_render(r, img, dur, 1)
     runs = [timed_render(r, img, dur, 2 + i) for i in range(args.repeat)]

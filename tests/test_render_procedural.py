@@ -132,3 +132,18 @@ def test_image_generator_port() -> None:
     assert (p.hair_style, p.glasses, p.clothing) == ("curly", "round", "hoodie")
     again = asyncio.run(gen.generate(prompt))
     assert again.data == img.data
+
+
+def test_picture_and_renderer_share_painted_layers() -> None:
+    from avatarkit.render.face import borrow_face, clear_pool, return_face
+
+    clear_pool()
+    img = generate_procedural(9, size=96)
+    face = borrow_face(params_from_image(img), 96)
+    try:
+        assert face.sprites_painted == 2  # the still's mouth and eyes: painted once, reused
+        other = borrow_face(params_from_image(img), 96)  # in use: a second one is made
+        assert other is not face and other.sprites_painted == 0
+    finally:
+        return_face(face)
+    clear_pool()

@@ -14,6 +14,8 @@ How it stays fast (about a millisecond a frame at 512×512):
 
 from __future__ import annotations
 
+import json
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -35,7 +37,14 @@ from avatarkit.render.procedural import (
 )
 from avatarkit.types import Emotion
 
-__all__ = ["FeatureState", "ProceduralFace", "feature_state"]
+__all__ = [
+    "FeatureState",
+    "ProceduralFace",
+    "borrow_face",
+    "clear_pool",
+    "feature_state",
+    "return_face",
+]
 
 Frame = npt.NDArray[np.uint8]
 
@@ -532,3 +541,50 @@ class ProceduralFace:
             premul, cv2.multiply(self._bg_head, inv, scale=1.0 / 255.0)
         )
         return frame
+
+
+# ----------------------------------------------------------------------------- shared faces
+
+_POOL_KEYS = 4
+_POOL_PER_KEY = 2
+_pool: OrderedDict[tuple[str, int, int], list[ProceduralFace]] = OrderedDict()
+_pool_lock = threading.Lock()
+
+
+def _pool_key(params: FaceParams, size: tuple[int, int]) -> tuple[str, int, int]:
+    return (json.dumps(params.to_dict(), sort_keys=True), size[0], size[1])
+
+
+def borrow_face(params: FaceParams, size: int | tuple[int, int] = 512) -> ProceduralFace:
+    """A face for ``params`` at ``size`` for this thread's exclusive use until returned.
+
+    Faces are pooled: painting an avatar's layers costs a fifth of a second, so the picture made
+    by :func:`~avatarkit.render.procedural.generate_procedural` and every later utterance's
+    render reuse the same painted layers and mouth/eye sprites. Return it with
+    :func:`return_face`.
+    """
+    wh = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    key = _pool_key(params, wh)
+    with _pool_lock:
+        idle = _pool.get(key)
+        if idle:
+            return idle.pop()
+    return ProceduralFace(params, wh)
+
+
+def return_face(face: ProceduralFace) -> None:
+    """Give a face from :func:`borrow_face` back to the pool (bounded; extras are dropped)."""
+    key = _pool_key(face.params, (face.width, face.height))
+    with _pool_lock:
+        idle = _pool.setdefault(key, [])
+        _pool.move_to_end(key)
+        if len(idle) < _POOL_PER_KEY and face not in idle:
+            idle.append(face)
+        while len(_pool) > _POOL_KEYS:
+            _pool.popitem(last=False)
+
+
+def clear_pool() -> None:
+    """Forget every pooled face (frees their memory; the next render paints afresh)."""
+    with _pool_lock:
+        _pool.clear()

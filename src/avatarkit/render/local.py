@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import json
 import shutil
 import tempfile
 import threading
@@ -293,12 +292,12 @@ class LocalRenderer:
 
     def _acquire(self, image: AvatarImage, width: int, height: int) -> tuple[str, FrameDrawer]:
         """An idle drawer for this avatar and size, or a new one."""
-        if image.kind == "procedural":
+        if image.kind == "procedural":  # procedural faces live in a process-wide pool
+            from avatarkit.render.face import borrow_face
             from avatarkit.render.procedural import params_from_image
 
-            ident = json.dumps(params_from_image(image).to_dict(), sort_keys=True)
-        else:
-            ident = hashlib.sha1(image.data).hexdigest() + repr(image.face_box)
+            return "", borrow_face(params_from_image(image), (width, height))
+        ident = hashlib.sha1(image.data).hexdigest() + repr(image.face_box)
         key = f"{image.kind}:{width}x{height}:{ident}"
         with self._pool_lock:
             idle = self._pool.get(key)
@@ -307,6 +306,11 @@ class LocalRenderer:
         return key, self._drawer(image, width, height)
 
     def _release(self, key: str, drawer: FrameDrawer) -> None:
+        from avatarkit.render.face import ProceduralFace, return_face
+
+        if isinstance(drawer, ProceduralFace):
+            return_face(drawer)
+            return
         with self._pool_lock:
             idle = self._pool.setdefault(key, [])
             self._pool.move_to_end(key)

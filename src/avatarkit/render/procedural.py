@@ -541,12 +541,16 @@ def generate_procedural(
         InputValidationError: a bad size or override.
     """
     from avatarkit.animation.face_state import FaceState
-    from avatarkit.render.face import ProceduralFace
+    from avatarkit.render.face import borrow_face, return_face
 
     params = random_params(seed, **overrides)
     w, h = (size, size) if isinstance(size, int) else size
-    face = ProceduralFace(params, (w, h))
-    frame = face.draw(FaceState())
+    face = borrow_face(params, (w, h))  # the renderer will reuse its painted layers
+    try:
+        frame = face.draw(FaceState())
+        face_box = face.face_box
+    finally:
+        return_face(face)
     from PIL import Image
 
     buf = io.BytesIO()
@@ -557,7 +561,7 @@ def generate_procedural(
         width=w,
         height=h,
         kind="procedural",
-        face_box=face.face_box,
+        face_box=face_box,
         provenance={
             "generator": "procedural",
             "version": PARAMS_VERSION,
