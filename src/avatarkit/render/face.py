@@ -231,6 +231,14 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
     size = p.eye_size
     hair = rgb(p.hair_color)
     brow_c = shade(hair, 0.8) if sum(hair) > 450 else mix(hair, (30, 22, 20), 0.35)
+
+    def luma(c: tuple[float, float, float]) -> float:
+        return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+
+    for _ in range(8):  # brows must read against the skin, whatever the hair colour
+        if luma(brow_c) <= 0.62 * luma(skin):
+            break
+        brow_c = mix(brow_c, (28, 20, 18), 0.3)
     for sgn in (-1, 1):  # -1: the avatar's right eye (image left)
         ex, ey = CX + sgn * lay.eye_dx, lay.eye_y
         hw = 15.5 * size
@@ -282,7 +290,7 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
             )
 
         # brow
-        r = raise_ + (asym * 0.9 if sgn > 0 else -asym * 0.25)
+        r = raise_ + (asym * 1.4 if sgn > 0 else -asym * 0.3)
         by = lay.brow_y - 8.0 * r - 3.0 * wide
         in_x, out_x = CX + sgn * 19, CX + sgn * 64
         in_y = by + 2.0 - 9.0 * inner
