@@ -43,6 +43,55 @@ def _png(array: np.ndarray, path: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
+def _talking_gif(path: Path) -> None:
+    """A 3 s talking clip as a GIF (visemes of "hello, how are you today?")."""
+    from avatarkit.audio import encode_wav
+    from avatarkit.render.local import LocalRenderer
+    from avatarkit.types import AvatarPose, FacialExpression, Timeline, VisemeCue, VoiceOutput
+
+    shapes = [
+        "sil",
+        "kk",
+        "E",
+        "nn",
+        "oh",
+        "sil",
+        "sil",
+        "ih",
+        "aa",
+        "ou",
+        "aa",
+        "RR",
+        "ih",
+        "ou",
+        "DD",
+        "oh",
+        "DD",
+        "E",
+        "sil",
+    ]
+    cues, t = [], 0.3
+    for v in shapes:
+        d = 0.22 if v == "sil" else 0.12
+        if v != "sil":
+            cues.append(VisemeCue(viseme=v, start=round(t, 3), end=round(t + d, 3)))
+        t += d
+    duration = 3.0
+    poses = [AvatarPose(time=0.0), AvatarPose(time=0.9, yaw=2.5, roll=-2.0, gaze_x=0.2),
+             AvatarPose(time=1.5, blink=0.0), AvatarPose(time=1.56, blink=1.0),
+             AvatarPose(time=1.62, blink=1.0), AvatarPose(time=1.74, blink=0.0),
+             AvatarPose(time=2.2, yaw=-2.0, roll=2.5, pitch=1.5), AvatarPose(time=3.0)]  # fmt: skip
+    timeline = Timeline(
+        duration=duration, visemes=cues, poses=poses,
+        expressions=[FacialExpression(time=1.0, emotion=Emotion.HAPPY, intensity=0.8,
+                                      transition=0.5)],
+    )  # fmt: skip
+    voice = VoiceOutput(audio=encode_wav(np.zeros(int(16000 * duration), np.float32), 16000),
+                        sample_rate=16000, duration=duration)  # fmt: skip
+    image = generate_procedural(12, size=256)
+    LocalRenderer(fps=12.5, format="gif").render_sync(image, voice, timeline, output=path)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -95,6 +144,11 @@ def main() -> None:
                             for t in tiles], axis=1)  # fmt: skip
     _png(strip, OUT / "visemes.png")
     lines += ["![the 15 viseme mouths](img/gallery/visemes.png)", ""]
+    lines += ["## Talking", "",
+              "A short clip from `LocalRenderer(format=\"gif\")`: visemes crossfading, a blink, an "
+              "expression easing in, idle head motion (the MP4 carries the audio).", "",
+              "![talking](img/gallery/talking.gif)", ""]  # fmt: skip
+    _talking_gif(OUT / "talking.gif")
     (ROOT / "gallery.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(list(OUT.glob('*.png')))} images and {ROOT / 'gallery.md'}")
 
