@@ -112,3 +112,18 @@ def test_concat_videos_joins_segments(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with pytest.raises(InputValidationError):
         concat_videos([], tmp_path / "none.mp4")
+
+
+def test_png_sequence_never_replaces_a_folder_of_other_files(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(InputValidationError, match="exists"):
+        FrameEncoder(mine, width=64, height=48, fps=10)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    frames = tmp_path / "frames"
+    for _ in range(2):  # an earlier render's frames are replaced
+        with FrameEncoder(frames, width=64, height=48, fps=10) as enc:
+            for f in _frames(3):
+                enc.write(f)
+    assert sorted(p.name for p in frames.iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]

@@ -146,6 +146,20 @@ class FrameEncoder:
             )
         if not 0 < fps <= 240:
             raise InputValidationError(f"fps must be in (0, 240], got {fps}", field="fps")
+        if self.format == "png" and self.path.exists():
+            ours = self.path.is_dir() and all(
+                p.name == "audio.wav" or (p.name.startswith("frame_") and p.suffix == ".png")
+                for p in self.path.iterdir()
+            )
+            if not ours:  # never delete a folder of the user's files to make room for frames
+                raise InputValidationError(
+                    f"{self.path} exists and is not a folder of frames from an earlier render: "
+                    "give a new folder name for the PNG sequence",
+                    field="output",
+                )
+        if self.format != "png" and self.path.is_dir():
+            raise InputValidationError(f"{self.path} is a folder, not a video file name",
+                                       field="output")  # fmt: skip
         self.width, self.height, self.fps = width, height, fps
         self.audio = audio
         self.crf = crf
