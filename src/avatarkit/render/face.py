@@ -399,8 +399,9 @@ class ProceduralFace:
         tx1 = min(int(xs.max()) + 1 + margin, hw)
         ty1 = min(int(ys.max()) + 1 + margin, hh)
         # keep the 2× sprite grid aligned: crop the 2× copies by the same pixel box
-        self._base2 = tuple(a[ty0 * 2 : ty1 * 2, tx0 * 2 : tx1 * 2] for a in self._base2)  # type: ignore[assignment]
-        self._top2 = tuple(a[ty0 * 2 : ty1 * 2, tx0 * 2 : tx1 * 2] for a in self._top2)  # type: ignore[assignment]
+        crop2 = (slice(ty0 * 2, ty1 * 2), slice(tx0 * 2, tx1 * 2))
+        self._base2 = (self._base2[0][crop2], self._base2[1][crop2])
+        self._top2 = (self._top2[0][crop2], self._top2[1][crop2])
         hx0, hy0 = hx0 + tx0, hy0 + ty0
         hw, hh = tx1 - tx0, ty1 - ty0
         self._hbox = (hx0, hy0, hw, hh)
