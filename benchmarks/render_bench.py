@@ -29,7 +29,7 @@ from avatarkit.animation.sampler import TimelineSampler
 from avatarkit.audio import encode_wav
 from avatarkit.render.encode import FrameEncoder
 from avatarkit.render.face import clear_pool
-from avatarkit.render.local import LocalRenderer
+from avatarkit.render.local import LocalRenderer, _opencv_single_threaded
 from avatarkit.render.procedural import generate_procedural
 from avatarkit.types import (
     AvatarImage,
@@ -235,7 +235,8 @@ def main() -> None:
         except Exception as exc:  # the photo rig may refuse a cartoon face
             print(f"{'photo (PhotoRig)':<26}{'—':>8}  failed: {exc}")
 
-    draw, enc = draw_vs_encode(img, dur, args.fps)
+    with _opencv_single_threaded():  # as during a render
+        draw, enc = draw_vs_encode(img, dur, args.fps)
     total = draw + enc
     n = round(dur * args.fps)
     print(
