@@ -21,8 +21,8 @@ from avatarkit.types import Emotion
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "img" / "gallery"
-SEEDS = [1, 3, 4, 7, 12, 21, 33, 42]
-EXPRESSION_SEED = 7
+SEEDS = [0, 1, 2, 3, 5, 6, 11, 34]  # one per hair style, eight skin tones
+EXPRESSION_SEED = 1
 EXPRESSIONS = [
     ("neutral", FaceState()),
     ("happy", FaceState(emotions={Emotion.HAPPY: 1.0}, visemes={"E": 1.0}, jaw_open=0.3,
