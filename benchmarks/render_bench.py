@@ -1,0 +1,254 @@
+"""Local renderer speed and memory: render+encode time as a ratio to the audio's length.
+
+    python benchmarks/render_bench.py            # 10 s at 512x512, 25 fps, + 60 s peak RSS
+    python benchmarks/render_bench.py --cores 2  # pin this process and ffmpeg to 2 cores
+
+Prints, side by side in one run:
+- procedural face, cold (a new avatar: layers painted, sprites drawn on demand) and warm (the
+  same avatar's next utterance, as in a conversation), as ×real time (target ≥ 20×);
+- photo mode (PhotoRig) when ``avatarkit.render.photo`` is installed (target ≥ 10×);
+- the share of CPU time spent drawing frames vs encoding them;
+- peak RSS of a 60 s clip, measured in a fresh subprocess (target < 400 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avatarkit.animation.sampler import TimelineSampler
+from avatarkit.audio import encode_wav
+from avatarkit.render.encode import FrameEncoder
+from avatarkit.render.face import clear_pool
+from avatarkit.render.local import LocalRenderer, _opencv_single_threaded
+from avatarkit.render.procedural import generate_procedural
+from avatarkit.types import (
+    AvatarImage,
+    AvatarPose,
+    Emotion,
+    FacialExpression,
+    Timeline,
+    VisemeCue,
+    VoiceOutput,
+)
+
+SR = 22050
+SPEECH = ["PP", "aa", "E", "SS", "ih", "DD", "oh", "nn", "kk", "ou", "FF", "RR", "TH", "CH", "E"]
+
+
+def utterance(duration: float, seed: int = 0) -> tuple[VoiceOutput, Timeline]:
+    """Speech-like audio (syllable-rate bursts, pauses) with visemes, expressions and poses."""
+    rng = np.random.default_rng(seed)
+    n = int(SR * duration)
+    t = np.arange(n) / SR
+    env = np.zeros(n, np.float32)
+    cues: list[VisemeCue] = []
+    pos = 0.2
+    while pos < duration - 0.3:
+        phrase = rng.uniform(1.2, 2.8)
+        end = min(pos + phrase, duration - 0.2)
+        c = pos
+        while c < end:
+            d = float(rng.uniform(0.06, 0.16))
+            cues.append(VisemeCue(viseme=str(rng.choice(SPEECH)), start=c, end=min(c + d, end)))
+            c += d
+        env[(t >= pos) & (t < end)] = 1.0
+        pos = end + rng.uniform(0.25, 0.6)
+    carrier = np.sin(2 * np.pi * 140 * t) + 0.3 * rng.standard_normal(n)
+    audio = (0.25 * carrier * env * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t) ** 2)).astype(np.float32)
+    voice = VoiceOutput(audio=encode_wav(audio, SR), sample_rate=SR, duration=duration)
+    poses = [
+        AvatarPose(time=float(k), yaw=float(rng.normal(0, 2)), pitch=float(rng.normal(0, 1.5)),
+                   roll=float(rng.normal(0, 1.5)), gaze_x=float(rng.uniform(-0.3, 0.3)))
+        for k in np.arange(0, duration, 0.7)
+    ]  # fmt: skip
+    emotions = [Emotion.HAPPY, Emotion.THINKING, Emotion.SURPRISED, Emotion.NEUTRAL]
+    expressions = [
+        FacialExpression(time=float(k), emotion=emotions[i % 4], intensity=0.7, transition=0.4)
+        for i, k in enumerate(np.arange(0.5, duration, 4.0))
+    ]
+    tl = Timeline(duration=duration, visemes=cues, poses=poses, expressions=expressions)
+    return voice, tl
+
+
+def _cpu() -> tuple[float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def timed_render(
+    r: LocalRenderer, image: AvatarImage, duration: float, seed: int
+) -> tuple[float, float]:
+    """Wall seconds, and the seconds it would take on 2 otherwise idle cores.
+
+    The second figure comes from CPU time: the drawing thread's work (this process) and
+    ffmpeg's (its child) overlap, so an idle 2-core machine needs about
+    ``max(python, (python + ffmpeg) / 2)``; it is what the wall time would be without the
+    other jobs sharing the cores, and is reported beside the wall time, never instead of it.
+    """
+    voice, tl = utterance(duration, seed)
+    with tempfile.TemporaryDirectory() as d:
+        c0 = _cpu()
+        t0 = time.perf_counter()
+        r.render_sync(image, voice, tl, output=Path(d) / "out.mp4")
+        wall = time.perf_counter() - t0
+        c1 = _cpu()
+    me, kids = c1[0] - c0[0], c1[1] - c0[1]
+    return wall, max(me, (me + kids) / 2)
+
+
+def draw_vs_encode(image: AvatarImage, duration: float, fps: float) -> tuple[float, float]:
+    """CPU seconds drawing all frames vs encoding them (measured apart, warm avatar)."""
+    r = LocalRenderer(fps=fps)
+    voice, tl = utterance(duration, 1)
+    _, drawer = r._acquire(image, image.width, image.height)
+    states = TimelineSampler(tl, auto_blink=True).frames(fps)
+    for s in states:  # warm the sprite cache: measure steady drawing
+        drawer.draw(s)
+    t0 = time.process_time()
+    frames = [drawer.draw(s) for s in states]
+    draw = time.process_time() - t0
+    with tempfile.TemporaryDirectory() as d:
+        audio = Path(d) / "a.wav"
+        audio.write_bytes(voice.audio)
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s0 = resource.getrusage(resource.RUSAGE_SELF)
+        with FrameEncoder(Path(d) / "o.mp4", width=image.width, height=image.height, fps=fps,
+                          audio=audio) as enc:  # fmt: skip
+            for f in frames:
+                enc.write(f)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s1 = resource.getrusage(resource.RUSAGE_SELF)
+    ffmpeg_cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+    pipe_cpu = (s1.ru_utime + s1.ru_stime) - (s0.ru_utime + s0.ru_stime)
+    return draw, ffmpeg_cpu + pipe_cpu
+
+
+PEAK_SCRIPT = """
+import os, resource, sys, tempfile, threading, time
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+from render_bench import utterance
+from avatarkit.render.local import LocalRenderer
+from avatarkit.render.procedural import generate_procedural
+
+child_peak = [0]
+done = threading.Event()
+
+def watch():  # ffmpeg's own high-water mark, read from /proc while it runs
+    me = str(os.getpid())
+    while not done.is_set():
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                status = Path("/proc", pid, "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+                child_peak[0] = max(child_peak[0], int(fields["VmHWM"].split()[0]))
+        time.sleep(0.05)
+
+threading.Thread(target=watch, daemon=True).start()
+voice, tl = utterance({dur}, 5)
+img = generate_procedural(7, size={size})
+with tempfile.TemporaryDirectory() as d:
+    LocalRenderer(fps={fps}).render_sync(img, voice, tl, output=Path(d) / "long.mp4")
+done.set()
+# VmHWM is this process's own high-water mark (ru_maxrss can carry the parent's across exec)
+status = Path("/proc/self/status").read_text()
+hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")]
+me = int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{{me:.0f}} {{child_peak[0] / 1024:.0f}}")
+"""
+
+
+def peak_rss(duration: float, size: int, fps: float) -> tuple[float, float]:
+    """Peak RSS (MB) of a fresh Python process rendering a clip, and of its ffmpeg child."""
+    code = PEAK_SCRIPT.format(bench=str(Path(__file__).parent), dur=duration, size=size, fps=fps)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    me, kids = out.stdout.split()[-2:]
+    return float(me), float(kids)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--cores", type=int, default=0, help="pin to this many cores (Linux)")
+    ap.add_argument("--long", type=float, default=60.0, help="clip length for peak RSS")
+    ap.add_argument("--repeat", type=int, default=3, help="warm runs (best is reported)")
+    args = ap.parse_args()
+    if args.cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cores]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores usable, "
+          f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"clip: {args.seconds:g} s at {args.size}x{args.size}, {args.fps:g} fps, MP4 (x264 "
+          "ultrafast + AAC)\n")  # fmt: skip
+    dur = args.seconds
+
+    img = generate_procedural(7, size=args.size)
+    clear_pool()  # worst case: an avatar whose layers were never painted in this process
+    r = LocalRenderer(fps=args.fps)
+    cold = timed_render(r, img, dur, 1)
+    runs = [timed_render(r, img, dur, 2 + i) for i in range(args.repeat)]
+    warm = (min(w for w, _ in runs), min(c for _, c in runs))  # best of N, each figure
+    head = f"{'mode':<26}{'wall s':>8}{'× real time':>13}{'CPU-bound s':>13}{'×':>7}"
+    head += f"{'target':>8}"
+    print(head)
+
+    def row(name: str, res: tuple[float, float], target: str) -> None:
+        wall, cpu = res
+        line = f"{name:<26}{wall:>8.2f}{dur / wall:>13.1f}{cpu:>13.2f}{dur / cpu:>7.1f}"
+        print(line + f"{target:>8}")
+
+    row("procedural, new avatar", cold, "20×")
+    row("procedural, same avatar", warm, "20×")
+
+    try:
+        import avatarkit.render.photo  # noqa: F401
+    except ImportError:
+        print(f"{'photo (PhotoRig)':<26}{'—':>8}{'not installed':>14}")
+    else:
+        portrait = Path(__file__).resolve().parents[1] / "tests" / "data" / "portrait.jpg"
+        photo = AvatarImage(data=portrait.read_bytes(), format="jpeg", width=320, height=300,
+                            kind="photo")  # fmt: skip
+        rp = LocalRenderer(fps=args.fps, size=args.size)
+        try:
+            row("photo, first render", timed_render(rp, photo, dur, 1), "10×")
+            runs = [timed_render(rp, photo, dur, 2 + i) for i in range(args.repeat)]
+            best = (min(w for w, _ in runs), min(c for _, c in runs))
+            row("photo, next render", best, "10×")
+        except Exception as exc:  # the photo rig may refuse a cartoon face
+            print(f"{'photo (PhotoRig)':<26}{'—':>8}  failed: {exc}")
+
+    with _opencv_single_threaded():  # as during a render
+        draw, enc = draw_vs_encode(img, dur, args.fps)
+    total = draw + enc
+    n = round(dur * args.fps)
+    print(
+        f"\nCPU time per frame: drawing {draw / n * 1000:.2f} ms, encoding {enc / n * 1000:.2f} ms"
+        f" (drawing {100 * draw / total:.0f}%, encoding {100 * enc / total:.0f}%)"
+    )
+
+    if args.long > 0:
+        me, kids = peak_rss(args.long, args.size, args.fps)
+        print(f"peak RSS, {args.long:g} s clip: python {me:.0f} MB, ffmpeg {kids:.0f} MB "
+              f"(target < 400 MB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""A small vector painter on NumPy/OpenCV: smooth paths filled antialiased, premultiplied alpha.
+
+Shapes are given in design units (a 512-unit square portrait); the painter maps them to pixels
+with a scale (supersampling factor included) and an origin (for painting one region only).
+Each fill works inside the shape's bounding box only, so small shapes stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+Points = npt.NDArray[np.float64]
+Color = tuple[float, float, float]
+
+_SHIFT = 4  # sub-pixel bits for cv2 polygon filling
+
+
+def catmull(points: Sequence[tuple[float, float]], *, closed: bool = True, n: int = 10) -> Points:
+    """A Catmull-Rom spline through ``points`` (closed by default), as a dense polyline."""
+    p = np.asarray(points, dtype=np.float64)
+    p = np.vstack([p[-1:], p, p[:2]]) if closed else np.vstack([p[:1], p, p[-1:]])
+    s = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
+    s2, s3 = s * s, s * s * s
+    out = []
+    for i in range(1, len(p) - 2):
+        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
+        out.append(
+            0.5
+            * (
+                2 * p1
+                + (-p0 + p2) * s
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s2
+                + (-p0 + 3 * p1 - 3 * p2 + p3) * s3
+            )
+        )
+    if not closed:
+        out.append(p[-2:-1])
+    return np.vstack(out)
+
+
+def bezier(
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    p2: tuple[float, float],
+    p3: tuple[float, float],
+    n: int = 24,
+) -> Points:
+    """A cubic Bézier from ``p0`` to ``p3`` with control points ``p1``, ``p2``."""
+    s = np.linspace(0.0, 1.0, n)[:, None]
+    a, b, c, d = (np.asarray(q, dtype=np.float64) for q in (p0, p1, p2, p3))
+    out: Points = (1 - s) ** 3 * a + 3 * (1 - s) ** 2 * s * b + 3 * (1 - s) * s**2 * c + s**3 * d
+    return out
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, *, rot: float = 0.0, n: int = 72) -> Points:
+    """Points of an ellipse rotated by ``rot`` degrees."""
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    x, y = rx * np.cos(a), ry * np.sin(a)
+    r = np.deg2rad(rot)
+    return np.stack(
+        [cx + x * np.cos(r) - y * np.sin(r), cy + x * np.sin(r) + y * np.cos(r)], axis=1
+    )
+
+
+def tapered(center: Points, width: float, *, taper: float = 0.9, power: float = 1.0) -> Points:
+    """A closed outline around a centreline, widest in the middle, tapering to the ends."""
+    c = np.asarray(center, dtype=np.float64)
+    d = np.gradient(c, axis=0)
+    nrm = np.stack([-d[:, 1], d[:, 0]], axis=1)
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-9)
+    s = np.linspace(0.0, 1.0, len(c))
+    half = 0.5 * width * (1.0 - taper * np.abs(2 * s - 1) ** (1.0 / power))[:, None]
+    return np.vstack([c + nrm * half, (c - nrm * half)[::-1]])
+
+
+def rgb(hex_or_tuple: str | Sequence[float]) -> Color:
+    """``"#rrggbb"`` or an (r, g, b) tuple as a float colour."""
+    if isinstance(hex_or_tuple, str):
+        h = hex_or_tuple.lstrip("#")
+        return (float(int(h[0:2], 16)), float(int(h[2:4], 16)), float(int(h[4:6], 16)))
+    r, g, b = hex_or_tuple
+    return (float(r), float(g), float(b))
+
+
+def shade(c: Color, f: float) -> Color:
+    """Darken (f < 1) or lighten towards white (f > 1) a colour."""
+    if f <= 1:
+        return (c[0] * f, c[1] * f, c[2] * f)
+    t = min(f - 1.0, 1.0)
+    return (c[0] + (255 - c[0]) * t, c[1] + (255 - c[1]) * t, c[2] + (255 - c[2]) * t)
+
+
+def mix(a: Color, b: Color, t: float) -> Color:
+    """Linear mix of two colours (t = 0 gives ``a``)."""
+    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t)
+
+
+class Painter:
+    """Premultiplied-RGBA float canvas of ``height``×``width`` pixels.
+
+    Args:
+        height: Canvas height in pixels.
+        width: Canvas width in pixels.
+        scale: Pixels per design unit.
+        origin: Design-unit coordinate of the canvas's top-left pixel.
+    """
+
+    def __init__(
+        self, height: int, width: int, scale: float, origin: tuple[float, float] = (0.0, 0.0)
+    ) -> None:
+        self.h, self.w = int(height), int(width)
+        self.scale = float(scale)
+        self.origin = origin
+        self.rgb: FloatArray = np.zeros((self.h, self.w, 3), np.float32)
+        self.alpha: FloatArray = np.zeros((self.h, self.w), np.float32)
+
+    def to_px(self, pts: Points) -> Points:
+        """Design units to pixel coordinates."""
+        p = np.asarray(pts, dtype=np.float64)
+        out: Points = (p - np.asarray(self.origin)) * self.scale
+        return out
+
+    def mask(self, pts: Points, *, blur: float = 0.0) -> FloatArray:
+        """A full-canvas coverage mask (0..1) of a closed shape."""
+        full = np.zeros((self.h, self.w), np.float32)
+        box = self._shape_mask(pts, blur)
+        if box is not None:
+            m, (x0, y0) = box
+            full[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
+        return full
+
+    def _shape_mask(self, pts: Points, blur: float) -> tuple[FloatArray, tuple[int, int]] | None:
+        px = self.to_px(pts)
+        pad = int(np.ceil(blur * self.scale * 3)) + 2
+        x0 = max(int(np.floor(px[:, 0].min())) - pad, 0)
+        y0 = max(int(np.floor(px[:, 1].min())) - pad, 0)
+        x1 = min(int(np.ceil(px[:, 0].max())) + pad, self.w)
+        y1 = min(int(np.ceil(px[:, 1].max())) + pad, self.h)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
+        cv2.fillPoly(m, [ipts], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+        mf = m.astype(np.float32) * (1.0 / 255.0)
+        if blur > 0:
+            k = blur * self.scale
+            mf = np.asarray(cv2.GaussianBlur(mf, (0, 0), sigmaX=k, sigmaY=k), np.float32)
+        return mf, (x0, y0)
+
+    def fill(
+        self,
+        pts: Points,
+        color: Color,
+        *,
+        alpha: float = 1.0,
+        clip: FloatArray | None = None,
+        blur: float = 0.0,
+    ) -> None:
+        """Fill a closed shape with ``color``, optionally soft (blur) or clipped to a mask."""
+        box = self._shape_mask(pts, blur)
+        if box is None:
+            return
+        m, (x0, y0) = box
+        self._composite(m * alpha, x0, y0, color, clip)
+
+    def stroke(
+        self,
+        pts: Points,
+        width: float,
+        color: Color,
+        *,
+        closed: bool = False,
+        alpha: float = 1.0,
+        clip: FloatArray | None = None,
+    ) -> None:
+        """Draw a round-capped line of ``width`` design units along ``pts``."""
+        px = self.to_px(pts)
+        t = max(1, round(width * self.scale))
+        pad = t + 2
+        x0 = max(int(np.floor(px[:, 0].min())) - pad, 0)
+        y0 = max(int(np.floor(px[:, 1].min())) - pad, 0)
+        x1 = min(int(np.ceil(px[:, 0].max())) + pad, self.w)
+        y1 = min(int(np.ceil(px[:, 1].max())) + pad, self.h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
+        cv2.polylines(m, [ipts], closed, 255, thickness=t, lineType=cv2.LINE_AA, shift=_SHIFT)
+        self._composite(m.astype(np.float32) * (alpha / 255.0), x0, y0, color, clip)
+
+    def _composite(
+        self, m: FloatArray, x0: int, y0: int, color: Color, clip: FloatArray | None
+    ) -> None:
+        hh, ww = m.shape
+        if clip is not None:
+            m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
+        rgb = self.rgb[y0 : y0 + hh, x0 : x0 + ww]
+        a = self.alpha[y0 : y0 + hh, x0 : x0 + ww]
+        # premultiplied "over" with an opaque colour: x += m * (target - x)
+        rgb += m[..., None] * (np.asarray(color, np.float32) - rgb)
+        a += m * (1.0 - a)
+
+    def paint_over(self, other: Painter) -> None:
+        """Composite another painter of the same size over this one."""
+        inv = 1.0 - other.alpha
+        self.rgb *= inv[..., None]
+        self.rgb += other.rgb
+        self.alpha *= inv
+        self.alpha += other.alpha
+
+    def downscaled(self, factor: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Area-downscale by ``factor``: premultiplied RGB and alpha as uint8."""
+        if factor == 1:
+            rgb, a = self.rgb, self.alpha
+        else:
+            size = (self.w // factor, self.h // factor)
+            rgb = np.asarray(cv2.resize(self.rgb, size, interpolation=cv2.INTER_AREA), np.float32)
+            a = np.asarray(cv2.resize(self.alpha, size, interpolation=cv2.INTER_AREA), np.float32)
+        return (
+            np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
+            np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8),
+        )

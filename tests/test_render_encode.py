@@ -1,0 +1,129 @@
+"""The streaming encoder: formats, validation, atomic output and abort."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avatarkit.errors import CancelledByUser, InputValidationError
+from avatarkit.render.encode import FrameEncoder, ffmpeg_exe, format_for_path
+
+
+def _frames(n: int, w: int = 64, h: int = 48) -> list[np.ndarray]:
+    out = []
+    for i in range(n):
+        f = np.zeros((h, w, 3), np.uint8)
+        f[:, : (i * 7) % w] = (200, 80, 40)
+        out.append(f)
+    return out
+
+
+def _count_frames(path: Path) -> int:
+    done = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return len(done.stdout) // (64 * 48 * 3)
+
+
+def test_format_from_path() -> None:
+    assert format_for_path(Path("a.MP4")) == "mp4"
+    assert format_for_path(Path("clip.webm")) == "webm"
+    assert format_for_path(Path("frames")) == "png"
+    with pytest.raises(InputValidationError):
+        format_for_path(Path("a.avi"))
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "webm", "gif"])
+def test_each_format_round_trips_every_frame(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"v.{suffix}"
+    frames = _frames(12)
+    with FrameEncoder(out, width=64, height=48, fps=12, palette_frames=frames[:3]) as enc:
+        for f in frames:
+            enc.write(f)
+    assert out.exists()
+    assert _count_frames(out) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp files left
+
+
+def test_bad_frames_and_sizes_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match="even"):
+        FrameEncoder(tmp_path / "odd.mp4", width=63, height=48, fps=10)
+    with pytest.raises(InputValidationError, match="fps"):
+        FrameEncoder(tmp_path / "a.mp4", width=64, height=48, fps=0)
+    with (
+        pytest.raises(InputValidationError, match="frame must be"),
+        FrameEncoder(tmp_path / "a.mp4", width=64, height=48, fps=10) as enc,
+    ):
+        enc.write(np.zeros((10, 10, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_removes_partial_output(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    out = tmp_path / "v.mp4"
+    with (
+        pytest.raises(CancelledByUser),
+        FrameEncoder(out, width=64, height=48, fps=10, cancel=cancel) as enc,
+    ):
+        for i, f in enumerate(_frames(50)):
+            if i == 5:
+                cancel.set()
+            enc.write(f)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_is_replaced_only_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError), FrameEncoder(out, width=64, height=48, fps=10) as enc:
+        enc.write(_frames(1)[0])
+        raise RuntimeError("boom")
+    assert out.read_bytes() == b"old"
+
+
+def test_concat_videos_joins_segments(tmp_path: Path) -> None:
+    from avatarkit.audio import encode_wav
+    from avatarkit.render.encode import concat_videos
+    from avatarkit.types import AvatarVideo
+
+    clips = []
+    for i, n in enumerate((10, 15)):
+        audio = tmp_path / f"a{i}.wav"
+        audio.write_bytes(encode_wav(np.zeros(16000 * n // 10, np.float32), 16000))
+        out = tmp_path / f"c{i}.mp4"
+        with FrameEncoder(out, width=64, height=48, fps=10, audio=audio) as enc:
+            for f in _frames(n):
+                enc.write(f)
+        clips.append(AvatarVideo(path=out, width=64, height=48, fps=10, frame_count=n,
+                                 duration=n / 10, has_audio=True))  # fmt: skip
+    joined = concat_videos(clips, tmp_path / "all.mp4")
+    assert joined.frame_count == 25 and joined.duration == pytest.approx(2.5)
+    assert _count_frames(joined.path) == 25
+    pcm = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(joined.path), "-vn", "-f", "s16le", "-ac", "1",
+         "-ar", "16000", "-"], capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    assert abs(len(pcm) / 2 / 16000 - 2.5) <= 0.1  # audio and video agree within a frame
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(InputValidationError):
+        concat_videos([], tmp_path / "none.mp4")
+
+
+def test_png_sequence_never_replaces_a_folder_of_other_files(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(InputValidationError, match="exists"):
+        FrameEncoder(mine, width=64, height=48, fps=10)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    frames = tmp_path / "frames"
+    for _ in range(2):  # an earlier render's frames are replaced
+        with FrameEncoder(frames, width=64, height=48, fps=10) as enc:
+            for f in _frames(3):
+                enc.write(f)
+    assert sorted(p.name for p in frames.iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]
