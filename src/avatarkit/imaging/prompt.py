@@ -1,0 +1,192 @@
+"""The AUTOMATIC1111 web UI's prompt syntax: attention weights, ``BREAK`` and ``<lora:…>`` tags.
+
+Pure Python; the diffusers backend turns the parsed segments into weighted prompt embeddings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from avatarkit.errors import InputValidationError
+
+__all__ = [
+    "ROUND_MULTIPLIER",
+    "SQUARE_MULTIPLIER",
+    "LoraRequest",
+    "ParsedPrompt",
+    "PromptSegment",
+    "parse_prompt",
+    "parse_prompt_attention",
+]
+
+ROUND_MULTIPLIER = 1.1
+"""``(text)`` multiplies the attention paid to ``text`` by this."""
+SQUARE_MULTIPLIER = 1 / 1.1
+"""``[text]`` multiplies the attention paid to ``text`` by this."""
+
+
+class PromptSegment(NamedTuple):
+    """A run of prompt text with one attention weight; compares equal to ``(text, weight)``."""
+
+    text: str
+    weight: float
+    is_break: bool = False
+    """``BREAK``: the text after it starts a new 75-token chunk (``text`` is ``"BREAK"``)."""
+
+
+class LoraRequest(NamedTuple):
+    """A ``<lora:name:weight>`` tag found in a prompt."""
+
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt in the web UI's syntax, parsed."""
+
+    segments: list[PromptSegment]
+    """Text runs with their weights, ``BREAK`` markers between chunks."""
+    loras: list[LoraRequest] = field(default_factory=list)
+    """LoRA tags, removed from the text, in order of appearance."""
+    other_networks: list[str] = field(default_factory=list)
+    """Other ``<kind:…>`` tags (hypernetworks…), removed from the text and not applied."""
+    text: str = ""
+    """The prompt without its ``<…>`` tags."""
+
+
+# Tokens of the attention syntax, in the order the web UI tries them: escapes first, then
+# brackets, a ``:number)`` that closes a weighted bracket, other closers, then plain text.
+_TOKEN = re.compile(
+    r"""
+    \\[()\[\]\\]           # escaped bracket or backslash
+    |\\                    # lone backslash (dropped, as in the web UI)
+    |\(|\[                 # openers
+    |:(?P<weight>[+-]?[.\d]+)\)   # ':1.3)' closes a round bracket with that multiplier
+    |\)|]                  # closers
+    |[^\\()\[\]:]+         # plain text
+    |:                     # a colon that is not a weight
+    """,
+    re.X,
+)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+
+
+def parse_prompt_attention(text: str) -> list[PromptSegment]:
+    r"""Split ``text`` into runs of equal attention weight, as the web UI does.
+
+    ``(a)`` multiplies by 1.1, ``[a]`` divides by 1.1, ``(a:1.3)`` multiplies by 1.3, and
+    nested brackets multiply (``((a))`` = 1.21, ``((a:1.3))`` = 1.43). ``\(``, ``\)``,
+    ``\[``, ``\]`` and ``\\`` are literal characters. An unclosed bracket runs to the end
+    of the prompt; a closer with no opener is literal text. ``BREAK`` (a whole word, in
+    capitals) becomes a segment with ``is_break=True``. Neighbouring runs of equal weight
+    are merged. An empty prompt gives ``[("", 1.0)]``.
+
+    Unlike the web UI, a ``BREAK`` inside brackets still starts a new chunk (the web UI
+    then encodes the word "BREAK" with a negative weight, which is a bug nobody relies on).
+
+    Raises:
+        InputValidationError: a weight such as ``(a:1.2.3)`` is not a number.
+    """
+    res: list[list[object]] = []  # [text, weight, is_break]
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply(start: int, factor: float) -> None:
+        for item in res[start:]:
+            if not item[2]:
+                item[1] = float(item[1]) * factor  # type: ignore[arg-type]
+
+    for m in _TOKEN.finditer(text):
+        token = m.group(0)
+        weight = m.group("weight")
+        if token.startswith("\\"):
+            res.append([token[1:], 1.0, False])
+        elif token == "(":
+            round_open.append(len(res))
+        elif token == "[":
+            square_open.append(len(res))
+        elif weight is not None and round_open:
+            try:
+                value = float(weight)
+            except ValueError:
+                raise InputValidationError(
+                    f"prompt weight {weight!r} in {token!r} is not a number", field="prompt"
+                ) from None
+            multiply(round_open.pop(), value)
+        elif token == ")" and round_open:
+            multiply(round_open.pop(), ROUND_MULTIPLIER)
+        elif token == "]" and square_open:
+            multiply(square_open.pop(), SQUARE_MULTIPLIER)
+        else:
+            for i, part in enumerate(_BREAK.split(token)):
+                if i > 0:
+                    res.append(["BREAK", 1.0, True])
+                res.append([part, 1.0, False])
+
+    for pos in round_open:
+        multiply(pos, ROUND_MULTIPLIER)
+    for pos in square_open:
+        multiply(pos, SQUARE_MULTIPLIER)
+
+    if not res:
+        res = [["", 1.0, False]]
+
+    merged: list[PromptSegment] = []
+    for t, w, b in res:
+        seg = PromptSegment(str(t), float(w), bool(b))  # type: ignore[arg-type]
+        prev = merged[-1] if merged else None
+        same = prev is not None and prev.weight == seg.weight
+        if prev is not None and same and not prev.is_break and not seg.is_break:
+            merged[-1] = PromptSegment(prev.text + seg.text, prev.weight)
+        else:
+            merged.append(seg)
+    return merged
+
+
+def _parse_lora(args: str) -> LoraRequest:
+    parts = args.split(":")
+    name = parts[0].strip()
+    if not name:
+        raise InputValidationError(f"<lora:{args}> names no LoRA", field="prompt")
+    weight = 1.0
+    for part in parts[1:]:
+        part = part.strip()
+        key, eq, value = part.partition("=")
+        if eq and key.strip() not in ("te", "unet"):
+            continue  # named options the diffusers backend has no use for (dyn=...)
+        raw = value if eq else part
+        try:
+            weight = float(raw)
+        except ValueError:
+            raise InputValidationError(
+                f"<lora:{args}>: weight {raw!r} is not a number", field="prompt"
+            ) from None
+        break
+    return LoraRequest(name, weight)
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    """Parse a web UI prompt: take out its ``<lora:name:weight>`` tags, then its weights.
+
+    Example:
+        >>> p = parse_prompt("a (red:1.2) hat <lora:pixel:0.7>")
+        >>> p.loras, [tuple(s)[:2] for s in p.segments]
+        ([LoraRequest(name='pixel', weight=0.7)], [('a ', 1.0), ('red', 1.2), (' hat ', 1.0)])
+    """
+    loras: list[LoraRequest] = []
+    others: list[str] = []
+
+    def take(m: re.Match[str]) -> str:
+        kind, args = m.group(1), m.group(2)
+        if kind.lower() == "lora":
+            loras.append(_parse_lora(args))
+        else:
+            others.append(m.group(0))
+        return ""
+
+    stripped = _NETWORK.sub(take, text)
+    return ParsedPrompt(parse_prompt_attention(stripped), loras, others, stripped)
