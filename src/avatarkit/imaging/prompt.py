@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from avatarkit.errors import InputValidationError
 
 __all__ = [
+    "CHUNK_TOKENS",
     "ROUND_MULTIPLIER",
     "SQUARE_MULTIPLIER",
     "LoraRequest",
     "ParsedPrompt",
     "PromptSegment",
+    "TokenChunk",
+    "chunk_tokens",
     "parse_prompt",
     "parse_prompt_attention",
 ]
@@ -190,3 +194,85 @@ def parse_prompt(text: str) -> ParsedPrompt:
 
     stripped = _NETWORK.sub(take, text)
     return ParsedPrompt(parse_prompt_attention(stripped), loras, others, stripped)
+
+
+CHUNK_TOKENS = 75
+"""Prompt tokens per text-encoder pass; with the start and end tokens a chunk is CLIP's 77."""
+COMMA_BACKTRACK = 20
+"""A chunk that fills up within this many tokens of a comma is cut after the comma."""
+
+
+class TokenChunk(NamedTuple):
+    """One 77-token text-encoder input: token ids and one attention weight per token."""
+
+    tokens: list[int]
+    weights: list[float]
+
+
+def chunk_tokens(
+    segments: Sequence[PromptSegment],
+    tokenize: Callable[[str], list[int]],
+    *,
+    bos: int,
+    eos: int,
+    pad: int | None = None,
+    comma: int | None = None,
+    chunk_size: int = CHUNK_TOKENS,
+    backtrack: int = COMMA_BACKTRACK,
+) -> list[TokenChunk]:
+    """Cut weighted segments into text-encoder chunks the way the web UI does.
+
+    Each chunk holds ``chunk_size`` prompt tokens between ``bos`` and ``eos``, padded after
+    the first ``eos`` with ``pad`` (``eos`` when None, as SD 1.x's tokenizer does).
+    ``BREAK`` ends the current chunk. When a chunk fills up and a comma came within
+    ``backtrack`` tokens, the tokens after the comma move to the next chunk. Padding tokens
+    get weight 1.0. There is always at least one chunk.
+
+    Args:
+        segments: Output of :func:`parse_prompt_attention`.
+        tokenize: Text → token ids, without start/end tokens.
+        bos: Start-of-text id.
+        eos: End-of-text id.
+        pad: Padding id.
+        comma: The ``,`` token id, for the comma backtrack (off when None).
+        chunk_size: Prompt tokens per chunk.
+        backtrack: Largest distance back to a comma, in tokens (0: off).
+    """
+    pad_id = eos if pad is None else pad
+    chunks: list[TokenChunk] = []
+    toks: list[int] = []
+    wts: list[float] = []
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal toks, wts, last_comma
+        fill = chunk_size - len(toks)
+        tokens = [bos, *toks, eos] + [pad_id] * fill
+        chunks.append(TokenChunk(tokens, [1.0, *wts] + [1.0] * (fill + 1)))
+        toks, wts, last_comma = [], [], -1
+
+    for seg in segments:
+        if seg.is_break:
+            close()
+            continue
+        for token in tokenize(seg.text) if seg.text else []:
+            if comma is not None and token == comma:
+                last_comma = len(toks)
+            elif (
+                backtrack
+                and len(toks) == chunk_size
+                and last_comma != -1
+                and len(toks) - last_comma <= backtrack
+            ):
+                cut = last_comma + 1
+                moved_t, moved_w = toks[cut:], wts[cut:]
+                toks, wts = toks[:cut], wts[:cut]
+                close()
+                toks, wts = moved_t, moved_w
+            if len(toks) == chunk_size:
+                close()
+            toks.append(token)
+            wts.append(seg.weight)
+    if toks or not chunks:
+        close()
+    return chunks
