@@ -80,6 +80,10 @@ def build_tiny_sd(folder: Path) -> Path:
             projection_dim=16,
         )
     )
+    # A trained CLIP's final norm has a bias; a zero one makes every token's mean 0, which
+    # the web UI's mean-restoring weighting cannot work with.
+    norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+    torch.nn.init.normal_(norm.bias, std=0.5)
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
     )

@@ -575,16 +575,21 @@ class DiffusersImageGenerator:
                 if i == 0:
                     pooled = out[0]
             elif self.clip_skip > 1:
-                z = encoder.text_model.final_layer_norm(out.hidden_states[-self.clip_skip])
+                # transformers 4 nests the layers in .text_model; 5 does not.
+                norm = getattr(encoder, "text_model", encoder).final_layer_norm
+                z = norm(out.hidden_states[-self.clip_skip])
             else:
                 z = out[0]
-            weights = torch.tensor(chunk.weights, device=device, dtype=z.dtype)
-            # The web UI's "Original" emphasis: scale each token's vectors by its weight,
-            # then restore the chunk's mean so strong weights do not blow up the conditioning.
-            mean_before = z.float().mean()
-            z = z * weights.reshape(1, -1, 1)
-            mean_after = z.float().mean()
-            z = z * (mean_before / mean_after).to(z.dtype)
+            if any(w != 1.0 for w in chunk.weights):
+                # The web UI's "Original" emphasis: scale each token's vectors by its weight,
+                # then restore the chunk's mean so strong weights do not blow up the
+                # conditioning (skipped when the mean is ~0, where it would divide by zero).
+                weights = torch.tensor(chunk.weights, device=device, dtype=z.dtype)
+                mean_before = z.float().mean()
+                z = z * weights.reshape(1, -1, 1)
+                mean_after = z.float().mean()
+                if mean_after.abs() > 1e-8:
+                    z = z * (mean_before / mean_after).to(z.dtype)
             zs.append(z)
         return torch.cat(zs, dim=1), pooled
 

@@ -1,0 +1,293 @@
+"""The diffusers backend on a tiny random Stable Diffusion pipeline built in the test."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from avatarkit.errors import (  # noqa: E402
+    CancelledByUser,
+    InputValidationError,
+    MissingExtraError,
+)
+from avatarkit.imaging.portrait import NotRendererReadyError  # noqa: E402
+from avatarkit.imaging.provenance import read_parameters, read_provenance  # noqa: E402
+from avatarkit.types import AvatarPrompt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny_sd import build_tiny_sd  # noqa: E402
+
+from avatarkit.providers.diffusers import DiffusersImageGenerator  # noqa: E402
+
+HIDDEN = 16  # the tiny text encoder's width
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir: Path) -> DiffusersImageGenerator:
+    g = DiffusersImageGenerator(model_dir, renderer_check=False, device="cpu")
+    g.load()
+    return g
+
+
+def P(text: str = "a portrait of a man", **kw: object) -> AvatarPrompt:
+    kw.setdefault("seed", 1)
+    kw.setdefault("steps", 2)
+    kw.setdefault("width", 64)
+    kw.setdefault("height", 64)
+    return AvatarPrompt(text, **kw)
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(Image.open(__import__("io").BytesIO(image.data)).convert("RGB"))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_generate_with_negative_prompt_and_provenance(gen: DiffusersImageGenerator) -> None:
+    img = run(gen.generate(P("a (portrait:1.2) of a man", negative="blurry, red hat")))
+    assert (img.width, img.height, img.format) == (64, 64, "png")
+    prov = img.provenance
+    assert prov["prompt"] == "a (portrait:1.2) of a man"
+    assert prov["negative_prompt"] == "blurry, red hat"
+    assert prov["seed"] == 1 and prov["seeds_tried"] == [1] and prov["steps"] == 2
+    text = read_parameters(img.data)
+    assert text.startswith("a (portrait:1.2) of a man\nNegative prompt: blurry, red hat\n")
+    assert "Seed: 1" in text and "Size: 64x64" in text and "Model: tiny-sd" in text
+    assert read_provenance(img.data)["seed"] == 1
+    assert gen.capabilities.seed and gen.capabilities.negative_prompt
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(gen: DiffusersImageGenerator) -> None:
+    a = pixels(run(gen.generate(P(seed=5))))
+    b = pixels(run(gen.generate(P(seed=5))))
+    c = pixels(run(gen.generate(P(seed=6))))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_negative_prompt_changes_the_picture(gen: DiffusersImageGenerator) -> None:
+    a = pixels(run(gen.generate(P(negative=""))))
+    b = pixels(run(gen.generate(P(negative="blurry"))))
+    assert not np.array_equal(a, b)
+
+
+def test_plain_prompt_embeddings_equal_diffusers_own(gen: DiffusersImageGenerator) -> None:
+    pipe = gen._pipe
+    enc = gen._encode("a portrait of a man", "blurry")
+    ours = enc.kwargs["prompt_embeds"]
+    theirs, neg = pipe.encode_prompt("a portrait of a man", "cpu", 1, True, "blurry")
+    assert ours.shape == theirs.shape == (1, 77, HIDDEN)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(enc.kwargs["negative_prompt_embeds"], neg)
+
+
+def test_weights_scale_tokens_and_keep_the_mean(gen: DiffusersImageGenerator) -> None:
+    plain = gen._encode("a portrait of a man", "").kwargs["prompt_embeds"]
+    unit = gen._encode("a (portrait:1.0) of a man", "").kwargs["prompt_embeds"]
+    strong = gen._encode("a (portrait:1.5) of a man", "").kwargs["prompt_embeds"]
+    torch.testing.assert_close(unit, plain)  # weight 1.0 is the plain prompt
+    assert not torch.allclose(strong, plain)
+    torch.testing.assert_close(strong.mean(), plain.mean())  # the web UI's mean restoring
+    # "portrait" is one token (position 2 after <start> and "a"); it is scaled most.
+    ratio = (strong / plain)[0, :, 0]
+    assert ratio[2] == pytest.approx(1.5 * ratio[1].item(), rel=1e-4)
+    a = pixels(run(gen.generate(P("a portrait of a man"))))
+    b = pixels(run(gen.generate(P("a (portrait:1.5) of a man"))))
+    assert not np.array_equal(a, b)
+
+
+def test_clip_skip_uses_an_earlier_layer(gen: DiffusersImageGenerator) -> None:
+    last = gen._encode("a portrait of a man", "").kwargs["prompt_embeds"]
+    gen.clip_skip = 2
+    try:
+        skip2 = gen._encode("a portrait of a man", "").kwargs["prompt_embeds"]
+    finally:
+        gen.clip_skip = 1
+    # The web UI's "Clip skip: 2": the layer before the last, through the final norm.
+    te, tok = gen._pipe.text_encoder, gen._pipe.tokenizer
+    ids = tok("a portrait of a man", padding="max_length", max_length=77, return_tensors="pt")
+    hidden = te(ids.input_ids, output_hidden_states=True).hidden_states[-2]
+    want = getattr(te, "text_model", te).final_layer_norm(hidden)
+    torch.testing.assert_close(skip2, want)
+    assert not torch.allclose(skip2, last)
+
+
+def test_long_prompts_and_break_are_chunked(gen: DiffusersImageGenerator) -> None:
+    long = ", ".join(["a red hat"] * 30)  # > 75 tokens
+    enc = gen._encode(long, "blurry")
+    assert enc.kwargs["prompt_embeds"].shape == (1, 154, HIDDEN)
+    assert enc.kwargs["negative_prompt_embeds"].shape == (1, 154, HIDDEN)  # padded to match
+    assert torch.isfinite(enc.kwargs["prompt_embeds"]).all()
+    weighted = gen._encode("(" + long + ":1.2)", "").kwargs["prompt_embeds"]
+    assert torch.isfinite(weighted).all() and not torch.allclose(weighted, enc.kwargs["prompt_embeds"])
+    broken = gen._encode("a man BREAK red hat", "").kwargs["prompt_embeds"]
+    assert broken.shape == (1, 154, HIDDEN)
+    img = run(gen.generate(P(long)))
+    assert img.width == 64
+
+
+def write_embedding(path: Path, vectors: int, seed: int) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    tensor = torch.randn(vectors, HIDDEN, generator=g)
+    if path.suffix == ".pt":
+        # The web UI's layout (what its Train tab writes).
+        torch.save(
+            {"string_to_token": {"*": 265}, "string_to_param": {"*": tensor}, "name": path.stem,
+             "step": 100, "sd_checkpoint": None, "sd_checkpoint_name": None},
+            path,
+        )  # fmt: skip
+    else:
+        from safetensors.torch import save_file
+
+        save_file({"emb_params": tensor}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix,vectors", [(".pt", 1), (".safetensors", 2)])
+def test_textual_inversion_embedding_bound_to_its_token(
+    model_dir: Path, tmp_path: Path, suffix: str, vectors: int
+) -> None:
+    emb = write_embedding(tmp_path / f"bennycheung{suffix}", vectors, seed=3)
+    g = DiffusersImageGenerator(model_dir, embeddings=[emb], renderer_check=False)
+    g.load()
+    assert g.embedding_tokens == {"bennycheung": emb.name}
+    with_token = run(g.generate(P("a portrait of bennycheung person")))
+    without = run(g.generate(P("a portrait of person")))
+    assert with_token.provenance["embeddings"] == [emb.name]
+    assert without.provenance["embeddings"] == []
+    assert not np.array_equal(pixels(with_token), pixels(without))
+    # The trigger token's input vectors are the embedding's own.
+    tok, te = g._pipe.tokenizer, g._pipe.text_encoder
+    ids = tok.convert_tokens_to_ids(["bennycheung"] + [f"bennycheung_{i}" for i in range(1, vectors)])
+    table = te.get_input_embeddings().weight
+    expect = torch.randn(vectors, HIDDEN, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(table[ids].detach(), expect)
+    # Weighted and the web UI's own trigger syntax together.
+    weighted = run(g.generate(P("a portrait of (bennycheung:1.3) person")))
+    assert weighted.provenance["embeddings"] == [emb.name]
+    assert "TI: " + emb.name in read_parameters(weighted.data)
+
+
+def test_embedding_for_another_model_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "wide.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"emb_params": torch.zeros(1, 768)}, str(bad))
+    g = DiffusersImageGenerator(model_dir, embeddings=[bad], renderer_check=False)
+    with pytest.raises(InputValidationError, match=r"wide\.safetensors"):
+        g.load()
+
+
+def test_progress_and_cancellation(gen: DiffusersImageGenerator) -> None:
+    calls: list[tuple[int, int]] = []
+    run(gen.generate(P(steps=3), progress=lambda d, t: calls.append((d, t))))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+    stop = threading.Event()
+
+    def cancel_after_first(done: int, total: int) -> None:
+        stop.set()
+
+    with pytest.raises(CancelledByUser, match="after step 1 of 3"):
+        run(gen.generate(P(steps=3), progress=cancel_after_first, cancel=stop))
+
+
+def test_task_cancellation_stops_the_pipeline(gen: DiffusersImageGenerator) -> None:
+    started = threading.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            gen.generate(P(steps=50), progress=lambda d, t: started.set())
+        )
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
+    assert not gen._run_lock.locked()  # the worker thread has let go
+
+
+def test_renderer_check_retries_next_seeds_and_reports_them(gen: DiffusersImageGenerator) -> None:
+    # Random weights never draw a face: every seed is refused.
+    with pytest.raises(NotRendererReadyError) as info:
+        run(gen.generate(P(seed=10, style={"renderer_check": True, "max_attempts": 3})))
+    assert info.value.seeds_tried == [10, 11, 12]
+    assert "no frontal face" in str(info.value)
+
+
+def test_generate_many_uses_consecutive_seeds(gen: DiffusersImageGenerator) -> None:
+    images = run(gen.generate_many(P(seed=20), 2))
+    assert [i.provenance["seed"] for i in images] == [20, 21]
+    single = pixels(run(gen.generate(P(seed=21))))
+    assert np.abs(pixels(images[1]).astype(int) - single.astype(int)).max() <= 2
+
+
+def test_bad_input_is_refused_before_any_work(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match="does not exist"):
+        DiffusersImageGenerator(tmp_path / "missing")
+    with pytest.raises(InputValidationError, match="model_index.json"):
+        DiffusersImageGenerator(tmp_path)
+    with pytest.raises(InputValidationError, match="Did you mean 'Euler a'"):
+        DiffusersImageGenerator(model_dir, scheduler="Euler A")
+    g = DiffusersImageGenerator(model_dir, renderer_check=False)
+    with pytest.raises(InputValidationError, match="multiple of 8"):
+        run(g.generate(P(width=100)))
+    with pytest.raises(InputValidationError, match="no such LoRA"):
+        run(g.generate(P("a man <lora:nothing:0.5>")))
+    assert g._pipe is None  # nothing was loaded for refused input
+
+
+def test_scheduler_choice_by_webui_name(model_dir: Path) -> None:
+    g = DiffusersImageGenerator(model_dir, scheduler="DPM++ 2M Karras", renderer_check=False)
+    img = run(g.generate(P()))
+    assert type(g._pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert g._pipe.scheduler.config.use_karras_sigmas
+    assert "Sampler: DPM++ 2M Karras" in read_parameters(img.data)
+
+
+def test_registry_spec_builds_the_backend(model_dir: Path) -> None:
+    from avatarkit.registry import create
+
+    g = create("image", f"diffusers:{model_dir}", renderer_check=False)
+    assert isinstance(g, DiffusersImageGenerator) and g.model == str(model_dir)
+
+
+def test_missing_torch_is_a_clear_missing_extra_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now fails
+    monkeypatch.delitem(sys.modules, "avatarkit.providers.diffusers")
+    with pytest.raises(MissingExtraError) as info:
+        importlib.import_module("avatarkit.providers.diffusers")
+    assert info.value.extra == "diffusers" and info.value.missing == "torch"
+    assert 'pip install "avatarkit[diffusers]"' in str(info.value)
+
+
+def test_import_avatarkit_stays_light() -> None:
+    code = (
+        "import sys, avatarkit, avatarkit.imaging.prompt, avatarkit.imaging.portrait, "
+        "avatarkit.imaging.provenance, avatarkit.imaging.preset, avatarkit.registry;"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
