@@ -99,3 +99,122 @@ def build_tiny_sd(folder: Path) -> Path:
     )
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def _unet_to_ldm(sd: dict, config: dict) -> dict:
+    """Rename a diffusers UNet state dict to the original (LDM) checkpoint layout."""
+    lpb = config["layers_per_block"]
+    n = len(config["block_out_channels"])
+    renames: list[tuple[str, str]] = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
+    for i in range(n):
+        for j in range(lpb):
+            k = 1 + i * (lpb + 1) + j
+            renames.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{k}.0."))
+            renames.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{k}.1."))
+        k = 1 + i * (lpb + 1) + lpb
+        renames.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{k}.0.op."))
+        has_attn = config["up_block_types"][i].startswith("CrossAttn")
+        for j in range(lpb + 1):
+            k = i * (lpb + 1) + j
+            renames.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{k}.0."))
+            renames.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{k}.1."))
+        k = i * (lpb + 1) + lpb
+        renames.append(
+            (f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{k}.{2 if has_attn else 1}.")
+        )
+    resnet_parts = [
+        ("norm1.", "in_layers.0."),
+        ("conv1.", "in_layers.2."),
+        ("time_emb_proj.", "emb_layers.1."),
+        ("norm2.", "out_layers.0."),
+        ("conv2.", "out_layers.3."),
+        ("conv_shortcut.", "skip_connection."),
+    ]
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for a, b in renames:
+            if new.startswith(a):
+                new = b + new[len(a) :]
+                break
+        if ".resnets." in key or key.startswith("mid_block.resnets"):
+            for a, b in resnet_parts:
+                new = new.replace("." + a, "." + b)
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _vae_to_ldm(sd: dict, config: dict) -> dict:
+    """Rename a diffusers AutoencoderKL state dict to the original checkpoint layout."""
+    n = len(config["block_out_channels"])
+    renames: list[tuple[str, str]] = [
+        ("encoder.conv_norm_out.", "encoder.norm_out."),
+        ("decoder.conv_norm_out.", "decoder.norm_out."),
+        ("encoder.mid_block.resnets.0.", "encoder.mid.block_1."),
+        ("encoder.mid_block.resnets.1.", "encoder.mid.block_2."),
+        ("encoder.mid_block.attentions.0.", "encoder.mid.attn_1."),
+        ("decoder.mid_block.resnets.0.", "decoder.mid.block_1."),
+        ("decoder.mid_block.resnets.1.", "decoder.mid.block_2."),
+        ("decoder.mid_block.attentions.0.", "decoder.mid.attn_1."),
+    ]
+    for i in range(n):
+        renames.append((f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."))
+        renames.append(
+            (f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
+        )
+        renames.append((f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{n - 1 - i}.block."))
+        renames.append(
+            (f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{n - 1 - i}.upsample.")
+        )
+    attn = {
+        "group_norm.": "norm.",
+        "to_q.": "q.",
+        "to_k.": "k.",
+        "to_v.": "v.",
+        "to_out.0.": "proj_out.",
+    }
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for a, b in renames:
+            if new.startswith(a):
+                new = b + new[len(a) :]
+                break
+        new = new.replace("conv_shortcut.", "nin_shortcut.")
+        if ".attn_1." in new:
+            for a, b in attn.items():
+                new = new.replace(".attn_1." + a, ".attn_1." + b)
+            if new.endswith("weight") and value.ndim == 2:
+                value = value[:, :, None, None]  # LDM's attention uses 1×1 convolutions
+        out["first_stage_model." + new] = value
+    return out
+
+
+def write_ldm_checkpoint(model_dir: Path, path: Path) -> Path:
+    """Write the pipeline in ``model_dir`` as one original-layout ``.safetensors`` checkpoint,
+    as DreamBooth training scripts and the web UI save them."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae")
+    te = CLIPTextModel.from_pretrained(model_dir / "text_encoder")
+    state: dict[str, torch.Tensor] = {}
+    state.update(_unet_to_ldm(unet.state_dict(), dict(unet.config)))
+    state.update(_vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    for key, value in te.state_dict().items():
+        key = key if key.startswith("text_model.") else "text_model." + key
+        state["cond_stage_model.transformer." + key] = value
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path

@@ -20,6 +20,7 @@ from PIL import Image  # noqa: E402
 
 from avatarkit.errors import (  # noqa: E402
     CancelledByUser,
+    ConfigurationError,
     InputValidationError,
     MissingExtraError,
 )
@@ -28,8 +29,7 @@ from avatarkit.imaging.provenance import read_parameters, read_provenance  # noq
 from avatarkit.types import AvatarPrompt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _tiny_sd import build_tiny_sd  # noqa: E402
-
+from _tiny_sd import build_tiny_sd, write_ldm_checkpoint  # noqa: E402
 from avatarkit.providers.diffusers import DiffusersImageGenerator  # noqa: E402
 
 HIDDEN = 16  # the tiny text encoder's width
@@ -139,7 +139,9 @@ def test_long_prompts_and_break_are_chunked(gen: DiffusersImageGenerator) -> Non
     assert enc.kwargs["negative_prompt_embeds"].shape == (1, 154, HIDDEN)  # padded to match
     assert torch.isfinite(enc.kwargs["prompt_embeds"]).all()
     weighted = gen._encode("(" + long + ":1.2)", "").kwargs["prompt_embeds"]
-    assert torch.isfinite(weighted).all() and not torch.allclose(weighted, enc.kwargs["prompt_embeds"])
+    assert torch.isfinite(weighted).all() and not torch.allclose(
+        weighted, enc.kwargs["prompt_embeds"]
+    )
     broken = gen._encode("a man BREAK red hat", "").kwargs["prompt_embeds"]
     assert broken.shape == (1, 154, HIDDEN)
     img = run(gen.generate(P(long)))
@@ -178,7 +180,9 @@ def test_textual_inversion_embedding_bound_to_its_token(
     assert not np.array_equal(pixels(with_token), pixels(without))
     # The trigger token's input vectors are the embedding's own.
     tok, te = g._pipe.tokenizer, g._pipe.text_encoder
-    ids = tok.convert_tokens_to_ids(["bennycheung"] + [f"bennycheung_{i}" for i in range(1, vectors)])
+    ids = tok.convert_tokens_to_ids(
+        ["bennycheung"] + [f"bennycheung_{i}" for i in range(1, vectors)]
+    )
     table = te.get_input_embeddings().weight
     expect = torch.randn(vectors, HIDDEN, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(table[ids].detach(), expect)
@@ -216,9 +220,7 @@ def test_task_cancellation_stops_the_pipeline(gen: DiffusersImageGenerator) -> N
     started = threading.Event()
 
     async def main() -> None:
-        task = asyncio.create_task(
-            gen.generate(P(steps=50), progress=lambda d, t: started.set())
-        )
+        task = asyncio.create_task(gen.generate(P(steps=50), progress=lambda d, t: started.set()))
         while not started.is_set():
             await asyncio.sleep(0.005)
         task.cancel()
@@ -247,7 +249,7 @@ def test_generate_many_uses_consecutive_seeds(gen: DiffusersImageGenerator) -> N
 def test_bad_input_is_refused_before_any_work(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InputValidationError, match="does not exist"):
         DiffusersImageGenerator(tmp_path / "missing")
-    with pytest.raises(InputValidationError, match="model_index.json"):
+    with pytest.raises(InputValidationError, match=r"model_index\.json"):
         DiffusersImageGenerator(tmp_path)
     with pytest.raises(InputValidationError, match="Did you mean 'Euler a'"):
         DiffusersImageGenerator(model_dir, scheduler="Euler A")
@@ -265,6 +267,64 @@ def test_scheduler_choice_by_webui_name(model_dir: Path) -> None:
     assert type(g._pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert g._pipe.scheduler.config.use_karras_sigmas
     assert "Sampler: DPM++ 2M Karras" in read_parameters(img.data)
+
+
+def test_single_file_checkpoint_loads_offline(model_dir: Path, tmp_path: Path) -> None:
+    # A DreamBooth-style checkpoint: one original-layout .safetensors file.
+    ckpt = write_ldm_checkpoint(model_dir, tmp_path / "benny-dreambooth.safetensors")
+    # Offline, diffusers needs the component configs and tokenizer of the same architecture:
+    # a folder holding only those (no weights) is enough.
+    configs = tmp_path / "sd15-configs"
+    for f in model_dir.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".txt"):
+            (configs / f.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
+            (configs / f.relative_to(model_dir)).write_bytes(f.read_bytes())
+    assert not list(configs.rglob("*.safetensors"))
+    single = DiffusersImageGenerator(ckpt, config=configs, renderer_check=False)
+    folder = DiffusersImageGenerator(model_dir, renderer_check=False)
+    a = run(single.generate(P(seed=3)))
+    b = run(folder.generate(P(seed=3)))
+    assert np.array_equal(pixels(a), pixels(b))  # the same weights, the same picture
+    assert type(single._pipe).__name__ == "StableDiffusionPipeline"
+    assert len(a.provenance["model_hash"]) == 10  # the web UI's short sha256
+    assert "Model: benny-dreambooth" in read_parameters(a.data)
+    # Without config= and offline it fails with a message saying what to do.
+    bare = DiffusersImageGenerator(ckpt, renderer_check=False)
+    with pytest.raises(ConfigurationError, match=r"config="):
+        bare.load()
+
+
+def write_lora(model_dir: Path, folder: Path, name: str) -> Path:
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    torch.manual_seed(4)
+    unet.add_adapter(
+        LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+                   target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )  # fmt: skip
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=get_peft_model_state_dict(unet),
+        weight_name=f"{name}.safetensors",
+    )  # fmt: skip
+    return folder / f"{name}.safetensors"
+
+
+def test_lora_from_prompt_tags_and_personal_lora(model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    lora = write_lora(model_dir, tmp_path, "pixel")
+    g = DiffusersImageGenerator(model_dir, lora_dir=tmp_path, renderer_check=False)
+    base = pixels(run(g.generate(P("a portrait of a man"))))
+    tagged = run(g.generate(P("a portrait of a man <lora:pixel:1>")))
+    assert tagged.provenance["loras"] == [{"name": "pixel", "weight": 1.0}]
+    assert not np.array_equal(pixels(tagged), base)
+    off = pixels(run(g.generate(P("a portrait of a man <lora:pixel:0>"))))
+    assert np.array_equal(off, base)  # weight 0: no effect
+    assert np.array_equal(pixels(run(g.generate(P("a portrait of a man")))), base)  # unloaded
+    personal = DiffusersImageGenerator(model_dir, lora=lora, lora_scale=1.0, renderer_check=False)
+    assert np.array_equal(pixels(run(personal.generate(P("a portrait of a man")))), pixels(tagged))
 
 
 def test_registry_spec_builds_the_backend(model_dir: Path) -> None:

@@ -145,9 +145,7 @@ def test_break_and_comma_backtrack() -> None:
     chunks = chunk_tokens(parse_prompt_attention("ab BREAK cd"), char_tokens, bos=1, eos=2)
     assert [c.tokens[:4] for c in chunks] == [[1, 97, 98, 2], [1, 99, 100, 2]]
     text = "a" * 60 + "," + "b" * 20  # full at 75 tokens, comma 15 back: cut after it
-    chunks = chunk_tokens(
-        parse_prompt_attention(text), char_tokens, bos=1, eos=2, comma=ord(",")
-    )
+    chunks = chunk_tokens(parse_prompt_attention(text), char_tokens, bos=1, eos=2, comma=ord(","))
     assert chunks[0].tokens[61:63] == [ord(","), 2]
     assert chunks[1].tokens[1:21] == [98] * 20
 
@@ -239,7 +237,7 @@ def face() -> np.ndarray:
 def test_a_frontal_portrait_passes(face: np.ndarray) -> None:
     verdict = check_portrait(face)
     assert verdict.ok, verdict.reasons
-    x, y, w, h = verdict.face_box
+    x, _, w, _ = verdict.face_box
     assert 100 < x + w / 2 < 400 and w > 150  # her face, not a corner of the picture
 
 

@@ -6,8 +6,8 @@ Pure Python; the diffusers backend turns the parsed segments into weighted promp
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from avatarkit.errors import InputValidationError
@@ -75,6 +75,15 @@ _TOKEN = re.compile(
     """,
     re.X,
 )
+
+
+@dataclass
+class _Run:
+    text: str
+    weight: float = 1.0
+    is_break: bool = False
+
+
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 _NETWORK = re.compile(r"<(\w+):([^>]+)>")
 
@@ -95,20 +104,20 @@ def parse_prompt_attention(text: str) -> list[PromptSegment]:
     Raises:
         InputValidationError: a weight such as ``(a:1.2.3)`` is not a number.
     """
-    res: list[list[object]] = []  # [text, weight, is_break]
+    res: list[_Run] = []
     round_open: list[int] = []
     square_open: list[int] = []
 
     def multiply(start: int, factor: float) -> None:
         for item in res[start:]:
-            if not item[2]:
-                item[1] = float(item[1]) * factor  # type: ignore[arg-type]
+            if not item.is_break:
+                item.weight *= factor
 
     for m in _TOKEN.finditer(text):
         token = m.group(0)
         weight = m.group("weight")
         if token.startswith("\\"):
-            res.append([token[1:], 1.0, False])
+            res.append(_Run(token[1:]))
         elif token == "(":
             round_open.append(len(res))
         elif token == "[":
@@ -128,20 +137,17 @@ def parse_prompt_attention(text: str) -> list[PromptSegment]:
         else:
             for i, part in enumerate(_BREAK.split(token)):
                 if i > 0:
-                    res.append(["BREAK", 1.0, True])
-                res.append([part, 1.0, False])
+                    res.append(_Run("BREAK", is_break=True))
+                res.append(_Run(part))
 
     for pos in round_open:
         multiply(pos, ROUND_MULTIPLIER)
     for pos in square_open:
         multiply(pos, SQUARE_MULTIPLIER)
 
-    if not res:
-        res = [["", 1.0, False]]
-
     merged: list[PromptSegment] = []
-    for t, w, b in res:
-        seg = PromptSegment(str(t), float(w), bool(b))  # type: ignore[arg-type]
+    for run in res or [_Run("")]:
+        seg = PromptSegment(run.text, run.weight, run.is_break)
         prev = merged[-1] if merged else None
         same = prev is not None and prev.weight == seg.weight
         if prev is not None and same and not prev.is_break and not seg.is_break:

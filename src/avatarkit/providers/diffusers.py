@@ -1,4 +1,4 @@
-"""Stable Diffusion avatars on your own machine with Hugging Face diffusers (spec ``diffusers:<model>``).
+"""Stable Diffusion avatars made locally with Hugging Face diffusers (spec ``diffusers:<model>``).
 
 SD 1.x/2.x and SDXL from a hub id, a local diffusers folder or one ``.safetensors``/``.ckpt``
 checkpoint; the web UI's prompt syntax, textual-inversion embeddings, LoRAs, seeds, and a
@@ -8,6 +8,7 @@ renderer-ready check that retries with the next seed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import re
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 try:
     import diffusers
@@ -306,7 +307,10 @@ class DiffusersImageGenerator:
             NotRendererReadyError: no seed gave a renderer-ready picture.
             CancelledByUser: cancelled through ``cancel``, :meth:`cancel` or the task.
         """
-        return await self._in_thread(lambda ev: self._generate(prompt, progress, ev), cancel)
+        image: AvatarImage = await self._in_thread(
+            lambda ev: self._generate(prompt, progress, ev), cancel
+        )
+        return image
 
     async def generate_many(
         self,
@@ -322,32 +326,30 @@ class DiffusersImageGenerator:
         """
         if not 1 <= count <= 64:
             raise InputValidationError("count must be between 1 and 64", field="count")
-        return await self._in_thread(
+        images: list[AvatarImage] = await self._in_thread(
             lambda ev: self._generate_batch(prompt, count, progress, ev), cancel
         )
+        return images
 
     # ------------------------------------------------------------------ threads, cancellation
 
-    async def _in_thread(
-        self, work: Callable[[threading.Event], Any], cancel: threading.Event | None
-    ) -> Any:
+    async def _in_thread(self, work: Callable[[_Stop], Any], cancel: threading.Event | None) -> Any:
         stop = threading.Event()
         self._cancel.clear()
 
         def watched() -> Any:
-            return work(_AnyEvent(stop, self._cancel, cancel))  # type: ignore[arg-type]
+            return work(_AnyEvent(stop, self._cancel, cancel))
 
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(None, watched)
         try:
-            return await asyncio.shield(fut)
+            result: Any = await asyncio.shield(fut)
         except asyncio.CancelledError:
             stop.set()  # the pipeline stops at its next step; wait so the GPU is free
-            try:
+            with contextlib.suppress(BaseException):  # the cancellation is what we report
                 await fut
-            except BaseException:  # noqa: S110 - the cancellation is what we report
-                pass
             raise
+        return result
 
     # ------------------------------------------------------------------ loading
 
@@ -422,16 +424,16 @@ class DiffusersImageGenerator:
                 if self._original_config is not None:
                     kw["original_config"] = str(self._original_config)
                 if kind == "sd" and not self._safety_checker:
-                    kw["load_safety_checker"] = False
+                    kw.update(safety_checker=None, requires_safety_checker=False)
                 pipe = cls.from_single_file(str(self._path), **kw)
                 self._model_hash = _sha256(self._path)[:10]
             else:
                 if not self._safety_checker:
                     kw.update(safety_checker=None, requires_safety_checker=False)
-                pipe = diffusers.DiffusionPipeline.from_pretrained(
+                pipe = diffusers.DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
                     str(self._path or self.model), **kw
                 )
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             where = self._path or self.model
             hint = (
                 " For a checkpoint file offline, pass config= a local diffusers folder of the "
@@ -701,7 +703,7 @@ class DiffusersImageGenerator:
         encoded: _Encoded,
         seeds: list[int],
         progress: ProgressCallback | None,
-        cancel: threading.Event,
+        cancel: _Stop,
     ) -> list[Any]:
         steps = prompt.steps
 
@@ -789,7 +791,7 @@ class DiffusersImageGenerator:
         return image
 
     def _generate(
-        self, prompt: AvatarPrompt, progress: ProgressCallback | None, cancel: threading.Event
+        self, prompt: AvatarPrompt, progress: ProgressCallback | None, cancel: _Stop
     ) -> AvatarImage:
         with self._run_lock:
             encoded, sampler = self._prepare(prompt)
@@ -819,7 +821,7 @@ class DiffusersImageGenerator:
         prompt: AvatarPrompt,
         count: int,
         progress: ProgressCallback | None,
-        cancel: threading.Event,
+        cancel: _Stop,
     ) -> list[AvatarImage]:
         with self._run_lock:
             encoded, sampler = self._prepare(prompt)
@@ -837,6 +839,10 @@ class DiffusersImageGenerator:
                     face = verdict.face_box if verdict.ok else None
                 out.append(self._finish(self._to_image(pil, prov), face))
             return out
+
+
+class _Stop(Protocol):
+    def is_set(self) -> bool: ...
 
 
 class _AnyEvent:
