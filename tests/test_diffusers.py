@@ -334,6 +334,40 @@ def test_registry_spec_builds_the_backend(model_dir: Path) -> None:
     assert isinstance(g, DiffusersImageGenerator) and g.model == str(model_dir)
 
 
+def test_generate_avatar_writes_a_png_with_its_parameters(model_dir: Path, tmp_path: Path) -> None:
+    from avatarkit.imaging.avatar import generate_avatar
+
+    steps: list[int] = []
+    out = generate_avatar(
+        model_dir,
+        "a (portrait:1.2) of a man",
+        negative="blurry",
+        seed=9,
+        steps=2,
+        size=64,
+        output=tmp_path / "avatar.png",
+        options={"renderer_check": False},
+        progress=lambda d, t: steps.append(d),
+    )
+    assert steps == [1, 2]
+    prov = read_provenance(out)
+    assert (prov["prompt"], prov["negative_prompt"], prov["seed"]) == (
+        "a (portrait:1.2) of a man",
+        "blurry",
+        9,
+    )
+    with pytest.raises(InputValidationError, match="PNG"):
+        generate_avatar(model_dir, "x", output=tmp_path / "avatar.jpg")
+    # A preset with a trigger token.
+    out = generate_avatar(
+        model_dir, preset="fantasy-portrait", token="bennycheung", seed=1, steps=1, size=64,
+        output=tmp_path / "preset.png", options={"renderer_check": False},
+    )  # fmt: skip
+    prov = read_provenance(out)
+    assert prov["prompt"].startswith("portrait of bennycheung person")
+    assert prov["preset"] == "fantasy-portrait" and "watermark" in prov["negative_prompt"]
+
+
 def test_missing_torch_is_a_clear_missing_extra_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now fails
     monkeypatch.delitem(sys.modules, "avatarkit.providers.diffusers")
