@@ -250,6 +250,22 @@ class DiffusersImageGenerator:
         self._run_lock = threading.Lock()
         self._cancel = threading.Event()
 
+    @classmethod
+    def from_pipeline(
+        cls, pipe: Any, *, name: str = "in-memory pipeline", **options: Any
+    ) -> DiffusersImageGenerator:
+        """Wrap a diffusers pipeline you already built or loaded (kept on its device).
+
+        ``options`` are the constructor's (embeddings, scheduler, renderer_check…).
+        """
+        options.setdefault("local_files_only", True)
+        gen = cls(name, **options)
+        gen.model = name
+        device = str(getattr(pipe, "device", "cpu")).split(":")[0]
+        with gen._load_lock:
+            gen._pipe = gen._setup(pipe, device)
+        return gen
+
     # ------------------------------------------------------------------ public API
 
     @property
@@ -442,6 +458,9 @@ class DiffusersImageGenerator:
                 else ""
             )
             raise ConfigurationError(f"could not load model {where}: {exc}.{hint}") from exc
+        return self._setup(pipe, device)
+
+    def _setup(self, pipe: Any, device: str) -> Any:
         names = type(pipe).__name__
         if not hasattr(pipe, "text_encoder") or not hasattr(pipe, "unet"):
             raise ConfigurationError(
@@ -470,7 +489,7 @@ class DiffusersImageGenerator:
                     self._load_embedding(pipe, path.stem, path, strict=False)
         if self._lora is not None:
             self._load_lora(pipe, "__personal__", self._lora)
-        _log.info("loaded %s (%s) on %s as %s", self.model, names, device, dtype)
+        _log.info("ready: %s (%s) on %s", self.model, names, device)
         return pipe
 
     def _load_embedding(self, pipe: Any, token: str, path: Path, *, strict: bool) -> None:
@@ -556,7 +575,11 @@ class DiffusersImageGenerator:
         ]
         chunks = chunk_tokens(
             segs,
-            lambda t: list(tokenizer(t, add_special_tokens=False, truncation=False).input_ids),
+            lambda t: list(  # no truncation, no "longer than 77" warning: we chunk
+                tokenizer(t, add_special_tokens=False, truncation=False, max_length=1 << 20)[
+                    "input_ids"
+                ]
+            ),
             bos=tokenizer.bos_token_id,
             eos=tokenizer.eos_token_id,
             pad=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else None,
