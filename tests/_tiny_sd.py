@@ -218,3 +218,84 @@ def write_ldm_checkpoint(model_dir: Path, path: Path) -> Path:
         state["cond_stage_model.transformer." + key] = value
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+def build_tiny_sdxl(folder: Path) -> Path:
+    """Build a random SDXL-shaped pipeline (two text encoders of width 16) into ``folder``."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    tok_dir = folder.parent / (folder.name + "-tokenizer")
+    n = write_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
+    # SDXL's second tokenizer pads with "!" instead of the end token.
+    tokenizer_2 = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77, pad_token="!")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=2,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=16 + 6 * 8,
+        cross_attention_dim=32,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+
+    def config(tok: object) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=getattr(tok, "pad_token_id"),
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=n,
+            max_position_embeddings=77,
+            projection_dim=16,
+        )
+
+    text_encoder = CLIPTextModel(config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(config(tokenizer_2))
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+    )
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(str(folder))
+    return folder

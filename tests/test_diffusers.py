@@ -385,3 +385,50 @@ def test_import_avatarkit_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- SDXL -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory: pytest.TempPathFactory) -> DiffusersImageGenerator:
+    from _tiny_sd import build_tiny_sdxl
+
+    folder = build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
+    g = DiffusersImageGenerator(folder, renderer_check=False)
+    g.load()
+    return g
+
+
+def test_sdxl_embeddings_match_diffusers_and_generate(sdxl: DiffusersImageGenerator) -> None:
+    assert type(sdxl._pipe).__name__ == "StableDiffusionXLPipeline"
+    enc = sdxl._encode("a portrait of a man", "blurry").kwargs
+    pe, ne, pp, npool = sdxl._pipe.encode_prompt(
+        "a portrait of a man", negative_prompt="blurry", device="cpu"
+    )
+    assert enc["prompt_embeds"].shape == (1, 77, 32)  # both encoders side by side
+    torch.testing.assert_close(enc["prompt_embeds"], pe)
+    torch.testing.assert_close(enc["negative_prompt_embeds"], ne)
+    torch.testing.assert_close(enc["pooled_prompt_embeds"], pp)
+    torch.testing.assert_close(enc["negative_pooled_prompt_embeds"], npool)
+    long = sdxl._encode(", ".join(["a red hat"] * 30), "").kwargs
+    assert long["prompt_embeds"].shape == (1, 154, 32)
+    assert long["pooled_prompt_embeds"].shape == (1, 16)
+    assert not long["negative_prompt_embeds"].any()  # SDXL: empty negative -> zeros
+    assert not long["negative_pooled_prompt_embeds"].any()
+    a = pixels(run(sdxl.generate(P("a (portrait:1.3) of a man", negative="blurry"))))
+    b = pixels(run(sdxl.generate(P("a (portrait:1.3) of a man", negative="blurry"))))
+    assert np.array_equal(a, b) and a.shape == (64, 64, 3)
+    assert run(sdxl.generate(P())).provenance["pipeline"] == "sdxl"
+
+
+def test_sdxl_embedding_with_both_encoders(sdxl: DiffusersImageGenerator, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    emb = tmp_path / "bennycheung.safetensors"
+    save_file({"clip_l": torch.randn(1, HIDDEN), "clip_g": torch.randn(1, HIDDEN)}, str(emb))
+    g = DiffusersImageGenerator(sdxl.model, embeddings=[emb], renderer_check=False)
+    img = run(g.generate(P("a portrait of bennycheung person")))
+    assert img.provenance["embeddings"] == [emb.name]
+    for tok in (g._pipe.tokenizer, g._pipe.tokenizer_2):
+        assert "bennycheung" in tok.get_vocab()
