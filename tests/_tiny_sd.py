@@ -269,11 +269,11 @@ def build_tiny_sdxl(folder: Path) -> Path:
         sample_size=32,
     )
 
-    def config(tok: object) -> CLIPTextConfig:
+    def config(tok: CLIPTokenizer) -> CLIPTextConfig:
         return CLIPTextConfig(
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=getattr(tok, "pad_token_id"),
+            pad_token_id=tok.pad_token_id,
             hidden_size=16,
             intermediate_size=32,
             num_attention_heads=2,
