@@ -97,8 +97,8 @@ def test_plain_prompt_embeddings_equal_diffusers_own(gen: DiffusersImageGenerato
     ours = enc.kwargs["prompt_embeds"]
     theirs, neg = pipe.encode_prompt("a portrait of a man", "cpu", 1, True, "blurry")
     assert ours.shape == theirs.shape == (1, 77, HIDDEN)
-    torch.testing.assert_close(ours, theirs)
-    torch.testing.assert_close(enc.kwargs["negative_prompt_embeds"], neg)
+    assert torch.equal(ours, theirs)  # bit for bit
+    assert torch.equal(enc.kwargs["negative_prompt_embeds"], neg)
 
 
 def test_weights_scale_tokens_and_keep_the_mean(gen: DiffusersImageGenerator) -> None:
@@ -327,6 +327,17 @@ def test_lora_from_prompt_tags_and_personal_lora(model_dir: Path, tmp_path: Path
     assert np.array_equal(pixels(run(personal.generate(P("a portrait of a man")))), pixels(tagged))
 
 
+def test_per_picture_sampler_and_clip_skip_do_not_stick(gen: DiffusersImageGenerator) -> None:
+    one = run(gen.generate(P(style={"sampler": "Euler a", "clip_skip": 2})))
+    assert "Sampler: Euler a" in read_parameters(one.data)
+    assert one.provenance["clip_skip"] == 2
+    assert type(gen._pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    two = run(gen.generate(P()))
+    assert type(gen._pipe.scheduler).__name__ == "EulerDiscreteScheduler"  # the model's own
+    assert two.provenance["clip_skip"] == 1 and gen.clip_skip == 1
+    assert two.provenance["sampler"] == "EulerDiscreteScheduler"
+
+
 def test_registry_spec_builds_the_backend(model_dir: Path) -> None:
     from avatarkit.registry import create
 
@@ -407,10 +418,10 @@ def test_sdxl_embeddings_match_diffusers_and_generate(sdxl: DiffusersImageGenera
         "a portrait of a man", negative_prompt="blurry", device="cpu"
     )
     assert enc["prompt_embeds"].shape == (1, 77, 32)  # both encoders side by side
-    torch.testing.assert_close(enc["prompt_embeds"], pe)
-    torch.testing.assert_close(enc["negative_prompt_embeds"], ne)
-    torch.testing.assert_close(enc["pooled_prompt_embeds"], pp)
-    torch.testing.assert_close(enc["negative_pooled_prompt_embeds"], npool)
+    assert torch.equal(enc["prompt_embeds"], pe)  # bit for bit
+    assert torch.equal(enc["negative_prompt_embeds"], ne)
+    assert torch.equal(enc["pooled_prompt_embeds"], pp)
+    assert torch.equal(enc["negative_pooled_prompt_embeds"], npool)
     long = sdxl._encode(", ".join(["a red hat"] * 30), "").kwargs
     assert long["prompt_embeds"].shape == (1, 154, 32)
     assert long["pooled_prompt_embeds"].shape == (1, 16)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import json
 import re
 import secrets
 import threading
@@ -94,6 +95,7 @@ class _Encoded:
 
     kwargs: dict[str, Any]
     loras: list[tuple[str, float]] = field(default_factory=list)
+    clip_skip: int = 1
 
 
 def _sha256(path: Path) -> str:
@@ -242,6 +244,8 @@ class DiffusersImageGenerator:
         self._progress_bar = progress_bar
         self._local_only = self._path is not None if local_files_only is None else local_files_only
         self._pipe: Any = None
+        self._base_scheduler: Any = None
+        self._active_sampler: str | None = None
         self._kind: Literal["sd", "sdxl"] = "sd"
         self._model_hash: str | None = None
         self._tokens: dict[str, str] = {}  # trigger token -> embedding file name
@@ -419,6 +423,16 @@ class DiffusersImageGenerator:
             return "sdxl"
         return "sd"
 
+    def _has_safety_checker(self) -> bool:
+        """Whether the model may bring an NSFW checker (SD 1.x/2.x folders and hub ids)."""
+        if self._path is None:
+            return "xl" not in self.model.lower()
+        try:
+            index = json.loads((self._path / "model_index.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return "safety_checker" in index
+
     def _load_pipeline(self) -> Any:
         device = self.device
         dtype = self._dtype(device)
@@ -444,7 +458,7 @@ class DiffusersImageGenerator:
                 pipe = cls.from_single_file(str(self._path), **kw)
                 self._model_hash = _sha256(self._path)[:10]
             else:
-                if not self._safety_checker:
+                if not self._safety_checker and self._has_safety_checker():
                     kw.update(safety_checker=None, requires_safety_checker=False)
                 pipe = diffusers.DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
                     str(self._path or self.model), **kw
@@ -467,9 +481,9 @@ class DiffusersImageGenerator:
                 f"{self.model} is a {names}, not a Stable Diffusion text-to-image pipeline"
             )
         self._kind = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
-        if self._scheduler is not None:
-            cls_name, opts = _scheduler_spec(self._scheduler)
-            pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **opts)
+        self._base_scheduler = pipe.scheduler  # the model's own; samplers derive from it
+        self._active_sampler = None
+        self._use_sampler(pipe, self._scheduler)
         if self._attention_slicing:
             pipe.enable_attention_slicing()
         if self._vae_tiling:
@@ -693,19 +707,34 @@ class DiffusersImageGenerator:
                     field="prompt",
                 )
 
+    def _use_sampler(self, pipe: Any, sampler: str | None) -> None:
+        """Switch the pipeline to ``sampler`` (None: the model's own), if not already."""
+        if sampler == self._active_sampler:
+            return
+        if sampler is None:
+            pipe.scheduler = self._base_scheduler
+        else:
+            cls_name, opts = _scheduler_spec(sampler)
+            base = self._base_scheduler.config
+            pipe.scheduler = getattr(diffusers, cls_name).from_config(base, **opts)
+        self._active_sampler = sampler
+
     def _prepare(self, prompt: AvatarPrompt) -> tuple[_Encoded, str]:
         self._validate(prompt)
         self.load()
         pipe = self._pipe
         style = prompt.style
-        sampler_name = self._scheduler or type(pipe.scheduler).__name__
-        if style.get("sampler") and style["sampler"] != sampler_name:
-            cls_name, opts = _scheduler_spec(str(style["sampler"]))
-            pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **opts)
-            self._scheduler = sampler_name = str(style["sampler"])
-        if "clip_skip" in style:
+        sampler = str(style["sampler"]) if style.get("sampler") else self._scheduler
+        self._use_sampler(pipe, sampler)
+        sampler_name = sampler or type(pipe.scheduler).__name__
+        clip_skip = self.clip_skip
+        if "clip_skip" in style:  # for this picture only
             self.clip_skip = max(1, int(style["clip_skip"]))
-        encoded = self._encode(prompt.prompt, prompt.negative)
+        try:
+            encoded = self._encode(prompt.prompt, prompt.negative)
+            encoded.clip_skip = self.clip_skip
+        finally:
+            self.clip_skip = clip_skip
         # LoRA adapters: load what the prompt names, activate exactly those.
         pos = parse_prompt(prompt.prompt)
         for name, _w, path in self._loras_for(pos):
@@ -787,7 +816,7 @@ class DiffusersImageGenerator:
             "guidance": prompt.guidance,
             "width": prompt.width,
             "height": prompt.height,
-            "clip_skip": self.clip_skip,
+            "clip_skip": encoded.clip_skip,
             "embeddings": used,
             "loras": [
                 {"name": n if n != "__personal__" else str(self._lora), "weight": w}
