@@ -253,6 +253,10 @@ def test_bad_input_is_refused_before_any_work(model_dir: Path, tmp_path: Path) -
         DiffusersImageGenerator(tmp_path)
     with pytest.raises(InputValidationError, match="Did you mean 'Euler a'"):
         DiffusersImageGenerator(model_dir, scheduler="Euler A")
+    with pytest.raises(InputValidationError, match="unknown device"):
+        DiffusersImageGenerator(model_dir, device="tpu")  # type: ignore[arg-type]
+    with pytest.raises(InputValidationError, match="unknown dtype"):
+        DiffusersImageGenerator(model_dir, dtype="int8")  # type: ignore[arg-type]
     g = DiffusersImageGenerator(model_dir, renderer_check=False)
     with pytest.raises(InputValidationError, match="multiple of 8"):
         run(g.generate(P(width=100)))

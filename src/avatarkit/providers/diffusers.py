@@ -31,6 +31,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by simulating a miss
 
 from avatarkit.config import get_logger
 from avatarkit.errors import (
+    AvatarKitError,
     CancelledByUser,
     ConfigurationError,
     InputValidationError,
@@ -213,6 +214,10 @@ class DiffusersImageGenerator:
             raise InputValidationError("max_attempts must be 1 or more", field="max_attempts")
         if crop is not None and crop < 64:
             raise InputValidationError("crop must be at least 64 px", field="crop")
+        if device not in ("auto", "cuda", "mps", "cpu"):
+            raise InputValidationError(f"unknown device {device!r}", field="device")
+        if dtype not in ("auto", "float16", "bfloat16", "float32"):
+            raise InputValidationError(f"unknown dtype {dtype!r}", field="dtype")
         if offload not in ("none", "model", "sequential"):
             raise InputValidationError(f"unknown offload {offload!r}", field="offload")
         self.model = model
@@ -414,7 +419,11 @@ class DiffusersImageGenerator:
             with safe_open(str(path), framework="pt") as fh:
                 keys = set(fh.keys())
         else:
-            state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+            try:
+                state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+            except Exception as exc:  # an old pickle format: assume SD 1.x, say so
+                _log.warning("could not read %s to tell SD from SDXL (%s); assuming SD", path, exc)
+                return "sd"
             state = state.get("state_dict", state)
             keys = set(state)
         if any(k.startswith("conditioner.embedders.1.") for k in keys) or any(
@@ -463,7 +472,9 @@ class DiffusersImageGenerator:
                 pipe = diffusers.DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
                     str(self._path or self.model), **kw
                 )
-        except (OSError, ValueError) as exc:
+        except AvatarKitError:
+            raise
+        except Exception as exc:  # diffusers raises many kinds; all mean "cannot load this"
             where = self._path or self.model
             hint = (
                 " For a checkpoint file offline, pass config= a local diffusers folder of the "
