@@ -342,6 +342,18 @@ def test_per_picture_sampler_and_clip_skip_do_not_stick(gen: DiffusersImageGener
     assert two.provenance["sampler"] == "EulerDiscreteScheduler"
 
 
+def test_from_pipeline_wraps_a_loaded_pipeline(
+    model_dir: Path, gen: DiffusersImageGenerator
+) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), local_files_only=True)
+    wrapped = DiffusersImageGenerator.from_pipeline(pipe, name="mine", renderer_check=False)
+    img = run(wrapped.generate(P(seed=2)))
+    assert img.provenance["model"] == "mine"
+    assert np.array_equal(pixels(img), pixels(run(gen.generate(P(seed=2)))))
+
+
 def test_registry_spec_builds_the_backend(model_dir: Path) -> None:
     from avatarkit.registry import create
 
