@@ -79,5 +79,7 @@ def save_response(response: Response, folder: Path) -> dict[str, Path]:
     # response.json describes the turn; the media live in their own files beside it.
     summary = response.model_dump(mode="json", exclude={"voice": {"audio"}, "image": {"data"}})
     summary["files"] = {k: p.name for k, p in written.items()}
+    if "video" in written:
+        summary["video"]["path"] = written["video"].name
     written["response"] = write_json_atomic(folder / "response.json", summary)
     return written

@@ -40,7 +40,13 @@ from avatarkit.errors import (
     RateLimitError,
 )
 
-__all__ = ["DEFAULT_OPTIONS", "ConnectOptions", "HttpClient", "map_status_error", "parse_retry_after"]
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "ConnectOptions",
+    "HttpClient",
+    "map_status_error",
+    "parse_retry_after",
+]
 
 _log = get_logger("avatarkit.http")
 
@@ -115,7 +121,9 @@ def _body_message(response: httpx.Response) -> tuple[str, str | None]:
     if isinstance(body, dict):
         err = body.get("error", body.get("detail", body))
         if isinstance(err, dict):
-            msg = err.get("message") or err.get("description") or err.get("msg") or err.get("detail")
+            msg = (
+                err.get("message") or err.get("description") or err.get("msg") or err.get("detail")
+            )
             code = err.get("code") or err.get("status") or err.get("kind") or err.get("type")
             return str(msg or json.dumps(err)[:300]), (str(code) if code else None)
         if isinstance(err, list) and err:  # FastAPI/ElevenLabs 422: [{"loc","msg","type"}]

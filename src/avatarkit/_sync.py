@@ -25,9 +25,7 @@ def get_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _loop.is_closed() or _thread is None or not _thread.is_alive():
             loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_forever, name="avatarkit-loop", daemon=True
-            )
+            thread = threading.Thread(target=loop.run_forever, name="avatarkit-loop", daemon=True)
             thread.start()
             _loop, _thread = loop, thread
         return _loop

@@ -83,7 +83,9 @@ def decode_audio(
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InputValidationError(f"cannot decode audio ({format or 'unknown format'}): {exc}") from exc
+        raise InputValidationError(
+            f"cannot decode audio ({format or 'unknown format'}): {exc}"
+        ) from exc
     out = samples.mean(axis=1) if mono else samples
     return np.ascontiguousarray(out, dtype=np.float32), int(rate)
 

@@ -15,7 +15,8 @@ AvatarKitError
 │   ├── ProviderTimeoutError      no answer in time, or the total deadline passed
 │   ├── ProviderConnectionError   the connection failed or broke (retryable)
 │   └── ProviderStatusError       any other non-success answer (5xx retryable, 4xx final)
-├── StageError                    a pipeline stage failed; .stage names it, .partial keeps what succeeded
+├── OverloadedError               too many calls already waiting for a backend (backpressure)
+├── StageError                    a stage failed; .stage names it, .partial keeps what succeeded
 └── CancelledByUser               a long job (render, diffusion) was cancelled through its token
 ```
 """
@@ -33,6 +34,7 @@ __all__ = [
     "InputValidationError",
     "MissingExtraError",
     "MissingKeyError",
+    "OverloadedError",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderStatusError",
@@ -91,7 +93,9 @@ class MissingExtraError(ConfigurationError):
 
     def __init__(self, what: str, extra: str, missing: str | None = None) -> None:
         detail = f" ({missing} is not installed)" if missing else ""
-        super().__init__(f'{what} needs the "{extra}" extra{detail}: pip install "avatarkit[{extra}]"')
+        super().__init__(
+            f'{what} needs the "{extra}" extra{detail}: pip install "avatarkit[{extra}]"'
+        )
         self.extra = extra
         self.missing = missing
 
@@ -191,6 +195,10 @@ class StageError(AvatarKitError):
         self.stage = stage
         self.partial = partial
         self.__cause__ = cause
+
+
+class OverloadedError(AvatarKitError):
+    """Too many calls are already queued for a backend; shed load and try again shortly."""
 
 
 class CancelledByUser(AvatarKitError):

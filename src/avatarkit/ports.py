@@ -51,7 +51,14 @@ Role = Literal[
 """Names of the roles a provider can fill; the keys of a spec like ``voice="espeak:en-us"``."""
 
 ROLES: tuple[Role, ...] = (
-    "preprocessor", "intent", "sentiment", "chat", "voice", "image", "renderer", "expression"
+    "preprocessor",
+    "intent",
+    "sentiment",
+    "chat",
+    "voice",
+    "image",
+    "renderer",
+    "expression",
 )
 
 ProgressCallback = Callable[[int, int], None]

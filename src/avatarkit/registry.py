@@ -39,7 +39,7 @@ Factory = Callable[..., Any]
 class Provider:
     """A provider: one factory per role it fills, plus what it needs to run.
 
-    Example (in a third-party package, registered under ``[project.entry-points."avatarkit.providers"]``)::
+    Example (in a third-party package, listed in its ``avatarkit.providers`` entry points)::
 
         provider = Provider("myvoice", voice=lambda name, **kw: MyVoice(name or "default", **kw))
     """

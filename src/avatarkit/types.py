@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,7 +125,7 @@ class IntentPrediction(_Model):
         return self.intents[0].confidence if self.intents else 0.0
 
 
-class Emotion(str, Enum):
+class Emotion(StrEnum):
     """Facial emotions the expression layer and renderers understand."""
 
     NEUTRAL = "neutral"
@@ -246,6 +246,8 @@ class VoiceOutput(_Model):
     """The text that was spoken (timings refer to it)."""
     words: list[WordTiming] = Field(default_factory=list)
     phonemes: list[PhonemeTiming] = Field(default_factory=list)
+    marks: list[tuple[str, float]] = Field(default_factory=list)
+    """SSML ``<mark name="...">`` names with the time (seconds) the voice reached them."""
     voice: str = ""
     """Backend and voice that spoke, e.g. ``"espeak:en-us+f3"``."""
 
@@ -353,7 +355,9 @@ class Timeline(_Model):
                 if start < prev_start - eps:
                     out.append(f"{name}[{i}] starts before {name}[{i - 1}]")
                 if end > self.duration + eps:
-                    out.append(f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})")
+                    out.append(
+                        f"{name}[{i}] ends at {end:.3f}, after the audio ({self.duration:.3f})"
+                    )
                 prev_start = start
         return out
 
@@ -389,7 +393,6 @@ class AvatarPrompt(_Model):
         super().__init__(**data)
 
 
-
 class AvatarImage(_Model):
     """The avatar's picture (PNG or JPEG bytes) with how it was made."""
 
@@ -398,7 +401,7 @@ class AvatarImage(_Model):
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     kind: Literal["procedural", "photo"] = "photo"
-    """``procedural``: a parametric face the local renderer draws itself; ``photo``: any portrait."""
+    """``procedural``: a parametric face the local renderer redraws; ``photo``: any portrait."""
     face_box: tuple[int, int, int, int] | None = None
     """Face rectangle (left, top, width, height) in pixels, when known."""
     provenance: dict[str, Any] = Field(default_factory=dict)
@@ -445,11 +448,17 @@ class AvatarVideo(_Model):
 
 
 class StageMetrics(_Model):
-    """How long each stage took, in seconds, keyed by stage name."""
+    """Where a turn's time went and what it cost."""
 
     started_at: dt.datetime = Field(default_factory=_now)
     durations: dict[str, float] = Field(default_factory=dict)
+    """Seconds per stage (``voice``, ``render``...); streaming turns add ``first_token``,
+    ``first_audio`` and ``first_video``: seconds from the turn's start to each."""
     total: float = 0.0
+    provider_calls: dict[str, int] = Field(default_factory=dict)
+    """Backend calls made by this turn, keyed ``role.method`` (``voice.synthesize``)."""
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 class Response(_Model):
@@ -477,6 +486,20 @@ class Response(_Model):
         if self.timeline and self.voice and self.timeline.duration == 0.0:
             self.timeline.duration = self.voice.duration
         return self
+
+    def _repr_html_(self) -> str:
+        import html
+
+        parts = [f"<p><b>{html.escape(self.input.text)}</b></p>"]
+        if self.dialogue is not None:
+            parts.append(f"<p>{html.escape(self.dialogue.text)}</p>")
+        if self.video is not None:
+            parts.append(self.video._repr_html_())
+        elif self.voice is not None:
+            parts.append(self.voice._repr_html_())
+        timings = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.metrics.durations.items())
+        parts.append(f"<small>{html.escape(timings)}</small>")
+        return "\n".join(parts)
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write audio, video, image, timeline.json and response.json into ``folder``.

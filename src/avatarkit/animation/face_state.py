@@ -9,7 +9,21 @@ from avatarkit.types import Emotion
 __all__ = ["OCULUS_VISEMES", "FaceState"]
 
 OCULUS_VISEMES: tuple[str, ...] = (
-    "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou",
+    "sil",
+    "PP",
+    "FF",
+    "TH",
+    "DD",
+    "kk",
+    "CH",
+    "SS",
+    "nn",
+    "RR",
+    "aa",
+    "E",
+    "ih",
+    "oh",
+    "ou",
 )
 """The 15 Oculus/Meta visemes, in their index order (sil = 0 … ou = 14)."""
 

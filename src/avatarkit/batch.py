@@ -1,0 +1,212 @@
+"""Batch rendering: many scripts to talking-avatar clips, resumable, on a process pool or Ray.
+
+Input is CSV or JSONL with a ``text`` column and optional ``id``, ``avatar`` (a portrait path),
+``voice`` (a spec) and ``seed``. Each item lands in ``<out>/<id>/``; ``response.json`` is
+written last and atomically, so a rerun skips items that finished and redoes the rest.
+Failures are collected per item in ``<out>/batch-report.json`` instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from avatarkit._files import write_json_atomic
+from avatarkit.errors import ConfigurationError, InputValidationError, MissingExtraError
+
+__all__ = ["BatchItem", "BatchReport", "read_items", "run_batch"]
+
+Executor = Literal["process", "serial", "ray"]
+
+
+class BatchItem(BaseModel):
+    """One script to render."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=120)
+    """Folder name of the result (derived from the text when empty)."""
+    text: str = Field(min_length=1)
+    avatar: str | None = None
+    """Path of a portrait to animate (default: the procedural face for ``seed``)."""
+    voice: str | None = None
+    """Voice spec for this item (default: the batch's voice)."""
+    seed: int = 0
+
+
+class BatchReport(BaseModel):
+    """What a batch run did."""
+
+    done: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list)
+    """Items already finished by an earlier run."""
+    failed: dict[str, str] = Field(default_factory=dict)
+    """Item id → error message."""
+    seconds: float = 0.0
+
+
+def read_items(path: str | Path) -> list[BatchItem]:
+    """Read a CSV (header row) or JSONL file of items; ids are made unique and filled in.
+
+    Raises:
+        InputValidationError: unreadable file, a row without text, or duplicate ids.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputValidationError(f"batch file {p} does not exist", field="path")
+    rows: list[dict[str, Any]]
+    try:
+        if p.suffix.lower() in (".jsonl", ".ndjson"):
+            lines = p.read_text(encoding="utf-8").splitlines()
+            rows = [json.loads(line) for line in lines if line.strip()]
+        elif p.suffix.lower() == ".csv":
+            with p.open(newline="", encoding="utf-8") as fh:
+                rows = [
+                    {k: v for k, v in r.items() if v not in (None, "")} for r in csv.DictReader(fh)
+                ]
+        else:
+            raise InputValidationError(f"{p}: use a .csv or .jsonl file", field="path")
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputValidationError(f"cannot read {p}: {exc}", field="path") from exc
+    items: list[BatchItem] = []
+    for n, row in enumerate(rows, 1):
+        try:
+            item = BatchItem.model_validate(row)
+        except ValidationError as exc:
+            raise InputValidationError(f"{p} item {n}: {exc.errors()[0]['msg']}") from exc
+        if not item.id:
+            item.id = f"{n:05d}-" + hashlib.sha1(item.text.encode()).hexdigest()[:8]
+        items.append(item)
+    ids = [i.id for i in items]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputValidationError(f"{p}: duplicate ids {', '.join(dupes[:5])}", field="id")
+    return items
+
+
+def _is_done(folder: Path) -> bool:
+    return (folder / "response.json").is_file()
+
+
+_bots: dict[tuple[Any, ...], Any] = {}
+
+
+def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tuple[str, str | None]:
+    """Render one item into ``out/<id>``; returns (id, error or None). Runs in a worker."""
+    from avatarkit.bot import AvatarBot
+
+    it = BatchItem.model_validate(item)
+    try:
+        key = (it.voice, it.avatar, it.seed, tuple(sorted(options.items())))
+        bot = _bots.get(key)
+        if bot is None:
+            kwargs = dict(options)
+            if it.voice:
+                kwargs["voice"] = it.voice
+            bot = AvatarBot(
+                chat=None, preprocessor=None, intent=None, sentiment=None,
+                avatar=it.avatar, seed=it.seed, **kwargs,
+            )  # fmt: skip
+            _bots[key] = bot
+        reply = bot.say_sync(it.text)
+        reply.save(Path(out) / it.id)
+        return it.id, None
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return it.id, detail
+
+
+def run_batch(
+    items: Sequence[BatchItem] | str | Path,
+    out: str | Path,
+    *,
+    executor: Executor = "process",
+    workers: int | None = None,
+    voice: str = "local",
+    renderer: str = "local",
+    image: str = "local",
+    progress: Callable[[int, int], None] | None = None,
+) -> BatchReport:
+    """Render every item not finished yet; return what was done, skipped and failed.
+
+    Args:
+        items: Items, or the path of a CSV/JSONL file.
+        out: Output folder; one subfolder per item.
+        executor: ``process`` (a local process pool, default), ``serial`` or ``ray``
+            (a Ray cluster: ``ray.init()`` connects to ``RAY_ADDRESS`` or starts a local one).
+        workers: Processes (default: the CPU count).
+        voice: Voice spec for every item (an item's own ``voice`` overrides it).
+        renderer: Renderer spec.
+        image: Avatar image generator spec (items without an ``avatar`` portrait).
+        progress: ``progress(done, total)`` after each item.
+    """
+    all_items = read_items(items) if isinstance(items, (str, Path)) else list(items)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [it for it in all_items if not _is_done(out_dir / it.id)]
+    report = BatchReport(skipped=[it.id for it in all_items if _is_done(out_dir / it.id)])
+    options = {"voice": voice, "renderer": renderer, "image": image}
+    payload = [(it.model_dump(), str(out_dir), options) for it in todo]
+    total = len(all_items)
+    started = time.perf_counter()
+
+    def record(result: tuple[str, str | None]) -> None:
+        item_id, error = result
+        if error is None:
+            report.done.append(item_id)
+        else:
+            report.failed[item_id] = error
+        write_json_atomic(out_dir / "batch-report.json", report.model_dump())
+        if progress:
+            progress(len(report.done) + len(report.failed) + len(report.skipped), total)
+
+    if executor == "serial":
+        for args in payload:
+            record(render_item(*args))
+    elif executor == "process":
+        _run_pool(payload, workers or os.cpu_count() or 1, record)
+    elif executor == "ray":
+        _run_ray(payload, record)
+    else:
+        raise ConfigurationError(f"unknown executor {executor!r}: use process, serial or ray")
+    report.seconds = time.perf_counter() - started
+    write_json_atomic(out_dir / "batch-report.json", report.model_dump())
+    return report
+
+
+def _run_pool(
+    payload: Iterable[tuple[Any, ...]], workers: int, record: Callable[[Any], None]
+) -> None:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: set[Future[tuple[str, str | None]]] = {
+            pool.submit(render_item, *a) for a in payload
+        }
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                record(fut.result())
+
+
+def _run_ray(payload: Sequence[tuple[Any, ...]], record: Callable[[Any], None]) -> None:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingExtraError("the Ray executor", "ray", missing="ray") from exc
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(render_item)
+    refs = [remote.remote(*args) for args in payload]
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        for ref in ready:
+            record(ray.get(ref))

@@ -1,0 +1,272 @@
+"""A content-addressed cache for speech and renders: a repeated reply costs no provider call.
+
+Keys hash the normalised text, the backend and its settings, the voice, and the avatarkit
+version. Storage is `diskcache` (SQLite-indexed files): size-bounded with least-recently-used
+eviction, safe across threads and processes. Wrap any voice or renderer::
+
+    cache = ReplyCache("~/.cache/avatarkit")
+    voice = cache.voice(create("voice", "elevenlabs:<voice_id>"))
+    bot = AvatarBot(voice=voice, renderer=cache.renderer(create("renderer", "local")))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from avatarkit.metrics import count
+from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities
+from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
+
+__all__ = ["CacheStats", "CachedRenderer", "CachedVoice", "ReplyCache", "backend_fingerprint"]
+
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def normalize_text(text: str) -> str:
+    """The text as the cache sees it: NFKC, whitespace collapsed (case and punctuation kept)."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def backend_fingerprint(backend: Any) -> str:
+    """A stable description of a backend and its settings, for cache keys.
+
+    Uses ``backend.cache_key()`` when the backend defines it; otherwise its class and its public
+    attributes of simple types (strings, numbers, booleans) — never secrets, which avatarkit
+    keeps as ``SecretStr``.
+    """
+    custom = getattr(backend, "cache_key", None)
+    if callable(custom):
+        return f"{type(backend).__module__}.{type(backend).__qualname__}:{custom()}"
+    attrs = {
+        k: v
+        for k, v in sorted(vars(backend).items())
+        if not k.startswith("_") and isinstance(v, _SIMPLE) and "key" not in k.lower()
+    }
+    return f"{type(backend).__module__}.{type(backend).__qualname__}:{json.dumps(attrs)}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avatarkit")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0"
+
+
+@dataclass
+class CacheStats:
+    """Hit and miss counts since the cache object was made (this process)."""
+
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of lookups served from the cache."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+class ReplyCache:
+    """A size-bounded disk cache of voice outputs and rendered clips.
+
+    Args:
+        directory: Where the cache lives (created if missing); a temporary folder when None.
+        size_limit: Bytes kept before least-recently-used entries are evicted (default 2 GiB).
+    """
+
+    def __init__(self, directory: str | Path | None = None, *, size_limit: int = 2 << 30) -> None:
+        import diskcache
+
+        folder = Path(directory).expanduser() if directory else Path(tempfile.mkdtemp())
+        folder.mkdir(parents=True, exist_ok=True)
+        self.directory = folder
+        self._store = diskcache.Cache(
+            str(folder / "index"), size_limit=size_limit, eviction_policy="least-recently-used"
+        )
+        self._videos = folder / "videos"
+        self._videos.mkdir(exist_ok=True)
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+        self._version = _version()
+
+    def key(self, kind: str, *parts: str) -> str:
+        """The content address of an entry."""
+        h = hashlib.sha256(kind.encode())
+        for part in (self._version, *parts):
+            h.update(b"\0" + part.encode())
+        return h.hexdigest()
+
+    def _count(self, hit: bool) -> None:
+        count("cache.hits" if hit else "cache.misses")
+        with self._lock:
+            if hit:
+                self.stats.hits += 1
+            else:
+                self.stats.misses += 1
+
+    def get_voice(self, key: str) -> VoiceOutput | None:
+        """A cached VoiceOutput, or None."""
+        raw = self._store.get(key)
+        self._count(raw is not None)
+        return VoiceOutput.model_validate_json(raw) if raw is not None else None
+
+    def put_voice(self, key: str, voice: VoiceOutput) -> None:
+        """Store a VoiceOutput."""
+        self._store.set(key, voice.model_dump_json())
+
+    def get_video(self, key: str) -> AvatarVideo | None:
+        """A cached clip whose file still exists, or None."""
+        raw = self._store.get(key)
+        video = AvatarVideo.model_validate_json(raw) if raw is not None else None
+        if video is not None and not video.path.exists():
+            video = None
+        self._count(video is not None)
+        return video
+
+    def put_video(self, key: str, video: AvatarVideo) -> AvatarVideo:
+        """Copy the clip into the cache and store its description; returns the cached copy."""
+        from avatarkit._files import copy_atomic
+
+        target = self._videos / f"{key}.{video.format}"
+        copy_atomic(video.path, target)
+        cached = video.model_copy(update={"path": target})
+        self._store.set(key, cached.model_dump_json())
+        return cached
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._store.clear()
+        for f in self._videos.iterdir():
+            f.unlink(missing_ok=True)
+
+    def voice(self, backend: Any) -> CachedVoice:
+        """Wrap a voice so repeated texts are served from this cache."""
+        return CachedVoice(backend, self)
+
+    def renderer(self, backend: Any) -> CachedRenderer:
+        """Wrap a renderer so repeated clips are served from this cache."""
+        return CachedRenderer(backend, self)
+
+    def close(self) -> None:
+        """Close the index (other processes may keep using the folder)."""
+        self._store.close()
+
+
+class CachedVoice:
+    """A voice that answers repeated texts from a ReplyCache; its capabilities are its child's."""
+
+    def __init__(self, inner: Any, cache: ReplyCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self._fingerprint = backend_fingerprint(inner)
+        self._inflight: dict[str, asyncio.Future[VoiceOutput]] = {}
+
+    @property
+    def capabilities(self) -> VoiceCapabilities:
+        """The wrapped voice's capabilities."""
+        caps: VoiceCapabilities = self.inner.capabilities
+        return caps
+
+    def cache_key(self) -> str:
+        """Fingerprint of the wrapped voice (so caches of caches stay consistent)."""
+        return self._fingerprint
+
+    async def synthesize(self, text: str) -> VoiceOutput:
+        """Serve ``text`` from the cache, or synthesise it once and store it.
+
+        Concurrent requests for the same text share one provider call.
+        """
+        key = self.cache.key("voice", self._fingerprint, normalize_text(text))
+        hit = await asyncio.to_thread(self.cache.get_voice, key)
+        if hit is not None:
+            return hit.model_copy(update={"text": text}) if hit.text != text else hit
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[VoiceOutput] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            out: VoiceOutput = await self.inner.synthesize(text)
+            await asyncio.to_thread(self.cache.put_voice, key, out)
+            future.set_result(out)
+            return out
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._inflight.pop(key, None)
+
+    async def prerender(self, texts: Iterable[str]) -> int:
+        """Synthesise every text not yet cached; returns how many were new."""
+        before = self.cache.stats.misses
+        for text in texts:
+            await self.synthesize(text)
+        return self.cache.stats.misses - before
+
+
+class CachedRenderer:
+    """A renderer that serves repeated clips (same image, audio, timeline, settings) from cache."""
+
+    def __init__(self, inner: Any, cache: ReplyCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self._fingerprint = backend_fingerprint(inner)
+
+    @property
+    def capabilities(self) -> RendererCapabilities:
+        """The wrapped renderer's capabilities."""
+        caps: RendererCapabilities = self.inner.capabilities
+        return caps
+
+    async def render(
+        self,
+        image: AvatarImage,
+        voice: VoiceOutput,
+        timeline: Timeline,
+        *,
+        output: Path | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> AvatarVideo:
+        """Serve the clip from the cache, or render it once and store it."""
+        key = self.cache.key(
+            "render",
+            self._fingerprint,
+            hashlib.sha256(image.data).hexdigest(),
+            hashlib.sha256(voice.audio).hexdigest(),
+            timeline.model_dump_json(exclude={"audio_ref"}),
+        )
+        cached = await asyncio.to_thread(self.cache.get_video, key)
+        if cached is None:
+            video: AvatarVideo = await self.inner.render(
+                image, voice, timeline, output=output, progress=progress
+            )
+            cached = await asyncio.to_thread(self.cache.put_video, key, video)
+            return video
+        if output is not None:
+            from avatarkit._files import copy_atomic
+
+            copy_atomic(cached.path, Path(output))
+            return cached.model_copy(update={"path": Path(output)})
+        return cached
+
+
+def default_cache_dir() -> Path:
+    """``$AVATARKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/avatarkit``, else ``~/.cache/avatarkit``."""
+    env = os.environ.get("AVATARKIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "avatarkit"

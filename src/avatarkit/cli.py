@@ -1,0 +1,303 @@
+"""The ``avatarkit`` command line (built on Typer): the seed's four steps and a chat loop.
+
+``create`` runs all four (avatar → script → voice → video); ``avatar``, ``script``, ``speak`` and
+``animate`` run one each; ``chat`` talks turn by turn; ``batch`` renders many scripts;
+``providers`` lists what is usable here.
+Results are written to files: pictures, audio, video and timeline.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from avatarkit.errors import AvatarKitError, StageError
+
+app = typer.Typer(
+    name="avatarkit",
+    help="Animated AI avatars: a face that answers in its own voice, lips in sync.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ChatOpt = Annotated[
+    str, typer.Option("--chat", help="Chat model spec, e.g. local, openai:gpt-4o-mini.")
+]
+VoiceOpt = Annotated[
+    str, typer.Option("--voice", help="Voice spec, e.g. espeak:en-us+f3, elevenlabs:<id>.")
+]
+RendererOpt = Annotated[str, typer.Option("--renderer", help="Renderer spec: local, d-id.")]
+ImageOpt = Annotated[str, typer.Option("--image-backend", help="Avatar image generator spec.")]
+AvatarOpt = Annotated[
+    Path | None, typer.Option("--avatar", help="Use this portrait instead of generating one.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the avatar and its idle motion.")]
+OutDir = Annotated[Path, typer.Option("--output", "-o", help="Folder to write results into.")]
+
+
+def _fail(exc: AvatarKitError) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    if isinstance(exc, StageError) and exc.partial is not None:
+        typer.secho("(the results of earlier stages were kept; see the output folder)", err=True)
+    raise typer.Exit(code=2)
+
+
+def _progress(desc: str) -> Any:
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=desc, unit="frame", leave=False, file=sys.stderr)
+        b = bar["bar"]
+        b.n = done
+        b.refresh()
+        if done >= total:
+            b.close()
+
+    return update
+
+
+def _bot(**kwargs: Any) -> Any:
+    from avatarkit.bot import AvatarBot
+
+    return AvatarBot(**kwargs)
+
+
+def _report(paths: dict[str, Path]) -> None:
+    for kind, path in paths.items():
+        typer.echo(f"{kind:>9}: {path}")
+
+
+@app.command()
+def create(
+    prompt: Annotated[str, typer.Argument(help="What the avatar should talk about.")],
+    output: OutDir = Path("out"),
+    chat: ChatOpt = "local",
+    voice: VoiceOpt = "local",
+    renderer: RendererOpt = "local",
+    image_backend: ImageOpt = "local",
+    avatar: AvatarOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Make a talking-avatar reply: avatar.png, speech.wav, video.mp4 and timeline.json."""
+    try:
+        bot = _bot(
+            chat=chat, voice=voice, renderer=renderer, image=image_backend, avatar=avatar, seed=seed
+        )
+        try:
+            reply = bot.respond_sync(prompt, progress=_progress("rendering"))
+        except StageError as exc:
+            if exc.partial is not None:
+                exc.partial.save(output)
+            raise
+        typer.echo(f"{reply.text}\n")
+        _report(reply.save(output))
+    except AvatarKitError as exc:
+        _fail(exc)
+
+
+@app.command()
+def chat(
+    output: OutDir = Path("out/chat"),
+    chat: ChatOpt = "local",
+    voice: VoiceOpt = "local",
+    renderer: RendererOpt = "local",
+    render: Annotated[bool, typer.Option(help="Render a video for each reply.")] = False,
+    session: Annotated[str, typer.Option(help="Conversation id.")] = "cli",
+) -> None:
+    """Talk with the avatar turn by turn (empty line or Ctrl-D ends); replies are saved per turn."""
+    try:
+        bot = _bot(chat=chat, voice=voice, renderer=renderer if render else None)
+    except AvatarKitError as exc:
+        _fail(exc)
+    turn = 0
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        turn += 1
+        try:
+            reply = bot.respond_sync(line, session_id=session)
+        except AvatarKitError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            continue
+        typer.echo(f"avatar> {reply.text}")
+        reply.save(output / f"turn-{turn:03d}")
+
+
+@app.command()
+def avatar(
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path(
+        "avatar.png"
+    ),
+    style: Annotated[
+        str, typer.Option(help="procedural (local, default) or photo.")
+    ] = "procedural",
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Image generator spec: local, diffusers, automatic1111, openai, test."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder, checkpoint or id.")] = None,
+    prompt: Annotated[str, typer.Option(help="What the avatar looks like.")] = (
+        "a friendly person, portrait, looking at the camera"
+    ),
+    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    seed: SeedOpt = 0,
+    steps: Annotated[int, typer.Option(help="Denoising steps (diffusion backends).")] = 30,
+    size: Annotated[int, typer.Option(help="Image edge in pixels.")] = 512,
+) -> None:
+    """Make the avatar's picture (a procedural face offline, or Stable Diffusion)."""
+    from avatarkit._files import write_bytes_atomic
+    from avatarkit.registry import create as create_backend
+    from avatarkit.types import AvatarPrompt
+
+    spec = backend or ("local" if style == "procedural" else "diffusers")
+    if model:
+        spec = f"{spec.split(':', 1)[0]}:{model}"
+    try:
+        generator = create_backend("image", spec)
+        request = AvatarPrompt(
+            prompt, negative=negative, seed=seed, steps=steps, width=size, height=size
+        )
+        from avatarkit import _sync
+
+        image = _sync.run(generator.generate(request, progress=_progress("generating")))
+        write_bytes_atomic(output, image.data)
+    except AvatarKitError as exc:
+        _fail(exc)
+    typer.echo(f"avatar: {output} ({image.width}x{image.height}, {image.kind})")
+
+
+@app.command()
+def script(
+    prompt: Annotated[
+        str, typer.Argument(help="What the avatar should say, e.g. 'Introduce yourself'.")
+    ],
+    chat: ChatOpt = "local",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Text file to write.")
+    ] = None,
+) -> None:
+    """Write the avatar's speech script for a prompt."""
+    from avatarkit import _sync
+    from avatarkit._files import write_bytes_atomic
+    from avatarkit.dialogue.script import write_script
+    from avatarkit.registry import create as create_backend
+
+    try:
+        text = _sync.run(write_script(prompt, create_backend("chat", chat)))
+    except AvatarKitError as exc:
+        _fail(exc)
+    if output:
+        write_bytes_atomic(output, text.encode() + b"\n")
+        typer.echo(f"script: {output}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def speak(
+    text: Annotated[str, typer.Argument(help="Text to speak.")],
+    output: OutDir = Path("out/speech"),
+    voice: VoiceOpt = "local",
+) -> None:
+    """Speak text: speech audio plus timeline.json (words, phonemes, visemes)."""
+    try:
+        bot = _bot(
+            voice=voice, renderer=None, chat=None, preprocessor=None, intent=None, sentiment=None
+        )
+        _report(bot.say_sync(text, render=False).save(output))
+    except AvatarKitError as exc:
+        _fail(exc)
+
+
+@app.command()
+def animate(
+    text: Annotated[str, typer.Argument(help="Text for the avatar to say.")],
+    output: OutDir = Path("out/animate"),
+    voice: VoiceOpt = "local",
+    renderer: RendererOpt = "local",
+    image_backend: ImageOpt = "local",
+    avatar: AvatarOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Speak and animate text as given: avatar, speech, video and timeline."""
+    try:
+        bot = _bot(
+            voice=voice,
+            renderer=renderer,
+            image=image_backend,
+            avatar=avatar,
+            seed=seed,
+            chat=None,
+            preprocessor=None,
+            intent=None,
+            sentiment=None,
+        )
+        _report(bot.say_sync(text, progress=_progress("rendering")).save(output))
+    except AvatarKitError as exc:
+        _fail(exc)
+
+
+@app.command()
+def batch(
+    scripts: Annotated[
+        Path, typer.Argument(help="CSV or JSONL file: text[, id, avatar, voice, seed].")
+    ],
+    output: OutDir = Path("out/batch"),
+    voice: VoiceOpt = "local",
+    renderer: RendererOpt = "local",
+    image_backend: ImageOpt = "local",
+    executor: Annotated[str, typer.Option(help="process (default), serial or ray.")] = "process",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> None:
+    """Render many scripts to clips; rerunning skips finished items, failures are listed."""
+    from avatarkit.batch import run_batch
+
+    try:
+        report = run_batch(
+            scripts, output, executor=executor, workers=workers,  # type: ignore[arg-type]
+            voice=voice, renderer=renderer, image=image_backend, progress=_progress("batch"),
+        )  # fmt: skip
+    except AvatarKitError as exc:
+        _fail(exc)
+    typer.echo(
+        f"done {len(report.done)}, skipped {len(report.skipped)} (already finished), "
+        f"failed {len(report.failed)} in {report.seconds:.1f}s; report: {output}/batch-report.json"
+    )
+    for item_id, error in report.failed.items():
+        typer.secho(f"  {item_id}: {error}", fg=typer.colors.RED, err=True)
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def providers() -> None:
+    """List providers, the roles they fill and whether each is usable here."""
+    from avatarkit.registry import default_registry
+
+    rows = default_registry.status()
+    typer.echo(f"{'provider':<15}{'usable':<8}{'offline':<9}{'roles':<45}note")
+    for row in rows:
+        typer.echo(
+            f"{row.name:<15}{'yes' if row.usable else 'no':<8}{'yes' if row.offline else '':<9}"
+            f"{', '.join(row.roles):<45}{row.reason}"
+        )
+
+
+def main() -> None:
+    """Entry point of the ``avatarkit`` command."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

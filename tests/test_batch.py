@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avatarkit.batch import BatchItem, read_items, run_batch
+from avatarkit.errors import InputValidationError
+
+SPECS = {"voice": "test", "renderer": "test", "image": "test"}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_read_items_from_csv_and_jsonl(tmp_path: Path) -> None:
+    csv_file = tmp_path / "s.csv"
+    csv_file.write_text("id,text,seed\nhello,Hello there,3\n,Second one,\n")
+    items = read_items(csv_file)
+    assert items[0].id == "hello" and items[0].seed == 3
+    assert items[1].id.startswith("00002-")
+    jl = write_jsonl(tmp_path / "s.jsonl", [{"text": "a"}, {"text": "b", "voice": "test"}])
+    assert [i.voice for i in read_items(jl)] == [None, "test"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"id": "x"}\n', "item 1"),
+        ('{"id": "a", "text": "1"}\n{"id": "a", "text": "2"}\n', "duplicate ids"),
+        ('{"id": "../etc", "text": "1"}\n', "item 1"),
+        ("not json\n", "cannot read"),
+    ],
+)
+def test_bad_batch_files_are_refused(tmp_path: Path, content: str, match: str) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text(content)
+    with pytest.raises(InputValidationError, match=match):
+        read_items(f)
+
+
+def test_batch_renders_collects_failures_and_resumes(tmp_path: Path) -> None:
+    items = [BatchItem(id=f"item{i}", text=f"Script number {i}.") for i in range(4)]
+    items.append(BatchItem(id="broken", text="Uses a voice that is not installed.", voice="nope"))
+    out = tmp_path / "out"
+    seen: list[tuple[int, int]] = []
+    report = run_batch(
+        items, out, executor="serial", progress=lambda d, t: seen.append((d, t)), **SPECS
+    )
+    assert sorted(report.done) == [f"item{i}" for i in range(4)]
+    assert "Unknown provider 'nope'" in report.failed["broken"]
+    assert seen[-1] == (5, 5)
+    for i in range(4):
+        assert {p.name for p in (out / f"item{i}").iterdir()} >= {
+            "speech.wav",
+            "video.gif",
+            "response.json",
+        }
+    saved = json.loads((out / "batch-report.json").read_text())
+    assert saved["failed"].keys() == {"broken"}
+
+    # A rerun (as after a crash) redoes only what did not finish.
+    (out / "item2" / "response.json").unlink()
+    again = run_batch(items, out, executor="serial", **SPECS)
+    assert again.done == ["item2"]
+    assert sorted(again.skipped) == ["item0", "item1", "item3"]
+
+
+def test_process_pool_gives_the_same_results(tmp_path: Path) -> None:
+    items = [BatchItem(id=f"p{i}", text=f"Pool item {i}.") for i in range(4)]
+    report = run_batch(items, tmp_path, executor="process", workers=2, **SPECS)
+    assert sorted(report.done) == ["p0", "p1", "p2", "p3"] and not report.failed

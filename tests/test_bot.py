@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avatarkit import AvatarBot
+from avatarkit.config import resolve_key
+from avatarkit.errors import (
+    ConfigurationError,
+    InputValidationError,
+    MissingKeyError,
+    StageError,
+    UnknownProviderError,
+)
+from avatarkit.registry import Provider, Registry
+from avatarkit.testing import (
+    FakeChatModel,
+    FakeExpressionPolicy,
+    FakeImageGenerator,
+    FakeIntentClassifier,
+    FakePreprocessor,
+    FakeRenderer,
+    FakeSentimentAnalyzer,
+    FakeVoice,
+)
+from avatarkit.types import AvatarPrompt, Emotion
+
+
+def fake_bot(**overrides: Any) -> AvatarBot:
+    roles: dict[str, Any] = {
+        "preprocessor": FakePreprocessor(),
+        "intent": FakeIntentClassifier(),
+        "sentiment": FakeSentimentAnalyzer(),
+        "chat": FakeChatModel("Hello! Pleased to meet you, my friend."),
+        "voice": FakeVoice(),
+        "image": FakeImageGenerator(),
+        "renderer": FakeRenderer(),
+        "expression": FakeExpressionPolicy(),
+    }
+    roles.update(overrides)
+    return AvatarBot(**roles)
+
+
+async def test_one_turn_returns_a_consistent_response() -> None:
+    bot = fake_bot()
+    reply = await bot.respond("hello there")
+    assert reply.text == "Hello! Pleased to meet you, my friend."
+    assert reply.intent is not None and reply.intent.top == "greeting"
+    assert reply.sentiment is not None and reply.sentiment.emotion is Emotion.HAPPY
+    assert reply.voice is not None and reply.timeline is not None
+    assert reply.timeline.problems() == []
+    assert reply.timeline.visemes, "lip sync produced no visemes"
+    assert reply.timeline.duration == pytest.approx(reply.voice.duration)
+    assert [w.text for w in reply.timeline.words] == reply.text.split()
+    assert reply.timeline.expressions and reply.timeline.expressions[0].emotion is Emotion.HAPPY
+    assert reply.video is not None and reply.video.path.exists()
+    assert reply.image is not None
+    assert set(reply.metrics.durations) >= {
+        "preprocess",
+        "intent",
+        "sentiment",
+        "dialogue",
+        "voice",
+        "expression",
+        "animate",
+        "render",
+    }
+
+
+async def test_voice_and_expression_overlap_in_time() -> None:
+    delay = 0.4
+    bot = fake_bot(
+        voice=FakeVoice(delay=delay), expression=FakeExpressionPolicy(delay=delay), renderer=None
+    )
+    t0 = time.perf_counter()
+    reply = await bot.respond("hello")
+    elapsed = time.perf_counter() - t0
+    assert reply.metrics.durations["voice"] >= delay
+    assert reply.metrics.durations["expression"] >= delay
+    assert elapsed < 1.5 * delay, f"took {elapsed:.2f}s: voice and expression ran one after another"
+
+
+async def test_understanding_and_avatar_image_run_beside_the_turn() -> None:
+    bot = fake_bot(
+        intent=FakeIntentClassifier(delay=0.3),
+        sentiment=FakeSentimentAnalyzer(delay=0.3),
+        image=FakeImageGenerator(delay=0.6),
+    )
+    t0 = time.perf_counter()
+    await bot.respond("hello")
+    elapsed = time.perf_counter() - t0
+    # Sequential would be 0.3 + 0.3 + 0.6 = 1.2 s; concurrent is about max(0.3, 0.6).
+    assert elapsed < 0.95, f"took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "\x00\x07\x1b", None, 42])
+async def test_bad_input_is_refused_before_any_backend_is_called(text: Any) -> None:
+    bot = fake_bot()
+    with pytest.raises(InputValidationError):
+        await bot.respond(text)
+    for role in ("preprocessor", "intent", "sentiment", "voice", "renderer", "expression"):
+        assert getattr(bot, role).calls == [], f"{role} was called"
+    assert bot.dialogue is not None and bot.dialogue.chat.calls == []  # type: ignore[attr-defined]
+
+
+async def test_text_over_the_configured_limit_is_refused() -> None:
+    from avatarkit.config import Settings
+
+    bot = fake_bot()
+    bot.settings = Settings(max_input_chars=10)
+    with pytest.raises(InputValidationError, match="limit is 10"):
+        await bot.respond("this is longer than ten characters")
+    assert bot.voice.calls == []  # type: ignore[union-attr]
+
+
+def test_unknown_provider_spec_fails_at_construction() -> None:
+    with pytest.raises(UnknownProviderError, match="Did you mean 'test'"):
+        AvatarBot(chat="test", voice="tets", renderer=None)
+
+
+def test_missing_key_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAIDVOICE_API_KEY", raising=False)
+    calls: list[str] = []
+
+    class PaidVoice(FakeVoice):
+        def __init__(self) -> None:
+            super().__init__()
+            self.key = resolve_key("paidvoice", None, "PAIDVOICE_API_KEY")
+
+    reg = Registry()
+    reg.register(
+        Provider("paidvoice", voice=lambda name, **kw: PaidVoice(), env_key="PAIDVOICE_API_KEY")
+    )
+    chat = FakeChatModel()
+    with pytest.raises(MissingKeyError, match="PAIDVOICE_API_KEY"):
+        AvatarBot(chat=chat, voice="paidvoice", renderer=None, registry=reg)
+    assert chat.calls == [] and calls == []
+
+
+def test_backend_object_must_fill_its_role() -> None:
+    with pytest.raises(ConfigurationError, match="does not implement"):
+        AvatarBot(chat=FakeChatModel(), voice=object(), renderer=None)
+
+
+class BrokenRenderer(FakeRenderer):
+    async def render(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("GPU on fire")
+
+
+async def test_late_stage_failure_keeps_earlier_results(tmp_path: Path) -> None:
+    bot = fake_bot(renderer=BrokenRenderer())
+    with pytest.raises(StageError) as info:
+        await bot.respond("hello")
+    err = info.value
+    assert err.stage == "render" and "GPU on fire" in str(err)
+    partial = err.partial
+    assert partial.voice is not None and partial.timeline is not None and partial.video is None
+    assert partial.text == "Hello! Pleased to meet you, my friend."
+    written = partial.save(tmp_path)
+    assert {"audio", "timeline", "response", "image"} <= set(written)
+
+
+async def test_voice_failure_names_the_stage_and_keeps_the_reply() -> None:
+    class MuteVoice(FakeVoice):
+        async def synthesize(self, text: str) -> Any:
+            raise ConnectionError("speaker unplugged")
+
+    bot = fake_bot(voice=MuteVoice())
+    with pytest.raises(StageError) as info:
+        await bot.respond("hello")
+    assert info.value.stage == "voice"
+    assert info.value.partial.dialogue.text.startswith("Hello!")
+
+
+async def test_emotion_tags_are_stripped_before_speech() -> None:
+    voice = FakeVoice()
+    bot = fake_bot(
+        chat=FakeChatModel("[happy] Great to see you again!"), voice=voice, renderer=None
+    )
+    reply = await bot.respond("hi")
+    assert reply.text == "Great to see you again!"
+    assert reply.dialogue is not None and reply.dialogue.emotion_tags == ["happy"]
+    assert voice.calls == ["Great to see you again!"]
+
+
+def test_sync_facade_and_avatar_generated_once() -> None:
+    image = FakeImageGenerator()
+    bot = fake_bot(image=image, avatar=AvatarPrompt("a robot", seed=3))
+    first = bot.respond_sync("hello")
+    second = bot.respond_sync("hello again")
+    assert first.image == second.image
+    assert len(image.calls) == 1 and image.calls[0].prompt == "a robot"
+
+
+async def test_sessions_keep_separate_histories() -> None:
+    chat = FakeChatModel(["one", "two", "three"])
+    bot = fake_bot(chat=chat, voice=None, renderer=None)
+    await bot.respond("hi from A", session_id="a")
+    await bot.respond("hi from B", session_id="b")
+    await bot.respond("again from A", session_id="a")
+    last_messages = chat.calls[-1]
+    contents = [m.content for m in last_messages]
+    assert "hi from A" in contents and "hi from B" not in contents

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from avatarkit.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "command", ["create", "chat", "avatar", "script", "speak", "animate", "batch", "providers"]
+)
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_providers_lists_builtins_with_usability() -> None:
+    result = runner.invoke(app, ["providers"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:] if line.strip()}
+    assert "test" in lines and " yes " in lines["test"]
+    assert "local" in lines
+
+
+def test_unknown_spec_gives_a_clear_error_and_exit_code() -> None:
+    result = runner.invoke(app, ["speak", "hello", "--voice", "nosuchvoice"])
+    assert result.exit_code == 2
+    assert "Unknown provider 'nosuchvoice'" in result.output
+
+
+def test_import_avatarkit_pulls_in_no_heavy_stack() -> None:
+    code = (
+        "import sys, avatarkit; avatarkit.AvatarBot; "
+        "print(','.join(m for m in ('torch','diffusers','transformers','openai','cv2','sklearn')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

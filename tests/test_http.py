@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from avatarkit._http import ConnectOptions, HttpClient, parse_retry_after
+from avatarkit.errors import (
+    AuthenticationError,
+    ProviderConnectionError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+)
+
+FAST = ConnectOptions(max_retries=3, backoff_initial=0.01, backoff_max=0.05, deadline=5.0)
+
+
+def client(handler, **kw) -> HttpClient:  # type: ignore[no-untyped-def]
+    return HttpClient(
+        "acme",
+        "https://api.acme.test/v1",
+        transport=httpx.MockTransport(handler),
+        options=kw.pop("options", FAST),
+        **kw,
+    )
+
+
+async def test_retries_429_honouring_retry_after_then_succeeds() -> None:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return httpx.Response(
+                429, headers={"Retry-After": "0.2"}, json={"error": {"message": "slow down"}}
+            )
+        return httpx.Response(200, json={"ok": True})
+
+    resp = await client(handler).request("POST", "/things", json={"a": 1})
+    assert resp.json() == {"ok": True}
+    assert len(calls) == 2
+    assert calls[1] - calls[0] >= 0.19
+
+
+async def test_5xx_is_retried_until_attempts_run_out() -> None:
+    n = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        return httpx.Response(
+            503, json={"error": {"message": "overloaded"}}, headers={"x-request-id": "req_123"}
+        )
+
+    with pytest.raises(ProviderStatusError) as info:
+        await client(handler).request("GET", "/x")
+    assert n == 4  # first try + 3 retries
+    assert info.value.status == 503 and info.value.retryable
+    assert info.value.request_id == "req_123"
+    assert "overloaded" in str(info.value) and "req_123" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (401, {"detail": {"status": "invalid_api_key", "message": "bad key"}}, AuthenticationError),
+        (
+            402,
+            {"kind": "InsufficientCreditsError", "description": "not enough credits"},
+            QuotaExceededError,
+        ),
+        (400, {"error": {"message": "no", "code": "bad_request"}}, ProviderStatusError),
+    ],
+)
+async def test_4xx_is_final_and_mapped(status: int, body: dict, error: type) -> None:
+    n = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        return httpx.Response(status, json=body)
+
+    with pytest.raises(error) as info:
+        await client(handler).request("GET", "/x")
+    assert n == 1
+    assert not info.value.retryable
+    assert info.value.status == status
+
+
+async def test_connection_errors_are_retried_and_mapped() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(ProviderConnectionError):
+        await client(
+            handler, options=ConnectOptions(max_retries=1, backoff_initial=0.01, deadline=2)
+        ).request("GET", "/")
+
+
+async def test_total_deadline_ends_retries_with_a_timeout_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "0.3"})
+
+    t0 = time.monotonic()
+    with pytest.raises((ProviderTimeoutError, RateLimitError)):
+        await client(handler, options=ConnectOptions(max_retries=50, deadline=1.0)).request(
+            "GET", "/"
+        )
+    assert time.monotonic() - t0 < 1.5
+
+
+async def test_retry_after_longer_than_allowed_is_not_waited_for() -> None:
+    n = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        return httpx.Response(429, headers={"Retry-After": "600"})
+
+    with pytest.raises(RateLimitError) as info:
+        await client(handler).request("GET", "/")
+    assert n == 1 and info.value.retry_after == 600
+
+
+async def test_stream_reads_chunks_and_retries_before_first_byte() -> None:
+    n = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal n
+        n += 1
+        if n == 1:
+            return httpx.Response(500)
+        return httpx.Response(200, content=b"line1\nline2\n")
+
+    async with client(handler).stream("POST", "/s") as resp:
+        lines = [line async for line in resp.aiter_lines()]
+    assert lines == ["line1", "line2"] and n == 2
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
+    assert parse_retry_after({}) is None
+    assert (
+        parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
+        == 10.0
+    )

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avatarkit.testing import fake_speech
+from avatarkit.types import (
+    AvatarImage,
+    DialogueResponse,
+    PhonemeTiming,
+    Response,
+    Timeline,
+    UserInput,
+    VisemeCue,
+    WordTiming,
+)
+
+
+def test_response_json_round_trip_keeps_audio_bytes() -> None:
+    voice = fake_speech("Hello big world")
+    resp = Response(
+        input=UserInput(text="hi"), dialogue=DialogueResponse(text="Hello big world"), voice=voice
+    )
+    again = Response.model_validate_json(resp.model_dump_json())
+    assert again.voice is not None
+    assert again.voice.audio == voice.audio
+    assert again.voice.words == voice.words
+    assert again.text == "Hello big world"
+
+
+def test_timeline_problems_flags_unsorted_and_out_of_audio_cues() -> None:
+    ok = Timeline(
+        duration=1.0,
+        visemes=[
+            VisemeCue(viseme="PP", start=0.0, end=0.2),
+            VisemeCue(viseme="aa", start=0.2, end=0.5),
+        ],
+    )
+    assert ok.problems() == []
+    bad = Timeline(
+        duration=1.0,
+        words=[WordTiming(text="b", start=0.5, end=0.6), WordTiming(text="a", start=0.1, end=1.4)],
+    )
+    problems = bad.problems()
+    assert any("starts before" in p for p in problems)
+    assert any("after the audio" in p for p in problems)
+    backwards = Timeline(duration=1.0, phonemes=[PhonemeTiming(phoneme="a", start=0.4, end=0.3)])
+    assert any("ends" in p for p in backwards.problems())
+
+
+def test_viseme_at_returns_silence_outside_cues() -> None:
+    tl = Timeline(duration=1.0, visemes=[VisemeCue(viseme="aa", start=0.2, end=0.4)])
+    assert tl.viseme_at(0.3) == "aa"
+    assert tl.viseme_at(0.1) == "sil"
+    assert tl.viseme_at(0.4) == "sil"
+
+
+def test_fake_speech_words_index_the_text() -> None:
+    text = "Pack my box, please!"
+    voice = fake_speech(text)
+    assert [text[w.char_start : w.char_end] for w in voice.words] == [w.text for w in voice.words]
+    assert (
+        Timeline(duration=voice.duration, words=voice.words, phonemes=voice.phonemes).problems()
+        == []
+    )
+
+
+def test_save_writes_every_part_atomically(tmp_path: Path) -> None:
+    voice = fake_speech("Hi there")
+    image = AvatarImage(data=b"\x89PNG fake", width=8, height=8)
+    resp = Response(
+        input=UserInput(text="hi"),
+        voice=voice,
+        image=image,
+        timeline=Timeline(duration=voice.duration, words=voice.words),
+    )
+    paths = resp.save(tmp_path / "out")
+    assert {p.name for p in paths.values()} == {
+        "speech.wav",
+        "avatar.png",
+        "timeline.json",
+        "response.json",
+    }
+    assert (tmp_path / "out" / "speech.wav").read_bytes() == voice.audio
+    timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
+    assert timeline["audio_ref"] == "speech.wav"
+    summary = json.loads((tmp_path / "out" / "response.json").read_text())
+    assert summary["files"]["audio"] == "speech.wav"
+    assert "audio" not in summary["voice"]  # media stay in their own files
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_save_failure_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import avatarkit._files as files
+
+    voice = fake_speech("Hi there")
+    resp = Response(input=UserInput(text="hi"), voice=voice)
+
+    def boom(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        resp.save(tmp_path)
+    assert list(tmp_path.iterdir()) == []
