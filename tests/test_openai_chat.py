@@ -30,7 +30,7 @@ from avatarkit.errors import (
     RateLimitError,
 )
 from avatarkit.ports import ChatModel
-from avatarkit.providers.openai_chat import OpenAIChat, make_openai_chat
+from avatarkit.providers.openai_chat import OpenAIChat, make_chat
 from avatarkit.types import ChatMessage
 
 KEY = "sk-test-0123456789abcdef"
@@ -382,7 +382,7 @@ def test_key_from_environment_and_missing_key(monkeypatch: pytest.MonkeyPatch) -
         OpenAIChat()
     assert "OPENAI_API_KEY" in str(info.value)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    chat = make_openai_chat("gpt-4o")
+    chat = make_chat("gpt-4o")
     assert chat.model == "gpt-4o"
     assert KEY not in repr(chat)
 

@@ -15,7 +15,7 @@ from avatarkit.ports import ChatModel
 from avatarkit.providers.transformers_chat import (
     TransformersChat,
     find_smollm2_gguf,
-    make_transformers_chat,
+    make_chat,
 )
 from avatarkit.types import ChatMessage
 
@@ -30,7 +30,7 @@ def _smollm2_or_skip() -> Path:
 def test_smollm2_alias_points_at_the_shipped_gguf() -> None:
     gguf = _smollm2_or_skip()
     assert gguf.suffix == ".gguf" and gguf.stat().st_size > 10_000_000
-    chat = make_transformers_chat("smollm2", max_new_tokens=4)
+    chat = make_chat("smollm2", max_new_tokens=4)
     assert isinstance(chat, ChatModel)
     assert chat.capabilities.offline and chat.capabilities.streaming
     assert "smollm2" in repr(chat)

@@ -1,9 +1,9 @@
 """Intent handlers: your Python functions answer particular intents, like Rasa's custom actions.
 
-A handler is any function, plain or ``async``, that takes the conversation state and the user's
-input and returns the reply text, or ``None`` to let the chat model answer instead::
+A handler is any function, plain or ``async``, that takes the user's input and the conversation
+state and returns the reply text, or ``None`` to let the chat model answer instead::
 
-    def opening_hours(state: DialogueState, user: UserInput) -> str | None:
+    def opening_hours(user: UserInput, state: DialogueState) -> str | None:
         return "We are open nine to five, Monday to Friday."
 
     manager = DialogueManager(chat, handlers={"opening_hours": opening_hours})
@@ -27,20 +27,20 @@ from avatarkit.types import DialogueState, UserInput
 
 __all__ = ["ACTIVE_FORM_KEY", "Handler", "SlotForm", "call_handler"]
 
-Handler = Callable[[DialogueState, UserInput], str | None | Awaitable[str | None]]
-"""``handler(state, user)`` returns the reply, or ``None`` to fall through to the chat model."""
+Handler = Callable[[UserInput, DialogueState], str | None | Awaitable[str | None]]
+"""``handler(user, state)`` returns the reply, or ``None`` to fall through to the chat model."""
 
 ACTIVE_FORM_KEY = "active_form"
 """Key in ``DialogueState.context`` naming the form that is collecting slots, if any."""
 
 
-async def call_handler(handler: Handler, state: DialogueState, user: UserInput) -> str | None:
+async def call_handler(handler: Handler, user: UserInput, state: DialogueState) -> str | None:
     """Call a sync or async handler and return its reply (``None``: fall through).
 
     Raises:
         ConfigurationError: the handler returned something other than a string or ``None``.
     """
-    result: Any = handler(state, user)
+    result: Any = handler(user, state)
     if inspect.isawaitable(result):
         result = await cast(Awaitable[Any], result)
     if result is not None and not isinstance(result, str):
@@ -51,7 +51,7 @@ async def call_handler(handler: Handler, state: DialogueState, user: UserInput) 
     return result if result is None or result.strip() else None
 
 
-SubmitFn = Callable[[DialogueState, UserInput], str | Awaitable[str]]
+SubmitFn = Callable[[UserInput, DialogueState], str | Awaitable[str]]
 
 
 class SlotForm:
@@ -60,7 +60,7 @@ class SlotForm:
     Args:
         name: The form's name; also the intent it usually answers (``"book_appointment"``).
         slots: Slot name → the question that asks for it, in the order to ask them.
-        submit: Called once every slot is filled: a function ``(state, user) -> str`` (sync or
+        submit: Called once every slot is filled: a function ``(user, state) -> str`` (sync or
             async), or a template string filled from the slots (``"Booked for {date} at {time}."``).
         cancel_words: Phrases that abandon the form.
         cancel_reply: What to say when the user cancels.
@@ -109,7 +109,7 @@ class SlotForm:
         """Whether this form is collecting slots in ``state``."""
         return state.context.get(ACTIVE_FORM_KEY) == self.name
 
-    async def __call__(self, state: DialogueState, user: UserInput) -> str | None:
+    async def __call__(self, user: UserInput, state: DialogueState) -> str | None:
         """Ask for the next missing slot, or submit when all are filled."""
         if self._cancel is not None and self._cancel.search(user.text) and self.is_active(state):
             state.context.pop(ACTIVE_FORM_KEY, None)
@@ -124,7 +124,7 @@ class SlotForm:
         if isinstance(self.submit, str):
             reply: str = self.submit.format_map(_Defaulting(state.slots))
         else:
-            result: Any = self.submit(state, user)
+            result: Any = self.submit(user, state)
             if inspect.isawaitable(result):
                 result = await cast(Awaitable[Any], result)
             reply = str(result)

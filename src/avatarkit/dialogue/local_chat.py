@@ -49,7 +49,7 @@ __all__ = [
     "KnowledgeEntry",
     "LocalChatModel",
     "load_knowledge",
-    "make_local_chat",
+    "make_chat",
 ]
 
 FALLBACK_ID = "fallback"
@@ -392,7 +392,7 @@ class _Keep(dict[str, Any]):
         return ""
 
 
-def make_local_chat(name: str | None = None, **options: Any) -> LocalChatModel:
+def make_chat(name: str | None = None, **options: Any) -> LocalChatModel:
     """Factory for the spec ``"local"`` or ``"local:<knowledge file>"``.
 
     Args:

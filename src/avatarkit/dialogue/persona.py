@@ -5,7 +5,7 @@ local responder's templates (``{name}``, ``{backstory}``...). Keep it in YAML be
 
     name: Ada
     backstory: A museum guide who loves early computers.
-    speaking_style: warm, curious, short sentences
+    style: warm, curious, short sentences
     avatar_prompt: a friendly woman in her thirties, portrait, soft light
     knowledge: ada_faq.md        # relative to this YAML file
 """
@@ -36,10 +36,10 @@ class Persona(BaseModel):
         "I like to help people and to have a good conversation."
     )
     """Who the avatar is, in its own words or in the third person."""
-    speaking_style: str = "warm, clear and concise; short sentences that sound good spoken aloud"
+    style: str = "warm, clear and concise; short sentences that sound good spoken aloud"
     """How it talks; goes into the system prompt."""
-    avatar_prompt: AvatarPrompt | None = None
-    """The prompt its picture is made from."""
+    avatar_prompt: str = "a friendly person, portrait, looking at the camera"
+    """The prompt its picture is made from (see :class:`~avatarkit.types.AvatarPrompt`)."""
     knowledge: Path | None = None
     """A Q&A file (YAML or Markdown) the local responder answers from."""
     language: str = "en"
@@ -51,17 +51,22 @@ class Persona(BaseModel):
     max_reply_sentences: int = Field(default=3, ge=1, le=50)
     """Ask for at most this many sentences per reply (spoken replies should be short)."""
 
+    def __init__(self, name: str | None = None, /, **data: Any) -> None:
+        if name is not None:
+            data["name"] = name
+        super().__init__(**data)
+
     @field_validator("avatar_prompt", mode="before")
     @classmethod
-    def _prompt_from_str(cls, value: Any) -> Any:
-        return AvatarPrompt(value) if isinstance(value, str) else value
+    def _prompt_to_str(cls, value: Any) -> Any:
+        return value.prompt if isinstance(value, AvatarPrompt) else value
 
     def system_prompt(self) -> str:
         """The chat model's system prompt for this persona."""
         parts = [
             f"You are {self.name}, an animated avatar who talks with people out loud.",
             f"Backstory: {self.backstory.strip()}",
-            f"Speaking style: {self.speaking_style.strip()}.",
+            f"Speaking style: {self.style.strip().rstrip('.')}.",
             f"Answer in at most {self.max_reply_sentences} sentences of plain spoken text: "
             "no markdown, no lists, no emoji, no stage directions.",
         ]
@@ -82,7 +87,7 @@ class Persona(BaseModel):
         return {
             "name": self.name,
             "backstory": self.backstory.strip(),
-            "speaking_style": self.speaking_style.strip(),
+            "style": self.style.strip(),
             "language": self.language,
         }
 

@@ -120,7 +120,7 @@ class JsonFileStore:
     """One indented JSON file per session in a folder, each written atomically.
 
     Readable and diffable; fine for a handful of sessions. The file name is the session id,
-    percent-encoded so any id is a safe name (``"a/b"`` → ``a%2Fb.json``).
+    percent-encoded so any id is a safe, visible name (``"a/b"`` → ``a%2Fb.json``).
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -134,7 +134,10 @@ class JsonFileStore:
     def path_for(self, session_id: str) -> Path:
         """The file that holds ``session_id``."""
         check_session_id(session_id)
-        return self.folder / (urllib.parse.quote(session_id, safe="") + ".json")
+        name = urllib.parse.quote(session_id, safe="")
+        if name.startswith("."):  # no hidden files, no "..": a leading dot is encoded too
+            name = "%2E" + name[1:]
+        return self.folder / (name + ".json")
 
     async def load(self, session_id: str) -> DialogueState:
         """Read the session's file, or return a new empty state when there is none.

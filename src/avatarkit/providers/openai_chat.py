@@ -39,7 +39,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("the OpenAI chat model", "openai", "openai") from _exc
 
-__all__ = ["DEFAULT_OPENAI_MODEL", "OpenAIChat", "make_openai_chat"]
+__all__ = ["DEFAULT_OPENAI_MODEL", "OpenAIChat", "make_chat"]
 
 _log = get_logger("avatarkit.providers.openai_chat")
 
@@ -338,7 +338,7 @@ class OpenAIChat:
         await self._client.close()
 
 
-def make_openai_chat(name: str | None = None, **options: Any) -> OpenAIChat:
+def make_chat(name: str | None = None, **options: Any) -> OpenAIChat:
     """Factory for the spec ``"openai"`` or ``"openai:<model>"``; ``options`` go to OpenAIChat."""
     model = options.pop("model", None)
     return OpenAIChat(name or model or DEFAULT_OPENAI_MODEL, **options)

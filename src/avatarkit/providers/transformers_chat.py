@@ -56,7 +56,7 @@ __all__ = [
     "TransformersChat",
     "default_cache_dir",
     "find_smollm2_gguf",
-    "make_transformers_chat",
+    "make_chat",
 ]
 
 _log = get_logger("avatarkit.providers.transformers_chat")
@@ -407,7 +407,7 @@ class TransformersChat:
         return "".join([piece async for piece in self.stream(messages)]).strip()
 
 
-def make_transformers_chat(name: str | None = None, **options: Any) -> TransformersChat:
+def make_chat(name: str | None = None, **options: Any) -> TransformersChat:
     """Factory for ``"transformers"`` (SmolLM2) or ``"transformers:<folder, .gguf or 'smollm2'>"``."""
     model = options.pop("model", None)
     return TransformersChat(name or model or "smollm2", **options)
