@@ -439,7 +439,9 @@ class AvatarBot:
 
         lip = lipsync(voice, text=reply.text)
         timed = resolve_times(expressions, voice.words)
-        poses = plan_pose(voice.words, voice.phonemes, voice.duration, seed=self.seed)
+        poses = plan_pose(
+            voice.words, voice.phonemes, voice.duration, seed=self.seed, expressions=timed
+        )
         return timeline_from(voice, lip, expressions=timed, poses=poses)
 
 
