@@ -23,7 +23,7 @@ __all__ = ["MAX_PROMPT_CHARS", "clean_script", "write_script", "write_script_syn
 MAX_PROMPT_CHARS = 4000
 """Longest prompt accepted."""
 
-_STAGE = re.compile(r"(?<!\w)\*{1,2}[^*\n]{1,80}\*{1,2}(?!\w)")
+_STAGE = re.compile(r"(?<![\w*])\*[^*\n]{1,80}\*(?![\w*])")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+.*$", re.MULTILINE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 _LABEL = re.compile(r"^\s*(?:script|speech|transcript|answer)\s*:\s*", re.IGNORECASE)
@@ -34,13 +34,13 @@ _QUOTES = ('"', "“", "”", "'")
 def clean_script(text: str, *, max_words: int | None = None) -> str:
     """Turn a model's answer into plain speakable text.
 
-    Removes headings, bullets, ``*stage directions*``, emphasis marks, a leading "Script:" label
+    Removes headings, bullets, ``*stage directions*`` (single stars), emphasis marks, a leading "Script:" label
     and quotes around the whole text; joins lines; cuts after the last whole sentence that fits
     ``max_words`` (always keeping the first sentence).
     """
     text = _HEADING.sub("", text)
+    text = _EMPHASIS.sub("", text)  # **bold** first, so only *single-starred* actions remain
     text = _STAGE.sub("", text)
-    text = _EMPHASIS.sub("", text)
     text = _BULLET.sub("", text)
     text = _LABEL.sub("", text.strip())
     text = " ".join(text.split())
