@@ -59,7 +59,9 @@ def test_persona_from_yaml_resolves_the_knowledge_path(tmp_path: Path) -> None:
     "content, match",
     [("name: [unclosed", "not valid YAML"), ("- a list", "mapping"), ("nmae: Ada", "invalid")],
 )
-def test_bad_persona_files_are_configuration_errors(tmp_path: Path, content: str, match: str) -> None:
+def test_bad_persona_files_are_configuration_errors(
+    tmp_path: Path, content: str, match: str
+) -> None:
     (tmp_path / "p.yaml").write_text(content)
     with pytest.raises(ConfigurationError, match=match):
         Persona.from_yaml(tmp_path / "p.yaml")
@@ -76,7 +78,10 @@ def test_persona_accepts_the_name_positionally() -> None:
 
 def _history(n: int) -> DialogueState:
     return DialogueState(
-        turns=[DialogueTurn(user=f"user message {i} " * 5, assistant=f"reply {i} " * 5) for i in range(n)]
+        turns=[
+            DialogueTurn(user=f"user message {i} " * 5, assistant=f"reply {i} " * 5)
+            for i in range(n)
+        ]
     )
 
 
@@ -102,7 +107,9 @@ def test_history_without_budget_keeps_all_and_max_turns_limits() -> None:
 
 
 def test_history_budget_too_small_still_keeps_persona_and_question() -> None:
-    msgs = build_messages(_history(3), "question", system="a long system prompt " * 20, max_tokens=10)
+    msgs = build_messages(
+        _history(3), "question", system="a long system prompt " * 20, max_tokens=10
+    )
     assert [m.role for m in msgs] == ["system", "user"]
 
 
@@ -122,7 +129,12 @@ def test_tokenizer_counter_uses_encode() -> None:
 
 def test_slots_are_extracted_and_normalised() -> None:
     found = extract_slots("I'm Ada Lovelace, ada@Example.org, next Friday at 3:30 pm", now=NOW)
-    assert found == {"email": "ada@example.org", "date": "2026-12-04", "time": "15:30", "name": "Ada Lovelace"}
+    assert found == {
+        "email": "ada@example.org",
+        "date": "2026-12-04",
+        "time": "15:30",
+        "name": "Ada Lovelace",
+    }
     assert extract_slots("on March 3rd at noon", now=NOW) == {"date": "2027-03-03", "time": "12:00"}
     assert extract_slots("call me at +44 20 7946 0958 tomorrow", now=NOW) == {
         "phone": "+442079460958",
@@ -174,7 +186,9 @@ async def test_slot_form_collects_slots_across_turns_then_submits() -> None:
     chat = FakeChatModel("chat")
     manager = DialogueManager(chat, handlers={"book": form}, clock=lambda: NOW)
 
-    assert (await manager.respond(user("I want to book"), intent=intent("book"))).text == "Which day?"
+    assert (
+        await manager.respond(user("I want to book"), intent=intent("book"))
+    ).text == "Which day?"
     # The form stays active whatever the classifier thinks the next message is.
     r = await manager.respond(user("tomorrow please"), intent=intent("out_of_scope"))
     assert (r.text, r.handled_by) == ("What time?", "handler:book")
@@ -184,7 +198,9 @@ async def test_slot_form_collects_slots_across_turns_then_submits() -> None:
     state = await manager.load("s")
     assert "active_form" not in state.context and "date" not in state.slots
     # Afterwards the chat model answers again.
-    assert (await manager.respond(user("thanks"), intent=intent("thanks"))).handled_by == "FakeChatModel"
+    assert (
+        await manager.respond(user("thanks"), intent=intent("thanks"))
+    ).handled_by == "FakeChatModel"
 
 
 async def test_slot_form_skips_slots_given_up_front_and_can_be_cancelled() -> None:
@@ -196,7 +212,9 @@ async def test_slot_form_skips_slots_given_up_front_and_can_be_cancelled() -> No
     assert (await manager.respond(user("book again"), intent=intent("book"))).text == "Which day?"
     r = await manager.respond(user("never mind"), intent=intent("other"))
     assert r.text == "All right, I have cancelled that."
-    assert (await manager.respond(user("hello"), intent=intent("greeting"))).handled_by == "FakeChatModel"
+    assert (
+        await manager.respond(user("hello"), intent=intent("greeting"))
+    ).handled_by == "FakeChatModel"
 
 
 # --------------------------------------------------------------------------- the manager
@@ -210,10 +228,14 @@ async def test_chat_model_gets_persona_history_and_known_slots() -> None:
         return f"reply {len(seen)}"
 
     manager = DialogueManager(
-        FunctionChatModel(reply), persona=Persona("Ada", backstory="I love maths."), clock=lambda: NOW
+        FunctionChatModel(reply),
+        persona=Persona("Ada", backstory="I love maths."),
+        clock=lambda: NOW,
     )
     await manager.respond(user("Hello, my name is Grace"))
-    await manager.respond(user("What do you like?"), sentiment=Sentiment(compound=0.6, emotion=Emotion.HAPPY))
+    await manager.respond(
+        user("What do you like?"), sentiment=Sentiment(compound=0.6, emotion=Emotion.HAPPY)
+    )
     last = seen[-1]
     assert last[0].role == "system" and "You are Ada" in last[0].content
     assert "I love maths." in last[0].content and "name: Grace" in last[0].content
@@ -256,7 +278,9 @@ async def test_handle_and_record_for_streaming_turns() -> None:
     assert await manager.handle(user("hello"), intent("greeting")) == "Which day?"
     assert await manager.handle(user("Monday"), None) == "Booked 2026-11-30."
     assert await manager.handle(user("hi"), intent("greeting")) is None
-    await manager.record(user("hi there"), "Hello! (only what was heard)", intent=intent("greeting"))
+    await manager.record(
+        user("hi there"), "Hello! (only what was heard)", intent=intent("greeting")
+    )
     state = await manager.load("s")
     assert [t.assistant for t in state.turns] == ["Hello! (only what was heard)"]
     assert state.turns[0].intent == "greeting"
@@ -292,7 +316,8 @@ async def test_stored_history_is_bounded_and_reset_forgets() -> None:
 
 async def test_write_script_asks_in_persona_and_cleans_the_answer() -> None:
     chat = FakeChatModel(
-        '## My intro\n"**Hello!** *smiles warmly* I am Ada.\n- I guide visitors.\n- I love old computers."'
+        '## My intro\n"**Hello!** *smiles warmly* I am Ada.\n'
+        '- I guide visitors.\n- I love old computers."'
     )
     text = await write_script("Introduce yourself", chat, Persona("Ada"), max_words=50)
     assert text == "Hello! I am Ada. I guide visitors. I love old computers."

@@ -1,4 +1,4 @@
-"""LocalChatModel: retrieval + templates over the persona and knowledge files; offline and stable."""
+"""LocalChatModel: retrieval + templates over the persona and knowledge files; offline, stable."""
 
 from __future__ import annotations
 
@@ -75,7 +75,10 @@ def test_greeting_plus_question_answers_the_question(model: LocalChatModel) -> N
 
 
 def test_users_name_is_used_once_known(model: LocalChatModel) -> None:
-    assert ask(model, "My name is Grace") in ("Nice to meet you, Grace!", "Lovely to meet you, Grace.")
+    assert ask(model, "My name is Grace") in (
+        "Nice to meet you, Grace!",
+        "Lovely to meet you, Grace.",
+    )
 
 
 def test_unknown_questions_get_a_polite_fallback(model: LocalChatModel) -> None:
@@ -109,7 +112,10 @@ def test_persona_is_read_from_a_system_prompt_when_not_given() -> None:
     model = LocalChatModel()
     system = Persona("Zed", backstory="I sell bicycles.").system_prompt()
     reply = model.reply(
-        [ChatMessage(role="system", content=system), ChatMessage(role="user", content="who are you")]
+        [
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content="who are you"),
+        ]
     )
     assert reply == "Hi, I'm Zed. I sell bicycles."
 
@@ -118,10 +124,13 @@ def test_markdown_and_yaml_knowledge_files(tmp_path: Path) -> None:
     md = tmp_path / "shop.md"
     md.write_text(
         "# Shop FAQ\n\n## When are you open? | What are your opening hours?\n"
-        "We are open from nine to five.\n\n## Where is the shop?\nOn Main Street.\n---\nBy the station.\n"
+        "We are open from nine to five.\n\n## Where is the shop?\n"
+        "On Main Street.\n---\nBy the station.\n"
     )
     yml = tmp_path / "extra.yaml"
-    yml.write_text("- id: parking\n  questions: [\"Where can I park?\"]\n  answers: Behind the shop.\n")
+    yml.write_text(
+        '- id: parking\n  questions: ["Where can I park?"]\n  answers: Behind the shop.\n'
+    )
     model = LocalChatModel(Persona("Ada", knowledge=md), knowledge=yml)
     assert ask(model, "what are the opening hours") == "We are open from nine to five."
     assert ask(model, "where's the shop?") in ("On Main Street.", "By the station.")

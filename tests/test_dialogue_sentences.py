@@ -48,7 +48,9 @@ def test_any_chunking_gives_the_same_sentences(chunking: str) -> None:
 def test_sentence_released_on_the_delta_that_completes_it() -> None:
     s = SentenceSplitter()
     assert s.push("Hello there.") == []  # could still be "there.com" or an abbreviation
-    assert s.push(" ") == ["Hello there."]  # full stop + space: known complete, no next token needed
+    assert s.push(" ") == [
+        "Hello there."
+    ]  # full stop + space: known complete, no next token needed
     assert s.push("How are") == []
     assert s.push(" you?\n") == ["How are you?"]
     assert s.flush() == []
@@ -65,7 +67,9 @@ def test_abbreviations_do_not_end_a_sentence_early() -> None:
 
 def test_run_on_text_is_cut_at_a_comma() -> None:
     s = SentenceSplitter(max_chars=60)
-    out = s.push("one two three four five six seven, eight nine ten eleven twelve thirteen fourteen")
+    out = s.push(
+        "one two three four five six seven, eight nine ten eleven twelve thirteen fourteen"
+    )
     assert out == ["one two three four five six seven,"]
     assert s.flush() == ["eight nine ten eleven twelve thirteen fourteen"]
 
@@ -74,7 +78,10 @@ def test_other_languages_and_unknown_ones() -> None:
     s = SentenceSplitter("de-DE")
     out = s.push("Hallo Welt. Wie geht es dir? ") + s.flush()
     assert out == ["Hallo Welt.", "Wie geht es dir?"]
-    assert split_text("Hello. World.", language="xx") == ["Hello.", "World."]  # falls back to English
+    assert split_text("Hello. World.", language="xx") == [
+        "Hello.",
+        "World.",
+    ]  # falls back to English
 
 
 def test_max_chars_must_be_sensible() -> None:

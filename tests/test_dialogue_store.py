@@ -42,7 +42,12 @@ def _state(session: str, n: int = 1) -> DialogueState:
     return DialogueState(
         session_id=session,
         turns=[
-            DialogueTurn(user=f"question {i}", assistant=f"answer {i}", intent="greeting", emotion=Emotion.HAPPY)
+            DialogueTurn(
+                user=f"question {i}",
+                assistant=f"answer {i}",
+                intent="greeting",
+                emotion=Emotion.HAPPY,
+            )
             for i in range(n)
         ],
         context={"topic": "museums"},
@@ -139,7 +144,9 @@ async def test_sqlite_is_a_real_wal_database(tmp_path: Path) -> None:
     await store.aclose()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        (raw,) = conn.execute("SELECT state FROM dialogue_sessions WHERE session_id='s1'").fetchone()
+        (raw,) = conn.execute(
+            "SELECT state FROM dialogue_sessions WHERE session_id='s1'"
+        ).fetchone()
     assert DialogueState.model_validate_json(raw) == original
 
 
@@ -243,5 +250,8 @@ def test_a_restarted_bot_continues_the_same_conversation(tmp_path: Path) -> None
     # Process 2 (a fresh interpreter): the form resumes where it stopped, with the name kept.
     second = _run_bot(tmp_path, db, "visitor-1", "tomorrow at 3pm please")
     assert second["reply"] == "You are booked on 2026-11-28 at 15:00, Grace."
-    assert second["turns"] == ["My name is Grace and I need an appointment", "tomorrow at 3pm please"]
+    assert second["turns"] == [
+        "My name is Grace and I need an appointment",
+        "tomorrow at 3pm please",
+    ]
     assert second["slots"] == {"name": "Grace"}  # the form's own slots are cleared on submit

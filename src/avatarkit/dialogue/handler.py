@@ -20,14 +20,14 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from avatarkit.errors import ConfigurationError
 from avatarkit.types import DialogueState, UserInput
 
 __all__ = ["ACTIVE_FORM_KEY", "Handler", "SlotForm", "call_handler"]
 
-Handler = Callable[[UserInput, DialogueState], str | None | Awaitable[str | None]]
+Handler = Callable[[UserInput, DialogueState], str | Awaitable[str | None] | None]
 """``handler(user, state)`` returns the reply, or ``None`` to fall through to the chat model."""
 
 ACTIVE_FORM_KEY = "active_form"
@@ -42,7 +42,7 @@ async def call_handler(handler: Handler, user: UserInput, state: DialogueState) 
     """
     result: Any = handler(user, state)
     if inspect.isawaitable(result):
-        result = await cast(Awaitable[Any], result)
+        result = await result
     if result is not None and not isinstance(result, str):
         name = getattr(handler, "__name__", repr(handler))
         raise ConfigurationError(
@@ -126,7 +126,7 @@ class SlotForm:
         else:
             result: Any = self.submit(user, state)
             if inspect.isawaitable(result):
-                result = await cast(Awaitable[Any], result)
+                result = await result
             reply = str(result)
         if self.clear_on_submit:
             for slot in self.slots:

@@ -1,5 +1,4 @@
-"""The dialogue manager: persona, history, slots, intent handlers and a chat model turn a user
-input into a reply.
+"""The dialogue manager: persona, history, slots, handlers and a chat model answer each input.
 
 One turn goes like this:
 
@@ -107,9 +106,7 @@ class DialogueManager:
         self.slot_extractors = DEFAULT_EXTRACTORS if slot_extractors is None else slot_extractors
         self.max_stored_turns = max_stored_turns
         self._clock = clock or (lambda: dt.datetime.now().astimezone())
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def __repr__(self) -> str:
         return (

@@ -34,9 +34,9 @@ _QUOTES = ('"', "“", "”", "'")
 def clean_script(text: str, *, max_words: int | None = None) -> str:
     """Turn a model's answer into plain speakable text.
 
-    Removes headings, bullets, ``*stage directions*`` (single stars), emphasis marks, a leading "Script:" label
-    and quotes around the whole text; joins lines; cuts after the last whole sentence that fits
-    ``max_words`` (always keeping the first sentence).
+    Removes headings, bullets, ``*stage directions*`` (single stars), emphasis marks, a leading
+    "Script:" label and quotes around the whole text; joins lines; cuts after the last whole
+    sentence that fits ``max_words`` (always keeping the first sentence).
     """
     text = _HEADING.sub("", text)
     text = _EMPHASIS.sub("", text)  # **bold** first, so only *single-starred* actions remain

@@ -59,7 +59,9 @@ class SentenceSplitter:
 
     def __init__(self, language: str = "en", *, max_chars: int = 400) -> None:
         if max_chars < 20:
-            raise InputValidationError(f"max_chars must be >= 20, got {max_chars}", field="max_chars")
+            raise InputValidationError(
+                f"max_chars must be >= 20, got {max_chars}", field="max_chars"
+            )
         self._seg = _segmenter(language)
         self.max_chars = max_chars
         self._buf = ""

@@ -133,26 +133,27 @@ def _faster_gguf_conversion() -> Iterator[None]:
     reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], Any] = {}
 
-    def reader(path: Any, mode: str = "r") -> Any:
-        key = (str(path), mode)
+    def reader(path: Any, mode: Any = "r") -> Any:
+        key = (str(path), str(mode))
         if key not in readers:
             readers[key] = reader_cls(path, mode)
         return readers[key]
 
     with _GGUF_PATCH_LOCK:
-        gguf.GGUFReader = reader
-        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+        setattr(gguf, "GGUFReader", reader)  # noqa: B010 - a temporary patch, not an attribute
+        setattr(gguf, "get_tensor_name_map", functools.lru_cache(maxsize=None)(name_map))  # noqa: B010
         try:
             yield
         finally:
-            gguf.GGUFReader, gguf.get_tensor_name_map = reader_cls, name_map
+            setattr(gguf, "GGUFReader", reader_cls)  # noqa: B010
+            setattr(gguf, "get_tensor_name_map", name_map)  # noqa: B010
             readers.clear()
 
 
 _GGUF_PATCH_LOCK = threading.Lock()
 
 
-class _StopFlag(StoppingCriteria):  # type: ignore[misc]
+class _StopFlag(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
@@ -269,8 +270,8 @@ class TransformersChat:
                 if not (folder / "config.json").is_file():
                     self._convert(folder)
             try:
-                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+                tokenizer: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                model: Any = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
             except (OSError, ValueError) as exc:
                 raise ConfigurationError(f"cannot load a causal LM from {folder}: {exc}") from exc
             model.to(self.device)
@@ -283,10 +284,10 @@ class TransformersChat:
         _log.info("converting %s for transformers (once; cached in %s)", self._gguf.name, target)
         try:
             with _faster_gguf_conversion():
-                tokenizer = AutoTokenizer.from_pretrained(
+                tokenizer: Any = AutoTokenizer.from_pretrained(
                     self._gguf.parent, gguf_file=self._gguf.name, local_files_only=True
                 )
-                model = AutoModelForCausalLM.from_pretrained(
+                model: Any = AutoModelForCausalLM.from_pretrained(
                     self._gguf.parent, gguf_file=self._gguf.name, local_files_only=True
                 )
         except ImportError as exc:
@@ -368,7 +369,7 @@ class TransformersChat:
             raise InputValidationError("messages must not be empty", field="messages")
         await self.load()
         enc = self._encode(messages)
-        streamer = TextIteratorStreamer(
+        streamer: Any = TextIteratorStreamer(
             self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=None
         )
         stop = threading.Event()
@@ -408,7 +409,7 @@ class TransformersChat:
 
 
 def make_chat(name: str | None = None, **options: Any) -> TransformersChat:
-    """Factory for ``"transformers"`` (SmolLM2) or ``"transformers:<folder, .gguf or 'smollm2'>"``."""
+    """Factory for ``"transformers"`` (SmolLM2) or ``"transformers:<folder, .gguf, 'smollm2'>"``."""
     model = options.pop("model", None)
     return TransformersChat(name or model or "smollm2", **options)
 
