@@ -88,7 +88,7 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
         status = exc.status_code
         message, code, kind = _error_details(exc.body)
         text = redact(message or f"the server answered HTTP {status}")
-        request_id = exc.request_id
+        request_id = getattr(exc, "request_id", None) or exc.response.headers.get("x-request-id")
         retry_after = _retry_after(exc.response.headers)
         common: dict[str, Any] = {"provider": provider, "status": status, "request_id": request_id}
         if code == "insufficient_quota" or kind == "insufficient_quota":

