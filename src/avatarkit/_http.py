@@ -16,9 +16,10 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -44,11 +45,14 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "ConnectOptions",
     "HttpClient",
+    "error_for",
     "map_status_error",
     "parse_retry_after",
 ]
 
 _log = get_logger("avatarkit.http")
+
+T = TypeVar("T")
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-trace-id", "x-amzn-requestid")
 
@@ -164,6 +168,28 @@ def map_status_error(provider: str, response: httpx.Response) -> ProviderError:
     )
 
 
+def error_for(
+    provider: str,
+    response: httpx.Response,
+    cls: type[ProviderError],
+    *,
+    message: str | None = None,
+    code: str | None = None,
+    retryable: bool | None = None,
+) -> ProviderError:
+    """An error of class ``cls`` for ``response`` (for ``classify=`` hooks retyping an error)."""
+    body_message, body_code = _body_message(response)
+    return cls(
+        redact(message or body_message),
+        provider=provider,
+        status=response.status_code,
+        request_id=_request_id(response),
+        code=code or body_code,
+        retryable=retryable,
+        retry_after=parse_retry_after(response.headers),
+    )
+
+
 def _map_transport_error(provider: str, exc: httpx.HTTPError) -> ProviderError:
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeoutError(f"no answer in time ({type(exc).__name__})", provider=provider)
@@ -236,9 +262,26 @@ class HttpClient:
                 transport=self._transport,
                 auth=self._auth,
                 follow_redirects=True,
+                event_hooks={"request": [self._keep_headers_home]},
             )
             self._clients[loop] = client
         return client
+
+    async def _keep_headers_home(self, request: httpx.Request) -> None:
+        """Drop our headers (keys among them) from requests to another origin (redirects).
+
+        httpx strips ``Authorization`` on a cross-origin redirect but forwards custom headers
+        such as ``xi-api-key``.
+        """
+        home = httpx.URL(self.base_url) if self.base_url else None
+        if home is None or (request.url.scheme, request.url.host, request.url.port) == (
+            home.scheme,
+            home.host,
+            home.port,
+        ):
+            return
+        for name in self._headers:
+            request.headers.pop(name, None)
 
     async def aclose(self) -> None:
         """Close the client bound to the running loop."""
@@ -299,6 +342,72 @@ class HttpClient:
                     remaining = opts.deadline - (time.monotonic() - start)
                     return await self._send_once(method, path, opts, remaining, kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        model: type[T],
+        *,
+        options: ConnectOptions | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Send a request and validate its JSON body as ``model``, inside the retry loop.
+
+        A body that is not JSON or does not fit ``model`` (a truncated or garbled answer) counts
+        as a retryable failure, so it is retried like a 5xx and ends as a typed error.
+
+        Raises:
+            ProviderStatusError: the body never validated (``code="invalid_response"``).
+            ProviderError: the most specific subclass for other failures.
+        """
+        _, parsed = await self.request_parsed(method, path, model, options=options, **kwargs)
+        return parsed
+
+    async def request_parsed(
+        self,
+        method: str,
+        path: str,
+        model: type[T],
+        *,
+        options: ConnectOptions | None = None,
+        **kwargs: Any,
+    ) -> tuple[httpx.Response, T]:
+        """Like :meth:`request_json`, also returning the response (for its headers)."""
+        opts = options or self.options
+        adapter: TypeAdapter[T] = TypeAdapter(model)
+        async with self._deadline(opts):
+            start = time.monotonic()
+            async for attempt in self._retrying(opts):
+                with attempt:
+                    remaining = opts.deadline - (time.monotonic() - start)
+                    response = await self._send_once(method, path, opts, remaining, kwargs)
+                    return response, self.parse(response, adapter)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def parse(self, response: httpx.Response, adapter: TypeAdapter[T]) -> T:
+        """Validate a response body with ``adapter``; a bad body raises a retryable error."""
+        return self.parse_line(response, response.content, adapter)
+
+    def parse_line(self, response: httpx.Response, data: str | bytes, adapter: TypeAdapter[T]) -> T:
+        """Validate one JSON document (a body, or one line of NDJSON) from ``response``."""
+        try:
+            return adapter.validate_json(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if errors:
+                where = ".".join(str(p) for p in errors[0]["loc"])
+                detail = f"{where}: {errors[0]['msg']}" if where else errors[0]["msg"]
+            else:
+                detail = str(exc)
+            raise ProviderStatusError(
+                f"unexpected response body ({redact(detail)[:200]})",
+                provider=self.provider,
+                status=response.status_code,
+                request_id=_request_id(response),
+                code="invalid_response",
+                retryable=True,
+            ) from exc
 
     async def _send_once(
         self,
