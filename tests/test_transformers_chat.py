@@ -83,3 +83,12 @@ async def test_smollm2_answers_offline_and_second_load_uses_the_cache(tmp_path: 
     assert second.loaded_from == first.loaded_from
     assert cached_s < convert_s / 2, (cached_s, convert_s)
     assert await second.complete(messages) == answer.strip()  # greedy decoding: same answer
+
+    # Closing the stream early stops generation instead of writing 400 unread tokens.
+    second.max_new_tokens = 400
+    story = [ChatMessage(role="user", content="Tell me a very long story about a dragon.")]
+    start = time.perf_counter()
+    stream = second.stream(story)
+    got = [await anext(stream), await anext(stream)]
+    await stream.aclose()
+    assert all(got) and time.perf_counter() - start < 15
