@@ -216,6 +216,16 @@ async def test_stream_yields_deltas_until_done(server: FakeOpenAI) -> None:
                 chunk({"content": " there."}),
                 chunk({"content": " I'm Ava."}),
                 chunk({}, finish="stop"),
+                json.dumps(  # stream_options.include_usage: a last chunk with no choices
+                    {
+                        "id": "chatcmpl-2",
+                        "object": "chat.completion.chunk",
+                        "created": 1_700_000_000,
+                        "model": "gpt-test",
+                        "choices": [],
+                        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+                    }
+                ),
                 "[DONE]",
             ]
         )
