@@ -195,3 +195,27 @@ async def test_local_model_in_a_manager_conversation() -> None:
     assert "Grace" in first.text
     assert second.handled_by == "LocalChatModel"
     assert len((await manager.load("default")).turns) == 2
+
+
+async def test_a_bot_persona_with_knowledge_reaches_the_registry_local_model(
+    tmp_path: Path,
+) -> None:
+    import avatarkit as ak
+
+    faq = tmp_path / "faq.md"
+    faq.write_text("## When are you open?\nFrom nine to five, every day.\n")
+    persona = Persona("Ada", backstory="I run the bakery.", knowledge=faq)
+    bot = ak.AvatarBot(
+        chat="local",
+        persona=persona,
+        voice=None,
+        renderer=None,
+        preprocessor=None,
+        intent=None,
+        sentiment=None,
+        expression=None,
+    )
+    hours = await bot.respond("when are you open?")
+    who = await bot.respond("who are you?")
+    assert hours.dialogue is not None and hours.dialogue.text == "From nine to five, every day."
+    assert who.dialogue is not None and who.dialogue.text == "Hi, I'm Ada. I run the bakery."

@@ -285,6 +285,21 @@ class LocalChatModel:
         name = self.persona.name if self.persona else None
         return f"LocalChatModel(persona={name!r}, entries={len(self.entries)})"
 
+    def use_persona(self, persona: Persona) -> None:
+        """Speak as ``persona`` from now on, answering from its knowledge file too.
+
+        The dialogue manager calls this on a local model that was made without a persona
+        (``chat="local"``), so the persona given to the bot reaches the answers.
+
+        Raises:
+            ConfigurationError: the persona's knowledge file cannot be read.
+        """
+        added = load_knowledge(persona.knowledge) if persona.knowledge is not None else []
+        keep = [e for e in self.entries if e.id not in {a.id for a in added}]
+        self.persona = persona
+        self.entries = added + keep
+        self._index = None
+
     @property
     def capabilities(self) -> ChatCapabilities:
         """Streams, runs offline; no JSON-schema output."""

@@ -36,6 +36,7 @@ from avatarkit.types import (
 
 from .handler import ACTIVE_FORM_KEY, Handler, SlotForm, call_handler
 from .history import TokenCounter, build_messages, estimate_tokens
+from .local_chat import LocalChatModel
 from .persona import Persona
 from .slot import DEFAULT_EXTRACTORS, SlotExtractor, extract_slots
 from .store import DialogueStore, InMemoryStore, check_session_id
@@ -98,6 +99,9 @@ class DialogueManager:
             )
         self.chat = chat
         self.persona = persona if persona is not None else Persona()
+        local = getattr(chat, "inner", chat)  # the bot wraps backends in a concurrency limiter
+        if isinstance(local, LocalChatModel) and local.persona is None:
+            local.use_persona(self.persona)
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.max_history_turns = max_history_turns
         self.store: DialogueStore = store if store is not None else InMemoryStore()
