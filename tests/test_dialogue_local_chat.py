@@ -76,8 +76,8 @@ def test_greeting_plus_question_answers_the_question(model: LocalChatModel) -> N
 
 def test_users_name_is_used_once_known(model: LocalChatModel) -> None:
     assert ask(model, "My name is Grace") in (
-        "Nice to meet you, Grace!",
-        "Lovely to meet you, Grace.",
+        "[happy] Nice to meet you, Grace!",
+        "[happy] Lovely to meet you, Grace.",
     )
 
 
@@ -135,7 +135,7 @@ def test_markdown_and_yaml_knowledge_files(tmp_path: Path) -> None:
     assert ask(model, "what are the opening hours") == "We are open from nine to five."
     assert ask(model, "where's the shop?") in ("On Main Street.", "By the station.")
     assert ask(model, "where do I park my car") == "Behind the shop."
-    assert ask(model, "hello").startswith(("Hello", "Hi", "Hey"))  # built-ins still there
+    assert ask(model, "hello").startswith(("[happy] Hello", "[happy] Hi", "[happy] Hey"))
 
 
 def test_a_persona_entry_replaces_the_built_in_one() -> None:
@@ -149,6 +149,7 @@ def test_a_persona_entry_replaces_the_built_in_one() -> None:
     [
         ("k.yaml", "- questions: [hi]\n", "needs answers"),
         ("k.yaml", "just a string", "must be a list"),
+        ("k.yaml", "- {questions: [hi], answers: [yo], emotion: giddy}", "has emotion 'giddy'"),
         ("k.md", "no headings here", "no '## question' headings"),
         ("k.md", "## Question?\n\n", "has no answer"),
         ("k.txt", "## q\na", "must end in"),
@@ -219,3 +220,29 @@ async def test_a_bot_persona_with_knowledge_reaches_the_registry_local_model(
     who = await bot.respond("who are you?")
     assert hours.dialogue is not None and hours.dialogue.text == "From nine to five, every day."
     assert who.dialogue is not None and who.dialogue.text == "Hi, I'm Ada. I run the bakery."
+
+
+def test_emotion_tags_lead_tagged_answers_and_can_be_turned_off() -> None:
+    tagged = LocalChatModel(ADA)
+    assert ask(tagged, "this is terrible, it doesn't work").startswith("[sad] I'm sorry")
+    assert ask(tagged, "who are you").startswith("Hi, I'm Ada.")  # a neutral entry: no tag
+    plain = LocalChatModel(ADA, emotion_tags=False)
+    assert ask(plain, "this is terrible, it doesn't work").startswith("I'm sorry")
+
+
+async def test_the_bot_turns_local_emotion_tags_into_expression_cues() -> None:
+    import avatarkit as ak
+
+    bot = ak.AvatarBot(
+        chat="local",
+        voice=None,
+        renderer=None,
+        preprocessor=None,
+        intent=None,
+        sentiment=None,
+        expression=None,
+    )
+    reply = await bot.respond("Thanks a lot!")
+    assert reply.dialogue is not None
+    assert reply.dialogue.emotion_tags == ["happy"]
+    assert not reply.dialogue.text.startswith("[")

@@ -39,7 +39,7 @@ import yaml
 
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.ports import ChatCapabilities
-from avatarkit.types import ChatMessage
+from avatarkit.types import ChatMessage, Emotion
 
 from .persona import DEFAULT_PERSONA, Persona
 from .slot import extract_name
@@ -52,6 +52,7 @@ __all__ = [
     "make_chat",
 ]
 
+_EMOTIONS = frozenset(e.value for e in Emotion)
 FALLBACK_ID = "fallback"
 GREETING_ID = "greeting"
 _EPOCH = dt.datetime(2000, 1, 1)  # extract_name ignores the clock
@@ -73,6 +74,8 @@ class KnowledgeEntry:
     questions: tuple[str, ...]
     answers: tuple[str, ...]
     source: str = field(default="", compare=False)
+    emotion: str | None = None
+    """An :class:`~avatarkit.types.Emotion` value the answer is said with (``"happy"``)."""
 
 
 def _entries_from_yaml(text: str, source: str) -> list[KnowledgeEntry]:
@@ -99,12 +102,19 @@ def _entries_from_yaml(text: str, source: str) -> list[KnowledgeEntry]:
         if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
             raise ConfigurationError(f"knowledge file {source}: entry {i} needs answers")
         entry_id = str(item.get("id") or (questions[0] if questions else f"entry{i}"))
+        emotion = item.get("emotion")
+        if emotion is not None and emotion not in _EMOTIONS:
+            raise ConfigurationError(
+                f"knowledge file {source}: entry {entry_id!r} has emotion {emotion!r}; "
+                f"use one of {', '.join(sorted(_EMOTIONS))}"
+            )
         out.append(
             KnowledgeEntry(
                 entry_id,
                 tuple(q.strip() for q in questions if q.strip()),
                 tuple(a.strip() for a in answers),
                 source,
+                emotion,
             )
         )
     return out
@@ -244,6 +254,8 @@ class LocalChatModel:
             entry with the same id replaces the built-in entry).
         include_defaults: Also answer from the built-in knowledge file.
         threshold: Lowest similarity (0-1) that counts as a match; below it, the fallback answers.
+        emotion_tags: Start an answer whose entry has an ``emotion`` with its tag (``[happy]``),
+            which the bot turns into the face's expression and removes before speech.
     """
 
     def __init__(
@@ -253,6 +265,7 @@ class LocalChatModel:
         knowledge: str | Path | Sequence[str | Path | KnowledgeEntry] | None = None,
         include_defaults: bool = True,
         threshold: float = 0.45,
+        emotion_tags: bool = True,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise InputValidationError(
@@ -260,6 +273,7 @@ class LocalChatModel:
             )
         self.persona = persona
         self.threshold = threshold
+        self.emotion_tags = emotion_tags
         sources: list[str | Path | KnowledgeEntry] = []
         if isinstance(knowledge, str | Path):
             sources.append(knowledge)
@@ -383,6 +397,8 @@ class LocalChatModel:
         reply = " ".join(a for a in answers if a)
         if greet and not re.match(r"(?i)(hi|hello|hey)\b", reply):
             reply = "Hello! " + reply
+        if self.emotion_tags and matched[0].emotion:
+            reply = f"[{matched[0].emotion}] {reply}"
         return reply
 
     def _fill(self, entry: KnowledgeEntry, fields: dict[str, Any], turn: int) -> str:
