@@ -92,18 +92,19 @@ def build_messages(
     head = [ChatMessage(role="system", content=system)] if system else []
     tail = [ChatMessage(role="user", content=user_text)]
     turns = state.turns if max_turns is None else state.turns[len(state.turns) - max_turns :]
-    if max_turns == 0:
-        turns = []
 
-    budget = None if max_tokens is None else max_tokens - count_message_tokens(head + tail, counter)
-    if budget is not None and budget < 0:
-        _log.warning(
-            "the system prompt and the user message alone need %d tokens, over the budget of "
-            "%d; sending them without history",
-            max_tokens - budget if max_tokens is not None else 0,
-            max_tokens,
-        )
-        return head + tail
+    budget: int | None = None
+    if max_tokens is not None:
+        needed = count_message_tokens(head + tail, counter)
+        if needed > max_tokens:
+            _log.warning(
+                "the system prompt and the user message alone need %d tokens, over the budget "
+                "of %d; sending them without history",
+                needed,
+                max_tokens,
+            )
+            return head + tail
+        budget = max_tokens - needed
 
     kept: list[ChatMessage] = []
     for turn in reversed(turns):
