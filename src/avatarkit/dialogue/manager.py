@@ -1,12 +1,27 @@
-"""The dialogue manager: persona, history and a chat model turn a user input into a reply."""
+"""The dialogue manager: persona, history, slots, handlers and a chat model answer each input.
+
+One turn goes like this:
+
+1. the session's :class:`~avatarkit.types.DialogueState` is loaded from the store;
+2. slot extractors fill ``state.slots`` from the message (date, time, e-mail, phone, name);
+3. a form that is still collecting slots gets the message; otherwise the handler registered
+   for the classified intent does (your Python function, like a Rasa action);
+4. if no handler answered (or it returned ``None``), the chat model writes the reply from the
+   persona's system prompt and as much recent history as fits the token budget;
+5. the turn is appended and the state saved.
+
+Each session is processed one turn at a time (a lock per session); different sessions run
+concurrently and never see each other's state.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+import datetime as dt
+import weakref
+from collections.abc import Callable, Mapping
 
+from avatarkit.errors import InputValidationError
 from avatarkit.ports import ChatModel
 from avatarkit.types import (
     ChatMessage,
@@ -19,57 +34,166 @@ from avatarkit.types import (
     UserInput,
 )
 
-__all__ = ["DialogueManager", "Handler", "Persona"]
+from .handler import ACTIVE_FORM_KEY, Handler, SlotForm, call_handler
+from .history import TokenCounter, build_messages, estimate_tokens
+from .local_chat import LocalChatModel
+from .persona import Persona
+from .slot import DEFAULT_EXTRACTORS, SlotExtractor, extract_slots
+from .store import DialogueStore, InMemoryStore, check_session_id
+
+__all__ = ["DialogueManager", "Handler", "Persona", "SlotForm"]
 
 
-@dataclass
-class Persona:
-    """Who the avatar is: the chat model's system prompt is built from this."""
+class DialogueManager:
+    """Keeps per-session state and answers each input with a handler or the chat model.
 
-    name: str = "Ava"
-    backstory: str = "a friendly animated assistant made with avatarkit"
-    style: str = "warm, concise, two or three short sentences"
-    avatar_prompt: str = "a friendly person, portrait, looking at the camera"
+    Args:
+        chat: Writes every reply no handler gives.
+        persona: Who the avatar is; its system prompt leads every chat request.
+        handlers: Intent name → handler ``(user, state) -> str | None`` (sync or async), or a
+            :class:`~avatarkit.dialogue.handler.SlotForm`.
+        max_history_turns: Past turns sent to the chat model at most.
+        store: Where sessions live between turns (default: in memory). Use
+            :class:`~avatarkit.dialogue.store.SQLiteStore` to survive restarts.
+        max_history_tokens: Token budget of everything sent to the chat model; the persona and
+            the new message are always kept, the oldest turns dropped first. ``None``: no limit.
+        token_counter: Counts tokens for the budget (default: characters / 4).
+        slot_extractors: Slot name → extractor run on every message; ``None`` gives
+            :data:`~avatarkit.dialogue.slot.DEFAULT_EXTRACTORS`, ``{}`` turns extraction off.
+        max_stored_turns: Turns kept in the stored state (oldest dropped). ``None``: all.
+        clock: Returns "now" for relative dates ("tomorrow"); defaults to the local time.
 
-    def system_prompt(self) -> str:
-        """The system message for chat models."""
+    Example::
+
+        manager = DialogueManager(
+            LocalChatModel(),
+            persona=Persona("Ada", backstory="I guide visitors through the museum."),
+            store=SQLiteStore("conversations.db"),
+            handlers={"opening_hours": lambda user, state: "We open at nine."},
+        )
+        reply = await manager.respond(UserInput(text="Hi!", session_id="visitor-1"))
+    """
+
+    def __init__(
+        self,
+        chat: ChatModel,
+        persona: Persona | None = None,
+        handlers: Mapping[str, Handler] | None = None,
+        max_history_turns: int = 8,
+        *,
+        store: DialogueStore | None = None,
+        max_history_tokens: int | None = None,
+        token_counter: TokenCounter = estimate_tokens,
+        slot_extractors: Mapping[str, SlotExtractor] | None = None,
+        max_stored_turns: int | None = 500,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        if max_history_turns < 0:
+            raise InputValidationError(
+                f"max_history_turns must be >= 0, got {max_history_turns}",
+                field="max_history_turns",
+            )
+        if max_stored_turns is not None and max_stored_turns < 1:
+            raise InputValidationError(
+                f"max_stored_turns must be >= 1, got {max_stored_turns}", field="max_stored_turns"
+            )
+        self.chat = chat
+        self.persona = persona if persona is not None else Persona()
+        local = getattr(chat, "inner", chat)  # the bot wraps backends in a concurrency limiter
+        if isinstance(local, LocalChatModel) and local.persona is None:
+            local.use_persona(self.persona)
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.max_history_turns = max_history_turns
+        self.store: DialogueStore = store if store is not None else InMemoryStore()
+        self.max_history_tokens = max_history_tokens
+        self.token_counter = token_counter
+        self.slot_extractors = DEFAULT_EXTRACTORS if slot_extractors is None else slot_extractors
+        self.max_stored_turns = max_stored_turns
+        self._clock = clock or (lambda: dt.datetime.now().astimezone())
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __repr__(self) -> str:
         return (
-            f"You are {self.name}, {self.backstory}. You speak through an animated face, so "
-            f"answer in plain spoken sentences (no markdown, no lists). Style: {self.style}."
+            f"DialogueManager(chat={type(self.chat).__name__}, persona={self.persona.name!r}, "
+            f"handlers={sorted(self.handlers)}, store={self.store!r})"
         )
 
+    # -- state ---------------------------------------------------------------------------------
 
-class Handler(Protocol):
-    """An intent handler: returns the reply text, or None to let the chat model answer."""
-
-    def __call__(self, user: UserInput, state: DialogueState) -> str | Awaitable[str | None] | None:
-        """Answer ``user`` given the session ``state``; ``None`` lets the chat model answer."""
-        ...
-
-
-@dataclass
-class DialogueManager:
-    """Keeps per-session state and answers each input with a handler or the chat model."""
-
-    chat: ChatModel
-    persona: Persona = field(default_factory=Persona)
-    handlers: Mapping[str, Callable[..., object]] = field(default_factory=dict)
-    max_history_turns: int = 8
-    _states: dict[str, DialogueState] = field(default_factory=dict, init=False, repr=False)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[session_id] = lock
+        return lock
 
     async def load(self, session_id: str) -> DialogueState:
-        """The state of ``session_id`` (a new one if unknown)."""
-        return self._states.setdefault(session_id, DialogueState(session_id=session_id))
+        """The state of ``session_id`` from the store (a new one if unknown)."""
+        return await self.store.load(check_session_id(session_id))
+
+    async def reset(self, session_id: str) -> bool:
+        """Forget a session; return whether it existed."""
+        async with self._lock(session_id):
+            return await self.store.delete(check_session_id(session_id))
+
+    def system_prompt(self, state: DialogueState | None = None) -> str:
+        """The persona's system prompt, plus what the session knows about the user."""
+        prompt = self.persona.system_prompt()
+        if state is not None and state.slots:
+            facts = "; ".join(f"{k}: {v}" for k, v in sorted(state.slots.items()))
+            prompt += f"\nWhat you know about the user so far: {facts}."
+        return prompt
 
     def messages(self, state: DialogueState, text: str) -> list[ChatMessage]:
-        """Chat messages for the model: persona, the latest turns, then the new input."""
-        msgs = [ChatMessage(role="system", content=self.persona.system_prompt())]
-        for turn in state.turns[-self.max_history_turns :]:
-            msgs.append(ChatMessage(role="user", content=turn.user))
-            msgs.append(ChatMessage(role="assistant", content=turn.assistant))
-        msgs.append(ChatMessage(role="user", content=text))
-        return msgs
+        """Chat messages for the model: persona, the latest turns that fit, then ``text``."""
+        return build_messages(
+            state,
+            text,
+            system=self.system_prompt(state),
+            max_tokens=self.max_history_tokens,
+            max_turns=self.max_history_turns,
+            counter=self.token_counter,
+        )
+
+    # -- turns ---------------------------------------------------------------------------------
+
+    def _fill_slots(self, state: DialogueState, text: str) -> None:
+        if self.slot_extractors:
+            state.slots.update(extract_slots(text, self.slot_extractors, now=self._clock()))
+
+    def _handler_for(
+        self, state: DialogueState, intent: IntentPrediction | None
+    ) -> tuple[str, Handler] | None:
+        active = state.context.get(ACTIVE_FORM_KEY)
+        if isinstance(active, str) and active in self.handlers:
+            return active, self.handlers[active]
+        if intent is not None:
+            for name in [intent.top, *intent.detected]:
+                if name in self.handlers:
+                    return name, self.handlers[name]
+        return None
+
+    async def _run_handlers(
+        self, user: UserInput, state: DialogueState, intent: IntentPrediction | None
+    ) -> tuple[str, str] | None:
+        """Fill slots, then ask the active form or the intent's handler; (name, reply) or None."""
+        self._fill_slots(state, user.text)
+        chosen = self._handler_for(state, intent)
+        if chosen is None:
+            return None
+        name, handler = chosen
+        reply = await call_handler(handler, user, state)
+        return None if reply is None else (name, reply)
+
+    @staticmethod
+    def _check(user: UserInput) -> None:
+        if not isinstance(user, UserInput):
+            raise InputValidationError(
+                f"expected a UserInput, got {type(user).__name__}", field="user"
+            )
+        if not user.text.strip():
+            raise InputValidationError("the user's text is empty", field="text")
+        check_session_id(user.session_id)
 
     async def respond(
         self,
@@ -79,33 +203,42 @@ class DialogueManager:
         intent: IntentPrediction | None = None,
         sentiment: Sentiment | None = None,
     ) -> DialogueResponse:
-        """Answer ``user`` and record the turn in its session's state."""
-        lock = self._locks.setdefault(user.session_id, asyncio.Lock())
-        async with lock:
-            state = await self.load(user.session_id)
-            top = intent.top if intent else None
-            text: str | None = None
-            handled_by = type(self.chat).__name__
-            handler = self.handlers.get(top) if top else None
-            if handler is not None:
-                result = handler(user, state)
-                text = await result if isinstance(result, Awaitable) else result  # type: ignore[assignment]
-                handled_by = f"handler:{top}"
-            if text is None:
+        """Answer ``user`` and record the turn in its session's state.
+
+        Raises:
+            InputValidationError: the input is empty or its session id unusable.
+            ConfigurationError: a handler returned something other than text or ``None``.
+            ProviderError: the chat model failed (nothing is recorded then).
+        """
+        self._check(user)
+        async with self._lock(user.session_id):
+            state = await self.store.load(user.session_id)
+            handled = await self._run_handlers(user, state, intent)
+            if handled is not None:
+                name, text = handled
+                handled_by = f"handler:{name}"
+            else:
                 text = await self.chat.complete(self.messages(state, user.text))
                 handled_by = type(self.chat).__name__
             self._append(state, user, text, intent, sentiment)
-            return DialogueResponse(text=text.strip(), intent=top, handled_by=handled_by)
+            await self.store.save(state)
+        return DialogueResponse(
+            text=text.strip(), intent=intent.top if intent else None, handled_by=handled_by
+        )
 
     async def handle(self, user: UserInput, intent: IntentPrediction | None) -> str | None:
-        """The reply of the handler registered for ``intent``, or None when none answers."""
-        handler = self.handlers.get(intent.top) if intent else None
-        if handler is None:
-            return None
-        state = await self.load(user.session_id)
-        result = handler(user, state)
-        out = await result if isinstance(result, Awaitable) else result
-        return out if isinstance(out, str) else None
+        """Fill slots and run the active form or the intent's handler, without the chat model.
+
+        Returns the handler's reply, or ``None`` when no handler answers (then stream the chat
+        model with :meth:`messages` and store the turn with :meth:`record`). Slot and context
+        changes are saved either way.
+        """
+        self._check(user)
+        async with self._lock(user.session_id):
+            state = await self.store.load(user.session_id)
+            handled = await self._run_handlers(user, state, intent)
+            await self.store.save(state)
+        return None if handled is None else handled[1]
 
     async def record(
         self,
@@ -116,8 +249,11 @@ class DialogueManager:
         sentiment: Sentiment | None = None,
     ) -> None:
         """Add a turn whose reply was produced elsewhere (streaming: only what was delivered)."""
-        async with self._locks.setdefault(user.session_id, asyncio.Lock()):
-            self._append(await self.load(user.session_id), user, text, intent, sentiment)
+        check_session_id(user.session_id)
+        async with self._lock(user.session_id):
+            state = await self.store.load(user.session_id)
+            self._append(state, user, text, intent, sentiment)
+            await self.store.save(state)
 
     def _append(
         self,
@@ -130,8 +266,10 @@ class DialogueManager:
         state.turns.append(
             DialogueTurn(
                 user=user.text,
-                assistant=text,
+                assistant=text.strip(),
                 intent=intent.top if intent else None,
                 emotion=sentiment.emotion if sentiment else None,
             )
         )
+        if self.max_stored_turns is not None and len(state.turns) > self.max_stored_turns:
+            del state.turns[: len(state.turns) - self.max_stored_turns]

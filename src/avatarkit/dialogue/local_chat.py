@@ -1,0 +1,441 @@
+"""The offline default chat model: retrieval over a small knowledge file, answers from templates.
+
+:class:`LocalChatModel` needs no key, no network and no weights. It matches the user's message
+against the example questions of a knowledge file with TF-IDF (scikit-learn: word 1-2-grams and
+character 2-4-grams, cosine similarity), picks the best entry above a threshold and fills one
+of its answers with the persona's fields. It answers the common things people say to an
+avatar (greetings, "who are you?", thanks, farewells, help, small talk) from a built-in file,
+and whatever your persona's knowledge file adds; anything else gets a polite fallback. The same
+conversation always gets the same answer, so tests and demos are reproducible.
+
+Knowledge files are YAML (a list of ``{id, questions: [...], answers: [...]}``) or Markdown::
+
+    ## What are your opening hours? | When are you open?
+    We are open from nine to five, Monday to Friday.
+
+    ## Where are you?
+    On Main Street, next to the station.
+    ---
+    You will find us on Main Street, by the station.
+
+(a heading lists questions separated by ``|``; the text below it is the answer; ``---`` separates
+alternative answers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import string
+import unicodedata
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avatarkit.errors import ConfigurationError, InputValidationError
+from avatarkit.ports import ChatCapabilities
+from avatarkit.types import ChatMessage, Emotion
+
+from .persona import DEFAULT_PERSONA, Persona
+from .slot import extract_name
+
+__all__ = [
+    "DEFAULT_KNOWLEDGE",
+    "KnowledgeEntry",
+    "LocalChatModel",
+    "load_knowledge",
+    "make_chat",
+]
+
+_EMOTIONS = frozenset(e.value for e in Emotion)
+FALLBACK_ID = "fallback"
+GREETING_ID = "greeting"
+_EPOCH = dt.datetime(2000, 1, 1)  # extract_name ignores the clock
+
+
+def _default_knowledge_path() -> Path:
+    return Path(str(resources.files("avatarkit").joinpath("data/dialogue_knowledge.yaml")))
+
+
+DEFAULT_KNOWLEDGE = _default_knowledge_path()
+"""The built-in knowledge file (greetings, identity, thanks, farewells, help, small talk)."""
+
+
+@dataclass(frozen=True)
+class KnowledgeEntry:
+    """One topic: example questions that lead to it and the answers it gives."""
+
+    id: str
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    source: str = field(default="", compare=False)
+    emotion: str | None = None
+    """An :class:`~avatarkit.types.Emotion` value the answer is said with (``"happy"``)."""
+
+
+def _entries_from_yaml(text: str, source: str) -> list[KnowledgeEntry]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"knowledge file {source} is not valid YAML: {exc}") from exc
+    if isinstance(data, dict) and "entries" in data:
+        data = data["entries"]
+    if not isinstance(data, list):
+        raise ConfigurationError(
+            f"knowledge file {source} must be a list of entries with questions and answers"
+        )
+    out: list[KnowledgeEntry] = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ConfigurationError(f"knowledge file {source}: entry {i} is not a mapping")
+        questions = item.get("questions", item.get("q", []))
+        answers = item.get("answers", item.get("answer", item.get("a", [])))
+        questions = [questions] if isinstance(questions, str) else questions
+        answers = [answers] if isinstance(answers, str) else answers
+        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+            raise ConfigurationError(f"knowledge file {source}: entry {i} has bad questions")
+        if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise ConfigurationError(f"knowledge file {source}: entry {i} needs answers")
+        entry_id = str(item.get("id") or (questions[0] if questions else f"entry{i}"))
+        emotion = item.get("emotion")
+        if emotion is not None and emotion not in _EMOTIONS:
+            raise ConfigurationError(
+                f"knowledge file {source}: entry {entry_id!r} has emotion {emotion!r}; "
+                f"use one of {', '.join(sorted(_EMOTIONS))}"
+            )
+        out.append(
+            KnowledgeEntry(
+                entry_id,
+                tuple(q.strip() for q in questions if q.strip()),
+                tuple(a.strip() for a in answers),
+                source,
+                emotion,
+            )
+        )
+    return out
+
+
+_HEADING = re.compile(r"^#{2,6}\s+(.+?)\s*#*\s*$")
+
+
+def _entries_from_markdown(text: str, source: str) -> list[KnowledgeEntry]:
+    out: list[KnowledgeEntry] = []
+    questions: list[str] | None = None
+    body: list[str] = []
+
+    def close() -> None:
+        if questions is None:
+            return
+        answers = [
+            " ".join(part.split()) for part in "\n".join(body).split("\n---") if part.strip()
+        ]
+        answers = [a.strip("- ").strip() for a in answers if a.strip("- ").strip()]
+        if not answers:
+            raise ConfigurationError(
+                f"knowledge file {source}: the heading {' | '.join(questions)!r} has no answer"
+            )
+        out.append(KnowledgeEntry(questions[0], tuple(questions), tuple(answers), source))
+
+    for line in text.splitlines():
+        m = _HEADING.match(line)
+        if m:
+            close()
+            questions = [q.strip() for q in m.group(1).split("|") if q.strip()]
+            body = []
+        elif questions is not None:
+            body.append(line)
+    close()
+    if not out:
+        raise ConfigurationError(
+            f"knowledge file {source} has no '## question' headings with answers below them"
+        )
+    return out
+
+
+def load_knowledge(path: str | Path) -> list[KnowledgeEntry]:
+    """Read a YAML (``.yaml``/``.yml``) or Markdown (``.md``) knowledge file.
+
+    Raises:
+        ConfigurationError: the file is missing, has another extension or is malformed.
+    """
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"knowledge file {file} does not exist") from exc
+    suffix = file.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return _entries_from_yaml(text, str(file))
+    if suffix in (".md", ".markdown"):
+        return _entries_from_markdown(text, str(file))
+    raise ConfigurationError(
+        f"knowledge file {file} must end in .yaml, .yml or .md (got {suffix or 'no extension'})"
+    )
+
+
+def _normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    text = re.sub(r"[^\w\s']", " ", text)
+    return " ".join(text.split())
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_PERSONA_NAME = re.compile(r"^You are (?P<name>[^,\n]+), an animated avatar", re.MULTILINE)
+_PERSONA_BACKSTORY = re.compile(r"^Backstory: (?P<v>.+)$", re.MULTILINE)
+
+
+def _fields_of(template: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+
+
+class _Index:
+    """TF-IDF over every example question (word and character n-grams).
+
+    A message's similarity is scaled by the square root of its *coverage*: the share of its
+    content words (not stop words) that occur anywhere in the questions. "What is the capital
+    of France?" shares "what is the" with a weather question, but "capital" and "France" are
+    unknown, so it falls back instead of talking about the weather.
+    """
+
+    def __init__(self, entries: Sequence[KnowledgeEntry]) -> None:
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+
+        self.stop_words: frozenset[str] = frozenset(ENGLISH_STOP_WORDS)
+
+        self.rows: list[int] = []
+        texts: list[str] = []
+        for i, entry in enumerate(entries):
+            for q in entry.questions:
+                self.rows.append(i)
+                texts.append(_normalize(q))
+        self.n_entries = len(entries)
+        self.word = TfidfVectorizer(
+            analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"[\w']+"
+        )
+        self.char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True)
+        self.vocabulary = {tok for t in texts for tok in t.split()}
+        self.word_m = self.word.fit_transform(texts) if texts else None
+        self.char_m = self.char.fit_transform(texts) if texts else None
+
+    def scores(self, text: str, ignore: frozenset[str] = frozenset()) -> list[float]:
+        """Best similarity of ``text`` to each entry's questions (0 for entries with none).
+
+        Words in ``ignore`` (normalised; e.g. the user's name) do not count against coverage.
+        """
+        best = [0.0] * self.n_entries
+        if self.word_m is None or self.char_m is None:
+            return best
+        q = _normalize(text)
+        w = (self.word_m @ self.word.transform([q]).T).toarray().ravel()
+        c = (self.char_m @ self.char.transform([q]).T).toarray().ravel()
+        content = [
+            t for t in q.split() if len(t) > 1 and t not in self.stop_words and t not in ignore
+        ]
+        coverage = sum(t in self.vocabulary for t in content) / len(content) if content else 1.0
+        scale = coverage**0.5
+        for entry, score in zip(self.rows, 0.5 * w + 0.5 * c, strict=True):
+            best[entry] = max(best[entry], float(score) * scale)
+        return best
+
+
+class LocalChatModel:
+    """Retrieval + template responder: offline, deterministic, instant.
+
+    Args:
+        persona: Fills ``{name}``, ``{backstory}``... in answers; its ``knowledge`` file is
+            searched too. ``None``: taken from a system prompt written by
+            :meth:`Persona.system_prompt` when there is one, else the default persona.
+        knowledge: Extra knowledge files or entries, searched before the built-in ones (an
+            entry with the same id replaces the built-in entry).
+        include_defaults: Also answer from the built-in knowledge file.
+        threshold: Lowest similarity (0-1) that counts as a match; below it, the fallback answers.
+        emotion_tags: Start an answer whose entry has an ``emotion`` with its tag (``[happy]``),
+            which the bot turns into the face's expression and removes before speech.
+    """
+
+    def __init__(
+        self,
+        persona: Persona | None = None,
+        *,
+        knowledge: str | Path | Sequence[str | Path | KnowledgeEntry] | None = None,
+        include_defaults: bool = True,
+        threshold: float = 0.45,
+        emotion_tags: bool = True,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise InputValidationError(
+                f"threshold must be within [0, 1], got {threshold}", field="threshold"
+            )
+        self.persona = persona
+        self.threshold = threshold
+        self.emotion_tags = emotion_tags
+        sources: list[str | Path | KnowledgeEntry] = []
+        if isinstance(knowledge, str | Path):
+            sources.append(knowledge)
+        elif knowledge is not None:
+            sources.extend(knowledge)
+        if persona is not None and persona.knowledge is not None:
+            sources.append(persona.knowledge)
+        entries: dict[str, KnowledgeEntry] = {}
+        for src in sources:
+            for entry in [src] if isinstance(src, KnowledgeEntry) else load_knowledge(src):
+                entries.setdefault(entry.id, entry)
+        if include_defaults:
+            for entry in load_knowledge(DEFAULT_KNOWLEDGE):
+                entries.setdefault(entry.id, entry)
+        if FALLBACK_ID not in entries:
+            entries[FALLBACK_ID] = KnowledgeEntry(
+                FALLBACK_ID, (), ("I'm not sure about that. Could you ask it another way?",)
+            )
+        self.entries: list[KnowledgeEntry] = list(entries.values())
+        self._index: _Index | None = None
+
+    def __repr__(self) -> str:
+        name = self.persona.name if self.persona else None
+        return f"LocalChatModel(persona={name!r}, entries={len(self.entries)})"
+
+    def use_persona(self, persona: Persona) -> None:
+        """Speak as ``persona`` from now on, answering from its knowledge file too.
+
+        The dialogue manager calls this on a local model that was made without a persona
+        (``chat="local"``), so the persona given to the bot reaches the answers.
+
+        Raises:
+            ConfigurationError: the persona's knowledge file cannot be read.
+        """
+        added = load_knowledge(persona.knowledge) if persona.knowledge is not None else []
+        keep = [e for e in self.entries if e.id not in {a.id for a in added}]
+        self.persona = persona
+        self.entries = added + keep
+        self._index = None
+
+    @property
+    def capabilities(self) -> ChatCapabilities:
+        """Streams, runs offline; no JSON-schema output."""
+        return ChatCapabilities(streaming=True, json_schema=False, offline=True)
+
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def _get_index(self) -> _Index:
+        if self._index is None:
+            self._index = _Index(self.entries)
+        return self._index
+
+    def match(self, text: str) -> tuple[KnowledgeEntry, float]:
+        """The best entry for ``text`` and its similarity; the fallback entry below threshold."""
+        name = extract_name(text, _EPOCH)
+        ignore = frozenset(_normalize(name).split()) if name else frozenset()
+        scores = self._get_index().scores(text, ignore)
+        best = max(range(len(scores)), key=lambda i: scores[i]) if scores else -1
+        if best < 0 or scores[best] < self.threshold:
+            fallback = next(e for e in self.entries if e.id == FALLBACK_ID)
+            return fallback, scores[best] if best >= 0 else 0.0
+        return self.entries[best], scores[best]
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def _persona_for(self, messages: Sequence[ChatMessage]) -> Persona:
+        if self.persona is not None:
+            return self.persona
+        system = next((m.content for m in messages if m.role == "system"), "")
+        name = _PERSONA_NAME.search(system)
+        if name is None:
+            return DEFAULT_PERSONA
+        backstory = _PERSONA_BACKSTORY.search(system)
+        return DEFAULT_PERSONA.model_copy(
+            update={
+                "name": name.group("name").strip(),
+                **({"backstory": backstory.group("v").strip()} if backstory else {}),
+            }
+        )
+
+    def reply(self, messages: Sequence[ChatMessage]) -> str:
+        """The answer to the last user message of ``messages`` (what :meth:`complete` returns).
+
+        Raises:
+            InputValidationError: there is no user message, or the last one is empty.
+        """
+        users = [m for m in messages if m.role == "user"]
+        if not users or not users[-1].content.strip():
+            raise InputValidationError(
+                "LocalChatModel needs a non-empty user message to answer", field="messages"
+            )
+        text = users[-1].content
+        persona = self._persona_for(messages)
+        fields: dict[str, Any] = dict(persona.template_fields())
+        user_name = next(
+            (n for m in reversed(users) if (n := extract_name(m.content, _EPOCH)) is not None),
+            None,
+        )
+        if user_name:
+            fields["user_name"] = user_name
+        turn = sum(1 for m in messages if m.role == "assistant")
+
+        parts = [p for p in _SENTENCE_END.split(text.strip()) if p.strip()] or [text]
+        matched: list[KnowledgeEntry] = []
+        for part in parts if len(parts) > 1 else [text]:
+            entry, _ = self.match(part)
+            if entry.id != FALLBACK_ID and entry not in matched:
+                matched.append(entry)
+        if len(parts) > 1 and not matched:
+            entry, _ = self.match(text)
+            if entry.id != FALLBACK_ID:
+                matched.append(entry)
+        greet = False
+        if len(matched) > 1 and any(e.id == GREETING_ID for e in matched):
+            matched = [e for e in matched if e.id != GREETING_ID]
+            greet = True
+        if not matched:
+            matched = [next(e for e in self.entries if e.id == FALLBACK_ID)]
+
+        answers = [self._fill(e, fields, turn) for e in matched[:2]]
+        reply = " ".join(a for a in answers if a)
+        if greet and not re.match(r"(?i)(hi|hello|hey)\b", reply):
+            reply = "Hello! " + reply
+        if self.emotion_tags and matched[0].emotion:
+            reply = f"[{matched[0].emotion}] {reply}"
+        return reply
+
+    def _fill(self, entry: KnowledgeEntry, fields: dict[str, Any], turn: int) -> str:
+        usable = [a for a in entry.answers if _fields_of(a) <= fields.keys()]
+        if not usable:  # an answer needs a field we lack: fill what we can, drop the rest
+            usable = list(entry.answers)
+        pick = usable[(turn + zlib.crc32(entry.id.encode())) % len(usable)]
+        return pick.format_map(_Keep(fields)).strip()
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """Return the whole reply to ``messages``."""
+        return self.reply(messages)
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        """Yield the reply word by word (each word with its trailing space)."""
+        for token in re.findall(r"\S+\s*", self.reply(messages)):
+            yield token
+
+
+class _Keep(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def make_chat(name: str | None = None, **options: Any) -> LocalChatModel:
+    """Factory for the spec ``"local"`` or ``"local:<knowledge file>"``.
+
+    Args:
+        name: A knowledge file (YAML or Markdown) to answer from, besides the built-in one.
+        **options: Passed to :class:`LocalChatModel` (``persona``, ``threshold``...).
+    """
+    if name:
+        extra = options.pop("knowledge", None)
+        files: list[str | Path | KnowledgeEntry] = [name]
+        if isinstance(extra, str | Path):
+            files.append(extra)
+        elif extra is not None:
+            files.extend(extra)
+        options["knowledge"] = files
+    return LocalChatModel(**options)

@@ -1,0 +1,344 @@
+"""Chat completions through the official ``openai`` package, for OpenAI or any compatible server.
+
+Any server that speaks OpenAI's ``/chat/completions`` (Ollama, vLLM, llama.cpp's server, LM
+Studio...) works through ``base_url``. The SDK does the retrying (429, 408, 409, 5xx and broken
+connections, honouring ``Retry-After``); every SDK exception comes out as the matching
+:mod:`avatarkit.errors` class, and the API key never appears in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from avatarkit.config import get_logger, redact, resolve_key
+from avatarkit.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ContentModerationError,
+    InputValidationError,
+    MissingExtraError,
+    MissingKeyError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+)
+from avatarkit.ports import ChatCapabilities
+from avatarkit.types import ChatMessage
+
+try:
+    import openai
+except ImportError as _exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError("the OpenAI chat model", "openai", "openai") from _exc
+
+__all__ = ["DEFAULT_OPENAI_MODEL", "OpenAIChat", "make_chat"]
+
+_log = get_logger("avatarkit.providers.openai_chat")
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+"""Model used by the spec ``"openai"`` with no model name."""
+
+PROVIDER = "openai"
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def _error_details(body: object) -> tuple[str | None, str | None, str | None]:
+    """``(message, code, type)`` from an OpenAI error body (``{"error": {...}}`` or its inside)."""
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        body = body["error"]
+    if not isinstance(body, Mapping):
+        return None, None, None
+    message, code, kind = body.get("message"), body.get("code"), body.get("type")
+    return (
+        message if isinstance(message, str) else None,
+        str(code) if code is not None else None,
+        str(kind) if kind is not None else None,
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            continue
+    return None
+
+
+def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> ProviderError:
+    """The avatarkit error for an ``openai`` SDK exception (or a malformed-body decode error)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeoutError("the request timed out", provider=provider)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderConnectionError(
+            f"could not reach the server ({redact(str(exc.__cause__ or exc))})", provider=provider
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message, code, kind = _error_details(exc.body)
+        text = redact(message or f"the server answered HTTP {status}")
+        request_id = getattr(exc, "request_id", None) or exc.response.headers.get("x-request-id")
+        retry_after = _retry_after(exc.response.headers)
+        common: dict[str, Any] = {"provider": provider, "status": status, "request_id": request_id}
+        if code == "insufficient_quota" or kind == "insufficient_quota":
+            return QuotaExceededError(text, code=code or kind, **common)
+        if status == 429:
+            return RateLimitError(text, code=code, retry_after=retry_after, **common)
+        if status in (401, 403):
+            return AuthenticationError(text, code=code, **common)
+        if code == "content_filter" or code == "content_policy_violation":
+            return ContentModerationError(text, code=code, **common)
+        return ProviderStatusError(
+            text,
+            code=code,
+            retryable=status >= 500 or status in (408, 409),
+            retry_after=retry_after,
+            **common,
+        )
+    if isinstance(exc, openai.APIResponseValidationError):
+        return ProviderStatusError(
+            "the server's answer does not have the chat-completion shape",
+            provider=provider,
+            status=exc.status_code,
+            code="malformed_response",
+        )
+    if isinstance(exc, openai.APIError):  # e.g. an {"error": ...} event in the middle of a stream
+        message, code, kind = _error_details(exc.body)
+        text = redact(message or exc.message or "the server reported an error")
+        if code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
+            return RateLimitError(text, provider=provider, code=code)
+        if code == "content_filter":
+            return ContentModerationError(text, provider=provider, code=code)
+        return ProviderStatusError(
+            text,
+            provider=provider,
+            code=code or kind,
+            retryable=kind in ("server_error", "internal_error"),
+        )
+    if isinstance(exc, ValueError):  # json.JSONDecodeError and friends: a body that is not JSON
+        return ProviderStatusError(
+            f"the server's answer is not valid JSON ({redact(str(exc))[:200]})",
+            provider=provider,
+            code="malformed_response",
+        )
+    return ProviderError(redact(str(exc)), provider=provider)
+
+
+class OpenAIChat:
+    """A chat model served over OpenAI's chat-completions API.
+
+    Args:
+        model: The model name (``"gpt-4o-mini"``; for Ollama e.g. ``"llama3.2"``).
+        api_key: The key; defaults to the ``OPENAI_API_KEY`` environment variable. May be
+            omitted for a ``base_url`` that needs none (a local server).
+        base_url: Any OpenAI-compatible server, e.g. ``"http://localhost:11434/v1"`` (Ollama).
+            Defaults to ``OPENAI_BASE_URL`` or OpenAI's API.
+        organization: ``OpenAI-Organization`` header.
+        project: ``OpenAI-Project`` header.
+        timeout: Seconds for the whole request (connecting takes at most 10 of them).
+        max_retries: Retries the SDK makes on 408/409/429/5xx and connection errors.
+        temperature: Sampling temperature (0-2); server default when ``None``.
+        max_tokens: Longest reply in tokens (sent as ``max_completion_tokens``, or as
+            ``max_tokens`` to servers other than OpenAI's).
+        extra_body: More JSON fields for every request (``{"seed": 7}``, vendor options).
+        default_headers: More headers for every request.
+
+    Raises:
+        MissingKeyError: no key was given or found and ``base_url`` is OpenAI's.
+        ConfigurationError: ``model`` is empty or an option is out of range.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_OPENAI_MODEL,
+        *,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError("OpenAIChat needs a model name, e.g. 'gpt-4o-mini'")
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries must be >= 0, got {max_retries}")
+        if temperature is not None and not 0.0 <= temperature <= 2.0:
+            raise ConfigurationError(f"temperature must be within [0, 2], got {temperature}")
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigurationError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.model = model.strip()
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").strip() or None
+        try:
+            key = resolve_key(PROVIDER, api_key, "OPENAI_API_KEY")
+        except MissingKeyError:
+            if self.base_url is None or self._is_openai:
+                raise
+            key = SecretStr("no-key-needed")  # local servers ignore the Authorization header
+        self._key = key
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.extra_body = dict(extra_body or {})
+        self._client = openai.AsyncOpenAI(
+            api_key=key.get_secret_value(),
+            base_url=self.base_url,
+            organization=organization,
+            project=project,
+            timeout=openai.Timeout(timeout, connect=min(10.0, timeout)),
+            max_retries=max_retries,
+            default_headers=dict(default_headers or {}),
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def _is_openai(self) -> bool:
+        host = urlsplit(self.base_url).hostname if self.base_url else "api.openai.com"
+        return bool(host) and str(host).endswith("openai.com")
+
+    @property
+    def capabilities(self) -> ChatCapabilities:
+        """Streams; follows JSON schemas; offline only when the server is on this machine."""
+        host = urlsplit(self.base_url).hostname if self.base_url else None
+        return ChatCapabilities(streaming=True, json_schema=True, offline=host in _LOCAL_HOSTS)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _params(self, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+        if not messages:
+            raise InputValidationError("messages must not be empty", field="messages")
+        wire: list[dict[str, Any]] = []
+        for m in messages:
+            if not isinstance(m, ChatMessage):
+                raise InputValidationError(
+                    f"messages must be ChatMessage objects, got {type(m).__name__}",
+                    field="messages",
+                )
+            item: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.name:
+                item["name"] = m.name
+            wire.append(item)
+        params: dict[str, Any] = {"model": self.model, "messages": wire}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            key = "max_completion_tokens" if self._is_openai else "max_tokens"
+            params[key] = self.max_tokens
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """Return the whole reply to ``messages``.
+
+        Raises:
+            InputValidationError: ``messages`` is empty.
+            ContentModerationError: the reply was stopped by the content filter.
+            ProviderError: the request failed (a subclass says how).
+        """
+        params = self._params(messages)
+        try:
+            response = await self._client.chat.completions.create(**params)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc) from exc
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise ProviderStatusError(
+                "the answer has no choices", provider=PROVIDER, code="malformed_response"
+            )
+        choice = choices[0]
+        message = choice.message
+        if choice.finish_reason == "content_filter" and not message.content:
+            raise ContentModerationError(
+                "the reply was withheld by the content filter", provider=PROVIDER
+            )
+        text = message.content or getattr(message, "refusal", None)
+        if text is None:
+            raise ProviderStatusError(
+                "the answer has no text content", provider=PROVIDER, code="empty_response"
+            )
+        return str(text)
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        """Yield the reply as text deltas as the server sends them.
+
+        Raises:
+            InputValidationError: ``messages`` is empty.
+            ContentModerationError: the content filter stopped the reply.
+            ProviderError: the request failed, or the server sent an error event mid-stream.
+        """
+        params = self._params(messages)
+        try:
+            stream = await self._client.chat.completions.create(**params, stream=True)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc) from exc
+        try:
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    if choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+                    if choice.finish_reason == "content_filter":
+                        raise ContentModerationError(
+                            "the content filter stopped the reply", provider=PROVIDER
+                        )
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc) from exc
+        finally:
+            await stream.close()
+
+    async def complete_json(
+        self, messages: Sequence[ChatMessage], schema: Mapping[str, Any], *, name: str = "answer"
+    ) -> Any:
+        """Return the reply parsed as JSON, constrained to ``schema`` (``response_format``).
+
+        Raises:
+            ProviderStatusError: the reply is not valid JSON.
+        """
+        params = self._params(messages)
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": dict(schema), "strict": True},
+        }
+        try:
+            response = await self._client.chat.completions.create(**params)
+        except (openai.OpenAIError, ValueError) as exc:
+            raise map_openai_error(exc) from exc
+        content = response.choices[0].message.content if response.choices else None
+        try:
+            return json.loads(content or "")
+        except ValueError as exc:
+            raise ProviderStatusError(
+                "the reply is not the JSON the schema asked for",
+                provider=PROVIDER,
+                code="malformed_response",
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+
+def make_chat(name: str | None = None, **options: Any) -> OpenAIChat:
+    """Factory for the spec ``"openai"`` or ``"openai:<model>"``; ``options`` go to OpenAIChat."""
+    model = options.pop("model", None)
+    return OpenAIChat(name or model or DEFAULT_OPENAI_MODEL, **options)

@@ -1,0 +1,248 @@
+"""LocalChatModel: retrieval + templates over the persona and knowledge files; offline, stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avatarkit.dialogue.local_chat import (
+    DEFAULT_KNOWLEDGE,
+    KnowledgeEntry,
+    LocalChatModel,
+    load_knowledge,
+    make_chat,
+)
+from avatarkit.dialogue.manager import DialogueManager, Persona
+from avatarkit.dialogue.script import write_script
+from avatarkit.errors import ConfigurationError, InputValidationError
+from avatarkit.ports import ChatModel
+from avatarkit.registry import create
+from avatarkit.types import ChatMessage, UserInput
+
+ADA = Persona("Ada", backstory="I guide visitors through the computer museum.")
+
+
+@pytest.fixture(scope="module")
+def model() -> LocalChatModel:
+    return LocalChatModel(ADA)
+
+
+def ask(model: LocalChatModel, text: str) -> str:
+    return model.reply([ChatMessage(role="user", content=text)])
+
+
+# Common things people say to an avatar, with the entry that must answer them; several are
+# phrased differently from every example question in the knowledge file.
+CASES = [
+    ("Hello!", "greeting"),
+    ("hey there, good evening", "greeting"),
+    ("Who are you?", "who_are_you"),
+    ("Please tell me a bit about yourself", "who_are_you"),
+    ("what should i call you", "who_are_you"),
+    ("Thanks a lot!", "thanks"),
+    ("thank you so much for your help", "thanks"),
+    ("Goodbye, see you later", "farewell"),
+    ("What can you do for me?", "help"),
+    ("How are you today?", "how_are_you"),
+    ("Are you a real person?", "are_you_human"),
+    ("Tell me about your interests", "interests"),
+    ("Tell me a joke please", "joke"),
+    ("Who created you?", "creator"),
+    ("This service is terrible", "complaint"),
+    ("What is the capital of France?", "fallback"),
+    ("Explain quantum chromodynamics", "fallback"),
+    ("I want to buy a second-hand car", "fallback"),
+]
+
+
+@pytest.mark.parametrize("text, expected", CASES)
+def test_common_intents_are_answered_by_the_right_entry(
+    model: LocalChatModel, text: str, expected: str
+) -> None:
+    entry, score = model.match(text)
+    assert entry.id == expected, (text, entry.id, score)
+
+
+def test_answers_use_the_persona(model: LocalChatModel) -> None:
+    intro = ask(model, "Who are you?")
+    assert intro == "Hi, I'm Ada. I guide visitors through the computer museum."
+    assert "Ada" in ask(model, "Introduce yourself")
+
+
+def test_greeting_plus_question_answers_the_question(model: LocalChatModel) -> None:
+    assert ask(model, "Hi! Who are you?").startswith("Hi, I'm Ada.")
+
+
+def test_users_name_is_used_once_known(model: LocalChatModel) -> None:
+    assert ask(model, "My name is Grace") in (
+        "[happy] Nice to meet you, Grace!",
+        "[happy] Lovely to meet you, Grace.",
+    )
+
+
+def test_unknown_questions_get_a_polite_fallback(model: LocalChatModel) -> None:
+    reply = ask(model, "What is the capital of France?")
+    fallback = next(e for e in model.entries if e.id == "fallback")
+    assert reply in fallback.answers
+
+
+def test_same_conversation_same_answer_and_turns_vary_it(model: LocalChatModel) -> None:
+    msgs = [ChatMessage(role="user", content="thanks")]
+    assert model.reply(msgs) == model.reply(msgs)
+    answers = {
+        model.reply(
+            [ChatMessage(role="user", content="x"), ChatMessage(role="assistant", content="y")] * n
+            + [ChatMessage(role="user", content="thanks")]
+        )
+        for n in range(3)
+    }
+    assert len(answers) == 3  # three turns, three different thank-you answers
+
+
+async def test_streams_the_same_text_it_completes(model: LocalChatModel) -> None:
+    msgs = [ChatMessage(role="user", content="What can you do?")]
+    pieces = [p async for p in model.stream(msgs)]
+    assert len(pieces) > 5
+    assert "".join(pieces) == await model.complete(msgs)
+    assert isinstance(model, ChatModel) and model.capabilities.offline
+
+
+def test_persona_is_read_from_a_system_prompt_when_not_given() -> None:
+    model = LocalChatModel()
+    system = Persona("Zed", backstory="I sell bicycles.").system_prompt()
+    reply = model.reply(
+        [
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content="who are you"),
+        ]
+    )
+    assert reply == "Hi, I'm Zed. I sell bicycles."
+
+
+def test_markdown_and_yaml_knowledge_files(tmp_path: Path) -> None:
+    md = tmp_path / "shop.md"
+    md.write_text(
+        "# Shop FAQ\n\n## When are you open? | What are your opening hours?\n"
+        "We are open from nine to five.\n\n## Where is the shop?\n"
+        "On Main Street.\n---\nBy the station.\n"
+    )
+    yml = tmp_path / "extra.yaml"
+    yml.write_text(
+        '- id: parking\n  questions: ["Where can I park?"]\n  answers: Behind the shop.\n'
+    )
+    model = LocalChatModel(Persona("Ada", knowledge=md), knowledge=yml)
+    assert ask(model, "what are the opening hours") == "We are open from nine to five."
+    assert ask(model, "where's the shop?") in ("On Main Street.", "By the station.")
+    assert ask(model, "where do I park my car") == "Behind the shop."
+    assert ask(model, "hello").startswith(("[happy] Hello", "[happy] Hi", "[happy] Hey"))
+
+
+def test_a_persona_entry_replaces_the_built_in_one() -> None:
+    own = KnowledgeEntry("who_are_you", ("who are you",), ("I am the museum's guide robot.",))
+    model = LocalChatModel(ADA, knowledge=[own])
+    assert ask(model, "Who are you?") == "I am the museum's guide robot."
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("k.yaml", "- questions: [hi]\n", "needs answers"),
+        ("k.yaml", "just a string", "must be a list"),
+        ("k.yaml", "- {questions: [hi], answers: [yo], emotion: giddy}", "has emotion 'giddy'"),
+        ("k.md", "no headings here", "no '## question' headings"),
+        ("k.md", "## Question?\n\n", "has no answer"),
+        ("k.txt", "## q\na", "must end in"),
+    ],
+)
+def test_bad_knowledge_files_are_configuration_errors(
+    tmp_path: Path, name: str, content: str, match: str
+) -> None:
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ConfigurationError, match=match):
+        load_knowledge(tmp_path / name)
+
+
+def test_default_knowledge_file_ships_with_the_package() -> None:
+    entries = load_knowledge(DEFAULT_KNOWLEDGE)
+    ids = {e.id for e in entries}
+    assert {"greeting", "farewell", "thanks", "who_are_you", "help", "fallback"} <= ids
+    assert all(e.answers for e in entries)
+
+
+def test_empty_or_missing_user_message_is_refused(model: LocalChatModel) -> None:
+    with pytest.raises(InputValidationError):
+        model.reply([ChatMessage(role="system", content="s")])
+    with pytest.raises(InputValidationError):
+        ask(model, "   ")
+
+
+def test_factory_and_registry(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Do you sell tickets?\nYes, at the door.\n")
+    assert ask(make_chat(str(faq)), "do you sell tickets") == "Yes, at the door."
+    assert isinstance(create("chat", "local"), LocalChatModel)
+
+
+async def test_introduce_yourself_script_with_the_local_model() -> None:
+    text = await write_script("Introduce yourself", LocalChatModel(), ADA)
+    assert text == "Hi, I'm Ada. I guide visitors through the computer museum."
+
+
+async def test_local_model_in_a_manager_conversation() -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    first = await manager.respond(UserInput(text="Hello, my name is Grace"))
+    second = await manager.respond(UserInput(text="bye"))
+    assert "Grace" in first.text
+    assert second.handled_by == "LocalChatModel"
+    assert len((await manager.load("default")).turns) == 2
+
+
+async def test_a_bot_persona_with_knowledge_reaches_the_registry_local_model(
+    tmp_path: Path,
+) -> None:
+    import avatarkit as ak
+
+    faq = tmp_path / "faq.md"
+    faq.write_text("## When are you open?\nFrom nine to five, every day.\n")
+    persona = Persona("Ada", backstory="I run the bakery.", knowledge=faq)
+    bot = ak.AvatarBot(
+        chat="local",
+        persona=persona,
+        voice=None,
+        renderer=None,
+        preprocessor=None,
+        intent=None,
+        sentiment=None,
+        expression=None,
+    )
+    hours = await bot.respond("when are you open?")
+    who = await bot.respond("who are you?")
+    assert hours.dialogue is not None and hours.dialogue.text == "From nine to five, every day."
+    assert who.dialogue is not None and who.dialogue.text == "Hi, I'm Ada. I run the bakery."
+
+
+def test_emotion_tags_lead_tagged_answers_and_can_be_turned_off() -> None:
+    tagged = LocalChatModel(ADA)
+    assert ask(tagged, "this is terrible, it doesn't work").startswith("[sad] I'm sorry")
+    assert ask(tagged, "who are you").startswith("Hi, I'm Ada.")  # a neutral entry: no tag
+    plain = LocalChatModel(ADA, emotion_tags=False)
+    assert ask(plain, "this is terrible, it doesn't work").startswith("I'm sorry")
+
+
+async def test_the_bot_turns_local_emotion_tags_into_expression_cues() -> None:
+    import avatarkit as ak
+
+    bot = ak.AvatarBot(
+        chat="local",
+        voice=None,
+        renderer=None,
+        preprocessor=None,
+        intent=None,
+        sentiment=None,
+        expression=None,
+    )
+    reply = await bot.respond("Thanks a lot!")
+    assert reply.dialogue is not None
+    assert reply.dialogue.emotion_tags == ["happy"]
+    assert not reply.dialogue.text.startswith("[")

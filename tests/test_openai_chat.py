@@ -1,0 +1,458 @@
+"""OpenAIChat against a real HTTP server on 127.0.0.1 that speaks OpenAI's wire format.
+
+The server is the standard library's ``http.server`` in a thread. Each test scripts the answers
+it gives, in order, and then checks the exact requests it received.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+pytest.importorskip("openai")
+
+from avatarkit.errors import (
+    AuthenticationError,
+    ContentModerationError,
+    InputValidationError,
+    MissingKeyError,
+    ProviderConnectionError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+)
+from avatarkit.ports import ChatModel
+from avatarkit.providers.openai_chat import OpenAIChat, make_chat
+from avatarkit.types import ChatMessage
+
+KEY = "sk-test-0123456789abcdef"
+MESSAGES = [
+    ChatMessage(role="system", content="You are Ava."),
+    ChatMessage(role="user", content="Hi! Who are you?"),
+]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    events: list[str] | None = None  # SSE data payloads, sent one by one
+    delay: float = 0.0
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                raw = self.rfile.read(length)
+                with outer.lock:
+                    outer.seen.append(
+                        Seen(
+                            "POST",
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            json.loads(raw) if raw else None,
+                        )
+                    )
+                    reply = outer.replies.pop(0) if outer.replies else Reply(status=599)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                if reply.events is None:
+                    self.send_header(
+                        "Content-Type", reply.headers.get("Content-Type", "application/json")
+                    )
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                    return
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for data in reply.events:
+                    self.wfile.write(f"data: {data}\n\n".encode())
+                    self.wfile.flush()
+                self.close_connection = True
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that gave up (the timeout test) is not a server failure
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def chat(self, **kw: Any) -> OpenAIChat:
+        kw.setdefault("api_key", KEY)
+        kw.setdefault("max_retries", 0)
+        return OpenAIChat("gpt-test", base_url=self.base_url, **kw)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    srv = FakeOpenAI()
+    srv.thread.start()
+    try:
+        yield srv
+    finally:
+        srv.server.shutdown()
+        srv.server.server_close()
+        srv.thread.join(5)
+
+
+def completion(text: str, finish: str = "stop") -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "gpt-test",
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+        }
+    ).encode()
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-2",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": "gpt-test",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "usage": None,
+        }
+    )
+
+
+def error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    ).encode()
+
+
+# --------------------------------------------------------------------------- success paths
+
+
+async def test_complete_sends_documented_request_and_returns_text(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(body=completion("I'm Ava, nice to meet you."), headers={"x-request-id": "req_1"})
+    )
+    chat = server.chat(temperature=0.2, max_tokens=50, extra_body={"seed": 7})
+    assert isinstance(chat, ChatModel)
+
+    text = await chat.complete(MESSAGES)
+
+    assert text == "I'm Ava, nice to meet you."
+    [req] = server.seen
+    assert req.path == "/v1/chat/completions"
+    assert req.headers["authorization"] == f"Bearer {KEY}"
+    assert req.headers["content-type"] == "application/json"
+    assert req.body == {
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "You are Ava."},
+            {"role": "user", "content": "Hi! Who are you?"},
+        ],
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "seed": 7,
+    }
+    await chat.aclose()
+
+
+async def test_stream_yields_deltas_until_done(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(
+            events=[
+                chunk({"role": "assistant", "content": ""}),
+                chunk({"content": "Hello"}),
+                chunk({"content": " there."}),
+                chunk({"content": " I'm Ava."}),
+                chunk({}, finish="stop"),
+                json.dumps(  # stream_options.include_usage: a last chunk with no choices
+                    {
+                        "id": "chatcmpl-2",
+                        "object": "chat.completion.chunk",
+                        "created": 1_700_000_000,
+                        "model": "gpt-test",
+                        "choices": [],
+                        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+                    }
+                ),
+                "[DONE]",
+            ]
+        )
+    )
+    chat = server.chat()
+
+    deltas = [d async for d in chat.stream(MESSAGES)]
+
+    assert deltas == ["Hello", " there.", " I'm Ava."]
+    [req] = server.seen
+    assert req.body["stream"] is True
+    assert req.body["messages"][-1] == {"role": "user", "content": "Hi! Who are you?"}
+
+
+async def test_429_with_retry_after_is_waited_out_then_succeeds(server: FakeOpenAI) -> None:
+    server.replies += [
+        Reply(
+            status=429,
+            headers={"Retry-After": "1"},
+            body=error_body("Rate limit reached", "requests", "rate_limit_exceeded"),
+        ),
+        Reply(body=completion("Second time lucky.")),
+    ]
+    chat = server.chat(max_retries=2)
+
+    start = time.monotonic()
+    text = await chat.complete(MESSAGES)
+    elapsed = time.monotonic() - start
+
+    assert text == "Second time lucky."
+    assert len(server.seen) == 2
+    assert server.seen[0].body == server.seen[1].body
+    assert elapsed >= 0.9, "the SDK must honour Retry-After: 1"
+
+
+async def test_429_when_retries_run_out_is_a_rate_limit_error(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(
+            status=429,
+            headers={"Retry-After": "7", "x-request-id": "req_rl"},
+            body=error_body("Rate limit reached", "requests", "rate_limit_exceeded"),
+        )
+    )
+    with pytest.raises(RateLimitError) as info:
+        await server.chat().complete(MESSAGES)
+    err = info.value
+    assert err.status == 429 and err.retryable and err.retry_after == 7.0
+    assert err.request_id == "req_rl" and err.code == "rate_limit_exceeded"
+    assert "Rate limit reached" in str(err)
+
+
+async def test_insufficient_quota_is_not_retryable(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(
+            status=429,
+            body=error_body("You exceeded your quota", "insufficient_quota", "insufficient_quota"),
+        )
+    )
+    with pytest.raises(QuotaExceededError) as info:
+        await server.chat().complete(MESSAGES)
+    assert info.value.retryable is False
+
+
+async def test_500_is_a_retryable_status_error(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(
+            status=500,
+            headers={"x-request-id": "req_500"},
+            body=error_body("The server had an error", "server_error"),
+        )
+    )
+    with pytest.raises(ProviderStatusError) as info:
+        await server.chat().complete(MESSAGES)
+    err = info.value
+    assert err.status == 500 and err.retryable and err.request_id == "req_500"
+    assert "The server had an error" in str(err)
+
+
+async def test_500_then_success_is_retried_by_the_sdk(server: FakeOpenAI) -> None:
+    server.replies += [
+        Reply(
+            status=500, headers={"retry-after-ms": "10"}, body=error_body("oops", "server_error")
+        ),
+        Reply(body=completion("Recovered.")),
+    ]
+    assert await server.chat(max_retries=1).complete(MESSAGES) == "Recovered."
+    assert len(server.seen) == 2
+
+
+async def test_malformed_json_body_is_a_typed_error(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(body=b'{"id": "chatcmpl-1", "choices": [ oops'))
+    with pytest.raises(ProviderStatusError) as info:
+        await server.chat().complete(MESSAGES)
+    assert info.value.code == "malformed_response"
+
+
+async def test_body_without_choices_is_a_typed_error(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(body=b'{"id": "x", "object": "chat.completion"}'))
+    with pytest.raises(ProviderStatusError) as info:
+        await server.chat().complete(MESSAGES)
+    assert info.value.code == "malformed_response"
+
+
+async def test_mid_stream_error_event_raises_after_the_first_deltas(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(
+            events=[
+                chunk({"role": "assistant", "content": "Partial"}),
+                chunk({"content": " answer"}),
+                json.dumps(
+                    {
+                        "error": {
+                            "message": "The model overloaded",
+                            "type": "server_error",
+                            "code": None,
+                        }
+                    }
+                ),
+                chunk({"content": " never sent"}),
+                "[DONE]",
+            ]
+        )
+    )
+    got: list[str] = []
+    with pytest.raises(ProviderStatusError) as info:
+        async for delta in server.chat().stream(MESSAGES):
+            got.append(delta)
+    assert got == ["Partial", " answer"]
+    assert "The model overloaded" in str(info.value)
+    assert info.value.retryable is True
+
+
+async def test_malformed_stream_event_is_a_typed_error(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(events=[chunk({"content": "Hi"}), "{not json", "[DONE]"]))
+    with pytest.raises(ProviderStatusError) as info:
+        _ = [d async for d in server.chat().stream(MESSAGES)]
+    assert info.value.code == "malformed_response"
+
+
+async def test_content_filter_finish_reason_is_a_moderation_error(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(events=[chunk({"content": "I"}), chunk({}, finish="content_filter"), "[DONE]"])
+    )
+    with pytest.raises(ContentModerationError):
+        _ = [d async for d in server.chat().stream(MESSAGES)]
+
+
+# --------------------------------------------------------------------------- keys and setup
+
+
+async def test_refused_key_never_appears_in_the_error(server: FakeOpenAI) -> None:
+    # A hostile or careless server echoes the key back in its message.
+    server.replies.append(
+        Reply(
+            status=401,
+            body=error_body(
+                f"Incorrect API key provided: {KEY}.", "invalid_request_error", "invalid_api_key"
+            ),
+        )
+    )
+    chat = server.chat()
+    with pytest.raises(AuthenticationError) as info:
+        await chat.complete(MESSAGES)
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value)
+    assert KEY not in repr(chat)
+    assert info.value.status == 401 and info.value.retryable is False
+
+
+async def test_timeout_is_a_provider_timeout(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(body=completion("late"), delay=1.0))
+    with pytest.raises(ProviderTimeoutError):
+        await server.chat(timeout=0.2).complete(MESSAGES)
+
+
+async def test_refused_connection_is_a_connection_error() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chat = OpenAIChat("m", api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    with pytest.raises(ProviderConnectionError) as info:
+        await chat.complete(MESSAGES)
+    assert info.value.retryable is True
+
+
+async def test_empty_messages_fail_before_any_request(server: FakeOpenAI) -> None:
+    with pytest.raises(InputValidationError):
+        await server.chat().complete([])
+    assert server.seen == []
+
+
+def test_key_from_environment_and_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingKeyError) as info:
+        OpenAIChat()
+    assert "OPENAI_API_KEY" in str(info.value)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    chat = make_chat("gpt-4o")
+    assert chat.model == "gpt-4o"
+    assert KEY not in repr(chat)
+
+
+async def test_local_server_needs_no_key(
+    server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server.replies.append(Reply(body=completion("ok")))
+    chat = OpenAIChat("llama3.2", base_url=server.base_url, max_retries=0)
+    assert chat.capabilities.offline is True
+    assert await chat.complete(MESSAGES) == "ok"
+    assert server.seen[0].body["model"] == "llama3.2"
+
+
+async def test_complete_json_sends_the_schema(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(body=completion('{"intent": "greeting"}')))
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"type": "string"}},
+        "required": ["intent"],
+    }
+    result = await server.chat().complete_json(MESSAGES, schema, name="intent")
+    assert result == {"intent": "greeting"}
+    fmt = server.seen[0].body["response_format"]
+    assert fmt == {
+        "type": "json_schema",
+        "json_schema": {"name": "intent", "schema": schema, "strict": True},
+    }
