@@ -9,6 +9,7 @@ never stops the others. ``AVATARKIT_PROVIDERS=builtin`` restricts loading to ava
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.util
 import os
 import threading
@@ -26,7 +27,15 @@ from avatarkit.errors import (
 )
 from avatarkit.ports import ROLES, Role
 
-__all__ = ["ENTRY_POINT_GROUP", "Provider", "ProviderStatus", "Registry", "create", "parse_spec"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Provider",
+    "ProviderStatus",
+    "Registry",
+    "create",
+    "lazy_factory",
+    "parse_spec",
+]
 
 ENTRY_POINT_GROUP = "avatarkit.providers"
 _log = get_logger("avatarkit.registry")
@@ -99,6 +108,22 @@ class ProviderStatus:
     usable: bool
     reason: str = ""
     offline: bool = False
+
+
+def lazy_factory(target: str) -> Factory:
+    """A factory that imports ``"module:attr"`` on first use, so listing providers stays cheap.
+
+    ``attr`` is called as ``attr(name, **options)`` when it is a ``make_*`` function, and as
+    ``attr(**options)`` when it is a class (the spec's name is then ignored).
+    """
+    module, _, attr = target.partition(":")
+
+    def factory(name: str | None = None, **options: Any) -> Any:
+        obj = getattr(importlib.import_module(module), attr)
+        return obj(name, **options) if attr.startswith("make_") else obj(**options)
+
+    factory.__doc__ = f"Build {target} (imported on first use)."
+    return factory
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
