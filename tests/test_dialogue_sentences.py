@@ -47,10 +47,14 @@ def test_any_chunking_gives_the_same_sentences(chunking: str) -> None:
 
 def test_sentence_released_on_the_delta_that_completes_it() -> None:
     s = SentenceSplitter()
-    assert s.push("Hello there.") == []  # could still be "there.com" or an abbreviation
-    assert s.push(" ") == [
-        "Hello there."
-    ]  # full stop + space: known complete, no next token needed
+    # A full stop that pysbd accepts as a sentence end releases the sentence at once: waiting
+    # for the next token's whitespace is the latency streaming avoids.
+    assert s.push("Hello there.") == ["Hello there."]
+    assert s.push(" ") == []
+    assert s.push("I met Dr.") == []  # an abbreviation is not an end
+    assert s.push(" Who") == []
+    assert s.push(" at 3.") == []  # nor a number that may go on (3.5)
+    assert s.push("5 pm.") == ["I met Dr. Who at 3.5 pm."]
     assert s.push("How are") == []
     assert s.push(" you?\n") == ["How are you?"]
     assert s.flush() == []

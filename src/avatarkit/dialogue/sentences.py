@@ -24,6 +24,10 @@ _log = get_logger("avatarkit.dialogue.sentences")
 
 # Terminal punctuation, optional closing quotes/brackets, then whitespace; or a blank line.
 _CANDIDATE = re.compile(r"[.!?…。！？](?:[\"'”’»)\]]*)\s|\n\s*\n")
+# The buffer ends on terminal punctuation: the sentence may be complete already, so ask pysbd
+# now instead of waiting for the next token's whitespace. A full stop after a digit (3.5) or a
+# one-letter word (e.g., J. Smith) waits for more text.
+_ENDS_SENTENCE = re.compile(r"(?:(?<!\d)(?<!\b[^\W\d_])\.|[!?…。！？])[\"'”’»)\]]*$")
 _PROBE = "The"
 _SOFT_BREAK = re.compile(r"[,;:–—]\s")
 
@@ -80,7 +84,9 @@ class SentenceSplitter:
         out: list[str] = []
         # Look for a candidate boundary only in text not yet examined (a few chars of overlap for
         # punctuation that arrived before its whitespace).
-        if _CANDIDATE.search(self._buf, max(0, self._checked - 8)):
+        if _CANDIDATE.search(self._buf, max(0, self._checked - 8)) or _ENDS_SENTENCE.search(
+            self._buf
+        ):
             out.extend(self._release_complete())
         self._checked = len(self._buf)
         while len(self._buf) > self.max_chars:
@@ -96,14 +102,15 @@ class SentenceSplitter:
 
     def _release_complete(self) -> list[str]:
         text = self._buf
-        probed = text[-1:].isspace()
-        spans = self._seg.segment(text + _PROBE if probed else text)
+        probed = text[-1:].isspace() or bool(_ENDS_SENTENCE.search(text))
+        probe = (_PROBE if text[-1:].isspace() else " " + _PROBE) if probed else ""
+        spans = self._seg.segment(text + probe)
         if len(spans) < 2:
             return []
         cut = spans[-1].start  # everything before the last segment is complete
         if probed and cut >= len(text):
             cut = len(text)
-        done = [s.sent.strip() for s in spans[:-1] if s.end <= cut]
+        done = [s.sent.strip() for s in spans[:-1] if s.start < cut]
         self._buf = text[cut:]
         return done
 
