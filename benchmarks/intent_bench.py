@@ -73,8 +73,9 @@ def evaluate(name: str, rows: list[dict[str, Any]], show_errors: bool) -> dict[s
         y_pred.append(pred.top)
         y_true.append(pred.top if pred.top in gold else row["intent"])
         if pred.top not in gold:
-            errors.append(f"  {row['text']!r}: gold {sorted(gold)}, got {pred.top} "
-                          f"({pred.confidence:.2f})")
+            errors.append(
+                f"  {row['text']!r}: gold {sorted(gold)}, got {pred.top} ({pred.confidence:.2f})"
+            )
         if len(gold) > 1:
             multi_total += 1
             multi_hit += gold <= set(pred.detected)
@@ -102,22 +103,28 @@ def main() -> None:
     rows = load_eval(args.data)
     labels = {r["intent"] for r in rows}
     n_multi = sum(len(r.get("intents", [])) > 1 for r in rows)
-    print(f"{len(rows)} utterances, {len(labels)} intents, {n_multi} multi-intent; "
-          "disjoint from the training examples")
+    print(
+        f"{len(rows)} utterances, {len(labels)} intents, {n_multi} multi-intent; "
+        "disjoint from the training examples"
+    )
     results = []
     for name in args.backends.split(","):
         try:
             results.append(evaluate(name.strip(), rows, args.errors))
         except Exception as exc:  # a missing extra should not hide the other rows
             print(f"{name}: skipped ({type(exc).__name__}: {exc})")
-    header = (f"\n| backend | accuracy | macro-F1 | out-of-scope F1 | multi-intent recall "
-              "| p50 latency | p95 latency | set-up |")
+    header = (
+        "\n| backend | accuracy | macro-F1 | out-of-scope F1 | multi-intent recall "
+        "| p50 latency | p95 latency | set-up |"
+    )
     print(header)
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['backend']} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {r['oos_f1']:.3f} "
-              f"| {r['multi']:.0%} | {r['p50_ms']:.1f} ms | {r['p95_ms']:.1f} ms "
-              f"| {r['setup_s']:.2f} s |")
+        print(
+            f"| {r['backend']} | {r['accuracy']:.1%} | {r['macro_f1']:.3f} | {r['oos_f1']:.3f} "
+            f"| {r['multi']:.0%} | {r['p50_ms']:.1f} ms | {r['p95_ms']:.1f} ms "
+            f"| {r['setup_s']:.2f} s |"
+        )
 
 
 if __name__ == "__main__":

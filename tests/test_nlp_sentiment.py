@@ -40,9 +40,10 @@ def test_text_maps_to_the_expected_emotion(vader, text, emotion):
 
 
 def test_vader_reads_emphasis(vader):
-    assert vader.analyze_sync("This is GREAT!!!").compound > vader.analyze_sync(
-        "This is great"
-    ).compound
+    assert (
+        vader.analyze_sync("This is GREAT!!!").compound
+        > vader.analyze_sync("This is great").compound
+    )
 
 
 def test_negation_flips_polarity(vader):

@@ -124,16 +124,17 @@ class IntentFile(BaseModel):
         raw = dict(data)
         intents = raw.get("intents")
         if isinstance(intents, Mapping):
-            raw["intents"] = [
-                {"name": name, **(fields or {})} for name, fields in intents.items()
-            ]
+            raw["intents"] = [{"name": name, **(fields or {})} for name, fields in intents.items()]
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                + (" (YAML reads bare yes/no/on/off as booleans: quote them)"
-                   if isinstance(e.get("input"), bool) else "")
+                + (
+                    " (YAML reads bare yes/no/on/off as booleans: quote them)"
+                    if isinstance(e.get("input"), bool)
+                    else ""
+                )
                 for e in exc.errors()
             )
             raise ConfigurationError(f"intent file {source} is invalid: {problems}") from exc

@@ -144,7 +144,9 @@ class LLMIntentClassifier:
             if spec.name == OUT_OF_SCOPE:
                 continue
             shown = "; ".join(f'"{e}"' for e in spec.examples[:n_examples])
-            lines.append(f"- {spec.name}: {spec.description}" + (f" Examples: {shown}" if shown else ""))
+            lines.append(
+                f"- {spec.name}: {spec.description}" + (f" Examples: {shown}" if shown else "")
+            )
         lines += [
             f"- {OUT_OF_SCOPE}: none of the above.",
             "List every intent the message expresses (several when it does several things), "
@@ -195,7 +197,9 @@ class LLMIntentClassifier:
             return self._prediction(ranked)
         if self.fallback is not None:
             return await self.fallback.classify(
-                text if isinstance(text, ProcessedText) else ProcessedText(original=raw, normalized=raw)
+                text
+                if isinstance(text, ProcessedText)
+                else ProcessedText(original=raw, normalized=raw)
             )
         raise ProviderError(
             f"no valid intent JSON after {self.attempts} attempt(s): {problem}",
@@ -208,7 +212,9 @@ class LLMIntentClassifier:
         ]
         top = detected[0] if detected else OUT_OF_SCOPE
         listed = {i.name for i in ranked}
-        rest = [Intent(name=n, confidence=0.0) for n in [*self.names, OUT_OF_SCOPE] if n not in listed]
+        rest = [
+            Intent(name=n, confidence=0.0) for n in [*self.names, OUT_OF_SCOPE] if n not in listed
+        ]
         intents = [*ranked, *rest]
         if top == OUT_OF_SCOPE:
             oos = next((i for i in intents if i.name == OUT_OF_SCOPE), None)

@@ -84,7 +84,9 @@ class TfidfIntentClassifier(ScoringIntentClassifier):
                             (
                                 "words",
                                 TfidfVectorizer(
-                                    ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b"
+                                    ngram_range=(1, 2),
+                                    sublinear_tf=True,
+                                    token_pattern=r"(?u)\b\w+\b",
                                 ),
                             ),
                             (

@@ -16,6 +16,7 @@ from typing import Any
 
 import simplemma
 import snowballstemmer
+from simplemma.strategies.dictionaries.dictionary_factory import SUPPORTED_LANGUAGES
 from stop_words import LANGUAGE_MAPPING, get_stop_words
 
 from avatarkit.config import Settings, get_logger
@@ -99,9 +100,9 @@ def base_language(language: str) -> str:
 
 
 _EN_CONTRACTIONS = frozenset(
-    "i'm i'd i'll i've you're you'd you'll you've he's he'd he'll she's she'd she'll it's it'd "
-    "it'll we're we'd we'll we've they're they'd they'll they've that's there's what's let's "
-    "'s 're 've 'd 'll 'm".split()
+    f"{who}'{tail}"
+    for who in ("i", "you", "he", "she", "it", "we", "they", "that", "there", "what", "let", "")
+    for tail in ("m", "d", "ll", "ve", "re", "s")
 )
 
 
@@ -129,10 +130,8 @@ def _stemmer(lang: str) -> Any:
     return snowballstemmer.stemmer(algorithm) if algorithm else None
 
 
-_LEMMA_LANGS = frozenset(
-    "ar ast bg ca cs cy da de el en enm eo es et fa fi fr ga gd gl grc gv hbs he hi hu hy id is it "
-    "ka la lb lt lv mk ml ms nb nl nn pl pt ro ru se sk sl sq sv sw tl tr uk".split()
-)
+_LEMMA_LANGS: frozenset[str] = SUPPORTED_LANGUAGES
+"""Languages simplemma ships a dictionary for."""
 
 
 class LocalPreprocessor:

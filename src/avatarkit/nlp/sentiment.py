@@ -21,29 +21,28 @@ POSITIVE_AT = 0.05
 """VADER's documented cut-off: compound ≥ 0.05 is positive, ≤ -0.05 negative."""
 
 
-def _cue(*phrases: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(phrases) + r")\b", re.IGNORECASE)
+def _cue(phrases: str) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + phrases + r")\b", re.IGNORECASE)
 
 
 _ANGER = _cue(
-    "angry", "anger", "furious", "mad at", "hate", "hated", "outraged", "outrageous", "livid",
-    "pissed", "unacceptable", "ridiculous", "infuriating", "annoyed", "annoying", "fed up",
-    "sick of", "rude", "scam", "ripped off", "useless", "pathetic", "worst", "damn", "wtf",
+    "angry|anger|furious|mad at|hate|hated|outraged|outrageous|livid|pissed|unacceptable|"
+    "ridiculous|infuriating|annoyed|annoying|fed up|sick of|rude|scam|ripped off|useless|"
+    "pathetic|worst|damn|wtf"
 )
-_DISGUST = _cue("disgusting", "disgusted", "gross", "revolting", "nasty", "yuck", "eww+", "vile")
+_DISGUST = _cue("disgusting|disgusted|gross|revolting|nasty|yuck|eww+|vile")
 _FEAR = _cue(
-    "afraid", "scared", "scary", "frightened", "terrified", "worried", "worry", "anxious",
-    "nervous", "panic", "panicking", "fear",
+    "afraid|scared|scary|frightened|terrified|worried|worry|anxious|nervous|panic|panicking|fear"
 )
 _SURPRISE = _cue(
-    "wow", "whoa", "woah", "omg", "oh my god", "no way", "really", "unbelievable", "incredible",
-    "amazing", "surprised", "surprising", "can'?t believe", "what a", "holy",
+    "wow|whoa|woah|omg|oh my god|no way|really|unbelievable|incredible|amazing|surprised|"
+    "surprising|can'?t believe|what a|holy"
 )
 _UNCERTAIN = _cue(
-    "maybe", "perhaps", "not sure", "unsure", "i wonder", "wondering", "hmm+", "might", "whether",
-    "i guess", "don'?t know", "do not know", "confused", "which one", "should i", "let me think",
+    "maybe|perhaps|not sure|unsure|i wonder|wondering|hmm+|might|whether|i guess|"
+    "don'?t know|do not know|confused|which one|should i|let me think"
 )
-_PONDER = _cue("hmm+", "i wonder", "let me think", "wondering")
+_PONDER = _cue("hmm+|i wonder|let me think|wondering")
 
 
 def label_for(compound: float) -> Literal["positive", "negative", "neutral"]:
@@ -75,9 +74,7 @@ def emotion_for(text: str, compound: float) -> Emotion:
             return Emotion.FEARFUL
         if _ANGER.search(text) and (compound <= -0.4 or exclaims):
             return Emotion.ANGRY
-    if abs(compound) < 0.5 and (
-        (question and _UNCERTAIN.search(text)) or _PONDER.search(text)
-    ):
+    if abs(compound) < 0.5 and ((question and _UNCERTAIN.search(text)) or _PONDER.search(text)):
         return Emotion.THINKING
     if compound <= -POSITIVE_AT:
         return Emotion.SAD

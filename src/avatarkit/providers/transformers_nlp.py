@@ -106,7 +106,9 @@ class TransformersEmbedder:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
             self._model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot load an encoder from {self.model_path}: {exc}") from exc
+            raise ConfigurationError(
+                f"cannot load an encoder from {self.model_path}: {exc}"
+            ) from exc
         self._model.to(self.device).eval()
         self._lock = threading.Lock()
 
@@ -169,10 +171,10 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
         intents: IntentFile | str | Path | dict[str, Any] | None = None,
         *,
         embedder: Embedder | None = None,
-        threshold: float = 0.5,
-        k: int = 3,
-        temperature: float = 0.05,
-        min_similarity: float = 0.4,
+        threshold: float = 0.3,
+        k: int = 8,
+        temperature: float = 0.02,
+        min_similarity: float = 0.2,
         out_of_scope_examples: bool = True,
         multi_intent: bool = True,
     ) -> None:
@@ -193,9 +195,7 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
                 f"EmbeddingIntentClassifier needs examples for every intent; none for: "
                 f"{', '.join(missing)}"
             )
-        self.labels: list[str] = [*self.names] + (
-            [OUT_OF_SCOPE] if OUT_OF_SCOPE in labels else []
-        )
+        self.labels: list[str] = [*self.names] + ([OUT_OF_SCOPE] if OUT_OF_SCOPE in labels else [])
         self._examples = self.embedder.embed(texts)
         self._label_index = [
             np.array([i for i, lab in enumerate(labels) if lab == name]) for name in self.labels
@@ -358,7 +358,10 @@ class TransformersSentiment:
                     f"cannot tell the polarity of labels {unknown}; pass label_map="
                     "{label: 'positive' | 'negative' | 'neutral' | emotion}"
                 )
-            return [(g, None) for g in generic]  # type: ignore[misc]
+            return [
+                m if m is not None else (g, None)  # type: ignore[misc]
+                for m, g in zip(meanings, generic, strict=True)
+            ]
         return [m for m in meanings if m is not None]
 
     async def analyze(self, text: str) -> Sentiment:
@@ -378,13 +381,13 @@ class TransformersSentiment:
             ).to(self.device)
             logits = self._model(**batch).logits[0].float()
             probs = torch.softmax(logits, dim=-1).cpu().numpy()
-        mass = {"positive": 0.0, "negative": 0.0, "neutral": 0.0}
+        mass: dict[Polarity, float] = {"positive": 0.0, "negative": 0.0, "neutral": 0.0}
         for (polarity, _), p in zip(self._meanings, probs, strict=True):
             mass[polarity] += float(p)
         compound = max(-1.0, min(1.0, mass["positive"] - mass["negative"]))
         best = int(np.argmax(probs))
         emotion = self._meanings[best][1] or emotion_for(text, compound)
-        label: Polarity = max(mass, key=lambda k: mass[k])  # type: ignore[assignment]
+        label: Polarity = max(mass, key=lambda k: mass[k])
         return Sentiment(
             compound=compound,
             positive=min(1.0, mass["positive"]),
