@@ -8,6 +8,7 @@ from a folder you give. Specs: ``"transformers:embedding"`` (intent), ``"transfo
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from avatarkit.nlp.intent import ScoringIntentClassifier
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, load_intents
 from avatarkit.nlp.intent_tfidf import training_pairs
 from avatarkit.nlp.sentiment import check_text, emotion_for
-from avatarkit.types import Emotion, Sentiment
+from avatarkit.types import Emotion, IntentPrediction, ProcessedText, Sentiment
 
 __all__ = [
     "Embedder",
@@ -201,6 +202,14 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
             np.array([i for i, lab in enumerate(labels) if lab == name]) for name in self.labels
         ]
 
+    async def classify(self, text: ProcessedText | str) -> IntentPrediction:
+        """Return ranked intents; runs the encoder in a worker thread, off the event loop.
+
+        Raises:
+            InputValidationError: ``text`` is neither ProcessedText nor str.
+        """
+        return await asyncio.to_thread(self.classify_sync, text)
+
     def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Gated softmax over k-NN similarities, for each text."""
         sims = self.embedder.embed(texts) @ self._examples.T
@@ -365,12 +374,13 @@ class TransformersSentiment:
         return [m for m in meanings if m is not None]
 
     async def analyze(self, text: str) -> Sentiment:
-        """Return the sentiment of ``text``.
+        """Return the sentiment of ``text``; the model runs in a worker thread.
 
         Raises:
             InputValidationError: ``text`` is not a string or is longer than ``max_chars``.
         """
-        return self.analyze_sync(text)
+        check_text(text, self.max_chars)
+        return await asyncio.to_thread(self.analyze_sync, text)
 
     def analyze_sync(self, text: str) -> Sentiment:
         """Blocking form of :meth:`analyze`."""
