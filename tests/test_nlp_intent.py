@@ -1,14 +1,13 @@
 import pytest
 
 from avatarkit.errors import ConfigurationError, InputValidationError
-from avatarkit.nlp import make_intent, make_preprocessor, make_sentiment
-from avatarkit.nlp.intent import decide, split_clauses
+from avatarkit.nlp.intent import decide, make_intent, split_clauses
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, IntentSpec, load_intents
 from avatarkit.nlp.intent_llm import LLMIntentClassifier
 from avatarkit.nlp.intent_rule import RuleIntentClassifier
 from avatarkit.nlp.intent_tfidf import TfidfIntentClassifier
-from avatarkit.nlp.preprocess import LocalPreprocessor
-from avatarkit.nlp.sentiment import VaderSentiment
+from avatarkit.nlp.preprocess import LocalPreprocessor, make_preprocessor
+from avatarkit.nlp.sentiment import VaderSentiment, make_sentiment
 from avatarkit.ports import IntentClassifier
 
 REQUIRED = {

@@ -8,18 +8,25 @@ threshold) and ``detected`` (one intent per clause, so "thanks! and can I book a
 
 from __future__ import annotations
 
+import difflib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from avatarkit.errors import InputValidationError
+from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile
 from avatarkit.types import Intent, IntentPrediction, ProcessedText
 
+if TYPE_CHECKING:
+    from avatarkit.nlp.intent_llm import LLMIntentClassifier
+
 __all__ = [
+    "INTENT_BACKENDS",
     "OUT_OF_SCOPE",
     "ScoringIntentClassifier",
     "decide",
+    "make_intent",
     "split_clauses",
     "text_of",
 ]
@@ -30,6 +37,9 @@ _CONJUNCTION_RE = re.compile(
     re.IGNORECASE,
 )
 _WORD_RE = re.compile(r"\w")
+
+INTENT_BACKENDS = ("tfidf", "rules", "llm")
+"""Intent backends of the ``local`` provider; ``tfidf`` is the default."""
 
 
 def split_clauses(text: str) -> list[str]:
@@ -176,3 +186,41 @@ class ScoringIntentClassifier(ABC):
             return decide(self.names, whole, [], threshold=self.threshold, backend=self.backend)
         whole, *parts = self.score([raw, *clauses])
         return decide(self.names, whole, parts, threshold=self.threshold, backend=self.backend)
+
+
+def make_intent(
+    name: str | None = None, **options: Any
+) -> ScoringIntentClassifier | LLMIntentClassifier:
+    """Factory for spec ``"local"``/``"local:tfidf"`` (default), ``"local:rules"``, ``"local:llm"``.
+
+    ``"llm"`` needs ``chat=`` a ChatModel. Other options go to the classifier (``intents=`` a
+    path or ``IntentFile``, ``threshold=``...).
+
+    Raises:
+        ConfigurationError: unknown name, or ``"llm"`` without ``chat``.
+    """
+    key = (name or "tfidf").lower()
+    if key in ("tfidf", "default", "local"):
+        from avatarkit.nlp.intent_tfidf import TfidfIntentClassifier
+
+        return TfidfIntentClassifier(**options)
+    if key in ("rules", "rule"):
+        from avatarkit.nlp.intent_rule import RuleIntentClassifier
+
+        return RuleIntentClassifier(**options)
+    if key == "llm":
+        from avatarkit.nlp.intent_llm import LLMIntentClassifier
+
+        chat = options.pop("chat", None)
+        if chat is None:
+            raise ConfigurationError(
+                "intent 'llm' needs a chat model: make_intent('llm', chat=<ChatModel>)"
+            )
+        return LLMIntentClassifier(chat, **options)
+    close = difflib.get_close_matches(key, INTENT_BACKENDS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    if key in ("embedding", "embeddings", "minilm"):
+        hint += " Embeddings are the 'transformers:embedding' spec."
+    raise ConfigurationError(
+        f"unknown intent backend {key!r}.{hint} Choose one of: {', '.join(INTENT_BACKENDS)}."
+    )

@@ -23,7 +23,7 @@ from avatarkit.config import Settings, get_logger
 from avatarkit.errors import InputValidationError
 from avatarkit.types import ProcessedText
 
-__all__ = ["NEGATIONS", "LocalPreprocessor", "base_language", "stopwords_for"]
+__all__ = ["NEGATIONS", "LocalPreprocessor", "base_language", "make_preprocessor", "stopwords_for"]
 
 _log = get_logger("avatarkit.nlp")
 
@@ -283,3 +283,10 @@ class LocalPreprocessor:
             chosen = custom
         words = frozenset(w.casefold() for w in chosen)
         return words - NEGATIONS if self.keep_negations else words
+
+
+def make_preprocessor(name: str | None = None, **options: Any) -> LocalPreprocessor:
+    """Factory for spec ``"local"`` → :class:`LocalPreprocessor` (``"local:de"``: German)."""
+    if name and name.lower() not in ("local", "default"):
+        options.setdefault("language", name)
+    return LocalPreprocessor(**options)

@@ -6,16 +6,17 @@ words (anger, fear, disgust, surprise, uncertainty) read in the text itself.
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from avatarkit.config import Settings
-from avatarkit.errors import InputValidationError
+from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.types import Emotion, Sentiment
 
-__all__ = ["VaderSentiment", "check_text", "emotion_for", "label_for"]
+__all__ = ["VaderSentiment", "check_text", "emotion_for", "label_for", "make_sentiment"]
 
 POSITIVE_AT = 0.05
 """VADER's documented cut-off: compound ≥ 0.05 is positive, ≤ -0.05 negative."""
@@ -141,3 +142,20 @@ def check_text(text: object, max_chars: int) -> str:
             f"text is {len(text)} characters long; the limit is {max_chars}", field="text"
         )
     return text
+
+
+def make_sentiment(name: str | None = None, **options: Any) -> VaderSentiment:
+    """Factory for spec ``"local"`` / ``"local:vader"`` → :class:`VaderSentiment`.
+
+    Raises:
+        ConfigurationError: unknown name.
+    """
+    key = (name or "vader").lower()
+    if key in ("vader", "default", "local"):
+        return VaderSentiment(**options)
+    close = difflib.get_close_matches(key, ["vader"], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigurationError(
+        f"unknown sentiment backend {key!r}.{hint} The local provider has 'vader'; a model "
+        "folder is the 'transformers:<folder>' spec."
+    )
