@@ -146,3 +146,36 @@ def test_embedding_rejects_intents_without_examples(embedding):
 def test_bad_encoder_folder_is_a_configuration_error(tmp_path):
     with pytest.raises(ConfigurationError):
         tn.TransformersEmbedder(tmp_path)
+
+
+class CountingEmbedder:
+    def __init__(self, inner):
+        self.inner = inner
+        self.fingerprint = inner.fingerprint
+        self.texts = 0
+
+    def embed(self, texts):
+        self.texts += len(texts)
+        return self.inner.embed(texts)
+
+
+def test_example_embeddings_are_cached_between_starts(embedding, tmp_path):
+    counting = CountingEmbedder(embedding.embedder)
+    first = tn.EmbeddingIntentClassifier(embedder=counting, cache_dir=tmp_path)
+    encoded = counting.texts
+    assert encoded == sum(len(s.examples) for s in first.intents.intents)
+    assert len(list(tmp_path.glob("intent-examples-*.npy"))) == 1
+
+    second = tn.EmbeddingIntentClassifier(embedder=counting, cache_dir=tmp_path)
+    assert counting.texts == encoded  # nothing re-encoded
+    text = "can I get a table for two on Friday"
+    assert second.classify_sync(text) == first.classify_sync(text)
+
+    before = counting.texts
+    other = load_intents({"intents": {"a": {"examples": ["x", "y"]}}})
+    tn.EmbeddingIntentClassifier(other, embedder=counting, cache_dir=tmp_path)
+    assert counting.texts == before + 2  # different texts, different entry
+    for f in tmp_path.glob("*.npy"):
+        f.write_bytes(b"garbage")
+    tn.EmbeddingIntentClassifier(other, embedder=counting, cache_dir=tmp_path)
+    assert counting.texts == before + 4  # an unreadable entry is rebuilt

@@ -9,6 +9,8 @@ from a folder you give. Specs: ``"transformers:embedding"`` (intent), ``"transfo
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("the transformers NLP backends", "nlp", missing=exc.name) from exc
 
+from avatarkit._files import write_bytes_atomic
 from avatarkit.config import Settings, get_logger
 from avatarkit.nlp.intent import ScoringIntentClassifier
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, load_intents
@@ -121,6 +124,16 @@ class TransformersEmbedder:
         """Length of each embedding."""
         return int(self._model.config.hidden_size)
 
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the weights and settings (folder, file sizes and times, max_length)."""
+        parts = [str(self.model_path.resolve()), str(self.max_length)]
+        for f in sorted(self.model_path.glob("*")):
+            if f.is_file():
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings, one row per text (float32)."""
         if not texts:
@@ -163,6 +176,8 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
         min_similarity: Similarity at which the gate is half open.
         out_of_scope_examples: Use the file's ``out_of_scope`` examples as a class of its own.
         multi_intent: Also score each clause.
+        cache_dir: Folder where the examples' embeddings are kept between runs (keyed by the
+            weights and the texts), so the next start skips encoding them; ``None``: no cache.
     """
 
     backend = "embedding"
@@ -178,6 +193,7 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
         min_similarity: float = 0.2,
         out_of_scope_examples: bool = True,
         multi_intent: bool = True,
+        cache_dir: str | Path | None = None,
     ) -> None:
         super().__init__(load_intents(intents), threshold=threshold, multi_intent=multi_intent)
         if k < 1 or temperature <= 0:
@@ -197,10 +213,29 @@ class EmbeddingIntentClassifier(ScoringIntentClassifier):
                 f"{', '.join(missing)}"
             )
         self.labels: list[str] = [*self.names] + ([OUT_OF_SCOPE] if OUT_OF_SCOPE in labels else [])
-        self._examples = self.embedder.embed(texts)
+        self._examples = self._embed_examples(texts, cache_dir)
         self._label_index = [
             np.array([i for i, lab in enumerate(labels) if lab == name]) for name in self.labels
         ]
+
+    def _embed_examples(self, texts: list[str], cache_dir: str | Path | None) -> np.ndarray:
+        fingerprint = getattr(self.embedder, "fingerprint", None)
+        if cache_dir is None or not isinstance(fingerprint, str):
+            return self.embedder.embed(texts)
+        key = hashlib.sha256("\n".join([fingerprint, *texts]).encode()).hexdigest()[:32]
+        path = Path(cache_dir).expanduser() / f"intent-examples-{key}.npy"
+        if path.is_file():
+            try:
+                cached = np.load(path, allow_pickle=False)
+                if cached.ndim == 2 and cached.shape[0] == len(texts):
+                    return np.asarray(cached, dtype=np.float32)
+            except (OSError, ValueError) as exc:
+                _log.warning("ignoring unreadable embedding cache %s: %s", path, exc)
+        vectors = self.embedder.embed(texts)
+        buf = io.BytesIO()
+        np.save(buf, vectors, allow_pickle=False)
+        write_bytes_atomic(path, buf.getvalue())
+        return vectors
 
     async def classify(self, text: ProcessedText | str) -> IntentPrediction:
         """Return ranked intents; runs the encoder in a worker thread, off the event loop.
