@@ -100,6 +100,13 @@ async def test_fallback_answers_when_replies_are_invalid():
     assert len(chat.calls) == 1
 
 
+async def test_too_long_text_is_rejected_before_calling_the_model():
+    chat = ScriptedChat(reply(("greeting", 0.9)))
+    with pytest.raises(InputValidationError, match="limit"):
+        await LLMIntentClassifier(chat).classify("hi " * 5000)
+    assert chat.calls == []
+
+
 async def test_empty_text_does_not_call_the_model():
     chat = ScriptedChat()
     pred = await LLMIntentClassifier(chat).classify("  ")

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from avatarkit.config import Settings
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile
 from avatarkit.types import Intent, IntentPrediction, ProcessedText
@@ -60,15 +61,23 @@ def text_of(text: ProcessedText | str) -> str:
     """The text a classifier reads: ``ProcessedText.normalized`` or the string itself.
 
     Raises:
-        InputValidationError: ``text`` is neither.
+        InputValidationError: ``text`` is neither, or is longer than
+            ``Settings().max_input_chars``.
     """
     if isinstance(text, ProcessedText):
-        return text.normalized
-    if isinstance(text, str):
-        return text
-    raise InputValidationError(
-        f"classify() takes ProcessedText or str, got {type(text).__name__}", field="text"
-    )
+        raw = text.normalized
+    elif isinstance(text, str):
+        raw = text
+    else:
+        raise InputValidationError(
+            f"classify() takes ProcessedText or str, got {type(text).__name__}", field="text"
+        )
+    limit = Settings().max_input_chars
+    if len(raw) > limit:
+        raise InputValidationError(
+            f"text is {len(raw)} characters long; the limit is {limit}", field="text"
+        )
+    return raw
 
 
 def decide(
