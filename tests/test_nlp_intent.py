@@ -1,0 +1,257 @@
+import pytest
+
+from avatarkit.errors import ConfigurationError, InputValidationError
+from avatarkit.nlp.intent import decide, make_intent, split_clauses
+from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, IntentSpec, load_intents
+from avatarkit.nlp.intent_llm import LLMIntentClassifier
+from avatarkit.nlp.intent_rule import RuleIntentClassifier
+from avatarkit.nlp.intent_tfidf import TfidfIntentClassifier
+from avatarkit.nlp.preprocess import LocalPreprocessor, make_preprocessor
+from avatarkit.nlp.sentiment import VaderSentiment, make_sentiment
+from avatarkit.ports import IntentClassifier
+
+REQUIRED = {
+    "greeting",
+    "farewell",
+    "thanks",
+    "ask_about_avatar",
+    "small_talk",
+    "book_appointment",
+    "support_question",
+    "complaint",
+    "help",
+    "affirm",
+    "deny",
+}
+
+
+@pytest.fixture(scope="module")
+def tfidf() -> TfidfIntentClassifier:
+    return TfidfIntentClassifier()
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleIntentClassifier:
+    return RuleIntentClassifier()
+
+
+# ------------------------------------------------------------------ intent file
+
+
+def test_default_file_covers_the_bot_intents_with_examples():
+    f = load_intents()
+    assert set(f.names) >= REQUIRED
+    assert OUT_OF_SCOPE not in f.names and f.out_of_scope_examples
+    for name in REQUIRED:
+        spec = f.get(name)
+        assert len(spec.examples) >= 15 and spec.description
+        assert spec.keywords or spec.patterns
+
+
+def test_yaml_file_round_trip(tmp_path):
+    path = tmp_path / "intents.yaml"
+    path.write_text(
+        "intents:\n"
+        "  order_pizza:\n"
+        "    description: wants pizza\n"
+        "    keywords: [pizza]\n"
+        "    examples: [a large pizza please, I want a margherita]\n"
+        "  weather:\n"
+        "    patterns: ['\\bweather\\b']\n"
+        "    examples: [is it raining, will it be sunny]\n"
+    )
+    f = load_intents(path)
+    assert f.names == ["order_pizza", "weather"]
+    assert f.get("weather").patterns == (r"\bweather\b",)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("intents:\n  a:\n    patterns: ['(unclosed']\n", "bad regex"),
+        ("intents:\n  Bad Name:\n    examples: [x]\n", "must match"),
+        ("intents:\n  affirm:\n    examples: [yes]\n", "quote them"),
+        ("intents:\n  out_of_scope:\n    keywords: [x]\n", "examples only"),
+        ("intents:\n  out_of_scope:\n    examples: [x]\n", "no intent besides"),
+        ("intents: [1, 2", "not valid YAML"),
+        ("- just a list\n", "top level must be a mapping"),
+    ],
+)
+def test_invalid_files_raise_configuration_errors(tmp_path, yaml_text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigurationError, match=message):
+        load_intents(path)
+
+
+def test_duplicate_names_and_missing_files_are_rejected(tmp_path):
+    with pytest.raises(ConfigurationError, match="repeated: a"):
+        load_intents({"intents": [{"name": "a"}, {"name": "a"}]})
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_intents(tmp_path / "nope.yaml")
+
+
+# ------------------------------------------------------------------ shared decisions
+
+
+def test_split_clauses_at_punctuation_and_conjunctions():
+    assert split_clauses("thanks! and can I book a slot tomorrow?") == [
+        "thanks!",
+        "can I book a slot tomorrow?",
+    ]
+    assert split_clauses("hi, who are you") == ["hi", "who are you"]
+    assert split_clauses("book it but not on Friday") == ["book it", "not on Friday"]
+    assert split_clauses("hello") == ["hello"]
+    assert split_clauses("?!") == ["?!"]
+
+
+def test_decide_falls_back_to_out_of_scope_below_threshold():
+    pred = decide(["a", "b"], {"a": 0.3, "b": 0.2}, [], threshold=0.5, backend="x")
+    assert pred.top == OUT_OF_SCOPE and pred.detected == []
+    assert pred.intents[0].name == OUT_OF_SCOPE and pred.intents[0].confidence == 0.7
+    assert [i.name for i in pred.intents[1:]] == ["a", "b"]
+
+
+def test_decide_reports_one_intent_per_clause_in_text_order():
+    pred = decide(
+        ["a", "b", "c"],
+        {"a": 0.2, "b": 0.7, "c": 0.1},
+        [{"a": 0.9, "b": 0.05}, {"b": 0.8, "a": 0.1}],
+        threshold=0.5,
+        backend="x",
+    )
+    assert pred.top == "b" and pred.detected == ["a", "b"]
+    assert pred.intents[0].name in {"a", "b"} and pred.confidence == 0.9
+
+
+def test_decide_respects_a_trained_out_of_scope_class():
+    pred = decide(["a"], {"a": 0.55, OUT_OF_SCOPE: 0.6}, [], threshold=0.5, backend="x")
+    assert pred.top == OUT_OF_SCOPE
+
+
+# ------------------------------------------------------------------ rules
+
+
+def test_rules_match_keywords_by_stem_and_patterns(rules):
+    assert rules.classify_sync("any chance of booking for Friday?").top == "book_appointment"
+    assert rules.classify_sync("Who are you?").top == "ask_about_avatar"
+    assert rules.classify_sync("nope").top == "deny"
+
+
+def test_rules_answer_out_of_scope_without_evidence(rules):
+    pred = rules.classify_sync("the mitochondria is the powerhouse of the cell")
+    assert pred.top == OUT_OF_SCOPE and pred.detected == []
+
+
+def test_rules_combine_evidence_as_noisy_or():
+    spec = IntentSpec(name="pay", keywords=("invoice",), patterns=(r"\bpay\b",))
+    clf = RuleIntentClassifier(IntentFile(intents=(spec,)), multi_intent=False)
+    assert clf.classify_sync("pay").confidence == pytest.approx(0.75)
+    assert clf.classify_sync("invoice").confidence == pytest.approx(0.5)
+    assert clf.classify_sync("pay the invoices").confidence == pytest.approx(0.875)
+
+
+# ------------------------------------------------------------------ tf-idf
+
+
+def test_classifiers_satisfy_the_port(tfidf, rules):
+    assert isinstance(tfidf, IntentClassifier) and isinstance(rules, IntentClassifier)
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("hey there, good evening", "greeting"),
+        ("ok I am heading off now, bye", "farewell"),
+        ("thank you so much for your help today", "thanks"),
+        ("what is your name and who made you", "ask_about_avatar"),
+        ("can I book an appointment for next Monday", "book_appointment"),
+        ("how do I reset the password of my account", "support_question"),
+        ("this service is terrible and unacceptable", "complaint"),
+        ("yes, that is correct", "affirm"),
+        ("no, I don't think so", "deny"),
+        ("what is the tallest building in the world", OUT_OF_SCOPE),
+    ],
+)
+def test_tfidf_classifies_unseen_utterances(tfidf, text, intent):
+    assert tfidf.classify_sync(text).top == intent
+
+
+async def test_tfidf_detects_several_intents(tfidf):
+    text = LocalPreprocessor().preprocess_sync("thanks! and can I book a slot tomorrow?")
+    pred = await tfidf.classify(text)
+    assert pred.backend == "tfidf"
+    assert pred.detected == ["thanks", "book_appointment"]
+    assert pred.top in pred.detected
+
+
+def test_tfidf_confidences_are_ranked_probabilities(tfidf):
+    pred = tfidf.classify_sync("I want to schedule a meeting")
+    confidences = [i.confidence for i in pred.intents]
+    assert confidences == sorted(confidences, reverse=True)
+    assert all(0.0 <= c <= 1.0 for c in confidences)
+    assert {i.name for i in pred.intents} == {*tfidf.names, OUT_OF_SCOPE}
+    assert pred.top == "book_appointment" and pred.confidence >= tfidf.threshold
+
+
+def test_tfidf_empty_text_is_out_of_scope(tfidf):
+    pred = tfidf.classify_sync("   ")
+    assert pred.top == OUT_OF_SCOPE and pred.confidence == 1.0
+
+
+def test_tfidf_trains_from_a_custom_file():
+    f = load_intents(
+        {
+            "intents": {
+                "order_pizza": {"examples": ["a large pizza", "pizza with cheese", "margherita"]},
+                "order_drink": {"examples": ["a cola", "some water", "a beer please"]},
+            }
+        }
+    )
+    clf = TfidfIntentClassifier(f, multi_intent=False)
+    assert clf.classify_sync("one pizza with extra cheese").top == "order_pizza"
+    assert clf.classify_sync("a cold beer").top == "order_drink"
+    assert not clf.has_out_of_scope_class
+
+
+def test_tfidf_needs_examples_for_every_intent():
+    f = IntentFile(intents=(IntentSpec(name="a", examples=("x",)), IntentSpec(name="b")))
+    with pytest.raises(ConfigurationError, match="none for: b"):
+        TfidfIntentClassifier(f)
+
+
+def test_bad_threshold_and_input_are_rejected(tfidf):
+    with pytest.raises(InputValidationError):
+        TfidfIntentClassifier(threshold=1.5)
+    with pytest.raises(InputValidationError):
+        tfidf.classify_sync(3)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ factories
+
+
+def test_factories_build_the_named_backends():
+    assert isinstance(make_intent(), TfidfIntentClassifier)
+    assert isinstance(make_intent("rules", threshold=0.6), RuleIntentClassifier)
+    assert isinstance(make_sentiment(), VaderSentiment)
+    assert make_preprocessor("de").language == "de"
+    assert make_preprocessor("local", lowercase=True).lowercase
+
+
+def test_factory_errors_are_clear():
+    with pytest.raises(ConfigurationError, match="Did you mean 'rules'"):
+        make_intent("rulez")
+    with pytest.raises(ConfigurationError, match="transformers:embedding"):
+        make_intent("embedding")
+    with pytest.raises(ConfigurationError, match="needs a chat model"):
+        make_intent("llm")
+    with pytest.raises(ConfigurationError, match="vader"):
+        make_sentiment("vadr")
+
+
+def test_llm_factory_wraps_the_given_chat():
+    class Chat:
+        pass
+
+    clf = make_intent("llm", chat=Chat())
+    assert isinstance(clf, LLMIntentClassifier) and isinstance(clf.chat, Chat)

@@ -1,0 +1,76 @@
+import pytest
+
+from avatarkit.errors import InputValidationError
+from avatarkit.nlp.sentiment import VaderSentiment, emotion_for, label_for
+from avatarkit.ports import SentimentAnalyzer
+from avatarkit.types import Emotion
+
+
+@pytest.fixture(scope="module")
+def vader() -> VaderSentiment:
+    return VaderSentiment()
+
+
+def test_satisfies_the_port(vader):
+    assert isinstance(vader, SentimentAnalyzer)
+
+
+async def test_positive_text(vader):
+    s = await vader.analyze("Thank you, that was wonderful!")
+    assert s.label == "positive" and s.compound > 0.5
+    assert s.emotion is Emotion.HAPPY and s.backend == "vader"
+    assert s.positive + s.negative + s.neutral == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("text", "emotion"),
+    [
+        ("This is unacceptable, I hate this service!", Emotion.ANGRY),
+        ("I lost my job today and I feel awful.", Emotion.SAD),
+        ("I'm really worried about the surgery tomorrow.", Emotion.FEARFUL),
+        ("Ugh, that smells disgusting.", Emotion.DISGUSTED),
+        ("Wow, no way!", Emotion.SURPRISED),
+        ("Hmm, maybe Tuesday? I'm not sure which day suits me.", Emotion.THINKING),
+        ("The meeting is at three.", Emotion.NEUTRAL),
+        ("I love it, best day ever", Emotion.HAPPY),
+    ],
+)
+def test_text_maps_to_the_expected_emotion(vader, text, emotion):
+    assert vader.analyze_sync(text).emotion is emotion
+
+
+def test_vader_reads_emphasis(vader):
+    assert (
+        vader.analyze_sync("This is GREAT!!!").compound
+        > vader.analyze_sync("This is great").compound
+    )
+
+
+def test_negation_flips_polarity(vader):
+    assert vader.analyze_sync("I am happy").label == "positive"
+    assert vader.analyze_sync("I am not happy").label == "negative"
+
+
+def test_mild_negative_without_anger_words_is_sad_not_angry():
+    assert emotion_for("I waited and nobody came", -0.3) is Emotion.SAD
+    assert emotion_for("I am furious", -0.6) is Emotion.ANGRY
+    assert emotion_for("furious", -0.1) is Emotion.SAD  # anger word but weak, no "!"
+    assert emotion_for("furious!", -0.1) is Emotion.ANGRY
+
+
+def test_label_cut_offs():
+    assert label_for(0.05) == "positive"
+    assert label_for(-0.05) == "negative"
+    assert label_for(0.049) == "neutral"
+
+
+def test_bad_input_is_rejected(vader):
+    with pytest.raises(InputValidationError):
+        vader.analyze_sync(None)  # type: ignore[arg-type]
+    with pytest.raises(InputValidationError):
+        VaderSentiment(max_chars=5).analyze_sync("too long")
+
+
+def test_empty_text_is_neutral(vader):
+    s = vader.analyze_sync("")
+    assert s.label == "neutral" and s.emotion is Emotion.NEUTRAL
