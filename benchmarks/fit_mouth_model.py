@@ -1,7 +1,8 @@
 """Fit the audio-only lip-closure model of avatarkit.animation.lipsync (source 3).
 
 Synthesises the TRAIN sentences of lipsync_data.py with eSpeak at three speaking rates, each
-once nearly clean and once with white noise at 12-40 dB SNR, at random gain, labels each 10 ms frame closed (pause, p/b/m) or open from
+once nearly clean and once with white noise at 12-40 dB SNR, at random gain, labels
+each 10 ms frame closed (pause, p/b/m) or open from
 eSpeak's own phoneme timings, and fits a small neural network (scikit-learn MLPClassifier, one
 hidden layer of 12 ReLU units) on the frame features. Writes the weights to
 src/avatarkit/animation/mouth_model.json. The held-out TEST sentences are never seen here;

@@ -33,7 +33,7 @@ class CallStats:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()
+        self.seconds: dict[str, float] = {}
 
     def snapshot(self) -> dict[str, int]:
         """A copy of the call counts."""
@@ -108,9 +108,7 @@ def _span(name: str) -> Iterator[None]:
 def _load_otel() -> Any:
     if importlib.util.find_spec("opentelemetry") is None:
         return None
-    from opentelemetry import trace
-
-    return trace
+    return importlib.import_module("opentelemetry.trace")
 
 
 _otel = _load_otel()
@@ -154,7 +152,8 @@ class _Limited:
                     with _span(f"avatarkit.{key}"):
                         return await fn(*args, **kwargs)
                 finally:
-                    self._stats.seconds[key] += time.perf_counter() - t0
+                    spent = time.perf_counter() - t0
+                    self._stats.seconds[key] = self._stats.seconds.get(key, 0.0) + spent
 
         return call
 
