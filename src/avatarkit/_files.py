@@ -14,11 +14,21 @@ if TYPE_CHECKING:
     from avatarkit.types import Response
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_atomic(path: Path, writer: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``writer`` on a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; saved results are ordinary files
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()

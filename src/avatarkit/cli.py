@@ -53,10 +53,9 @@ def _progress(desc: str) -> Any:
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=desc, unit="frame", leave=False, file=sys.stderr)
+            bar["bar"] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
         b = bar["bar"]
-        b.n = done
-        b.refresh()
+        b.update(done - b.n)
         if done >= total:
             b.close()
 
