@@ -41,6 +41,7 @@ __all__ = [
     "Role",
     "SentimentAnalyzer",
     "SpeechSynthesizer",
+    "StreamingSpeechSynthesizer",
     "TextPreprocessor",
     "VoiceCapabilities",
 ]
@@ -77,7 +78,8 @@ class VoiceCapabilities(_Caps):
     phoneme_timings: bool = False
     """VoiceOutput.phonemes is filled (IPA)."""
     streaming: bool = False
-    """``stream()`` yields audio chunks before synthesis ends."""
+    """It also implements :class:`StreamingSpeechSynthesizer`: ``stream()`` yields encoded
+    audio chunks before synthesis ends."""
     formats: tuple[AudioFormat, ...] = ("wav",)
     """Audio encodings it can return."""
     offline: bool = False
@@ -171,6 +173,15 @@ class SpeechSynthesizer(Protocol):
 
     async def synthesize(self, text: str) -> VoiceOutput:
         """Speak ``text``; timings refer to ``text`` itself."""
+        ...
+
+
+@runtime_checkable
+class StreamingSpeechSynthesizer(SpeechSynthesizer, Protocol):
+    """A voice that can also stream audio as it is synthesised (``capabilities.streaming``)."""
+
+    def stream(self, text: str) -> AsyncIterator[bytes]:
+        """Yield encoded audio chunks (in ``capabilities.formats[0]``) as they arrive."""
         ...
 
 

@@ -32,6 +32,7 @@ from avatarkit.ports import (
     ImageCapabilities,
     ProgressCallback,
     RendererCapabilities,
+    StreamingSpeechSynthesizer,
     VoiceCapabilities,
 )
 from avatarkit.registry import Provider
@@ -460,6 +461,10 @@ async def check_voice(voice: Any, text: str = "Hello there, my friend.") -> Voic
         AssertionError: a declared capability does not hold, or timings are inconsistent.
     """
     caps: VoiceCapabilities = voice.capabilities
+    if caps.streaming:
+        assert isinstance(voice, StreamingSpeechSynthesizer), (
+            "declares streaming but has no stream()"
+        )
     out: VoiceOutput = await voice.synthesize(text)
     assert out.format in caps.formats, f"format {out.format!r} not in declared {caps.formats}"
     if out.format in ("wav", "mp3", "flac", "ogg", "pcm_s16le"):
