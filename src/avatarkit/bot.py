@@ -154,6 +154,7 @@ class AvatarBot:
             if self.renderer is not None:
                 self.image = self._resolve("image", image)
         self._image_lock = asyncio.Lock()
+        self._prepared = False
 
     def _resolve(self, role: Role, value: Backend) -> Any:
         if value is None:
@@ -267,12 +268,19 @@ class AvatarBot:
         return _sync.run(self.say(text, **kwargs))
 
     async def avatar_image(self) -> AvatarImage:
-        """The avatar's picture, generated once and kept."""
+        """The avatar's picture, generated once and kept (and the renderer prepared for it)."""
         async with self._image_lock:
             if self._avatar_image is None:
                 if self.image is None or self._avatar_prompt is None:
                     raise ConfigurationError("no avatar image and no image generator configured")
                 self._avatar_image = await self.image.generate(self._avatar_prompt)
+            if not self._prepared and self.renderer is not None:
+                prepare = getattr(self.renderer, "prepare", None)
+                if prepare is not None and self._avatar_image.kind in (
+                    self.renderer.capabilities.image_kinds
+                ):
+                    await prepare(self._avatar_image)
+                self._prepared = True
             return self._avatar_image
 
     def avatar_image_sync(self) -> AvatarImage:
@@ -352,7 +360,7 @@ class AvatarBot:
         _strip_tags(response.dialogue)
 
     def _start_image_task(self, render: bool | None) -> asyncio.Task[AvatarImage] | None:
-        if not self._will_render(render) or self._avatar_image is not None:
+        if not self._will_render(render) or (self._avatar_image is not None and self._prepared):
             return None
         return asyncio.get_running_loop().create_task(self.avatar_image())
 

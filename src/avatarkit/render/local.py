@@ -80,6 +80,32 @@ class FrameDrawer(Protocol):
         ...
 
 
+@functools.cache
+def _warmup_states() -> tuple[FaceState, ...]:
+    """Face states of a short, phonetically rich utterance with a few expressions (25 fps)."""
+    from avatarkit._espeak import synthesize
+    from avatarkit.animation.lipsync import lipsync, timeline_from
+    from avatarkit.types import Emotion, FacialExpression
+
+    text = (
+        "Hello! The quick brown fox jumps over the lazy dog. How are you today? "
+        "I'm thinking about it, and I would love to help you with that."
+    )
+    syn = synthesize(text)
+    voice = VoiceOutput(
+        audio=encode_wav(syn.samples, syn.sample_rate), sample_rate=syn.sample_rate,
+        duration=syn.duration, text=text, words=syn.words, phonemes=syn.phonemes,
+    )  # fmt: skip
+    third = voice.duration / 3
+    expressions = [
+        FacialExpression(time=0.0, emotion=Emotion.HAPPY, intensity=0.7),
+        FacialExpression(time=third, emotion=Emotion.NEUTRAL, intensity=0.5),
+        FacialExpression(time=2 * third, emotion=Emotion.THINKING, intensity=0.6),
+    ]
+    timeline = timeline_from(voice, lipsync(voice, text=text), expressions=expressions)
+    return tuple(TimelineSampler(timeline, auto_blink=True).frames(25))
+
+
 class LocalRenderer:
     """Render talking-avatar videos on the CPU.
 
@@ -171,6 +197,27 @@ class LocalRenderer:
             with contextlib.suppress(BaseException):
                 await fut
             raise
+
+    async def prepare(self, image: AvatarImage) -> None:
+        """Get ready to animate ``image``: paint its layers and its common mouth and eye shapes.
+
+        Optional; the first render does it otherwise. ``AvatarBot`` calls it as soon as the
+        avatar picture exists, while the reply is still being written and spoken, so the first
+        clip renders as fast as later ones.
+        """
+        await asyncio.to_thread(self.prepare_sync, image)
+
+    def prepare_sync(self, image: AvatarImage) -> None:
+        """Blocking :meth:`prepare`."""
+        fmt: VideoFormat = self.format or "mp4"
+        width, height = self._frame_size(image, fmt)
+        key, drawer = self._acquire(image, width, height)
+        try:
+            with _opencv_single_threaded():
+                for state in _warmup_states():
+                    self._draw(drawer, state, width, height)
+        finally:
+            self._release(key, drawer)
 
     def render_sync(
         self,
