@@ -42,3 +42,21 @@ def test_import_avatarkit_pulls_in_no_heavy_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_avatar_command_writes_a_procedural_face(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "face.png"
+    result = runner.invoke(app, ["avatar", "--style", "procedural", "--seed", "7", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    again = tmp_path / "again.png"
+    runner.invoke(app, ["avatar", "--seed", "7", "-o", str(again)])
+    assert again.read_bytes() == out.read_bytes()  # same seed, same face
+
+
+def test_avatar_command_refuses_bad_settings_before_generating(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "x.png"
+    result = runner.invoke(app, ["avatar", "--backend", "test", "--steps", "0", "-o", str(out)])
+    assert result.exit_code != 0 and not out.exists()
+    result = runner.invoke(app, ["avatar", "--preset", "nope", "-o", str(out)])
+    assert result.exit_code == 2 and "fantasy-portrait" in result.output

@@ -146,15 +146,20 @@ def avatar(
         typer.Option(help="Image generator spec: local, diffusers, automatic1111, openai, test."),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model folder, checkpoint or id.")] = None,
-    prompt: Annotated[str, typer.Option(help="What the avatar looks like.")] = (
-        "a friendly person, portrait, looking at the camera"
-    ),
-    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    prompt: Annotated[str | None, typer.Option(help="What the avatar looks like.")] = None,
+    negative: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="A prompt preset, e.g. fantasy-portrait, studio-portrait.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Your embedding's trigger word, for a preset's {token}.")
+    ] = None,
     seed: SeedOpt = 0,
-    steps: Annotated[int, typer.Option(help="Denoising steps (diffusion backends).")] = 30,
-    size: Annotated[int, typer.Option(help="Image edge in pixels.")] = 512,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (diffusion backends).")] = None,
+    size: Annotated[int | None, typer.Option(help="Image edge in pixels.")] = None,
 ) -> None:
     """Make the avatar's picture (a procedural face offline, or Stable Diffusion)."""
+    from avatarkit import _sync
     from avatarkit._files import write_bytes_atomic
     from avatarkit.registry import create as create_backend
     from avatarkit.types import AvatarPrompt
@@ -163,17 +168,26 @@ def avatar(
     if model:
         spec = f"{spec.split(':', 1)[0]}:{model}"
     try:
-        generator = create_backend("image", spec)
-        request = AvatarPrompt(
-            prompt, negative=negative, seed=seed, steps=steps, width=size, height=size
-        )
-        from avatarkit import _sync
+        if preset:
+            from avatarkit.imaging.preset import get_preset
 
+            request = get_preset(preset).to_prompt(token, seed=seed)
+        else:
+            request = AvatarPrompt(
+                prompt or "a friendly person, portrait, looking at the camera", seed=seed
+            )
+        changes: dict[str, Any] = {"prompt": prompt, "negative": negative, "steps": steps}
+        if size:
+            changes.update(width=size, height=size)
+        request = AvatarPrompt.model_validate(
+            {**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+        )
+        generator = create_backend("image", spec)
         image = _sync.run(generator.generate(request, progress=_progress("generating")))
         write_bytes_atomic(output, image.data)
     except AvatarKitError as exc:
         _fail(exc)
-    typer.echo(f"avatar: {output} ({image.width}x{image.height}, {image.kind})")
+    typer.echo(f"avatar: {output} ({image.width}x{image.height}, {image.kind}, seed {seed})")
 
 
 @app.command()
