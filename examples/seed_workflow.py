@@ -13,8 +13,8 @@ Override any step with a spec: ``--image automatic1111:http://gpu:7860 --voice e
 Costs (rough): ElevenLabs bills the script's characters; D-ID bills per started 15 s of video.
 
 The steps are plain functions (``make_picture``, ``write_script``, ``speak``, ``make_video``;
-``run_workflow`` chains them), so a notebook can import this file and run them one at a time
-(``examples/seed_workflow.ipynb``).
+``assemble`` packs their results into a Response, ``run_workflow`` chains all of it), so a
+notebook can import this file and run the steps one at a time (``examples/seed_workflow.ipynb``).
 """
 
 from __future__ import annotations
@@ -187,6 +187,27 @@ class WorkflowResult:
     """Step → the spec that ran it (``"image"``, ``"chat"``, ``"voice"``, ``"renderer"``)."""
 
 
+def assemble(
+    topic: str,
+    image: AvatarImage,
+    script: str,
+    speech: VoiceOutput,
+    timeline: Timeline,
+    video: AvatarVideo,
+    *,
+    chat: str = "",
+) -> Response:
+    """One Response holding what the steps made (``.save(folder)`` writes every file)."""
+    return Response(
+        input=UserInput(text=topic),
+        dialogue=DialogueResponse(text=script, handled_by=chat),
+        voice=speech,
+        timeline=timeline,
+        image=image,
+        video=video,
+    )
+
+
 async def run_workflow(
     topic: str,
     out: str | Path,
@@ -206,14 +227,7 @@ async def run_workflow(
     video, timeline, used_renderer = await make_video(
         specs["renderer"], image, speech, out / "video.mp4", log=log, **local_render_options
     )
-    response = Response(
-        input=UserInput(text=topic),
-        dialogue=DialogueResponse(text=script, handled_by=used_chat),
-        voice=speech,
-        timeline=timeline,
-        image=image,
-        video=video,
-    )
+    response = assemble(topic, image, script, speech, timeline, video, chat=used_chat)
     for kind, path in response.save(out).items():
         log(f"      saved {kind}: {path}")
     used = {"image": used_image, "chat": used_chat, "voice": used_voice, "renderer": used_renderer}
