@@ -129,6 +129,7 @@ def test_notebook_runs_offline_with_no_keys(path: Path, tmp_path: Path) -> None:
         assert "robot   from avatarkit-robot" in text, "found by its entry point"
         assert len(audios) >= 1 and len(videos) == 1
     elif path.stem == "understanding":
+        assert "| Where are you from? | out_of_scope | ask_about_avatar |" in markdown
         assert "| Hi, my name is Grace. | greeting |" in markdown
         assert "handler:book_appointment | Done, Grace! You are booked on 2026-11-28 at 15:00." in (
             markdown
