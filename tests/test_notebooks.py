@@ -8,17 +8,22 @@ inside the kernel, and must show the results it promises (video, audio, pictures
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
 import re
 import shutil
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
+from PIL import Image
 
 from avatarkit.types import AvatarImage, AvatarVideo, Response, UserInput
 
@@ -60,14 +65,14 @@ def test_committed_notebook_has_no_outputs(path: Path) -> None:
     assert nb.metadata.kernelspec.name == "python3"
 
 
-def _execute(path: Path, tmp_path: Path) -> nbformat.NotebookNode:
+def _execute(path: Path, tmp_path: Path, keep: tuple[str, ...] = ()) -> nbformat.NotebookNode:
     work = tmp_path / "examples"
     shutil.copytree(
         EXAMPLES, work, ignore=shutil.ignore_patterns("out", ".ipynb_checkpoints", "__pycache__")
     )
     nb = nbformat.read(work / path.name, as_version=4)
     nb.cells.insert(0, new_code_cell(GUARD))
-    env = {k: v for k, v in os.environ.items() if k not in KEYS}
+    env = {k: v for k, v in os.environ.items() if k not in KEYS or k in keep}
     env["AVATARKIT_CACHE_DIR"] = str(tmp_path / "cache")
     client = NotebookClient(
         nb,
@@ -137,6 +142,80 @@ def test_notebook_runs_offline_with_no_keys(path: Path, tmp_path: Path) -> None:
         assert "You are booked on 2026-11-30 at 11:00." in markdown, "continued after a restart"
         assert "| This is unacceptable, I hate it! | -0.79 | negative | angry |" in markdown
         assert len(audios) == 1
+
+
+class _FakeCloud(BaseHTTPRequestHandler):
+    """AUTOMATIC1111's txt2img and an OpenAI-compatible chat endpoint, on 127.0.0.1."""
+
+    requests: ClassVar[list[tuple[str, dict[str, str], dict[str, Any]]]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._answer({"progress": 0.5, "eta_relative": 0.1, "state": {}})  # /sdapi/v1/progress
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        if self.path == "/sdapi/v1/txt2img":
+            with Image.open(Path(__file__).parent / "data" / "portrait.jpg") as im:
+                buf = io.BytesIO()
+                im.convert("RGB").save(buf, "PNG")
+            info = {"seed": body["seed"], "sd_model_name": "fake-sd"}
+            self._answer({"images": [base64.b64encode(buf.getvalue()).decode()],
+                          "parameters": {}, "info": json.dumps(info)})  # fmt: skip
+        elif self.path == "/v1/chat/completions":
+            self._answer({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "role": "assistant", "content": "Hello! I come from the cloud."}}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16},
+            })  # fmt: skip
+        else:
+            self.send_error(404)
+
+
+@pytest.mark.slow
+def test_seed_workflow_notebook_uses_the_cloud_steps_that_are_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _FakeCloud.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeCloud)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("A1111_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-notebook-test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
+    try:
+        nb = _execute(
+            EXAMPLES / "seed_workflow.ipynb", tmp_path, keep=("A1111_URL", "OPENAI_API_KEY")
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    text, rich = _outputs(nb)
+    assert f"[1/4] picture: automatic1111:{url}" in text
+    assert "[2/4] script: openai:gpt-4o-mini" in text and "I come from the cloud" in text
+    assert "[3/4] voice: espeak" in text and "[4/4] video: local" in text
+    markdown = "".join(rich["text/markdown"])
+    assert f"| image | `automatic1111:{url}` | cloud |" in markdown
+    assert "| chat | `openai:gpt-4o-mini` | cloud |" in markdown
+    assert "| renderer | `local` | local |" in markdown
+    paths = [path for path, _, _ in _FakeCloud.requests]
+    assert paths == ["/sdapi/v1/txt2img", "/v1/chat/completions"]
+    _, headers, chat = _FakeCloud.requests[1]
+    assert headers["authorization"] == "Bearer sk-notebook-test-key"
+    assert chat["messages"][-1]["content"] == "Introduce yourself in two sentences."
 
 
 # --------------------------------------------------------------------------- notebook display
