@@ -74,6 +74,8 @@ def _execute(path: Path, tmp_path: Path, keep: tuple[str, ...] = ()) -> nbformat
     nb.cells.insert(0, new_code_cell(GUARD))
     env = {k: v for k, v in os.environ.items() if k not in KEYS or k in keep}
     env["AVATARKIT_CACHE_DIR"] = str(tmp_path / "cache")
+    (tmp_path / "tmp").mkdir()
+    env["TMPDIR"] = str(tmp_path / "tmp")  # the notebooks' temporary folders and clips go here
     client = NotebookClient(
         nb,
         timeout=CELL_TIMEOUT,
