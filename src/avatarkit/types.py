@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -261,7 +262,7 @@ class VoiceOutput(_Model):
     def _repr_html_(self) -> str:
         mime = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
         if self.format not in mime:
-            return f"<pre>{self!r}</pre>"
+            return f"<pre>{html.escape(repr(self))}</pre>"
         b64 = base64.b64encode(self.audio).decode()
         return f'<audio controls src="data:{mime[self.format]};base64,{b64}"></audio>'
 
@@ -416,6 +417,9 @@ class AvatarImage(_Model):
     def _repr_png_(self) -> bytes | None:
         return self.data if self.format == "png" else None
 
+    def _repr_jpeg_(self) -> bytes | None:
+        return self.data if self.format == "jpeg" else None
+
 
 class AvatarVideo(_Model):
     """A rendered talking-avatar clip, kept in a file (videos can be long)."""
@@ -437,11 +441,18 @@ class AvatarVideo(_Model):
         return self.path.read_bytes()
 
     def _repr_html_(self) -> str:
-        if self.format in ("gif", "png"):
+        """The clip embedded for Jupyter (base64), or a note when its file is gone."""
+        try:
             b64 = base64.b64encode(self.data).decode()
-            return f'<img src="data:image/{self.format};base64,{b64}"/>'
-        b64 = base64.b64encode(self.data).decode()
-        return f'<video controls src="data:video/{self.format};base64,{b64}"></video>'
+        except OSError:
+            return f"<pre>{html.escape(repr(self))} (file not found)</pre>"
+        if self.format in ("gif", "png"):
+            return f'<img src="data:image/{self.format};base64,{b64}" width="{self.width}"/>'
+        mime = {"mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime"}[self.format]
+        return (
+            f'<video controls playsinline width="{self.width}" src="data:{mime};base64,{b64}">'
+            "</video>"
+        )
 
 
 # --------------------------------------------------------------------------- the turn's result
@@ -488,8 +499,6 @@ class Response(_Model):
         return self
 
     def _repr_html_(self) -> str:
-        import html
-
         parts = [f"<p><b>{html.escape(self.input.text)}</b></p>"]
         if self.dialogue is not None:
             parts.append(f"<p>{html.escape(self.dialogue.text)}</p>")
