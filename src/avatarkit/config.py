@@ -27,11 +27,8 @@ class Settings(BaseModel):
     max_speech_chars: int = Field(default=20_000, gt=0)
     """Longest reply text sent to a voice."""
     render: bool = True
-    """Render a video for each reply (off: audio and timeline only)."""
-    fps: int = Field(default=25, gt=0, le=120)
-    """Frames per second of rendered video."""
-    size: int = Field(default=512, ge=64, le=2048)
-    """Edge length in pixels of rendered video (square)."""
+    """Render a video for each reply (off: audio and timeline only). Frame size and rate are
+    the renderer's own options, e.g. ``renderer=LocalRenderer(size=256, fps=30)``."""
 
 
 def resolve_key(provider: str, api_key: str | SecretStr | None, env_var: str) -> SecretStr:
