@@ -15,9 +15,16 @@ async def test_repeated_reply_costs_no_provider_call(tmp_path: Path) -> None:
     inner = FakeVoice()
     voice = cache.voice(inner)
     first = await voice.synthesize("Welcome back!")
-    again = await voice.synthesize("  Welcome   back! ")  # same text after normalisation
+    spaced = "  Welcome   back! "
+    again = await voice.synthesize(spaced)  # same text after normalisation
     assert inner.calls == ["Welcome back!"]
-    assert again.audio == first.audio and again.words == first.words
+    assert again.audio == first.audio
+    assert [(w.text, w.start, w.end) for w in again.words] == [
+        (w.text, w.start, w.end) for w in first.words
+    ]
+    # Character offsets point into the text that was asked for, not the cached one.
+    assert [spaced[w.char_start : w.char_end] for w in again.words] == ["Welcome", "back!"]
+    assert again.text == spaced
     assert (cache.stats.hits, cache.stats.misses) == (1, 1)
     assert voice.capabilities == inner.capabilities
 
@@ -70,8 +77,16 @@ async def test_renderer_cache_serves_the_same_clip(tmp_path: Path) -> None:
     image = await FakeImageGenerator().generate(AvatarPrompt(seed=1, width=64, height=64))
     voice = fake_speech("Hello there")
     timeline = Timeline(duration=voice.duration, words=voice.words)
-    first = await renderer.render(image, voice, timeline)
+    first = await renderer.render(image, voice, timeline, output=tmp_path / "first.gif")
     second = await renderer.render(image, voice, timeline, output=tmp_path / "copy.gif")
     assert len(inner.calls) == 1
     assert second.path == tmp_path / "copy.gif"
     assert second.path.read_bytes() == first.path.read_bytes()
+    # Whoever gets a hit owns their copy: deleting it leaves the cache intact.
+    second.path.unlink()
+    third = await renderer.render(image, voice, timeline, output=tmp_path / "again.gif")
+    assert len(inner.calls) == 1 and third.path.read_bytes() == first.path.read_bytes()
+    # Another timeline (or format) is another clip.
+    other = Timeline(duration=voice.duration + 0.5, words=voice.words)
+    await renderer.render(image, voice, other, output=tmp_path / "other.gif")
+    assert len(inner.calls) == 2

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import time
 import unicodedata
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from avatarkit import _sync
 from avatarkit._aio import concurrently
+from avatarkit.cache import ReplyCache, default_cache_dir, unwrap
 from avatarkit.config import Settings, get_logger
 from avatarkit.dialogue.manager import DialogueManager, Persona
 from avatarkit.errors import (
@@ -25,7 +26,7 @@ from avatarkit.errors import (
     InputValidationError,
     StageError,
 )
-from avatarkit.limits import CallStats, ConcurrencyLimit, limited
+from avatarkit.limits import CallStats, ConcurrencyLimit, limited, span
 from avatarkit.metrics import fill_metrics, turn_counter
 from avatarkit.ports import (
     ChatModel,
@@ -94,6 +95,9 @@ class AvatarBot:
         limits: Most concurrent calls per role across every session of this bot, e.g.
             ``{"voice": 4, "renderer": 2}``; later calls wait their turn in arrival order.
         max_waiting: Calls allowed to queue per limited role before ``OverloadedError``.
+        cache: Serve repeated speech and clips from a disk cache: a ReplyCache, a folder, or
+            True for the default folder (``$AVATARKIT_CACHE_DIR`` or ``~/.cache/avatarkit``).
+            Hits cost no provider call and take no concurrency slot.
         seed: Seed for reproducible idle motion and blinks.
         registry: Where specs are looked up (the default registry unless testing).
 
@@ -119,11 +123,18 @@ class AvatarBot:
         settings: Settings | None = None,
         limits: Mapping[str, int] | None = None,
         max_waiting: int | None = None,
+        cache: ReplyCache | str | Path | bool | None = None,
         seed: int = 0,
         registry: Registry | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.calls = CallStats()
+        unknown = sorted(set(limits or {}) - set(_PORTS))
+        if unknown:
+            raise ConfigurationError(
+                f"limits: unknown role(s) {', '.join(unknown)}; use {', '.join(_PORTS)}"
+            )
+        self.cache: ReplyCache | None = _make_cache(cache)
         self._limits = {
             role: ConcurrencyLimit(n, max_waiting=max_waiting, name=role)
             for role, n in (limits or {}).items()
@@ -165,16 +176,22 @@ class AvatarBot:
             raise ConfigurationError(
                 f"{role}={type(value).__name__} does not implement avatarkit.ports.{port.__name__}"
             )
-        return limited(value, self._limits.get(role), role=role, stats=self.calls)
+        wrapped = limited(value, self._limits.get(role), role=role, stats=self.calls)
+        # The cache sits outside the limit: a hit neither waits for a slot nor counts a call.
+        if self.cache is not None and role == "voice":
+            return self.cache.voice(wrapped)
+        if self.cache is not None and role == "renderer":
+            return self.cache.renderer(wrapped)
+        return wrapped
 
     def __repr__(self) -> str:
         parts = [
-            f"{role}={type(getattr(self, role).inner).__name__}"
+            f"{role}={type(unwrap(getattr(self, role))).__name__}"
             for role in ("voice", "renderer", "image")
             if getattr(self, role, None) is not None
         ]
         if self.dialogue is not None:
-            parts.insert(0, f"chat={type(getattr(self.dialogue.chat, 'inner', None)).__name__}")
+            parts.insert(0, f"chat={type(unwrap(self.dialogue.chat)).__name__}")
         return f"AvatarBot({', '.join(parts)})"
 
     # ------------------------------------------------------------------ public API
@@ -266,6 +283,45 @@ class AvatarBot:
         """Blocking :meth:`say`."""
         return _sync.run(self.say(text, **kwargs))
 
+    async def prerender(
+        self, texts: Iterable[str], *, render: bool | None = None, concurrency: int = 2
+    ) -> list[Response]:
+        """Voice and render common replies ahead of time, so later turns are served from cache.
+
+        Each text goes through the same stages as :meth:`say` (speech, lip sync, video), so a
+        later ``say(text)`` of it costs no provider call. Replies chosen by :meth:`respond`
+        reuse the speech whenever the text matches, and the clip whenever the face plan
+        (expressions from the user's sentiment) matches too.
+
+        Args:
+            texts: The replies, e.g. a greeting and FAQ answers (duplicates are done once).
+            render: Render clips too (default: as for :meth:`say`).
+            concurrency: Texts in progress at once.
+
+        Returns:
+            One Response per distinct text; ``metrics.cache_hits`` tells which were cached.
+
+        Raises:
+            ConfigurationError: the bot has no cache.
+            InputValidationError: an empty or too-long text (before any work starts).
+        """
+        if self.cache is None:
+            raise ConfigurationError("prerender() needs a cache: AvatarBot(cache=True)")
+        unique = list(dict.fromkeys(texts))
+        for text in unique:
+            self._validate(text, "default")
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(text: str) -> Response:
+            async with gate:
+                return await self.say(text, render=render)
+
+        return list(await asyncio.gather(*(one(t) for t in unique)))
+
+    def prerender_sync(self, texts: Iterable[str], **kwargs: Any) -> list[Response]:
+        """Blocking :meth:`prerender`."""
+        return _sync.run(self.prerender(texts, **kwargs))
+
     async def avatar_image(self) -> AvatarImage:
         """The avatar's picture, generated once and kept."""
         async with self._image_lock:
@@ -307,7 +363,8 @@ class AvatarBot:
     async def _stage(self, name: str, response: Response, coro: Awaitable[T]) -> T:
         t0 = time.perf_counter()
         try:
-            return await coro
+            with span(f"avatarkit.stage.{name}", {"avatarkit.stage": name}):
+                return await coro
         except StageError:
             raise
         except InputValidationError as exc:
@@ -449,11 +506,34 @@ class AvatarBot:
 def _measured(response: Response) -> Iterator[None]:
     """Time the turn and collect its provider calls and cache hits into ``response.metrics``."""
     started = time.perf_counter()
-    with turn_counter() as counter:
+    attributes = {"avatarkit.session": response.input.session_id, "avatarkit.turn": response.id}
+    with span("avatarkit.turn", attributes) as turn, turn_counter() as counter:
         try:
             yield
         finally:
             fill_metrics(response, counter, started)
+            if turn is not None:
+                m = response.metrics
+                turn.set_attribute("avatarkit.total_s", m.total)
+                turn.set_attribute("avatarkit.cache.hits", m.cache_hits)
+                turn.set_attribute("avatarkit.cache.misses", m.cache_misses)
+                turn.set_attribute("avatarkit.provider_calls", sum(m.provider_calls.values()))
+                for stage, seconds in m.durations.items():
+                    turn.set_attribute(f"avatarkit.duration.{stage}", seconds)
+
+
+def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, ReplyCache):
+        return value
+    if value is True:
+        return ReplyCache(default_cache_dir())
+    if isinstance(value, (str, Path)):
+        return ReplyCache(value)
+    raise ConfigurationError(
+        f"cache must be a ReplyCache, a folder or True, not {type(value).__name__}"
+    )
 
 
 def _strip_tags(reply: DialogueResponse) -> None:
