@@ -133,16 +133,18 @@ async def test_bot_serves_a_repeated_reply_from_cache_without_provider_calls(
     )  # fmt: skip
     warm = await bot.prerender(["Hello there!", "Goodbye!", "Hello there!"])
     assert len(warm) == 2 and len(voice.calls) == 2 and len(renderer.calls) == 2
-    assert all(r.metrics.cache_misses == 2 and r.metrics.cache_hits == 0 for r in warm)
+    # Three lookups a turn: the speech, the face plan (lip sync, pose) and the clip.
+    assert all(r.metrics.cache_misses == 3 and r.metrics.cache_hits == 0 for r in warm)
 
     again = await bot.say("Hello there!")
     assert len(voice.calls) == 2 and len(renderer.calls) == 2
     assert again.metrics.provider_calls == {}
-    assert (again.metrics.cache_hits, again.metrics.cache_misses) == (2, 0)
+    assert (again.metrics.cache_hits, again.metrics.cache_misses) == (3, 0)
+    assert "animate" not in again.metrics.durations
     assert again.video is not None and again.video.path.exists()
     assert again.voice is not None and again.voice.audio == warm[0].voice.audio  # type: ignore[union-attr]
-    assert bot.prerender_sync(["Goodbye!"])[0].metrics.cache_hits == 2
+    assert bot.prerender_sync(["Goodbye!"])[0].metrics.cache_hits == 3
 
     fresh = await bot.say("Something new.")
     assert fresh.metrics.provider_calls == {"voice.synthesize": 1, "renderer.render": 1}
-    assert fresh.metrics.cache_misses == 2
+    assert fresh.metrics.cache_misses == 3

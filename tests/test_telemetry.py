@@ -59,7 +59,7 @@ async def test_one_span_per_provider_call_and_stage_with_cache_hits(
     assert {s.attributes["avatarkit.stage"] for s in stages} == set(second.metrics.durations)
     assert all(s.parent is not None and s.parent.span_id == turn.context.span_id for s in stages)
     assert turn.attributes["avatarkit.session"] == "s1"
-    assert turn.attributes["avatarkit.cache.hits"] == second.metrics.cache_hits == 2
+    assert turn.attributes["avatarkit.cache.hits"] == second.metrics.cache_hits == 3
     assert turn.attributes["avatarkit.provider_calls"] == sum(
         second.metrics.provider_calls.values()
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 import unicodedata
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
@@ -17,7 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from avatarkit import _sync
 from avatarkit._aio import concurrently
-from avatarkit.cache import ReplyCache, default_cache_dir, unwrap
+from avatarkit.cache import (
+    CachedVoice,
+    ReplyCache,
+    backend_fingerprint,
+    default_cache_dir,
+    normalize_text,
+    unwrap,
+)
 from avatarkit.config import Settings, get_logger
 from avatarkit.dialogue.manager import DialogueManager, Persona
 from avatarkit.errors import (
@@ -147,6 +155,9 @@ class AvatarBot:
         self.voice: SpeechSynthesizer | None = self._resolve("voice", voice)
         self.renderer: Renderer | None = self._resolve("renderer", renderer)
         self.expression: ExpressionPolicy | None = self._resolve("expression", expression)
+        self._expression_fingerprint = (
+            backend_fingerprint(self.expression) if self.expression is not None else ""
+        )
         if dialogue is None:
             chat_model: ChatModel | None = self._resolve("chat", chat)
             if chat_model is not None:
@@ -438,11 +449,63 @@ class AvatarBot:
                 ),
                 partial=response,
             )
-        voice, expression = self.voice, self.expression
+        voice, cache = self.voice, self.cache
+        plan_key = self._plan_key(response)
+        planned = cache.get_timeline(plan_key) if cache and plan_key else None
+        if cache is not None and planned is not None:
+            # Expressions, lip sync and pose as planned before, if the audio is the same.
+            response.voice = await self._stage("voice", response, voice.synthesize(reply.text))
+            digest, timeline = planned
+            same = digest == hashlib.sha256(response.voice.audio).hexdigest()
+            cache.record(same)
+            if same:
+                response.timeline = timeline
+        elif cache is not None and plan_key is not None:
+            cache.record(False)
+        if response.timeline is None:
+            await self._plan(response, skip_voice=response.voice is not None)
+            if plan_key is not None and self.cache is not None:
+                assert response.voice is not None and response.timeline is not None
+                await asyncio.to_thread(
+                    self.cache.put_timeline, plan_key, response.voice.audio, response.timeline
+                )
+        if not self._will_render(render) or self.renderer is None:
+            return
+        renderer = self.renderer
+        image = await self._stage("image", response, image_task or self.avatar_image())
+        response.image = image
+        if image.kind not in renderer.capabilities.image_kinds:
+            raise StageError(
+                "render",
+                ConfigurationError(
+                    f"{type(renderer).__name__} cannot animate {image.kind!r} images "
+                    f"(it accepts {renderer.capabilities.image_kinds})"
+                ),
+                partial=response,
+            )
+        planned_timeline, spoken = response.timeline, response.voice
+        assert planned_timeline is not None and spoken is not None
+        response.video = await self._stage(
+            "render",
+            response,
+            renderer.render(
+                image,
+                spoken,
+                planned_timeline,
+                output=Path(output) if output else None,
+                progress=progress,
+            ),
+        )
+
+    async def _plan(self, response: Response, *, skip_voice: bool) -> None:
+        """Voice (unless done) and expressions side by side, then lip sync and pose."""
+        reply, voice, expression = response.dialogue, self.voice, self.expression
+        assert reply is not None and voice is not None
         expressions: list[FacialExpression] = []
 
         async def speak() -> None:
-            response.voice = await self._stage("voice", response, voice.synthesize(reply.text))
+            if not skip_voice:
+                response.voice = await self._stage("voice", response, voice.synthesize(reply.text))
 
         async def express() -> None:
             nonlocal expressions
@@ -460,31 +523,22 @@ class AvatarBot:
             response,
             asyncio.to_thread(self._animate, response.voice, expressions, reply),
         )
-        if not self._will_render(render) or self.renderer is None:
-            return
-        renderer = self.renderer
-        image = await self._stage("image", response, image_task or self.avatar_image())
-        response.image = image
-        if image.kind not in renderer.capabilities.image_kinds:
-            raise StageError(
-                "render",
-                ConfigurationError(
-                    f"{type(renderer).__name__} cannot animate {image.kind!r} images "
-                    f"(it accepts {renderer.capabilities.image_kinds})"
-                ),
-                partial=response,
-            )
-        timeline = response.timeline
-        response.video = await self._stage(
-            "render",
-            response,
-            renderer.render(
-                image,
-                response.voice,
-                timeline,
-                output=Path(output) if output else None,
-                progress=progress,
-            ),
+
+    def _plan_key(self, response: Response) -> str | None:
+        """Cache key of the turn's face plan (expressions, lip sync, pose), or None."""
+        if self.cache is None or not isinstance(self.voice, CachedVoice):
+            return None
+        reply = response.dialogue
+        assert reply is not None
+        return self.cache.key(
+            "plan",
+            self.voice.cache_key(),
+            self._expression_fingerprint,
+            normalize_text(reply.raw_text or reply.text),
+            " ".join(reply.emotion_tags),
+            response.sentiment.model_dump_json() if response.sentiment else "",
+            response.intent.model_dump_json() if response.intent else "",
+            str(self.seed),
         )
 
     def _animate(

@@ -184,6 +184,26 @@ class ReplyCache:
         """Store a VoiceOutput."""
         self._store.set(key, voice.model_dump_json())
 
+    def get_timeline(self, key: str) -> tuple[str, Timeline] | None:
+        """A cached Timeline and the SHA-256 of the audio it was made for, or None.
+
+        Not counted: the caller checks the audio and calls :meth:`record`.
+        """
+        raw = self._store.get(key)
+        if raw is None:
+            return None
+        digest, _, body = raw.partition("\n")
+        return digest, Timeline.model_validate_json(body)
+
+    def record(self, hit: bool) -> None:
+        """Count one lookup (in ``stats`` and the current turn's metrics)."""
+        self._count(hit)
+
+    def put_timeline(self, key: str, audio: bytes, timeline: Timeline) -> None:
+        """Store the Timeline animated for ``audio``."""
+        digest = hashlib.sha256(audio).hexdigest()
+        self._store.set(key, f"{digest}\n{timeline.model_dump_json()}")
+
     def get_video(self, key: str) -> AvatarVideo | None:
         """A cached clip whose file still exists, or None."""
         raw = self._store.get(key)
@@ -351,16 +371,32 @@ class CachedRenderer(_Cached):
             )
             await asyncio.to_thread(self.cache.put_video, key, video)
             return video
-        from avatarkit._files import copy_atomic
-
         if output is None:
             fd, name = tempfile.mkstemp(prefix="avatarkit-", suffix=cached.path.suffix)
             os.close(fd)
             output = Path(name)
-        copy_atomic(cached.path, Path(output))
+        _deliver(cached.path, Path(output))
         if progress is not None:
             progress(1, 1)
         return cached.model_copy(update={"path": Path(output)})
+
+
+def _deliver(src: Path, dst: Path) -> None:
+    """Put the cached file ``src`` at ``dst`` atomically.
+
+    A hard link (instant) where possible, else a copy. Deleting or replacing ``dst`` never
+    touches the cache's file.
+    """
+    from avatarkit._files import copy_atomic
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.link")
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:  # another file system, or links not allowed: copy
+        tmp.unlink(missing_ok=True)
+        copy_atomic(src, dst)
 
 
 def _set(span: Any, key: str, value: Any) -> None:
