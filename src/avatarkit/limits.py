@@ -138,12 +138,14 @@ def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
 
     Yields the span (or None), so callers can add attributes once they know them.
     """
+    global _tracer
     if _otel is None:
         yield None
         return
-    with _otel.get_tracer("avatarkit").start_as_current_span(
-        name, attributes=attributes
-    ) as current:
+    if _tracer is None:
+        # A proxy until an SDK provider is set, then that provider's tracer: safe to keep.
+        _tracer = _otel.get_tracer("avatarkit")
+    with _tracer.start_as_current_span(name, attributes=attributes) as current:
         yield current
 
 
@@ -157,6 +159,7 @@ def _load_otel() -> Any:
 
 
 _otel = _load_otel()
+_tracer: Any = None
 
 
 class _Limited:
