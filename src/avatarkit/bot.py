@@ -13,6 +13,7 @@ import hashlib
 import time
 import unicodedata
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -241,6 +242,7 @@ class AvatarBot:
             try:
                 await self._understand(response)
                 await self._stage("dialogue", response, self._reply(response))
+                _mark(response, "first_token")  # the whole reply text, at once
                 await self._voice_and_face(response, image_task, render, output, progress)
             except BaseException:
                 if image_task is not None and not image_task.done():
@@ -469,6 +471,7 @@ class AvatarBot:
                 await asyncio.to_thread(
                     self.cache.put_timeline, plan_key, response.voice.audio, response.timeline
                 )
+        _mark(response, "first_audio")
         if not self._will_render(render) or self.renderer is None:
             return
         renderer = self.renderer
@@ -496,6 +499,7 @@ class AvatarBot:
                 progress=progress,
             ),
         )
+        _mark(response, "first_video")
 
     async def _plan(self, response: Response, *, skip_voice: bool) -> None:
         """Voice (unless done) and expressions side by side, then lip sync and pose."""
@@ -560,11 +564,13 @@ class AvatarBot:
 def _measured(response: Response) -> Iterator[None]:
     """Time the turn and collect its provider calls and cache hits into ``response.metrics``."""
     started = time.perf_counter()
+    token = _turn_started.set(started)
     attributes = {"avatarkit.session": response.input.session_id, "avatarkit.turn": response.id}
     with span("avatarkit.turn", attributes) as turn, turn_counter() as counter:
         try:
             yield
         finally:
+            _turn_started.reset(token)
             fill_metrics(response, counter, started)
             if turn is not None:
                 m = response.metrics
@@ -574,6 +580,16 @@ def _measured(response: Response) -> Iterator[None]:
                 turn.set_attribute("avatarkit.provider_calls", sum(m.provider_calls.values()))
                 for stage, seconds in m.durations.items():
                     turn.set_attribute(f"avatarkit.duration.{stage}", seconds)
+
+
+_turn_started: ContextVar[float | None] = ContextVar("avatarkit_turn_started", default=None)
+
+
+def _mark(response: Response, name: str) -> None:
+    """Record seconds from the turn's start to now as ``metrics.durations[name]``."""
+    started = _turn_started.get()
+    if started is not None:
+        response.metrics.durations.setdefault(name, time.perf_counter() - started)
 
 
 def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | None:
