@@ -106,3 +106,21 @@ def test_bad_limits_are_refused_up_front() -> None:
         AvatarBot(limits={"vocie": 2}, chat=None, renderer=None, voice="test")
     with pytest.raises(ConfigurationError, match="needs a cache"):
         AvatarBot(chat=None, renderer=None, voice="test").prerender_sync(["Hi"])
+
+
+async def test_a_busy_bot_sheds_load_with_overloaded_error_and_serves_the_rest() -> None:
+    from avatarkit.bot import AvatarBot
+
+    bot = AvatarBot(
+        chat=FakeChatModel("Sure."), voice=FakeVoice(delay=0.05), renderer=None,
+        preprocessor=None, intent=None, sentiment=None, expression=None,
+        limits={"voice": 1}, max_waiting=2,
+    )  # fmt: skip
+    results = await asyncio.gather(
+        *(bot.respond("Hi", session_id=f"s{n}") for n in range(5)), return_exceptions=True
+    )
+    served = [r for r in results if not isinstance(r, BaseException)]
+    shed = [r for r in results if isinstance(r, OverloadedError)]
+    assert (len(served), len(shed)) == (3, 2)  # one running + two waiting; the rest refused
+    assert all(r.voice is not None for r in served)
+    assert bot.calls.snapshot()["voice.synthesize"] == 3

@@ -33,6 +33,7 @@ from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
     InputValidationError,
+    OverloadedError,
     StageError,
 )
 from avatarkit.limits import CallStats, ConcurrencyLimit, limited, span
@@ -230,6 +231,7 @@ class AvatarBot:
             InputValidationError: empty or too-long text (before any backend is called).
             StageError: a stage failed; ``.stage`` names it and ``.partial`` holds the
                 Response with every earlier result.
+            OverloadedError: a limited role already had ``max_waiting`` calls queued.
         """
         if self.dialogue is None:
             raise ConfigurationError(
@@ -378,8 +380,8 @@ class AvatarBot:
         try:
             with span(f"avatarkit.stage.{name}", {"avatarkit.stage": name}):
                 return await coro
-        except StageError:
-            raise
+        except (StageError, OverloadedError):
+            raise  # overload is not a stage failure: the caller should retry later (503)
         except InputValidationError as exc:
             raise StageError(name, exc, partial=response) from exc
         except (AvatarKitError, Exception) as exc:
