@@ -88,9 +88,8 @@ def test_bad_options_are_refused_before_any_file_is_written(tmp_path: Path) -> N
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.slow
 def test_the_same_batch_runs_on_a_local_ray_instance(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")  # about 6 s (Ray's start-up) on a 2-core machine
     items = [BatchItem(id=f"r{i}", text=f"Ray item {i}.") for i in range(3)]
     items.append(BatchItem(id="bad", text="No such voice.", voice="nope"))
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
