@@ -138,28 +138,35 @@ def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
 
     Yields the span (or None), so callers can add attributes once they know them.
     """
-    global _tracer
-    if _otel is None:
+    tracer = _get_tracer()
+    if tracer is None:
         yield None
         return
-    if _tracer is None:
-        # A proxy until an SDK provider is set, then that provider's tracer: safe to keep.
-        _tracer = _otel.get_tracer("avatarkit")
-    with _tracer.start_as_current_span(name, attributes=attributes) as current:
+    with tracer.start_as_current_span(name, attributes=attributes) as current:
         yield current
 
 
-def _load_otel() -> Any:
-    if importlib.util.find_spec("opentelemetry") is None:
-        return None
-    try:
-        return importlib.import_module("opentelemetry.trace")
-    except ImportError:  # pragma: no cover - a broken install: run without tracing
-        return None
+_UNSET: Any = object()
+_tracer: Any = _UNSET
 
 
-_otel = _load_otel()
-_tracer: Any = None
+def _get_tracer() -> Any:
+    """The tracer for avatarkit's spans, or None without opentelemetry.
+
+    Looked up once, on first use, so ``import avatarkit`` stays cheap.
+    """
+    global _tracer
+    if _tracer is _UNSET:
+        _tracer = None
+        if importlib.util.find_spec("opentelemetry") is not None:
+            try:
+                from opentelemetry import trace
+            except ImportError:  # pragma: no cover - a broken install: run without tracing
+                pass
+            else:
+                # A proxy until an SDK provider is set, then that provider's tracer: safe to keep.
+                _tracer = trace.get_tracer("avatarkit")
+    return _tracer
 
 
 class _Limited:
