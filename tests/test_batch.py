@@ -73,3 +73,32 @@ def test_process_pool_gives_the_same_results(tmp_path: Path) -> None:
     items = [BatchItem(id=f"p{i}", text=f"Pool item {i}.") for i in range(4)]
     report = run_batch(items, tmp_path, executor="process", workers=2, **SPECS)
     assert sorted(report.done) == ["p0", "p1", "p2", "p3"] and not report.failed
+
+
+def test_bad_options_are_refused_before_any_file_is_written(tmp_path: Path) -> None:
+    from avatarkit.errors import ConfigurationError
+
+    items = [BatchItem(id="a", text="Hello.")]
+    with pytest.raises(ConfigurationError, match="unknown executor"):
+        run_batch(items, tmp_path / "x", executor="threads", **SPECS)  # type: ignore[arg-type]
+    with pytest.raises(InputValidationError, match="size"):
+        run_batch(items, tmp_path / "y", size=10, **SPECS)
+    with pytest.raises(InputValidationError, match="unique"):
+        run_batch([*items, BatchItem(id="a", text="Again.")], tmp_path / "z", **SPECS)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_same_batch_runs_on_a_local_ray_instance(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")  # about 6 s (Ray's start-up) on a 2-core machine
+    items = [BatchItem(id=f"r{i}", text=f"Ray item {i}.") for i in range(3)]
+    items.append(BatchItem(id="bad", text="No such voice.", voice="nope"))
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        report = run_batch(items, tmp_path, executor="ray", **SPECS)
+        assert sorted(report.done) == ["r0", "r1", "r2"]
+        assert "Unknown provider 'nope'" in report.failed["bad"]
+        assert (tmp_path / "r1" / "video.gif").stat().st_size > 0
+        again = run_batch(items, tmp_path, executor="ray", **SPECS)
+        assert sorted(again.skipped) == ["r0", "r1", "r2"] and not again.done
+    finally:
+        ray.shutdown()

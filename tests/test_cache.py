@@ -15,9 +15,16 @@ async def test_repeated_reply_costs_no_provider_call(tmp_path: Path) -> None:
     inner = FakeVoice()
     voice = cache.voice(inner)
     first = await voice.synthesize("Welcome back!")
-    again = await voice.synthesize("  Welcome   back! ")  # same text after normalisation
+    spaced = "  Welcome   back! "
+    again = await voice.synthesize(spaced)  # same text after normalisation
     assert inner.calls == ["Welcome back!"]
-    assert again.audio == first.audio and again.words == first.words
+    assert again.audio == first.audio
+    assert [(w.text, w.start, w.end) for w in again.words] == [
+        (w.text, w.start, w.end) for w in first.words
+    ]
+    # Character offsets point into the text that was asked for, not the cached one.
+    assert [spaced[w.char_start : w.char_end] for w in again.words] == ["Welcome", "back!"]
+    assert again.text == spaced
     assert (cache.stats.hits, cache.stats.misses) == (1, 1)
     assert voice.capabilities == inner.capabilities
 
@@ -70,8 +77,74 @@ async def test_renderer_cache_serves_the_same_clip(tmp_path: Path) -> None:
     image = await FakeImageGenerator().generate(AvatarPrompt(seed=1, width=64, height=64))
     voice = fake_speech("Hello there")
     timeline = Timeline(duration=voice.duration, words=voice.words)
-    first = await renderer.render(image, voice, timeline)
+    first = await renderer.render(image, voice, timeline, output=tmp_path / "first.gif")
     second = await renderer.render(image, voice, timeline, output=tmp_path / "copy.gif")
     assert len(inner.calls) == 1
     assert second.path == tmp_path / "copy.gif"
     assert second.path.read_bytes() == first.path.read_bytes()
+    # Whoever gets a hit owns their copy: deleting it leaves the cache intact.
+    second.path.unlink()
+    third = await renderer.render(image, voice, timeline, output=tmp_path / "again.gif")
+    assert len(inner.calls) == 1 and third.path.read_bytes() == first.path.read_bytes()
+    # Another timeline (or format) is another clip.
+    other = Timeline(duration=voice.duration + 0.5, words=voice.words)
+    await renderer.render(image, voice, other, output=tmp_path / "other.gif")
+    assert len(inner.calls) == 2
+
+
+def test_fingerprints_of_real_backends_are_stable_and_secret_free() -> None:
+    from avatarkit.limits import limited
+    from avatarkit.providers.elevenlabs import ElevenLabsVoice
+    from avatarkit.providers.espeak import EspeakVoice
+    from avatarkit.render.local import LocalRenderer
+
+    secret = "sk-test-very-secret-0123456789"
+    eleven = ElevenLabsVoice("voice1", api_key=secret, voice_settings={"stability": 0.3})
+    calmer = ElevenLabsVoice("voice1", api_key=secret, voice_settings={"stability": 0.9})
+    prints = {
+        "eleven": backend_fingerprint(eleven),
+        "calmer": backend_fingerprint(calmer),
+        "espeak": backend_fingerprint(EspeakVoice("en-us+f3", rate=160)),
+        "faster": backend_fingerprint(EspeakVoice("en-us+f3", rate=200)),
+        "r256": backend_fingerprint(LocalRenderer(size=(256, 256))),
+        "r512": backend_fingerprint(LocalRenderer(size=(512, 512))),
+    }
+    # Same settings, same key — in a new object, and looking through avatarkit's wrappers.
+    assert backend_fingerprint(EspeakVoice("en-us+f3", rate=160)) == prints["espeak"]
+    assert backend_fingerprint(limited(LocalRenderer(size=(256, 256)), 2)) == prints["r256"]
+    # Every setting that changes the output changes the key (nested pydantic, tuples too).
+    assert len(set(prints.values())) == len(prints)
+    # The key never holds the API key, and per-call state does not move it.
+    assert all(secret not in p and "sk-" not in p for p in prints.values())
+    eleven.last_character_cost = 42
+    assert backend_fingerprint(eleven) == prints["eleven"]
+    assert "ElevenLabsVoice" in prints["eleven"] and "voice1" in prints["eleven"]
+
+
+async def test_bot_serves_a_repeated_reply_from_cache_without_provider_calls(
+    tmp_path: Path,
+) -> None:
+    from avatarkit.bot import AvatarBot
+
+    voice, renderer = FakeVoice(), FakeRenderer()
+    bot = AvatarBot(
+        chat=None, voice=voice, renderer=renderer, image="test", expression=None,
+        preprocessor=None, intent=None, sentiment=None, cache=tmp_path / "c",
+    )  # fmt: skip
+    warm = await bot.prerender(["Hello there!", "Goodbye!", "Hello there!"])
+    assert len(warm) == 2 and len(voice.calls) == 2 and len(renderer.calls) == 2
+    # Three lookups a turn: the speech, the face plan (lip sync, pose) and the clip.
+    assert all(r.metrics.cache_misses == 3 and r.metrics.cache_hits == 0 for r in warm)
+
+    again = await bot.say("Hello there!")
+    assert len(voice.calls) == 2 and len(renderer.calls) == 2
+    assert again.metrics.provider_calls == {}
+    assert (again.metrics.cache_hits, again.metrics.cache_misses) == (3, 0)
+    assert "animate" not in again.metrics.durations
+    assert again.video is not None and again.video.path.exists()
+    assert again.voice is not None and again.voice.audio == warm[0].voice.audio  # type: ignore[union-attr]
+    assert bot.prerender_sync(["Goodbye!"])[0].metrics.cache_hits == 3
+
+    fresh = await bot.say("Something new.")
+    assert fresh.metrics.provider_calls == {"voice.synthesize": 1, "renderer.render": 1}
+    assert fresh.metrics.cache_misses == 3

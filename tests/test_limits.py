@@ -64,3 +64,63 @@ def test_wrapped_backend_keeps_its_capabilities_and_attributes() -> None:
     voice = limited(inner, 3, role="voice")
     assert voice.capabilities == inner.capabilities
     assert voice.sample_rate == 8000 and voice.inner is inner
+
+
+async def test_a_cancelled_waiter_leaves_the_line_and_its_slot_goes_on() -> None:
+    limit = ConcurrencyLimit(1, name="renderer")
+    order: list[str] = []
+
+    async def job(name: str, seconds: float) -> None:
+        async with limit.slot():
+            order.append(name)
+            await asyncio.sleep(seconds)
+
+    first = asyncio.create_task(job("first", 0.05))
+    await asyncio.sleep(0)
+    quitter = asyncio.create_task(job("quitter", 0))
+    last = asyncio.create_task(job("last", 0))
+    await asyncio.sleep(0.01)
+    assert (limit.active, limit.waiting) == (1, 2)
+    quitter.cancel()
+    await asyncio.gather(first, last)
+    assert order == ["first", "last"] and (limit.active, limit.waiting) == (0, 0)
+
+
+def test_a_limit_serves_one_event_loop_after_another() -> None:
+    voice = limited(FakeVoice(delay=0.01), 1, role="voice")
+
+    async def burst() -> None:
+        await asyncio.gather(*(voice.synthesize("x") for _ in range(3)))
+
+    asyncio.run(burst())
+    asyncio.run(burst())  # asyncio.Semaphore would be bound to the first, closed loop
+
+
+def test_bad_limits_are_refused_up_front() -> None:
+    from avatarkit.bot import AvatarBot
+    from avatarkit.errors import ConfigurationError, InputValidationError
+
+    with pytest.raises(InputValidationError, match="limit must be >= 1"):
+        ConcurrencyLimit(0)
+    with pytest.raises(ConfigurationError, match="unknown role"):
+        AvatarBot(limits={"vocie": 2}, chat=None, renderer=None, voice="test")
+    with pytest.raises(ConfigurationError, match="needs a cache"):
+        AvatarBot(chat=None, renderer=None, voice="test").prerender_sync(["Hi"])
+
+
+async def test_a_busy_bot_sheds_load_with_overloaded_error_and_serves_the_rest() -> None:
+    from avatarkit.bot import AvatarBot
+
+    bot = AvatarBot(
+        chat=FakeChatModel("Sure."), voice=FakeVoice(delay=0.05), renderer=None,
+        preprocessor=None, intent=None, sentiment=None, expression=None,
+        limits={"voice": 1}, max_waiting=2,
+    )  # fmt: skip
+    results = await asyncio.gather(
+        *(bot.respond("Hi", session_id=f"s{n}") for n in range(5)), return_exceptions=True
+    )
+    served = [r for r in results if not isinstance(r, BaseException)]
+    shed = [r for r in results if isinstance(r, OverloadedError)]
+    assert (len(served), len(shed)) == (3, 2)  # one running + two waiting; the rest refused
+    assert all(r.voice is not None for r in served)
+    assert bot.calls.snapshot()["voice.synthesize"] == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import os
 import time
@@ -104,22 +105,30 @@ _bots: dict[tuple[Any, ...], Any] = {}
 def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tuple[str, str | None]:
     """Render one item into ``out/<id>``; returns (id, error or None). Runs in a worker."""
     from avatarkit.bot import AvatarBot
+    from avatarkit.registry import default_registry
+    from avatarkit.types import AvatarPrompt
 
     it = BatchItem.model_validate(item)
     try:
         key = (it.voice, it.avatar, it.seed, tuple(sorted(options.items())))
         bot = _bots.get(key)
-        if bot is None:
-            kwargs = dict(options)
-            if it.voice:
-                kwargs["voice"] = it.voice
+        if bot is None:  # one bot per voice/avatar in each worker: models load once
+            size = options.get("size")
+            renderer: Any = options["renderer"]
+            if size and renderer.split(":")[0] == "local":
+                renderer = default_registry.create("renderer", renderer, size=size)
+            avatar: Any = it.avatar
+            if avatar is None:
+                side = size or 512
+                avatar = AvatarPrompt(seed=it.seed, width=side, height=side)
             bot = AvatarBot(
                 chat=None, preprocessor=None, intent=None, sentiment=None,
-                avatar=it.avatar, seed=it.seed, **kwargs,
+                voice=it.voice or options["voice"], renderer=renderer, image=options["image"],
+                avatar=avatar, seed=it.seed,
             )  # fmt: skip
             _bots[key] = bot
         reply = bot.say_sync(it.text)
-        reply.save(Path(out) / it.id)
+        reply.save(Path(out) / it.id)  # response.json last: its presence marks the item done
         return it.id, None
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -135,6 +144,7 @@ def run_batch(
     voice: str = "local",
     renderer: str = "local",
     image: str = "local",
+    size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BatchReport:
     """Render every item not finished yet; return what was done, skipped and failed.
@@ -148,14 +158,27 @@ def run_batch(
         voice: Voice spec for every item (an item's own ``voice`` overrides it).
         renderer: Renderer spec.
         image: Avatar image generator spec (items without an ``avatar`` portrait).
+        size: Frame side in pixels for the local renderer and generated avatars (default:
+            the avatar's own size, 512 for generated ones).
         progress: ``progress(done, total)`` after each item.
     """
+    if executor not in ("serial", "process", "ray"):
+        raise ConfigurationError(f"unknown executor {executor!r}: use process, serial or ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise MissingExtraError("the Ray executor", "ray", missing="ray")
+    if size is not None and not 64 <= size <= 4096:
+        raise InputValidationError(f"size must be 64-4096 pixels, got {size}", field="size")
+    if workers is not None and workers < 1:
+        raise InputValidationError(f"workers must be >= 1, got {workers}", field="workers")
     all_items = read_items(items) if isinstance(items, (str, Path)) else list(items)
+    ids = [it.id for it in all_items]
+    if any(not i for i in ids) or len(set(ids)) != len(ids):
+        raise InputValidationError("every item needs a unique, non-empty id", field="id")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [it for it in all_items if not _is_done(out_dir / it.id)]
     report = BatchReport(skipped=[it.id for it in all_items if _is_done(out_dir / it.id)])
-    options = {"voice": voice, "renderer": renderer, "image": image}
+    options: dict[str, Any] = {"voice": voice, "renderer": renderer, "image": image, "size": size}
     payload = [(it.model_dump(), str(out_dir), options) for it in todo]
     total = len(all_items)
     started = time.perf_counter()
@@ -175,10 +198,8 @@ def run_batch(
             record(render_item(*args))
     elif executor == "process":
         _run_pool(payload, workers or os.cpu_count() or 1, record)
-    elif executor == "ray":
-        _run_ray(payload, record)
     else:
-        raise ConfigurationError(f"unknown executor {executor!r}: use process, serial or ray")
+        _run_ray(payload, record)
     report.seconds = time.perf_counter() - started
     write_json_atomic(out_dir / "batch-report.json", report.model_dump())
     return report
@@ -187,7 +208,8 @@ def run_batch(
 def _run_pool(
     payload: Iterable[tuple[Any, ...]], workers: int, record: Callable[[Any], None]
 ) -> None:
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
         pending: set[Future[tuple[str, str | None]]] = {
             pool.submit(render_item, *a) for a in payload
         }
@@ -195,6 +217,11 @@ def _run_pool(
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 record(fut.result())
+    except BaseException:
+        # Ctrl-C or a crash here: drop the queue instead of rendering it all before exiting.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_ray(payload: Sequence[tuple[Any, ...]], record: Callable[[Any], None]) -> None:

@@ -9,23 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 import unicodedata
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from avatarkit import _sync
 from avatarkit._aio import concurrently
+from avatarkit.cache import (
+    CachedVoice,
+    ReplyCache,
+    backend_fingerprint,
+    default_cache_dir,
+    normalize_text,
+    unwrap,
+)
 from avatarkit.config import Settings, get_logger
 from avatarkit.dialogue.manager import DialogueManager, Persona
 from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
     InputValidationError,
+    OverloadedError,
     StageError,
 )
-from avatarkit.limits import CallStats, ConcurrencyLimit, limited
+from avatarkit.limits import CallStats, ConcurrencyLimit, limited, span
 from avatarkit.metrics import fill_metrics, turn_counter
 from avatarkit.ports import (
     ChatModel,
@@ -94,6 +105,9 @@ class AvatarBot:
         limits: Most concurrent calls per role across every session of this bot, e.g.
             ``{"voice": 4, "renderer": 2}``; later calls wait their turn in arrival order.
         max_waiting: Calls allowed to queue per limited role before ``OverloadedError``.
+        cache: Serve repeated speech and clips from a disk cache: a ReplyCache, a folder, or
+            True for the default folder (``$AVATARKIT_CACHE_DIR`` or ``~/.cache/avatarkit``).
+            Hits cost no provider call and take no concurrency slot.
         seed: Seed for reproducible idle motion and blinks.
         registry: Where specs are looked up (the default registry unless testing).
 
@@ -119,11 +133,18 @@ class AvatarBot:
         settings: Settings | None = None,
         limits: Mapping[str, int] | None = None,
         max_waiting: int | None = None,
+        cache: ReplyCache | str | Path | bool | None = None,
         seed: int = 0,
         registry: Registry | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.calls = CallStats()
+        unknown = sorted(set(limits or {}) - set(_PORTS))
+        if unknown:
+            raise ConfigurationError(
+                f"limits: unknown role(s) {', '.join(unknown)}; use {', '.join(_PORTS)}"
+            )
+        self.cache: ReplyCache | None = _make_cache(cache)
         self._limits = {
             role: ConcurrencyLimit(n, max_waiting=max_waiting, name=role)
             for role, n in (limits or {}).items()
@@ -136,6 +157,9 @@ class AvatarBot:
         self.voice: SpeechSynthesizer | None = self._resolve("voice", voice)
         self.renderer: Renderer | None = self._resolve("renderer", renderer)
         self.expression: ExpressionPolicy | None = self._resolve("expression", expression)
+        self._expression_fingerprint = (
+            backend_fingerprint(self.expression) if self.expression is not None else ""
+        )
         if dialogue is None:
             chat_model: ChatModel | None = self._resolve("chat", chat)
             if chat_model is not None:
@@ -166,16 +190,22 @@ class AvatarBot:
             raise ConfigurationError(
                 f"{role}={type(value).__name__} does not implement avatarkit.ports.{port.__name__}"
             )
-        return limited(value, self._limits.get(role), role=role, stats=self.calls)
+        wrapped = limited(value, self._limits.get(role), role=role, stats=self.calls)
+        # The cache sits outside the limit: a hit neither waits for a slot nor counts a call.
+        if self.cache is not None and role == "voice":
+            return self.cache.voice(wrapped)
+        if self.cache is not None and role == "renderer":
+            return self.cache.renderer(wrapped)
+        return wrapped
 
     def __repr__(self) -> str:
         parts = [
-            f"{role}={type(getattr(self, role).inner).__name__}"
+            f"{role}={type(unwrap(getattr(self, role))).__name__}"
             for role in ("voice", "renderer", "image")
             if getattr(self, role, None) is not None
         ]
         if self.dialogue is not None:
-            parts.insert(0, f"chat={type(getattr(self.dialogue.chat, 'inner', None)).__name__}")
+            parts.insert(0, f"chat={type(unwrap(self.dialogue.chat)).__name__}")
         return f"AvatarBot({', '.join(parts)})"
 
     # ------------------------------------------------------------------ public API
@@ -202,6 +232,7 @@ class AvatarBot:
             InputValidationError: empty or too-long text (before any backend is called).
             StageError: a stage failed; ``.stage`` names it and ``.partial`` holds the
                 Response with every earlier result.
+            OverloadedError: a limited role already had ``max_waiting`` calls queued.
         """
         if self.dialogue is None:
             raise ConfigurationError(
@@ -214,6 +245,7 @@ class AvatarBot:
             try:
                 await self._understand(response)
                 await self._stage("dialogue", response, self._reply(response))
+                _mark(response, "first_token")  # the whole reply text, at once
                 await self._voice_and_face(response, image_task, render, output, progress)
             except BaseException:
                 if image_task is not None and not image_task.done():
@@ -267,6 +299,45 @@ class AvatarBot:
         """Blocking :meth:`say`."""
         return _sync.run(self.say(text, **kwargs))
 
+    async def prerender(
+        self, texts: Iterable[str], *, render: bool | None = None, concurrency: int = 2
+    ) -> list[Response]:
+        """Voice and render common replies ahead of time, so later turns are served from cache.
+
+        Each text goes through the same stages as :meth:`say` (speech, lip sync, video), so a
+        later ``say(text)`` of it costs no provider call. Replies chosen by :meth:`respond`
+        reuse the speech whenever the text matches, and the clip whenever the face plan
+        (expressions from the user's sentiment) matches too.
+
+        Args:
+            texts: The replies, e.g. a greeting and FAQ answers (duplicates are done once).
+            render: Render clips too (default: as for :meth:`say`).
+            concurrency: Texts in progress at once.
+
+        Returns:
+            One Response per distinct text; ``metrics.cache_hits`` tells which were cached.
+
+        Raises:
+            ConfigurationError: the bot has no cache.
+            InputValidationError: an empty or too-long text (before any work starts).
+        """
+        if self.cache is None:
+            raise ConfigurationError("prerender() needs a cache: AvatarBot(cache=True)")
+        unique = list(dict.fromkeys(texts))
+        for text in unique:
+            self._validate(text, "default")
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(text: str) -> Response:
+            async with gate:
+                return await self.say(text, render=render)
+
+        return list(await asyncio.gather(*(one(t) for t in unique)))
+
+    def prerender_sync(self, texts: Iterable[str], **kwargs: Any) -> list[Response]:
+        """Blocking :meth:`prerender`."""
+        return _sync.run(self.prerender(texts, **kwargs))
+
     async def avatar_image(self) -> AvatarImage:
         """The avatar's picture, generated once and kept (and the renderer prepared for it)."""
         async with self._image_lock:
@@ -315,9 +386,10 @@ class AvatarBot:
     async def _stage(self, name: str, response: Response, coro: Awaitable[T]) -> T:
         t0 = time.perf_counter()
         try:
-            return await coro
-        except StageError:
-            raise
+            with span(f"avatarkit.stage.{name}", {"avatarkit.stage": name}):
+                return await coro
+        except (StageError, OverloadedError):
+            raise  # overload is not a stage failure: the caller should retry later (503)
         except InputValidationError as exc:
             raise StageError(name, exc, partial=response) from exc
         except (AvatarKitError, Exception) as exc:
@@ -389,11 +461,65 @@ class AvatarBot:
                 ),
                 partial=response,
             )
-        voice, expression = self.voice, self.expression
+        voice, cache = self.voice, self.cache
+        plan_key = self._plan_key(response)
+        planned = cache.get_timeline(plan_key) if cache and plan_key else None
+        if cache is not None and planned is not None:
+            # Expressions, lip sync and pose as planned before, if the audio is the same.
+            response.voice = await self._stage("voice", response, voice.synthesize(reply.text))
+            digest, timeline = planned
+            same = digest == hashlib.sha256(response.voice.audio).hexdigest()
+            cache.record(same)
+            if same:
+                response.timeline = timeline
+        elif cache is not None and plan_key is not None:
+            cache.record(False)
+        if response.timeline is None:
+            await self._plan(response, skip_voice=response.voice is not None)
+            if plan_key is not None and self.cache is not None:
+                assert response.voice is not None and response.timeline is not None
+                await asyncio.to_thread(
+                    self.cache.put_timeline, plan_key, response.voice.audio, response.timeline
+                )
+        _mark(response, "first_audio")
+        if not self._will_render(render) or self.renderer is None:
+            return
+        renderer = self.renderer
+        image = await self._stage("image", response, image_task or self.avatar_image())
+        response.image = image
+        if image.kind not in renderer.capabilities.image_kinds:
+            raise StageError(
+                "render",
+                ConfigurationError(
+                    f"{type(renderer).__name__} cannot animate {image.kind!r} images "
+                    f"(it accepts {renderer.capabilities.image_kinds})"
+                ),
+                partial=response,
+            )
+        planned_timeline, spoken = response.timeline, response.voice
+        assert planned_timeline is not None and spoken is not None
+        response.video = await self._stage(
+            "render",
+            response,
+            renderer.render(
+                image,
+                spoken,
+                planned_timeline,
+                output=Path(output) if output else None,
+                progress=progress,
+            ),
+        )
+        _mark(response, "first_video")
+
+    async def _plan(self, response: Response, *, skip_voice: bool) -> None:
+        """Voice (unless done) and expressions side by side, then lip sync and pose."""
+        reply, voice, expression = response.dialogue, self.voice, self.expression
+        assert reply is not None and voice is not None
         expressions: list[FacialExpression] = []
 
         async def speak() -> None:
-            response.voice = await self._stage("voice", response, voice.synthesize(reply.text))
+            if not skip_voice:
+                response.voice = await self._stage("voice", response, voice.synthesize(reply.text))
 
         async def express() -> None:
             nonlocal expressions
@@ -411,31 +537,22 @@ class AvatarBot:
             response,
             asyncio.to_thread(self._animate, response.voice, expressions, reply),
         )
-        if not self._will_render(render) or self.renderer is None:
-            return
-        renderer = self.renderer
-        image = await self._stage("image", response, image_task or self.avatar_image())
-        response.image = image
-        if image.kind not in renderer.capabilities.image_kinds:
-            raise StageError(
-                "render",
-                ConfigurationError(
-                    f"{type(renderer).__name__} cannot animate {image.kind!r} images "
-                    f"(it accepts {renderer.capabilities.image_kinds})"
-                ),
-                partial=response,
-            )
-        timeline = response.timeline
-        response.video = await self._stage(
-            "render",
-            response,
-            renderer.render(
-                image,
-                response.voice,
-                timeline,
-                output=Path(output) if output else None,
-                progress=progress,
-            ),
+
+    def _plan_key(self, response: Response) -> str | None:
+        """Cache key of the turn's face plan (expressions, lip sync, pose), or None."""
+        if self.cache is None or not isinstance(self.voice, CachedVoice):
+            return None
+        reply = response.dialogue
+        assert reply is not None
+        return self.cache.key(
+            "plan",
+            self.voice.cache_key(),
+            self._expression_fingerprint,
+            normalize_text(reply.raw_text or reply.text),
+            " ".join(reply.emotion_tags),
+            response.sentiment.model_dump_json() if response.sentiment else "",
+            response.intent.model_dump_json() if response.intent else "",
+            str(self.seed),
         )
 
     def _animate(
@@ -457,11 +574,46 @@ class AvatarBot:
 def _measured(response: Response) -> Iterator[None]:
     """Time the turn and collect its provider calls and cache hits into ``response.metrics``."""
     started = time.perf_counter()
-    with turn_counter() as counter:
+    token = _turn_started.set(started)
+    attributes = {"avatarkit.session": response.input.session_id, "avatarkit.turn": response.id}
+    with span("avatarkit.turn", attributes) as turn, turn_counter() as counter:
         try:
             yield
         finally:
+            _turn_started.reset(token)
             fill_metrics(response, counter, started)
+            if turn is not None:
+                m = response.metrics
+                turn.set_attribute("avatarkit.total_s", m.total)
+                turn.set_attribute("avatarkit.cache.hits", m.cache_hits)
+                turn.set_attribute("avatarkit.cache.misses", m.cache_misses)
+                turn.set_attribute("avatarkit.provider_calls", sum(m.provider_calls.values()))
+                for stage, seconds in m.durations.items():
+                    turn.set_attribute(f"avatarkit.duration.{stage}", seconds)
+
+
+_turn_started: ContextVar[float | None] = ContextVar("avatarkit_turn_started", default=None)
+
+
+def _mark(response: Response, name: str) -> None:
+    """Record seconds from the turn's start to now as ``metrics.durations[name]``."""
+    started = _turn_started.get()
+    if started is not None:
+        response.metrics.durations.setdefault(name, time.perf_counter() - started)
+
+
+def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, ReplyCache):
+        return value
+    if value is True:
+        return ReplyCache(default_cache_dir())
+    if isinstance(value, (str, Path)):
+        return ReplyCache(value)
+    raise ConfigurationError(
+        f"cache must be a ReplyCache, a folder or True, not {type(value).__name__}"
+    )
 
 
 def _strip_tags(reply: DialogueResponse) -> None:

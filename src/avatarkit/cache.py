@@ -12,6 +12,8 @@ eviction, safe across threads and processes. Wrap any voice or renderer::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import hashlib
 import json
 import os
@@ -20,7 +22,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from avatarkit.metrics import count
@@ -30,6 +32,9 @@ from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
 __all__ = ["CacheStats", "CachedRenderer", "CachedVoice", "ReplyCache", "backend_fingerprint"]
 
 _SIMPLE = (str, int, float, bool, type(None))
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credential", "cookie")
+_NOT_OUTPUT = frozenset({"max_concurrency", "max_chars", "progress_bar", "calls", "delay"})
+"""Attributes that never change what a backend produces (limits, bookkeeping)."""
 
 
 def normalize_text(text: str) -> str:
@@ -37,22 +42,75 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able settings, or ``_SKIP`` when it is not a setting (or may be secret)."""
+    from pydantic import BaseModel, SecretBytes, SecretStr
+
+    if isinstance(value, (SecretStr, SecretBytes)):
+        return _SKIP
+    if isinstance(value, _SIMPLE):
+        return value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return _plain(value.model_dump(mode="python"))
+    if isinstance(value, (tuple, list)):
+        items = [_plain(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in items) else items
+    if isinstance(value, dict):
+        return {
+            str(k): v
+            for k, v in (
+                (k, _plain(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+            )
+            if v is not _SKIP and not _secret_name(str(k))
+        }
+    return _SKIP
+
+
+_SKIP = object()
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def unwrap(backend: Any) -> Any:
+    """The backend inside avatarkit's wrappers (limits, caches)."""
+    while getattr(type(backend), "_avatarkit_wrapper", False):
+        backend = backend.inner
+    return backend
+
+
 def backend_fingerprint(backend: Any) -> str:
     """A stable description of a backend and its settings, for cache keys.
 
     Uses ``backend.cache_key()`` when the backend defines it; otherwise its class and its public
-    attributes of simple types (strings, numbers, booleans) — never secrets, which avatarkit
-    keeps as ``SecretStr``.
+    settings: attributes holding strings, numbers, booleans, enums, paths, pydantic models
+    (``voice_settings``) and lists or tuples of those (``size=(256, 256)``). Left out: private
+    attributes, per-call state (``last_*``), limits that do not change the output, anything
+    whose name suggests a secret (``api_key``, ``token``...) and ``SecretStr`` values; the
+    result also passes through :func:`avatarkit.config.redact`. avatarkit's wrappers
+    (:func:`avatarkit.limits.limited`, the cached wrappers) are looked through.
     """
+    from avatarkit.config import redact
+
+    backend = unwrap(backend)
+    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
     custom = getattr(backend, "cache_key", None)
     if callable(custom):
-        return f"{type(backend).__module__}.{type(backend).__qualname__}:{custom()}"
-    attrs = {
-        k: v
-        for k, v in sorted(vars(backend).items())
-        if not k.startswith("_") and isinstance(v, _SIMPLE) and "key" not in k.lower()
-    }
-    return f"{type(backend).__module__}.{type(backend).__qualname__}:{json.dumps(attrs)}"
+        return redact(f"{name}:{custom()}")
+    attrs = {}
+    for attr, value in sorted(vars(backend).items()):
+        if attr.startswith(("_", "last_")) or attr in _NOT_OUTPUT or _secret_name(attr):
+            continue
+        plain = _plain(value)
+        if plain is not _SKIP:
+            attrs[attr] = plain
+    return redact(f"{name}:{json.dumps(attrs, sort_keys=True, default=str)}")
 
 
 def _version() -> str:
@@ -126,6 +184,26 @@ class ReplyCache:
         """Store a VoiceOutput."""
         self._store.set(key, voice.model_dump_json())
 
+    def get_timeline(self, key: str) -> tuple[str, Timeline] | None:
+        """A cached Timeline and the SHA-256 of the audio it was made for, or None.
+
+        Not counted: the caller checks the audio and calls :meth:`record`.
+        """
+        raw = self._store.get(key)
+        if raw is None:
+            return None
+        digest, _, body = raw.partition("\n")
+        return digest, Timeline.model_validate_json(body)
+
+    def record(self, hit: bool) -> None:
+        """Count one lookup (in ``stats`` and the current turn's metrics)."""
+        self._count(hit)
+
+    def put_timeline(self, key: str, audio: bytes, timeline: Timeline) -> None:
+        """Store the Timeline animated for ``audio``."""
+        digest = hashlib.sha256(audio).hexdigest()
+        self._store.set(key, f"{digest}\n{timeline.model_dump_json()}")
+
     def get_video(self, key: str) -> AvatarVideo | None:
         """A cached clip whose file still exists, or None."""
         raw = self._store.get(key)
@@ -164,13 +242,46 @@ class ReplyCache:
         self._store.close()
 
 
-class CachedVoice:
-    """A voice that answers repeated texts from a ReplyCache; its capabilities are its child's."""
+class _Cached:
+    """Shared parts of the cached wrappers: forwarding, fingerprint, tracing."""
+
+    _avatarkit_wrapper = True
+    _role = "backend"
 
     def __init__(self, inner: Any, cache: ReplyCache) -> None:
         self.inner = inner
         self.cache = cache
         self._fingerprint = backend_fingerprint(inner)
+        self._backend_name = type(unwrap(inner)).__name__
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copy/pickle): avoid recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def cache_key(self) -> str:
+        """Fingerprint of the wrapped backend (so caches of caches stay consistent)."""
+        return self._fingerprint
+
+    def _lookup_span(self) -> contextlib.AbstractContextManager[Any]:
+        from avatarkit.limits import span
+
+        return span(
+            f"avatarkit.cache.{self._role}",
+            {"avatarkit.role": self._role, "avatarkit.backend": self._backend_name},
+        )
+
+
+class CachedVoice(_Cached):
+    """A voice that answers repeated texts from a ReplyCache; its capabilities are its child's."""
+
+    _role = "voice"
+
+    def __init__(self, inner: Any, cache: ReplyCache) -> None:
+        super().__init__(inner, cache)
         self._inflight: dict[str, asyncio.Future[VoiceOutput]] = {}
 
     @property
@@ -179,19 +290,20 @@ class CachedVoice:
         caps: VoiceCapabilities = self.inner.capabilities
         return caps
 
-    def cache_key(self) -> str:
-        """Fingerprint of the wrapped voice (so caches of caches stay consistent)."""
-        return self._fingerprint
-
     async def synthesize(self, text: str) -> VoiceOutput:
         """Serve ``text`` from the cache, or synthesise it once and store it.
 
-        Concurrent requests for the same text share one provider call.
+        Concurrent requests for the same text share one provider call. A hit for a text that
+        differs only in spacing gets its words' character offsets re-aligned to ``text``.
         """
         key = self.cache.key("voice", self._fingerprint, normalize_text(text))
-        hit = await asyncio.to_thread(self.cache.get_voice, key)
+        with self._lookup_span() as sp:
+            # A lookup is one SQLite read (well under a millisecond): done inline, since a
+            # thread hop would queue behind CPU-bound work in a busy server's thread pool.
+            hit = self.cache.get_voice(key)
+            _set(sp, "avatarkit.cache.hit", hit is not None)
         if hit is not None:
-            return hit.model_copy(update={"text": text}) if hit.text != text else hit
+            return _realign(hit, text) if hit.text != text else hit
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -217,13 +329,10 @@ class CachedVoice:
         return self.cache.stats.misses - before
 
 
-class CachedRenderer:
+class CachedRenderer(_Cached):
     """A renderer that serves repeated clips (same image, audio, timeline, settings) from cache."""
 
-    def __init__(self, inner: Any, cache: ReplyCache) -> None:
-        self.inner = inner
-        self.cache = cache
-        self._fingerprint = backend_fingerprint(inner)
+    _role = "renderer"
 
     @property
     def capabilities(self) -> RendererCapabilities:
@@ -240,27 +349,73 @@ class CachedRenderer:
         output: Path | None = None,
         progress: ProgressCallback | None = None,
     ) -> AvatarVideo:
-        """Serve the clip from the cache, or render it once and store it."""
+        """Serve the clip from the cache, or render it once and store it.
+
+        A hit is copied to ``output`` (or to a new temporary file), so callers can move or
+        delete what they get without harming the cache.
+        """
         key = self.cache.key(
             "render",
             self._fingerprint,
             hashlib.sha256(image.data).hexdigest(),
             hashlib.sha256(voice.audio).hexdigest(),
             timeline.model_dump_json(exclude={"audio_ref"}),
+            Path(output).suffix.lower() if output is not None else "",
         )
-        cached = await asyncio.to_thread(self.cache.get_video, key)
+        with self._lookup_span() as sp:
+            cached = self.cache.get_video(key)
+            _set(sp, "avatarkit.cache.hit", cached is not None)
         if cached is None:
             video: AvatarVideo = await self.inner.render(
                 image, voice, timeline, output=output, progress=progress
             )
-            cached = await asyncio.to_thread(self.cache.put_video, key, video)
+            await asyncio.to_thread(self.cache.put_video, key, video)
             return video
-        if output is not None:
-            from avatarkit._files import copy_atomic
+        if output is None:
+            fd, name = tempfile.mkstemp(prefix="avatarkit-", suffix=cached.path.suffix)
+            os.close(fd)
+            output = Path(name)
+        _deliver(cached.path, Path(output))
+        if progress is not None:
+            progress(1, 1)
+        return cached.model_copy(update={"path": Path(output)})
 
-            copy_atomic(cached.path, Path(output))
-            return cached.model_copy(update={"path": Path(output)})
-        return cached
+
+def _deliver(src: Path, dst: Path) -> None:
+    """Put the cached file ``src`` at ``dst`` atomically.
+
+    A hard link (instant) where possible, else a copy. Deleting or replacing ``dst`` never
+    touches the cache's file.
+    """
+    from avatarkit._files import copy_atomic
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.link")
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:  # another file system, or links not allowed: copy
+        tmp.unlink(missing_ok=True)
+        copy_atomic(src, dst)
+
+
+def _set(span: Any, key: str, value: Any) -> None:
+    if span is not None:
+        span.set_attribute(key, value)
+
+
+def _realign(hit: VoiceOutput, text: str) -> VoiceOutput:
+    """``hit`` for ``text``: the same audio, word offsets found again in ``text``."""
+    words = []
+    pos = 0
+    for w in hit.words:
+        at = text.find(w.text, pos)
+        if at < 0:
+            words.append(w.model_copy(update={"char_start": -1, "char_end": -1}))
+            continue
+        words.append(w.model_copy(update={"char_start": at, "char_end": at + len(w.text)}))
+        pos = at + len(w.text)
+    return hit.model_copy(update={"text": text, "words": words})
 
 
 def default_cache_dir() -> Path:

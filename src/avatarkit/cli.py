@@ -272,6 +272,9 @@ def batch(
     image_backend: ImageOpt = "local",
     executor: Annotated[str, typer.Option(help="process (default), serial or ray.")] = "process",
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Frame side in pixels (local renderer, generated faces).")
+    ] = None,
 ) -> None:
     """Render many scripts to clips; rerunning skips finished items, failures are listed."""
     from avatarkit.batch import run_batch
@@ -279,7 +282,8 @@ def batch(
     try:
         report = run_batch(
             scripts, output, executor=executor, workers=workers,  # type: ignore[arg-type]
-            voice=voice, renderer=renderer, image=image_backend, progress=_progress("batch"),
+            voice=voice, renderer=renderer, image=image_backend, size=size,
+            progress=_progress("batch"),
         )  # fmt: skip
     except AvatarKitError as exc:
         _fail(exc)

@@ -9,6 +9,7 @@ Every wrapped call is counted, and traced as an OpenTelemetry span when opentele
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import importlib.util
@@ -17,10 +18,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from avatarkit.errors import OverloadedError
+from avatarkit.errors import InputValidationError, OverloadedError
 from avatarkit.metrics import count
 
-__all__ = ["CallStats", "ConcurrencyLimit", "limited"]
+__all__ = ["CallStats", "ConcurrencyLimit", "limited", "span"]
 
 _ASYNC_METHODS = (
     "synthesize", "render", "complete", "generate", "plan", "classify", "analyze", "preprocess",
@@ -41,25 +42,41 @@ class CallStats:
 
 
 class ConcurrencyLimit:
-    """At most ``limit`` holders at once; waiters served first come, first served.
+    """At most ``limit`` holders at once; waiters served strictly first come, first served.
+
+    A freed slot is handed straight to the oldest waiter, so a newcomer can never overtake
+    the queue. Not bound to an event loop: one limit may serve several ``asyncio.run`` calls
+    one after another.
 
     Args:
         limit: Concurrent calls allowed.
         max_waiting: Calls allowed to wait; one more raises OverloadedError (None: unbounded).
         name: Used in error messages.
+
+    Raises:
+        InputValidationError: ``limit`` < 1 or ``max_waiting`` < 0.
     """
 
     def __init__(
         self, limit: int, *, max_waiting: int | None = None, name: str = "backend"
     ) -> None:
         if limit < 1:
-            raise ValueError("limit must be >= 1")
+            raise InputValidationError(f"{name}: limit must be >= 1, got {limit}", field="limit")
+        if max_waiting is not None and max_waiting < 0:
+            raise InputValidationError(
+                f"{name}: max_waiting must be >= 0, got {max_waiting}", field="max_waiting"
+            )
         self.limit = limit
         self.max_waiting = max_waiting
         self.name = name
-        self._sem = asyncio.Semaphore(limit)
-        self._waiting = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._active = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"ConcurrencyLimit({self.name!r}, limit={self.limit}, active={self._active}, "
+            f"waiting={len(self._waiters)})"
+        )
 
     @property
     def active(self) -> int:
@@ -69,53 +86,93 @@ class ConcurrencyLimit:
     @property
     def waiting(self) -> int:
         """Calls queued now."""
-        return self._waiting
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line if none is free.
+
+        Raises:
+            OverloadedError: ``max_waiting`` calls are already queued.
+        """
+        if self._active < self.limit and not self._waiters:
+            self._active += 1
+            return
+        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
+            raise OverloadedError(
+                f"{self.name}: {self._active} calls running and {len(self._waiters)} waiting "
+                f"(limit {self.limit}, max_waiting {self.max_waiting}); try again shortly"
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future  # resolved by release(), which hands its slot over to us
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot reached us just as we were cancelled: pass it on
+            else:
+                self._waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the oldest waiter if there is one."""
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        self._active -= 1
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the duration of the block (waiting in line if needed)."""
-        if (
-            self._sem.locked()
-            and self.max_waiting is not None
-            and self._waiting >= self.max_waiting
-        ):
-            raise OverloadedError(
-                f"{self.name}: {self._active} calls running and {self._waiting} waiting "
-                f"(limit {self.limit}, max_waiting {self.max_waiting}); try again shortly"
-            )
-        self._waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self._waiting -= 1
-        self._active += 1
+        await self.acquire()
         try:
             yield
         finally:
-            self._active -= 1
-            self._sem.release()
+            self.release()
 
 
 @contextlib.contextmanager
-def _span(name: str) -> Iterator[None]:
-    if _otel is None:
-        yield
+def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
+    """An OpenTelemetry span named ``name`` when opentelemetry is installed, else nothing.
+
+    Yields the span (or None), so callers can add attributes once they know them.
+    """
+    tracer = _get_tracer()
+    if tracer is None:
+        yield None
         return
-    with _otel.get_tracer("avatarkit").start_as_current_span(name):
-        yield
+    with tracer.start_as_current_span(name, attributes=attributes) as current:
+        yield current
 
 
-def _load_otel() -> Any:
-    if importlib.util.find_spec("opentelemetry") is None:
-        return None
-    return importlib.import_module("opentelemetry.trace")
+_UNSET: Any = object()
+_tracer: Any = _UNSET
 
 
-_otel = _load_otel()
+def _get_tracer() -> Any:
+    """The tracer for avatarkit's spans, or None without opentelemetry.
+
+    Looked up once, on first use, so ``import avatarkit`` stays cheap.
+    """
+    global _tracer
+    if _tracer is _UNSET:
+        _tracer = None
+        if importlib.util.find_spec("opentelemetry") is not None:
+            try:
+                from opentelemetry import trace
+            except ImportError:  # pragma: no cover - a broken install: run without tracing
+                pass
+            else:
+                # A proxy until an SDK provider is set, then that provider's tracer: safe to keep.
+                _tracer = trace.get_tracer("avatarkit")
+    return _tracer
 
 
 class _Limited:
     """Proxy that runs a backend's async methods inside a ConcurrencyLimit and counts them."""
+
+    _avatarkit_wrapper = True
 
     def __init__(self, inner: Any, limit: ConcurrencyLimit | None, role: str, stats: CallStats):
         self._inner = inner
@@ -132,12 +189,22 @@ class _Limited:
         return self._inner
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_inner":  # not set yet (copy/pickle): avoid recursion
+            raise AttributeError(name)
         attr = getattr(self._inner, name)
         if name in _ASYNC_METHODS and callable(attr):
             return self._wrap_call(name, attr)
         if name in _STREAM_METHODS and callable(attr):
             return self._wrap_stream(name, attr)
         return attr
+
+    def _attributes(self, method: str) -> dict[str, Any]:
+        return {
+            "avatarkit.role": self._role,
+            "avatarkit.method": method,
+            "avatarkit.backend": type(self._inner).__name__,
+            "avatarkit.cache.hit": False,
+        }
 
     def _wrap_call(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         key = f"{self._role}.{name}"
@@ -149,7 +216,7 @@ class _Limited:
                 count(f"calls.{key}")
                 t0 = time.perf_counter()
                 try:
-                    with _span(f"avatarkit.{key}"):
+                    with span(f"avatarkit.{key}", self._attributes(name)):
                         return await fn(*args, **kwargs)
                 finally:
                     spent = time.perf_counter() - t0
@@ -165,7 +232,7 @@ class _Limited:
             async with self._limit.slot() if self._limit else contextlib.nullcontext():
                 self._stats.calls[key] += 1
                 count(f"calls.{key}")
-                with _span(f"avatarkit.{key}"):
+                with span(f"avatarkit.{key}", self._attributes(name)):
                     async for item in fn(*args, **kwargs):
                         yield item
 

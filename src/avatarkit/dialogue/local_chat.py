@@ -24,6 +24,7 @@ alternative answers).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import string
@@ -410,11 +411,12 @@ class LocalChatModel:
 
     async def complete(self, messages: Sequence[ChatMessage]) -> str:
         """Return the whole reply to ``messages``."""
-        return self.reply(messages)
+        # Matching is CPU work (milliseconds): off the event loop, so other sessions keep moving.
+        return await asyncio.to_thread(self.reply, messages)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         """Yield the reply word by word (each word with its trailing space)."""
-        for token in re.findall(r"\S+\s*", self.reply(messages)):
+        for token in re.findall(r"\S+\s*", await asyncio.to_thread(self.reply, messages)):
             yield token
 
 

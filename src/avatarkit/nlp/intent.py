@@ -8,6 +8,7 @@ threshold) and ``detected`` (one intent per clause, so "thanks! and can I book a
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 from abc import ABC, abstractmethod
@@ -178,7 +179,8 @@ class ScoringIntentClassifier(ABC):
         Raises:
             InputValidationError: ``text`` is neither ProcessedText nor str.
         """
-        return self.classify_sync(text)
+        # Scoring is CPU work (milliseconds): off the event loop, so other sessions keep moving.
+        return await asyncio.to_thread(self.classify_sync, text)
 
     def classify_sync(self, text: ProcessedText | str) -> IntentPrediction:
         """Blocking form of :meth:`classify` (pure CPU)."""
