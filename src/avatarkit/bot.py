@@ -36,8 +36,8 @@ from avatarkit.errors import (
     OverloadedError,
     StageError,
 )
-from avatarkit.limits import CallStats, ConcurrencyLimit, limited, span
-from avatarkit.metrics import fill_metrics, turn_counter
+from avatarkit.limits import CallStats, ConcurrencyLimit, limited
+from avatarkit.metrics import fill_metrics, span, turn_counter
 from avatarkit.ports import (
     ChatModel,
     ExpressionPolicy,

@@ -267,7 +267,7 @@ class _Cached:
         return self._fingerprint
 
     def _lookup_span(self) -> contextlib.AbstractContextManager[Any]:
-        from avatarkit.limits import span
+        from avatarkit.metrics import span
 
         return span(
             f"avatarkit.cache.{self._role}",

@@ -12,16 +12,15 @@ import asyncio
 import collections
 import contextlib
 import functools
-import importlib.util
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from avatarkit.errors import InputValidationError, OverloadedError
-from avatarkit.metrics import count
+from avatarkit.metrics import count, span
 
-__all__ = ["CallStats", "ConcurrencyLimit", "limited", "span"]
+__all__ = ["CallStats", "ConcurrencyLimit", "limited"]
 
 _ASYNC_METHODS = (
     "synthesize", "render", "complete", "generate", "plan", "classify", "analyze", "preprocess",
@@ -130,43 +129,6 @@ class ConcurrencyLimit:
             yield
         finally:
             self.release()
-
-
-@contextlib.contextmanager
-def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
-    """An OpenTelemetry span named ``name`` when opentelemetry is installed, else nothing.
-
-    Yields the span (or None), so callers can add attributes once they know them.
-    """
-    tracer = _get_tracer()
-    if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(name, attributes=attributes) as current:
-        yield current
-
-
-_UNSET: Any = object()
-_tracer: Any = _UNSET
-
-
-def _get_tracer() -> Any:
-    """The tracer for avatarkit's spans, or None without opentelemetry.
-
-    Looked up once, on first use, so ``import avatarkit`` stays cheap.
-    """
-    global _tracer
-    if _tracer is _UNSET:
-        _tracer = None
-        if importlib.util.find_spec("opentelemetry") is not None:
-            try:
-                from opentelemetry import trace
-            except ImportError:  # pragma: no cover - a broken install: run without tracing
-                pass
-            else:
-                # A proxy until an SDK provider is set, then that provider's tracer: safe to keep.
-                _tracer = trace.get_tracer("avatarkit")
-    return _tracer
 
 
 class _Limited:

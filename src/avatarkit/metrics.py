@@ -1,4 +1,4 @@
-"""Per-turn counters (provider calls, cache hits) that follow a turn across its tasks.
+"""Per-turn counters (provider calls, cache hits) and OpenTelemetry spans.
 
 A ContextVar holds the current turn's Counter; asyncio tasks and ``asyncio.to_thread`` calls
 started inside the turn inherit it, so concurrent sessions never mix their counts.
@@ -7,15 +7,16 @@ started inside the turn inherit it, so concurrent sessions never mix their count
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections import Counter
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from avatarkit.types import Response
 
-__all__ = ["count", "fill_metrics", "turn_counter"]
+__all__ = ["count", "fill_metrics", "span", "turn_counter"]
 
 _current: ContextVar[Counter[str] | None] = ContextVar("avatarkit_turn_counter", default=None)
 
@@ -48,3 +49,40 @@ def fill_metrics(response: Response, counter: Counter[str], started: float) -> N
         k.removeprefix("calls."): v for k, v in counter.items() if k.startswith("calls.")
     }
     m.cache_hits, m.cache_misses = counter["cache.hits"], counter["cache.misses"]
+
+
+@contextlib.contextmanager
+def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Any]:
+    """An OpenTelemetry span named ``name`` when opentelemetry is installed, else nothing.
+
+    Yields the span (or None), so callers can add attributes once they know them.
+    """
+    tracer = _get_tracer()
+    if tracer is None:
+        yield None
+        return
+    with tracer.start_as_current_span(name, attributes=attributes) as current:
+        yield current
+
+
+_UNSET: Any = object()
+_tracer: Any = _UNSET
+
+
+def _get_tracer() -> Any:
+    """The tracer for avatarkit's spans, or None without opentelemetry.
+
+    Looked up once, on first use, so ``import avatarkit`` stays cheap.
+    """
+    global _tracer
+    if _tracer is _UNSET:
+        _tracer = None
+        if importlib.util.find_spec("opentelemetry") is not None:
+            try:
+                from opentelemetry import trace
+            except ImportError:  # pragma: no cover - a broken install: run without tracing
+                pass
+            else:
+                # A proxy until an SDK provider is set, then that provider's tracer: safe to keep.
+                _tracer = trace.get_tracer("avatarkit")
+    return _tracer
