@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,10 @@ def until(ws: Any, *kinds: str) -> list[dict[str, Any]]:
             return out
 
 
-def stored(data: Path) -> dict[str, list[tuple[str, str]]]:
+def stored(
+    data: Path, until_: Callable[[dict[str, list[tuple[str, str]]]], bool] = bool
+) -> dict[str, list[tuple[str, str]]]:
+    """Turns per stored session, once ``until_`` holds (the server saves right after "final")."""
     store = SQLiteStore(data / "conversations.db")
 
     async def read() -> dict[str, list[tuple[str, str]]]:
@@ -78,7 +82,10 @@ def stored(data: Path) -> dict[str, list[tuple[str, str]]]:
             for sid in await store.list_sessions()
         }
 
-    return _sync.run(read())
+    deadline = time.monotonic() + 5
+    while not until_(state := _sync.run(read())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state
 
 
 # ---------------------------------------------------------------------- pages and headers
@@ -173,9 +180,9 @@ def test_a_turn_streams_events_and_persists_per_cookie_session(
     assert media.content[:4] == b"RIFF"
     # The conversation is kept under the hashed cookie, and comes back on the next connection.
     token = client.cookies["avatarkit_session"]
-    (key,) = stored(data)
+    (key,) = stored(data, lambda s: any(s.values()))
     assert key == SessionRegistry.key_for(token) and token not in key
-    assert stored(data)[key] == [("Hi there!", REPLY)]
+    assert stored(data)[key] == [("Hi there!", REPLY)]  # saved in full: nothing interrupted
     with client.websocket_connect("/ws") as ws:
         assert ws.receive_json()["history"] == [{"user": "Hi there!", "assistant": REPLY}]
 
@@ -200,7 +207,7 @@ def test_without_a_cookie_the_conversation_lasts_one_connection(
         assert hello["persistent"] is False
         ws.send_json({"type": "say", "text": "hello"})
         until(ws, "final")
-    assert stored(data) == {}
+    assert stored(data, lambda s: not s) == {}  # forgotten once the socket has closed
 
 
 @pytest.mark.parametrize(
@@ -334,8 +341,11 @@ def test_interrupt_mid_reply_records_only_what_was_heard(data: Path) -> None:
             ws.send_json({"type": "say", "text": "again"})
             assert until(ws, "turn")[-1]["type"] == "turn"
             until(ws, "final")
-    (turns,) = stored(data).values()
-    assert turns[0] == ("count", "One two")
+    (turns,) = stored(data, lambda s: len(next(iter(s.values()), [])) == 2).values()
+    assert turns == [
+        ("count", "One two"),
+        ("again", "One two three four. Five six seven eight. Nine ten."),
+    ]
 
 
 def test_interrupt_after_the_reply_finished_cuts_the_stored_turn(data: Path) -> None:
@@ -362,7 +372,7 @@ def test_reset_forgets_the_conversation(client: TestClient, data: Path) -> None:
         clips = [m for m in until(ws, "final") if m["type"] == "clip"]
         ws.send_json({"type": "reset"})
         until(ws, "reset")
-    assert stored(data) == {}
+    assert stored(data, lambda s: not s) == {}
     assert client.get(clips[0]["url"]).status_code == 404
 
 
