@@ -163,7 +163,7 @@ def test_a_turn_streams_events_and_persists_per_cookie_session(
     with client.websocket_connect("/ws") as ws:
         hello = ws.receive_json()
         assert hello["type"] == "hello" and hello["persistent"] and hello["history"] == []
-        assert hello["max_chars"] == 200
+        assert hello["max_chars"] == 200 and hello["title"] == "Ava"  # the persona's name
         ws.send_json({"type": "say", "text": "  Hi there!  "})
         messages = until(ws, "final")
     kinds = [m["type"] for m in messages]

@@ -147,9 +147,21 @@ def test_reply_streams_plays_with_audio_and_subtitles_then_interrupt(
     clips = [e for e in trace["events"] if e["kind"] == "clip"]
     assert trace["firstPlay"][turn_id] < max(c["serverTime"] for c in clips)
     assert trace["firstPlay"][turn_id] < final["serverTime"]
+    sent = next(e["at"] for e in trace["events"] if e["kind"] == "turn")
+    print(
+        f"first sentence playing after {trace['firstPlay'][turn_id] - sent:.0f} ms; "
+        f"last clip sent after {max(c['serverTime'] for c in clips) - sent:.0f} ms, "
+        f"reply complete after {final['serverTime'] - sent:.0f} ms"
+    )
     # Every segment played to its end, one after another.
-    ended = [e["index"] for e in trace["events"] if e["kind"] == "ended"]
-    assert ended == [0, 1, 2, 3]
+    ended = [e for e in trace["events"] if e["kind"] == "ended"]
+    assert [e["index"] for e in ended] == [0, 1, 2, 3]
+    # No gap: each next clip was loaded before the last ended, and starts right after it.
+    assert not [e for e in trace["events"] if e["kind"] == "gap"]
+    playing = {e["index"]: e["at"] for e in trace["events"] if e["kind"] == "playing"}
+    handover = [playing[e["index"] + 1] - e["at"] for e in ended[:-1]]
+    print(f"clip hand-over (ms): {handover}")
+    assert max(handover) < 400
     assert page.inner_text(".msg.bot:last-child") == REPLY
 
     # 2. Interrupt the next reply mid-sentence: playback stops; only what was heard is kept.

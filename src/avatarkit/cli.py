@@ -315,7 +315,9 @@ def serve(
             "(repeatable; '*' for any)."
         ),
     ] = None,
-    title: Annotated[str, typer.Option(help="Name shown in the chat's header.")] = "avatarkit",
+    title: Annotated[
+        str | None, typer.Option(help="Name shown in the chat's header (default: the persona's).")
+    ] = None,
 ) -> None:
     """Serve the chat page and the embeddable widget (needs the serve extra)."""
     try:

@@ -230,7 +230,7 @@ class Conversation:
                 for t in state.turns[-self.options.history_turns :]
             ]
         return {
-            "title": self.options.title,
+            "title": self.options.title or self.bot.persona.name or "avatarkit",
             "max_chars": self.bot.settings.max_input_chars,
             "history": history,
             "speech_input": self.options.speech_input,

@@ -15,8 +15,8 @@ class ServerOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    title: str = Field(default="avatarkit", max_length=80)
-    """Shown in the chat page's header."""
+    title: str | None = Field(default=None, max_length=80)
+    """Shown in the chat page's header (default: the persona's name)."""
     messages_per_minute: float = Field(default=12.0, gt=0)
     """Messages a browser session may send per minute, on average (token bucket)."""
     burst: int = Field(default=4, ge=1)

@@ -220,7 +220,10 @@
     turn.next += 1;
     mark("ended", { turn: turn.id, index: s.index });
     const following = turn.segs.get(turn.next);
-    if (!ready(following)) for (const c of clips) c.classList.remove("front"); // rest on the still
+    if (!ready(following) && !(turn.done && !following)) {
+      mark("gap", { turn: turn.id, index: turn.next }); // next clip not rendered yet
+      for (const c of clips) c.classList.remove("front"); // rest on the still meanwhile
+    }
     pump();
   }
 
