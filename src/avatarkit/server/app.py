@@ -312,14 +312,21 @@ def create_app(
             ws, bot=bot, session=session, sessions=sessions, throttle=state.throttle,
             client_throttle=state.client_throttle, client=client, options=opts,
         )  # fmt: skip
-        try:
-            await conversation.run()
-        finally:
+
+        async def end() -> None:
+            await conversation.close()
             if not persistent:  # a connection-only conversation ends with its connection
                 sessions.forget(session)
                 if bot.dialogue is not None:
-                    with contextlib.suppress(Exception):
-                        await bot.dialogue.reset(session.key)
+                    await bot.dialogue.reset(session.key)
+
+        try:
+            await conversation.run()
+        finally:
+            # Shielded: even when this handler is cancelled, the dialogue state is settled.
+            ending = asyncio.ensure_future(end())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ending)
 
     routes = [
         Route("/", index),

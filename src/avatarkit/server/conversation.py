@@ -191,7 +191,7 @@ class Conversation:
         await self.send("error", code=code, message=redact(message), **fields)
 
     async def run(self) -> None:
-        """Greet the browser, then answer its messages until it disconnects."""
+        """Greet the browser, then answer its messages until it disconnects (then: close)."""
         await self.send("hello", **(await self._hello()))
         try:
             while True:
@@ -211,7 +211,11 @@ class Conversation:
                 await self._handle(raw)
         finally:
             self._closed = True
-            await self._stop(None)
+
+    async def close(self) -> None:
+        """Stop the reply still running (the browser has gone; it heard what was sent)."""
+        self._closed = True
+        await self._stop(None)
 
     async def _too_large(self) -> None:
         await self.error(
