@@ -243,7 +243,7 @@ def test_widget_script_opens_the_chat_on_another_site(
         frame = frame_el.content_frame()
         assert frame is not None
         frame.wait_for_selector("#dot.online", timeout=10_000)
-        assert frame.url == url + "embed"
+        assert frame.url == url + "embed#accent=0f766e"  # the widget's colour, carried over
         assert frame.evaluate("() => document.body.classList.contains('embedded')")
         time.sleep(0.3)
         shot = ARTIFACTS / "widget-embed.png"

@@ -14,6 +14,12 @@
   const clips = [$("clip0"), $("clip1")];
   const base = new URL(".", location.href);
   if (location.pathname.endsWith("/embed")) document.body.classList.add("embedded");
+  const accent = /^#?accent=([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(location.hash);
+  if (accent) { // the widget's colour, passed by widget.js
+    for (const name of ["--accent", "--accent-dark", "--user"]) {
+      document.documentElement.style.setProperty(name, `#${accent[1]}`);
+    }
+  }
 
   /* What happened when, for people debugging and for the browser test. */
   const trace = { events: [], subtitles: [], firstPlay: {}, final: {} };
@@ -115,7 +121,7 @@
     }
     if (!(m.history || []).length) emptyHint();
     ui.note.textContent = m.persistent ? "" :
-      "Cookies are blocked here, so this conversation ends when the page closes.";
+      "This conversation ends when the page closes (no cookie is kept for this embedded chat).";
     setupSpeech(Boolean(m.speech_input));
     scrollDown();
   }

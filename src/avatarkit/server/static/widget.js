@@ -59,7 +59,7 @@
         border: "0", "border-radius": "16px", background: "#fff",
         "box-shadow": "0 20px 60px rgba(0,0,0,.3)",
       });
-      panel.src = new URL("embed", origin).href;
+      panel.src = `${new URL("embed", origin).href}#accent=${color.slice(1)}`;
       panel.title = label;
       panel.allow = "autoplay; microphone";
       panel.referrerPolicy = "no-referrer";
