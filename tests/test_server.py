@@ -125,6 +125,14 @@ def test_embed_page_may_be_framed_only_by_the_configured_sites(data: Path) -> No
         assert "iframe" in widget.text and "embed" in widget.text
 
 
+@pytest.mark.parametrize(
+    "origin", ["https://x.example; script-src *", "javascript:alert(1)", "", "'self'"]
+)
+def test_embed_origins_must_be_origins(origin: str) -> None:
+    with pytest.raises(ValueError, match="not an origin"):
+        ServerOptions(embed_origins=(origin,))
+
+
 def test_embed_cookie_over_https_is_partitioned_and_cross_site(data: Path) -> None:
     bot = make_bot(data)
     with TestClient(create_app(lambda: bot, data_dir=data), base_url="https://chat.example") as c:
@@ -425,6 +433,8 @@ def test_request_bodies_and_long_urls_are_refused(client: TestClient) -> None:
     assert client.post("/", content=b"x" * 20_000).status_code == 413
     assert client.get("/", headers={"content-length": "999999999"}).status_code == 413
     assert client.get("/?" + "q" * 3000).status_code == 414
+    chunked = client.post("/", content=iter([b"x"]))  # no length: sent chunked
+    assert chunked.status_code == 413
     assert client.post("/").status_code == 405
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["ServerOptions"]
+
+_ORIGIN = re.compile(r"\*|https?://(\*\.)?[A-Za-z0-9.-]+(:(\d{1,5}|\*))?")
 
 
 class ServerOptions(BaseModel):
@@ -44,3 +48,14 @@ class ServerOptions(BaseModel):
     """Seconds the session cookie (and so the conversation) lasts in the browser."""
     speech_input: bool = True
     """Offer a microphone button where the browser has the Web Speech API."""
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://www.example.com, "
+                    "http://localhost:*, https://*.example.com or *"
+                )
+        return value
