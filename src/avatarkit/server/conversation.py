@@ -1,0 +1,403 @@
+"""One browser tab's conversation over a WebSocket: messages in, reply events out.
+
+The browser sends JSON messages (``say``, ``interrupt``, ``reset``); the server answers with the
+events of :meth:`avatarkit.AvatarBot.stream` turned into small JSON messages. Media never travel
+inside JSON: each rendered segment is announced as a ``clip`` whose ``url`` points at the
+per-session media route, so the browser can start playing the first sentence while the chat
+model is still writing the last.
+
+Messages from the server (every one carries ``type`` and ``server_time``, Unix seconds)::
+
+    hello        max_chars, history [{user, assistant}], speech_input, persistent, title
+    turn         turn, user                      a reply has started
+    text         turn, text                      a piece of the reply as the model writes it
+    sentence     turn, index, text               a sentence is complete
+    audio        turn, index, text, offset, duration, words [[word, start, end], ...]
+    expression   turn, time, emotion, intensity
+    clip         turn, index, offset, duration, url, mime, has_video
+    final        turn, text, durations           the whole reply is written and rendered
+    interrupted  turn, heard                      what the dialogue state now holds
+    reset                                         the conversation was forgotten
+    error        code, message[, retry_after, stage, turn]
+
+``played`` in an ``interrupt`` is seconds on the reply's clock (the first clip starts at 0, each
+next one at its ``offset``): only the words finished by then are kept in the dialogue state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from avatarkit._files import write_bytes_atomic
+from avatarkit.config import get_logger, redact
+from avatarkit.errors import AvatarKitError, InputValidationError, OverloadedError, StageError
+from avatarkit.streaming import (
+    AudioSegment,
+    ExpressionChange,
+    ReplyStream,
+    SentenceReady,
+    TextDelta,
+    TurnComplete,
+    VideoSegment,
+)
+from avatarkit.types import UserInput
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from avatarkit.bot import AvatarBot
+    from avatarkit.server.options import ServerOptions
+    from avatarkit.server.session import Session, SessionRegistry
+    from avatarkit.server.throttle import Throttle
+
+__all__ = ["Conversation", "heard_text"]
+
+_log = get_logger("avatarkit.server")
+
+_MIME = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "flac": "audio/flac",
+    "aac": "audio/aac",
+}
+
+
+class _Say(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["say"]
+    text: str
+
+
+class _Interrupt(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["interrupt"]
+    turn: str = Field(max_length=64)
+    played: float | None = Field(default=None, ge=0.0, le=86_400.0)
+
+
+class _Reset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["reset"]
+
+
+_Incoming: TypeAdapter[_Say | _Interrupt | _Reset] = TypeAdapter(
+    Annotated[_Say | _Interrupt | _Reset, Field(discriminator="type")]
+)
+
+
+def heard_text(segments: list[AudioSegment], played: float | None) -> str:
+    """The words of ``segments`` finished by ``played`` seconds on the reply's clock (all if None).
+
+    Segments without word timings count their words as evenly spread over their duration.
+    """
+    out: list[str] = []
+    for seg in segments:
+        end = seg.offset + seg.voice.duration
+        if played is None or played + 1e-6 >= end:
+            out.append(seg.text)
+            continue
+        if played <= seg.offset:
+            break
+        if seg.voice.words:
+            heard = [w.text for w in seg.voice.words if seg.offset + w.end <= played + 1e-6]
+        else:
+            words = seg.text.split()
+            share = (played - seg.offset) / max(seg.voice.duration, 1e-6)
+            heard = words[: int(len(words) * share)]
+        if heard:
+            out.append(" ".join(heard))
+        break
+    return " ".join(out)
+
+
+@dataclass(eq=False)
+class _Turn:
+    id: str
+    user: str
+    stream: ReplyStream
+    started: dt.datetime
+    task: asyncio.Task[None] | None = None
+    segments: list[AudioSegment] = field(default_factory=list)
+    complete: bool = False
+    text: str = ""
+
+
+class Conversation:
+    """Serves one WebSocket: validates and rate-limits messages, streams replies, interrupts.
+
+    Args:
+        ws: The accepted WebSocket.
+        bot: The bot answering (shared by every session).
+        session: This browser's session.
+        sessions: Where media are registered for the media route.
+        throttle: Messages per browser session.
+        client_throttle: Messages per client address.
+        client: The client's address (the key of ``client_throttle``).
+        options: Limits and the page title.
+    """
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        *,
+        bot: AvatarBot,
+        session: Session,
+        sessions: SessionRegistry,
+        throttle: Throttle,
+        client_throttle: Throttle,
+        client: str,
+        options: ServerOptions,
+    ) -> None:
+        self.ws = ws
+        self.bot = bot
+        self.session = session
+        self.sessions = sessions
+        self.throttle = throttle
+        self.client_throttle = client_throttle
+        self.client = client
+        self.options = options
+        self.turn: _Turn | None = None
+        self._send_lock = asyncio.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        """Send one JSON message (nothing once the socket has closed)."""
+        if self._closed:
+            return
+        message = {"type": kind, **fields, "server_time": time.time()}
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except Exception:  # the browser went away mid-send
+                self._closed = True
+
+    async def error(self, code: str, message: str, **fields: Any) -> None:
+        """Send a typed error the page shows to the user."""
+        await self.send("error", code=code, message=redact(message), **fields)
+
+    async def run(self) -> None:
+        """Greet the browser, then answer its messages until it disconnects (then: close)."""
+        await self.send("hello", **(await self._hello()))
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw_bytes = message.get("bytes") or b""
+                    if len(raw_bytes) > self.options.max_message_bytes:
+                        await self._too_large()
+                        break
+                    raw = raw_bytes.decode("utf-8", "replace")
+                if len(raw.encode()) > self.options.max_message_bytes:
+                    await self._too_large()
+                    break
+                await self._handle(raw)
+        finally:
+            self._closed = True
+
+    async def close(self) -> None:
+        """Stop the reply still running (the browser has gone; it heard what was sent)."""
+        self._closed = True
+        await self._stop(None)
+
+    async def _too_large(self) -> None:
+        await self.error(
+            "too_large", f"messages are limited to {self.options.max_message_bytes} bytes"
+        )
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=1009)
+
+    async def _hello(self) -> dict[str, Any]:
+        history: list[dict[str, str]] = []
+        if self.bot.dialogue is not None and self.options.history_turns:
+            state = await self.bot.dialogue.load(self.session.key)
+            history = [
+                {"user": t.user, "assistant": t.assistant}
+                for t in state.turns[-self.options.history_turns :]
+            ]
+        return {
+            "title": self.options.title or self.bot.persona.name or "avatarkit",
+            "max_chars": self.bot.settings.max_input_chars,
+            "history": history,
+            "speech_input": self.options.speech_input,
+            "persistent": self.session.persistent,
+            "video": self._renders(),
+        }
+
+    def _renders(self) -> bool:
+        return self.bot.renderer is not None and self.bot.voice is not None
+
+    async def _handle(self, raw: str) -> None:
+        try:
+            message = _Incoming.validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+            await self.error("bad_message", f"{where}: {first.get('msg', 'invalid')}")
+            return
+        if isinstance(message, _Say):
+            await self._say(message.text)
+        elif isinstance(message, _Interrupt):
+            await self._interrupt(message.turn, message.played)
+        else:
+            await self._stop(None)
+            if self.bot.dialogue is not None:
+                await self.bot.dialogue.reset(self.session.key)
+            self.sessions.clear(self.session)
+            await self.send("reset")
+
+    # ------------------------------------------------------------------ turns
+
+    async def _say(self, text: str) -> None:
+        limit = self.bot.settings.max_input_chars
+        cleaned = text.strip()
+        if not cleaned:
+            await self.error("invalid_input", "the message is empty")
+            return
+        if len(cleaned) > limit:
+            await self.error(
+                "invalid_input", f"the message is {len(cleaned)} characters; the limit is {limit}"
+            )
+            return
+        wait = max(self.throttle.take(self.session.key), self.client_throttle.take(self.client))
+        if wait > 0:
+            await self.error(
+                "rate_limited",
+                f"too many messages; try again in {wait:.0f} s",
+                retry_after=round(wait, 2),
+            )
+            return
+        await self._stop(None)  # a new message interrupts the reply still running
+        try:
+            folder = self.sessions.new_turn_folder(self.session)
+            user = UserInput(text=cleaned, session_id=self.session.key)
+            stream = self.bot.stream(user, render=True, output_dir=folder)
+        except InputValidationError as exc:
+            await self.error("invalid_input", str(exc))
+            return
+        turn = _Turn(
+            id=secrets.token_hex(8), user=cleaned, stream=stream, started=dt.datetime.now(dt.UTC)
+        )
+        self.turn = turn
+        await self.send("turn", turn=turn.id, user=cleaned)
+        turn.task = asyncio.get_running_loop().create_task(self._pump(turn))
+
+    async def _pump(self, turn: _Turn) -> None:
+        try:
+            async for event in turn.stream:
+                await self._forward(turn, event)
+        except asyncio.CancelledError:
+            raise
+        except StageError as exc:
+            cause = exc.__cause__
+            code = "overloaded" if isinstance(cause, OverloadedError) else "stage_failed"
+            _log.warning("turn failed in %s: %s", exc.stage, exc)
+            await self.error(code, str(exc), stage=exc.stage, turn=turn.id)
+        except AvatarKitError as exc:
+            code = "overloaded" if isinstance(exc, OverloadedError) else "failed"
+            await self.error(code, str(exc), turn=turn.id)
+        except Exception as exc:
+            _log.exception("turn failed")
+            await self.error("internal", f"the reply failed ({type(exc).__name__})", turn=turn.id)
+        finally:
+            if self.turn is turn and not turn.complete:
+                self.turn = None
+
+    async def _forward(self, turn: _Turn, event: Any) -> None:
+        t = turn.id
+        if isinstance(event, TextDelta):
+            await self.send("text", turn=t, text=event.text)
+        elif isinstance(event, SentenceReady):
+            await self.send("sentence", turn=t, index=event.index, text=event.text)
+        elif isinstance(event, AudioSegment):
+            turn.segments.append(event)
+            words = [[w.text, round(w.start, 3), round(w.end, 3)] for w in event.voice.words]
+            await self.send("audio", turn=t, index=event.index, text=event.text,
+                            offset=round(event.offset, 3),
+                            duration=round(event.voice.duration, 3), words=words)  # fmt: skip
+            if not self._renders():
+                await self._audio_clip(turn, event)
+        elif isinstance(event, ExpressionChange):
+            e = event.expression
+            await self.send("expression", turn=t, time=round(e.time, 3),
+                            emotion=str(e.emotion.value), intensity=e.intensity)  # fmt: skip
+        elif isinstance(event, VideoSegment):
+            video = event.video
+            media_id = self.sessions.register(self.session, video.path)
+            await self.send("clip", turn=t, index=event.index, offset=round(event.offset, 3),
+                            duration=round(video.duration, 3), url=f"media/{media_id}",
+                            mime=_MIME.get(video.format, "video/mp4"), has_video=True)  # fmt: skip
+        elif isinstance(event, TurnComplete):
+            turn.complete = True
+            turn.text = event.response.text
+            durations = {k: round(v, 3) for k, v in event.response.metrics.durations.items()}
+            await self.send("final", turn=t, text=turn.text, durations=durations)
+
+    async def _audio_clip(self, turn: _Turn, event: AudioSegment) -> None:
+        """Without a renderer, each sentence's speech is served as an audio clip instead."""
+        folder = self.session.turns[-1][0] if self.session.turns else None
+        if folder is None:
+            return
+        voice = event.voice
+        path = folder / f"segment-{event.index:03d}.{voice.format}"
+        await asyncio.to_thread(write_bytes_atomic, path, voice.audio)
+        media_id = self.sessions.register(self.session, path)
+        await self.send("clip", turn=turn.id, index=event.index, offset=round(event.offset, 3),
+                        duration=round(voice.duration, 3), url=f"media/{media_id}",
+                        mime=_MIME.get(voice.format, "audio/wav"), has_video=False)  # fmt: skip
+
+    async def _interrupt(self, turn_id: str, played: float | None) -> None:
+        turn = self.turn
+        if turn is None or turn.id != turn_id:
+            return  # already finished or replaced: nothing to stop
+        heard = await self._stop(played)
+        await self.send("interrupted", turn=turn_id, heard=heard)
+
+    async def _stop(self, played: float | None) -> str | None:
+        """Stop the running turn; keep in the dialogue state only what was heard."""
+        turn, self.turn = self.turn, None
+        if turn is None:
+            return None
+        heard = heard_text(turn.segments, played)
+        if turn.complete:
+            # Already recorded in full when the reply finished: cut it back to what was heard.
+            if played is not None and heard != " ".join(s.text for s in turn.segments):
+                await self._amend(turn, heard)
+            return heard
+        if turn.task is not None and not turn.task.done():
+            turn.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await turn.task
+        await turn.stream.interrupt(played=played)
+        return heard
+
+    async def _amend(self, turn: _Turn, heard: str) -> None:
+        dialogue = self.bot.dialogue
+        if dialogue is None:
+            return
+        for _ in range(50):  # the finished turn is being saved right now: wait for it (≤ 1 s)
+            state = await dialogue.load(self.session.key)
+            last = state.turns[-1] if state.turns else None
+            if last is not None and last.user == turn.user and last.at >= turn.started:
+                last.assistant = heard
+                await dialogue.store.save(state)
+                return
+            await asyncio.sleep(0.02)

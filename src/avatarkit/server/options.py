@@ -1,0 +1,61 @@
+"""Settings of the chat server: limits, the session cookie and who may embed the widget."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["ServerOptions"]
+
+_ORIGIN = re.compile(r"\*|https?://(\*\.)?[A-Za-z0-9.-]+(:(\d{1,5}|\*))?")
+
+
+class ServerOptions(BaseModel):
+    """Limits and policies of ``avatarkit serve``.
+
+    The input length limit is the bot's ``Settings.max_input_chars``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str | None = Field(default=None, max_length=80)
+    """Shown in the chat page's header (default: the persona's name)."""
+    messages_per_minute: float = Field(default=12.0, gt=0)
+    """Messages a browser session may send per minute, on average (token bucket)."""
+    burst: int = Field(default=4, ge=1)
+    """Messages a session may send back to back before the average applies."""
+    client_messages_per_minute: float = Field(default=40.0, gt=0)
+    """Messages per minute from one client address across all its sessions."""
+    client_burst: int = Field(default=10, ge=1)
+    """Back-to-back messages allowed from one client address."""
+    max_message_bytes: int = Field(default=16_384, ge=1024)
+    """Largest WebSocket message accepted; larger closes the socket (code 1009)."""
+    max_body_bytes: int = Field(default=16_384, ge=0)
+    """Largest HTTP request body accepted (413 above)."""
+    max_sessions: int = Field(default=1000, ge=1)
+    """Browser sessions kept in memory (least recently used dropped; conversations stay)."""
+    keep_turns: int = Field(default=4, ge=1)
+    """Turns per session whose video segments stay servable."""
+    history_turns: int = Field(default=20, ge=0)
+    """Earlier turns shown when a browser comes back to its conversation."""
+    embed_origins: tuple[str, ...] = ("http://localhost:*", "http://127.0.0.1:*")
+    """Origins allowed to frame the chat (CSP ``frame-ancestors`` of ``/embed``): sites that
+    may show the widget. ``("*",)`` allows any site."""
+    cookie_name: str = Field(default="avatarkit_session", pattern=r"^[A-Za-z0-9_]{1,40}$")
+    """Name of the httponly session cookie."""
+    cookie_max_age: int = Field(default=30 * 24 * 3600, ge=60)
+    """Seconds the session cookie (and so the conversation) lasts in the browser."""
+    speech_input: bool = True
+    """Offer a microphone button where the browser has the Web Speech API."""
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://www.example.com, "
+                    "http://localhost:*, https://*.example.com or *"
+                )
+        return value

@@ -1,0 +1,170 @@
+"""Browser sessions of the chat server: who is talking, and the media their replies made.
+
+A browser holds only a random token in an httponly cookie. The server never stores that token:
+the session's key (its dialogue session id and media folder name) is the token's SHA-256, so a
+copy of the conversation database cannot be used to take over a browser's conversation.
+
+Each reply's clips are written to a folder of their own under one media root made for this
+server run; they are served by unguessable ids (128 random bits) that map to files this registry
+wrote, so a media URL can never name any other file. Only the last few turns' media are kept
+per session and only the most recently active sessions are kept in memory; the media root is
+removed when the server stops (conversations themselves live in the bot's dialogue store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import secrets
+import shutil
+import tempfile
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avatarkit.errors import InputValidationError
+
+__all__ = ["Session", "SessionRegistry"]
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+@dataclass(eq=False)
+class Session:
+    """One browser's conversation: its key and the media of its latest turns."""
+
+    key: str
+    """SHA-256 of the cookie token (hex, 32 characters): the dialogue session id."""
+    folder: Path
+    """Where this session's reply media are written."""
+    persistent: bool = True
+    """False for a connection-only session (the browser sent no usable cookie)."""
+    turns: deque[tuple[Path, list[str]]] = field(default_factory=deque)
+    """(folder, media ids) of the turns whose media are still kept, oldest first."""
+
+    def __repr__(self) -> str:
+        return f"Session(key={self.key[:8]}…, turns={len(self.turns)})"
+
+
+class SessionRegistry:
+    """Sessions by cookie token, and the media files their replies made.
+
+    Args:
+        data_dir: Folder under which this server run makes its media root.
+        max_sessions: Sessions kept in memory; the least recently used is dropped (its
+            media deleted; its conversation stays in the dialogue store).
+        keep_turns: Turns per session whose media stay servable.
+    """
+
+    def __init__(self, data_dir: Path, *, max_sessions: int = 1000, keep_turns: int = 4) -> None:
+        if max_sessions < 1 or keep_turns < 1:
+            raise InputValidationError("max_sessions and keep_turns must be >= 1")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="media-", dir=data_dir)).resolve()
+        self.max_sessions = max_sessions
+        self.keep_turns = keep_turns
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._media: dict[str, tuple[str, Path]] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionRegistry(sessions={len(self._sessions)}, media={len(self._media)})"
+
+    # ------------------------------------------------------------------ tokens and sessions
+
+    @staticmethod
+    def new_token() -> str:
+        """A fresh cookie token: 256 random bits, URL-safe."""
+        return secrets.token_urlsafe(32)
+
+    @staticmethod
+    def is_token(value: str | None) -> bool:
+        """Whether ``value`` has the shape of a token this server hands out."""
+        return value is not None and _TOKEN.fullmatch(value) is not None
+
+    @staticmethod
+    def key_for(token: str) -> str:
+        """The session key of a token (what the dialogue store and the media folder see)."""
+        return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+    def get(self, token: str, *, persistent: bool = True) -> Session:
+        """The session of ``token``, made on first use (raises on a malformed token)."""
+        if not self.is_token(token):
+            raise InputValidationError("malformed session token", field="session")
+        key = self.key_for(token)
+        session = self._sessions.get(key)
+        if session is None:
+            session = Session(key=key, folder=self.root / key, persistent=persistent)
+            self._sessions[key] = session
+            while len(self._sessions) > self.max_sessions:
+                _, old = self._sessions.popitem(last=False)
+                self.clear(old)
+        else:
+            self._sessions.move_to_end(key)
+        return session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    # ------------------------------------------------------------------ media
+
+    def new_turn_folder(self, session: Session) -> Path:
+        """A fresh folder for one turn's media; the oldest turns beyond ``keep_turns`` go."""
+        folder = session.folder / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        session.turns.append((folder, []))
+        while len(session.turns) > self.keep_turns:
+            self._drop_turn(session.turns.popleft())
+        return folder
+
+    def register(self, session: Session, path: Path) -> str:
+        """Make ``path`` (a file in one of the session's turn folders) servable; its media id.
+
+        Raises:
+            InputValidationError: ``path`` is not inside a kept turn folder of this session.
+        """
+        resolved = path.resolve()
+        for folder, ids in reversed(session.turns):
+            if resolved.is_relative_to(folder.resolve()) and resolved.is_file():
+                media_id = secrets.token_urlsafe(16)
+                self._media[media_id] = (session.key, resolved)
+                ids.append(media_id)
+                return media_id
+        raise InputValidationError("media outside the session's turn folders", field="path")
+
+    def media(self, media_id: str) -> Path | None:
+        """The file of a media id, or None (unknown, malformed, expired or gone)."""
+        if _MEDIA_ID.fullmatch(media_id) is None:
+            return None
+        entry = self._media.get(media_id)
+        if entry is None:
+            return None
+        path = entry[1]
+        if not path.is_relative_to(self.root) or not path.is_file():
+            return None
+        return path
+
+    def clear(self, session: Session) -> None:
+        """Delete every kept media file of ``session``."""
+        while session.turns:
+            self._drop_turn(session.turns.popleft())
+        with contextlib.suppress(OSError):
+            session.folder.rmdir()
+
+    def forget(self, session: Session) -> None:
+        """Drop ``session`` from memory and delete its media (a connection-only session ends)."""
+        self.clear(session)
+        self._sessions.pop(session.key, None)
+
+    def _drop_turn(self, turn: tuple[Path, list[str]]) -> None:
+        folder, ids = turn
+        for media_id in ids:
+            self._media.pop(media_id, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Forget every session and remove this run's media root."""
+        self._sessions.clear()
+        self._media.clear()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,502 @@
+"""The chat server's app (Starlette TestClient): sessions, validation, limits, media, headers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette", reason='needs the "serve" extra')
+
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+from typer.testing import CliRunner
+
+from avatarkit import _sync
+from avatarkit.bot import AvatarBot
+from avatarkit.config import Settings, register_secret
+from avatarkit.dialogue.manager import DialogueManager
+from avatarkit.dialogue.store import SQLiteStore
+from avatarkit.errors import InputValidationError, ProviderError
+from avatarkit.server import ServerOptions, create_app, is_loopback
+from avatarkit.server.conversation import heard_text
+from avatarkit.server.session import SessionRegistry
+from avatarkit.server.throttle import Throttle, TokenBucket
+from avatarkit.streaming import AudioSegment
+from avatarkit.testing import FakeChatModel, FakeVoice, FunctionChatModel, fake_speech
+from avatarkit.types import Timeline
+
+REPLY = "Hello there. I am a test avatar. Nice to meet you."
+SECRET = "sk-widget-SECRET-0123456789abcdef"
+
+
+def make_bot(
+    data: Path, chat: Any = None, *, max_chars: int = 200, renderer: Any = None
+) -> AvatarBot:
+    dialogue = DialogueManager(
+        chat=chat or FakeChatModel(REPLY), store=SQLiteStore(data / "conversations.db")
+    )
+    return AvatarBot(
+        dialogue=dialogue, voice=FakeVoice(), renderer=renderer, preprocessor=None,
+        intent=None, sentiment=None, expression=None,
+        settings=Settings(max_input_chars=max_chars),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return tmp_path / "serve"
+
+
+@pytest.fixture
+def client(data: Path) -> Iterator[TestClient]:
+    bot = make_bot(data)
+    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+        yield c
+
+
+def until(ws: Any, *kinds: str) -> list[dict[str, Any]]:
+    """Messages up to and including the first of ``kinds``."""
+    out = []
+    while True:
+        message = ws.receive_json()
+        out.append(message)
+        if message["type"] in kinds:
+            return out
+
+
+def stored(
+    data: Path, until_: Callable[[dict[str, list[tuple[str, str]]]], bool] = bool
+) -> dict[str, list[tuple[str, str]]]:
+    """Turns per stored session, once ``until_`` holds (the server saves right after "final")."""
+    store = SQLiteStore(data / "conversations.db")
+
+    async def read() -> dict[str, list[tuple[str, str]]]:
+        return {
+            sid: [(t.user, t.assistant) for t in (await store.load(sid)).turns]
+            for sid in await store.list_sessions()
+        }
+
+    deadline = time.monotonic() + 5
+    while not until_(state := _sync.run(read())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state
+
+
+# ---------------------------------------------------------------------- pages and headers
+
+
+def test_page_sets_an_httponly_session_cookie_and_a_strict_csp(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    token = client.cookies["avatarkit_session"]
+    assert SessionRegistry.is_token(token)
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "frame-ancestors 'self'" in csp and "connect-src 'self'" in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert "<script>" not in r.text and "onclick" not in r.text  # no inline script at all
+    # The same browser keeps its session.
+    client.get("/")
+    assert client.cookies["avatarkit_session"] == token
+
+
+def test_embed_page_may_be_framed_only_by_the_configured_sites(data: Path) -> None:
+    bot = make_bot(data)
+    options = ServerOptions(embed_origins=("https://shop.example",))
+    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        assert (
+            "frame-ancestors 'self' https://shop.example"
+            in c.get("/embed").headers["content-security-policy"]
+        )
+        assert "frame-ancestors 'self'" in c.get("/").headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in c.get("/healthz").headers["content-security-policy"]
+        widget = c.get("/widget.js")
+        assert widget.headers["content-type"].startswith("text/javascript")
+        assert widget.headers["cross-origin-resource-policy"] == "cross-origin"
+        assert "iframe" in widget.text and "embed" in widget.text
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://x.example; script-src *", "javascript:alert(1)", "", "'self'"]
+)
+def test_embed_origins_must_be_origins(origin: str) -> None:
+    with pytest.raises(ValueError, match="not an origin"):
+        ServerOptions(embed_origins=(origin,))
+
+
+def test_embed_cookie_over_https_is_partitioned_and_cross_site(data: Path) -> None:
+    bot = make_bot(data)
+    with TestClient(create_app(lambda: bot, data_dir=data), base_url="https://chat.example") as c:
+        cookie = c.get("/embed").headers["set-cookie"]
+        assert "Secure" in cookie and "SameSite=none" in cookie and "Partitioned" in cookie
+        assert "SameSite=lax" in c.get("/").headers["set-cookie"]
+
+
+def test_no_key_reaches_any_page_or_message(data: Path) -> None:
+    register_secret(SECRET)
+
+    def leaky(messages: Any) -> str:
+        raise ProviderError(f"upstream refused key {SECRET}", provider="acme")
+
+    bot = make_bot(data, FunctionChatModel(leaky))
+    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+        bodies = [c.get(p).text for p in ("/", "/embed", "/widget.js", "/static/chat.js",
+                                          "/static/chat.css", "/healthz")]  # fmt: skip
+        with c.websocket_connect("/ws") as ws:
+            bodies.append(str(ws.receive_json()))
+            ws.send_json({"type": "say", "text": "hi"})
+            messages = until(ws, "error", "final")
+        bodies += [str(m) for m in messages]
+    assert messages[-1]["type"] == "error" and messages[-1]["code"] == "stage_failed"
+    assert all(SECRET not in body for body in bodies)
+    assert "[REDACTED]" in messages[-1]["message"] or "***" in messages[-1]["message"]
+
+
+# ---------------------------------------------------------------------- conversation
+
+
+def test_a_turn_streams_events_and_persists_per_cookie_session(
+    client: TestClient, data: Path
+) -> None:
+    client.get("/")
+    with client.websocket_connect("/ws") as ws:
+        hello = ws.receive_json()
+        assert hello["type"] == "hello" and hello["persistent"] and hello["history"] == []
+        assert hello["max_chars"] == 200 and hello["title"] == "Ava"  # the persona's name
+        ws.send_json({"type": "say", "text": "  Hi there!  "})
+        messages = until(ws, "final")
+    kinds = [m["type"] for m in messages]
+    assert kinds[0] == "turn" and messages[0]["user"] == "Hi there!"
+    assert kinds.count("sentence") == 3 and kinds.count("clip") == 3 and kinds[-1] == "final"
+    assert messages[-1]["text"] == REPLY
+    audio = [m for m in messages if m["type"] == "audio"]
+    assert " ".join(a["text"] for a in audio) == REPLY
+    assert all(isinstance(a["words"], list) and a["words"] for a in audio)
+    clips = [m for m in messages if m["type"] == "clip"]
+    assert [c["offset"] for c in clips] == [a["offset"] for a in audio]
+    media = client.get(clips[0]["url"])  # relative to the page: /media/<id>
+    assert media.status_code == 200 and media.headers["content-type"] == "audio/wav"
+    assert media.content[:4] == b"RIFF"
+    # The conversation is kept under the hashed cookie, and comes back on the next connection.
+    token = client.cookies["avatarkit_session"]
+    (key,) = stored(data, lambda s: any(s.values()))
+    assert key == SessionRegistry.key_for(token) and token not in key
+    assert stored(data)[key] == [("Hi there!", REPLY)]  # saved in full: nothing interrupted
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["history"] == [{"user": "Hi there!", "assistant": REPLY}]
+
+
+def test_another_browser_does_not_see_the_conversation(client: TestClient, data: Path) -> None:
+    client.get("/")
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "say", "text": "my secret plan"})
+        until(ws, "final")
+    other = TestClient(client.app)
+    other.get("/")
+    with other.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["history"] == []
+
+
+def test_without_a_cookie_the_conversation_lasts_one_connection(
+    client: TestClient, data: Path
+) -> None:
+    with client.websocket_connect("/ws") as ws:
+        hello = ws.receive_json()
+        assert hello["persistent"] is False
+        ws.send_json({"type": "say", "text": "hello"})
+        until(ws, "final")
+    assert stored(data, lambda s: not s) == {}  # forgotten once the socket has closed
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"type": "say", "text": ""}, "invalid_input"),
+        ({"type": "say", "text": "   \n\t "}, "invalid_input"),
+        ({"type": "say", "text": "x" * 201}, "invalid_input"),
+        ({"type": "say"}, "bad_message"),
+        ({"type": "say", "text": 42}, "bad_message"),
+        ({"type": "say", "text": "hi", "extra": 1}, "bad_message"),
+        ({"type": "shout", "text": "hi"}, "bad_message"),
+        ({"type": "interrupt", "turn": "t", "played": -1}, "bad_message"),
+        (["say", "hi"], "bad_message"),
+    ],
+)
+def test_bad_input_gets_a_typed_error_and_nothing_runs(data: Path, message: Any, code: str) -> None:
+    chat = FakeChatModel(REPLY)
+    bot = make_bot(data, chat)
+    with TestClient(create_app(lambda: bot, data_dir=data)) as c, c.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json(message)
+        error = ws.receive_json()
+        assert error["type"] == "error" and error["code"] == code, error
+        ws.send_json({"type": "say", "text": "still here?"})  # the socket stays usable
+        assert until(ws, "final")[-1]["text"] == REPLY
+    assert len(chat.calls) == 1
+
+
+def test_invalid_json_is_refused(client: TestClient) -> None:
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_text("{not json")
+        assert ws.receive_json()["code"] == "bad_message"
+
+
+def test_oversized_websocket_message_closes_the_socket(data: Path) -> None:
+    bot = make_bot(data)
+    options = ServerOptions(max_message_bytes=2048)
+    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "y" * 3000})
+            error = ws.receive_json()
+            assert error["code"] == "too_large"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1009
+
+
+def test_rate_limit_is_a_token_bucket_per_session(data: Path) -> None:
+    chat = FakeChatModel(REPLY)
+    bot = make_bot(data, chat)
+    options = ServerOptions(messages_per_minute=1, burst=2)
+    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            for _ in range(2):
+                ws.send_json({"type": "say", "text": "hi"})
+                until(ws, "final")
+            ws.send_json({"type": "say", "text": "hi again"})
+            error = ws.receive_json()
+        assert error["type"] == "error" and error["code"] == "rate_limited"
+        assert 50 < error["retry_after"] <= 60
+        other = TestClient(c.app)  # another browser has its own bucket
+        other.get("/")
+        with other.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "hi"})
+            assert until(ws, "final", "error")[-1]["type"] == "final"
+    assert len(chat.calls) == 3
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=0.5, burst=2, clock=lambda: now[0])
+    assert bucket.take() == 0 and bucket.take() == 0
+    assert bucket.take() == pytest.approx(2.0)
+    now[0] = 1.0
+    assert bucket.take() == pytest.approx(1.0)
+    now[0] = 2.0
+    assert bucket.take() == 0
+    throttle = Throttle(per_minute=60, burst=1, max_keys=2, clock=lambda: now[0])
+    assert throttle.take("a") == 0 and throttle.take("a") > 0
+    throttle.take("b"), throttle.take("c")  # "a" is dropped: least recently used
+    assert throttle.take("a") == 0
+    with pytest.raises(InputValidationError):
+        TokenBucket(rate=0, burst=1)
+
+
+# ---------------------------------------------------------------------- interrupting
+
+
+def _segments(*texts: str) -> list[AudioSegment]:
+    out, offset = [], 0.0
+    for i, text in enumerate(texts):
+        voice = fake_speech(text)
+        timeline = Timeline(text=text, duration=voice.duration, words=voice.words)
+        out.append(AudioSegment(index=i, text=text, offset=offset, voice=voice, timeline=timeline))
+        offset += voice.duration
+    return out
+
+
+def test_heard_text_keeps_only_finished_words() -> None:
+    segs = _segments("One two three.", "Four five.")
+    first = segs[0].voice
+    assert heard_text(segs, None) == "One two three. Four five."
+    assert heard_text(segs, 0.0) == ""
+    assert heard_text(segs, first.words[1].end + 0.01) == "One two"
+    assert heard_text(segs, first.duration + 0.01) == "One two three."
+    assert heard_text(segs, first.duration + segs[1].voice.words[0].end) == "One two three. Four"
+
+
+def test_interrupt_mid_reply_records_only_what_was_heard(data: Path) -> None:
+    chat = FakeChatModel("One two three four. Five six seven eight. Nine ten.", token_delay=0.05)
+    bot = make_bot(data, chat)
+    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "count"})
+            messages = until(ws, "audio")
+            turn, audio = messages[0]["turn"], messages[-1]
+            played = audio["words"][1][2] + 0.01  # the second word has just finished
+            ws.send_json({"type": "interrupt", "turn": turn, "played": played})
+            rest = until(ws, "interrupted")
+            assert rest[-1]["heard"] == "One two"
+            assert all(m["type"] != "final" for m in rest)
+            ws.send_json({"type": "interrupt", "turn": turn, "played": 9})  # stale: ignored
+            ws.send_json({"type": "say", "text": "again"})
+            assert until(ws, "turn")[-1]["type"] == "turn"
+            until(ws, "final")
+    (turns,) = stored(data, lambda s: len(next(iter(s.values()), [])) == 2).values()
+    assert turns == [
+        ("count", "One two"),
+        ("again", "One two three four. Five six seven eight. Nine ten."),
+    ]
+
+
+def test_interrupt_after_the_reply_finished_cuts_the_stored_turn(data: Path) -> None:
+    bot = make_bot(data)
+    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "hello"})
+            messages = until(ws, "final")
+            turn = messages[0]["turn"]
+            first = next(m for m in messages if m["type"] == "audio")
+            ws.send_json({"type": "interrupt", "turn": turn, "played": first["duration"] + 0.01})
+            assert until(ws, "interrupted")[-1]["heard"] == "Hello there."
+    (turns,) = stored(data).values()
+    assert turns == [("hello", "Hello there.")]
+
+
+def test_reset_forgets_the_conversation(client: TestClient, data: Path) -> None:
+    client.get("/")
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "say", "text": "remember me"})
+        clips = [m for m in until(ws, "final") if m["type"] == "clip"]
+        ws.send_json({"type": "reset"})
+        until(ws, "reset")
+    assert stored(data, lambda s: not s) == {}
+    assert client.get(clips[0]["url"]).status_code == 404
+
+
+# ---------------------------------------------------------------------- media and limits
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/../../etc/passwd",
+        "/media/..%2F..%2Fetc%2Fpasswd",
+        "/media/%2e%2e%2fconversations.db",
+        "/media/AAAAAAAAAAAAAAAAAAAAAA",
+        "/media/conversations.db",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/..%2Fapp.py",
+    ],
+)
+def test_media_and_static_routes_cannot_leave_their_folder(
+    client: TestClient, data: Path, path: str
+) -> None:
+    r = client.get(path)
+    assert r.status_code == 404, (path, r.status_code)
+    assert b"import" not in r.content and b"SQLite" not in r.content
+
+
+def test_session_registry_serves_only_files_it_made(tmp_path: Path) -> None:
+    registry = SessionRegistry(tmp_path, keep_turns=2)
+    session = registry.get(registry.new_token())
+    outside = tmp_path / "secret.txt"
+    outside.write_text("no")
+    with pytest.raises(InputValidationError):
+        registry.register(session, outside)
+    with pytest.raises(InputValidationError):
+        registry.get("not a token")
+    ids = []
+    for _ in range(3):
+        folder = registry.new_turn_folder(session)
+        (folder / "clip.mp4").write_bytes(b"video")
+        ids.append(registry.register(session, folder / "clip.mp4"))
+    assert registry.media(ids[0]) is None  # the oldest turn's media expired
+    kept = registry.media(ids[2])
+    assert kept is not None and kept.read_bytes() == b"video"
+    registry.close()
+    assert not registry.root.exists() and outside.exists()
+
+
+def test_request_bodies_and_long_urls_are_refused(client: TestClient) -> None:
+    assert client.post("/", content=b"x" * 20_000).status_code == 413
+    assert client.get("/", headers={"content-length": "999999999"}).status_code == 413
+    assert client.get("/?" + "q" * 3000).status_code == 414
+    chunked = client.post("/", content=iter([b"x"]))  # no length: sent chunked
+    assert chunked.status_code == 413
+    assert client.post("/").status_code == 405
+
+
+def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
+    client.get("/")
+    evil = {"origin": "http://evil.example"}
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/ws", headers=evil),
+    ):
+        pass
+    assert refused.value.code == 1008
+    with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:
+        assert ws.receive_json()["type"] == "hello"
+
+
+def test_video_segments_are_served_as_mp4(data: Path) -> None:
+    from avatarkit.render.local import LocalRenderer
+
+    bot = make_bot(data, renderer=LocalRenderer(size=64))
+    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+        c.get("/")
+        assert c.get("/avatar.png").headers["content-type"] == "image/png"
+        with c.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["video"] is True
+            ws.send_json({"type": "say", "text": "hi"})
+            clips = [m for m in until(ws, "final") if m["type"] == "clip"]
+        assert len(clips) == 3 and all(m["has_video"] and m["mime"] == "video/mp4" for m in clips)
+        r = c.get(clips[0]["url"], headers={"range": "bytes=0-99"})
+        assert r.status_code == 206 and len(r.content) == 100  # seekable: range requests
+        assert b"ftyp" in c.get(clips[0]["url"]).content[:16]
+
+
+# ---------------------------------------------------------------------- CLI and packaging
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_serve_command_warns_when_binding_beyond_this_machine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import avatarkit.server as server
+    from avatarkit.cli import app
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(server, "serve", lambda app, **kw: calls.append(kw))
+    runner = CliRunner()
+    args = ["serve", "--chat", "test", "--voice", "test", "--renderer", "none",
+            "--data-dir", str(tmp_path)]  # fmt: skip
+    quiet = runner.invoke(app, args)
+    assert quiet.exit_code == 0, quiet.output
+    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8000
+    assert "WARNING" not in quiet.output and "http://127.0.0.1:8000/" in quiet.output
+    loud = runner.invoke(app, [*args, "--host", "0.0.0.0", "--port", "9000"])
+    assert loud.exit_code == 0 and "WARNING" in loud.output and calls[-1]["host"] == "0.0.0.0"
+    bad = runner.invoke(app, ["serve", "--chat", "nosuchprovider", "--data-dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "nosuchprovider" in bad.output and len(calls) == 2
+
+
+def test_import_avatarkit_does_not_load_the_web_stack() -> None:
+    code = "import sys, avatarkit; assert not {'starlette', 'uvicorn'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
