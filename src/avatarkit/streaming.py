@@ -151,6 +151,9 @@ _END = object()
 SETTLE_SECONDS = 0.25
 """Each segment's head motion eases out of and back into the rest pose over this long."""
 
+EDGE_SILENCE = 0.06
+"""Least silence, in seconds, a streamed sentence keeps before its first and after its last word."""
+
 IDLE_SECONDS = 3.0
 """Length of the idle loop a stream offers players (see :class:`IdleClip`)."""
 
@@ -410,8 +413,7 @@ class ReplyStream:
     def _animate(
         self, voice: VoiceOutput, expressions: list[FacialExpression], reply: DialogueResponse
     ) -> tuple[VoiceOutput, Timeline]:
-        if self._fps is not None:
-            voice = pad_to_frames(voice, self._fps)
+        voice = pad_to_frames(voice, self._fps)
         timeline = self._bot._animate(voice, expressions, reply)
         poses = settle_poses(timeline.poses, timeline.duration)
         return voice, timeline.model_copy(update={"poses": poses})
@@ -513,8 +515,12 @@ class ReplyStream:
         return self._dir
 
     def _video_format(self) -> str:
-        fmt = getattr(self._bot.renderer, "format", None)
-        return fmt if isinstance(fmt, str) else "mp4"
+        renderer = self._bot.renderer
+        fmt = getattr(renderer, "format", None)
+        if isinstance(fmt, str):
+            return fmt
+        formats = renderer.capabilities.formats if renderer is not None else ()
+        return formats[0] if formats else "mp4"
 
     def _finish(self) -> None:
         """Join the segments into the Response: one audio, one timeline, one clip."""
@@ -561,25 +567,50 @@ class ReplyStream:
         )
 
 
-def pad_to_frames(voice: VoiceOutput, fps: float) -> VoiceOutput:
-    """Pad ``voice`` with silence to a whole number of video frames (less than one frame).
+def pad_to_frames(
+    voice: VoiceOutput, fps: float | None = None, *, edge: float = EDGE_SILENCE
+) -> VoiceOutput:
+    """Give a sentence's speech a little silence at each end and a whole number of frames.
 
-    Segments that each last a whole number of frames join into one clip whose sound and
-    picture stay aligned at every joint: the reply's clock and the video's frame grid agree.
+    At least ``edge`` seconds of silence before the first word and after the last one let the
+    mouth close at the end of a sentence and open again at the next, as in natural speech (a
+    voice reading the whole reply pauses longer at a full stop; per-sentence synthesis trims
+    it). With ``fps``, the end is then padded (by less than one frame) so the segment lasts a
+    whole number of video frames: segments then join into one clip whose sound and picture
+    stay aligned at every joint. Word, phoneme and mark times are shifted to match.
     """
     samples, rate = decode_audio(voice.audio, voice.format, sample_rate=voice.sample_rate)
-    frames = math.ceil(len(samples) * fps / rate - 1e-6)
-    target = round(frames * rate / fps)
-    if target <= len(samples) and voice.format == "wav":
+    duration = len(samples) / rate
+    lead = tail = 0.0
+    if voice.words:
+        lead = max(0.0, edge - min(w.start for w in voice.words))
+        tail = max(0.0, edge - (duration - max(w.end for w in voice.words)))
+    n_lead = round(lead * rate)
+    total = n_lead + len(samples) + round(tail * rate)
+    if fps:
+        frames = math.ceil(total * fps / rate - 1e-6)
+        total = max(total, round(frames * rate / fps))
+    if total == len(samples) and voice.format == "wav":
         return voice
-    padded = np.concatenate([samples, np.zeros(max(0, target - len(samples)), np.float32)])
+    padded = np.zeros(total, np.float32)
+    padded[n_lead : n_lead + len(samples)] = samples
+    shift = n_lead / rate
     return voice.model_copy(
         update={
             "audio": encode_wav(padded, rate),
             "format": "wav",
             "sample_rate": rate,
             "channels": 1,
-            "duration": len(padded) / rate,
+            "duration": total / rate,
+            "words": [
+                w.model_copy(update={"start": w.start + shift, "end": w.end + shift})
+                for w in voice.words
+            ],
+            "phonemes": [
+                p.model_copy(update={"start": p.start + shift, "end": p.end + shift})
+                for p in voice.phonemes
+            ],
+            "marks": [(name, t + shift) for name, t in voice.marks],
         }
     )
 
