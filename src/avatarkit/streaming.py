@@ -406,8 +406,12 @@ class ReplyStream:
                 reply, sentiment=response.sentiment, intent=response.intent
             )
 
+        expressions: list[FacialExpression] = []
         try:
-            voice, expressions = await asyncio.gather(bot.voice.synthesize(text), plan())
+            if bot.expression is None:  # one await less on the way to the first audio
+                voice = await bot.voice.synthesize(text)
+            else:
+                voice, expressions = await asyncio.gather(bot.voice.synthesize(text), plan())
         except Exception as exc:
             raise StageError("voice", exc, partial=response) from exc
         try:
