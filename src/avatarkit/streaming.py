@@ -575,8 +575,11 @@ class ReplyStream:
             return
         self._recorded = True
         response = self.response
-        await self._bot.dialogue.record(
-            response.input, text, intent=response.intent, sentiment=response.sentiment
+        # Shielded: an interrupt arriving while the turn is being stored must not lose it.
+        await asyncio.shield(
+            self._bot.dialogue.record(
+                response.input, text, intent=response.intent, sentiment=response.sentiment
+            )
         )
 
 
