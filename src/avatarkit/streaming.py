@@ -351,15 +351,15 @@ class ReplyStream:
         index = 0
         raw: list[str] = []
 
-        def start(sentence: str) -> None:
+        def start(sentence: str) -> SentenceReady | None:
             nonlocal index
             clean, tags = strip_emotion_tags(sentence)
             if not clean.strip():
-                return
+                return None
             task = self._spawn(self._voice_segment(clean, tags))
-            self._emit(SentenceReady(index=index, text=clean))
             sentences.put_nowait((index, clean, task))
             index += 1
+            return SentenceReady(index=index - 1, text=clean)
 
         try:
             handled = await bot.dialogue.handle(user, response.intent)
@@ -372,11 +372,16 @@ class ReplyStream:
                 if not raw:
                     self._mark("first_token")
                 raw.append(delta)
+                # The voice tasks are started before the events wake the consumer, so the
+                # voice request goes out first.
+                ready = [start(sentence) for sentence in splitter.push(delta)]
                 self._emit(TextDelta(text=delta))
-                for sentence in splitter.push(delta):
-                    start(sentence)
+                for event in ready:
+                    if event is not None:
+                        self._emit(event)
             for sentence in splitter.flush():
-                start(sentence)
+                if (event := start(sentence)) is not None:
+                    self._emit(event)
         except Exception as exc:
             raise StageError("dialogue", exc, partial=response) from exc
         finally:
