@@ -250,6 +250,8 @@ class FrameEncoder:
             self._writer.join()
         rc = self._proc.wait()
         self._stderr_reader.join(timeout=5)
+        if self._proc.stderr is not None and not self._stderr_reader.is_alive():
+            self._proc.stderr.close()  # read to its end: close it (no ResourceWarning)
         if self.cancel.is_set():
             self.abort()
             raise CancelledByUser("render cancelled")
@@ -288,6 +290,11 @@ class FrameEncoder:
             if proc.stdin is not None and not proc.stdin.closed:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
+            reader = getattr(self, "_stderr_reader", None)
+            if reader is not None:
+                reader.join(timeout=5)
+            if proc.stderr is not None and (reader is None or not reader.is_alive()):
+                proc.stderr.close()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
