@@ -31,6 +31,7 @@ from avatarkit.streaming import (
     TextDelta,
     TurnComplete,
     VideoSegment,
+    join_segments,
     pad_to_frames,
     settle_poses,
 )
@@ -49,6 +50,7 @@ from avatarkit.types import (
     FacialExpression,
     IntentPrediction,
     Sentiment,
+    Timeline,
 )
 
 REPLY = "Hello there. I am a test avatar! How are you today?"
@@ -539,3 +541,18 @@ async def test_render_failure_is_a_render_stage_error(tmp_path: Path) -> None:
         await collect(bot.stream("hello", output_dir=tmp_path))
     assert info.value.stage == "render"
     assert info.value.partial.input.text == "hello"
+
+
+def test_join_segments_resamples_and_keeps_every_sample() -> None:
+    a, b = fake_speech("One two."), fake_speech("Three.", sample_rate=22_050)
+    parts = [(v, Timeline(duration=v.duration, words=v.words)) for v in (a, b)]
+    voice, timeline = join_segments(parts)
+    samples, rate = decode_audio(voice.audio, "wav")
+    assert rate == 16_000
+    assert len(samples) == pytest.approx(16_000 * (a.duration + b.duration), abs=2)
+    assert [w.text for w in timeline.words] == ["One", "two.", "Three."]
+    assert timeline.words[2].start == pytest.approx(a.duration + b.words[0].start, abs=1e-3)
+    assert voice.text[timeline.words[2].char_start : timeline.words[2].char_end] == "Three."
+    assert timeline.problems() == []
+    with pytest.raises(InputValidationError):
+        join_segments([])
