@@ -173,44 +173,6 @@ class LocalRenderer:
                 await fut
             raise
 
-    async def idle(
-        self, image: AvatarImage, seconds: float = 3.0, *, output: Path | None = None
-    ) -> AvatarVideo:
-        """A seamless loop of the avatar at rest: slow breathing sway and one blink, silent.
-
-        The first and last frames show the rest pose (head straight, eyes open, mouth closed,
-        neutral face), the pose every streamed segment starts and ends in, so a player can loop
-        it while it waits for the next segment and switch at any loop boundary without a jump.
-        Clips are kept per avatar and settings: asking again costs nothing.
-
-        Args:
-            image: The avatar.
-            seconds: Length of the loop (0.5–30 s), rounded to whole frames.
-            output: Where to write (a temporary file when None; the kept clip is copied there).
-
-        Raises:
-            InputValidationError: ``seconds`` out of range, or a bad image.
-        """
-        if not 0.5 <= seconds <= 30:
-            raise InputValidationError(
-                f"an idle loop lasts 0.5–30 s, got {seconds}", field="seconds"
-            )
-        fmt: VideoFormat = self.format or (format_for_path(output) if output else "mp4")
-        frames = max(2, round(seconds * self.fps))
-        key = (hashlib.sha1(image.data).hexdigest(), frames, self.fps, self.size, fmt, self.crf)
-        cached = self._idle_clips.get(key)
-        if cached is None or not cached.path.exists():
-            voice, timeline = idle_timeline(frames / self.fps)
-            cached = await self.render(image, voice, timeline, output=output)
-            self._idle_clips[key] = cached
-            return cached
-        if output is not None and Path(output).resolve() != cached.path.resolve():
-            from avatarkit._files import copy_atomic
-
-            copy_atomic(cached.path, Path(output))
-            return cached.model_copy(update={"path": Path(output)})
-        return cached
-
     def render_sync(
         self,
         image: AvatarImage,
@@ -308,6 +270,44 @@ class LocalRenderer:
             path=out_path, format=fmt, width=width, height=height, fps=self.fps, frame_count=n,
             duration=n / self.fps, has_audio=fmt in ("mp4", "webm", "png"), renderer="local",
         )  # fmt: skip
+
+    async def idle(
+        self, image: AvatarImage, seconds: float = 3.0, *, output: Path | None = None
+    ) -> AvatarVideo:
+        """A seamless loop of the avatar at rest: slow breathing sway and one blink, silent.
+
+        The first and last frames show the rest pose (head straight, eyes open, mouth closed,
+        neutral face), the pose every streamed segment starts and ends in, so a player can loop
+        it while it waits for the next segment and switch at any loop boundary without a jump.
+        Clips are kept per avatar and settings: asking again costs nothing.
+
+        Args:
+            image: The avatar.
+            seconds: Length of the loop (0.5–30 s), rounded to whole frames.
+            output: Where to write (a temporary file when None; the kept clip is copied there).
+
+        Raises:
+            InputValidationError: ``seconds`` out of range, or a bad image.
+        """
+        if not 0.5 <= seconds <= 30:
+            raise InputValidationError(
+                f"an idle loop lasts 0.5–30 s, got {seconds}", field="seconds"
+            )
+        fmt: VideoFormat = self.format or (format_for_path(output) if output else "mp4")
+        frames = max(2, round(seconds * self.fps))
+        key = (hashlib.sha1(image.data).hexdigest(), frames, self.fps, self.size, fmt, self.crf)
+        cached = self._idle_clips.get(key)
+        if cached is None or not cached.path.exists():
+            voice, timeline = idle_timeline(frames / self.fps)
+            cached = await self.render(image, voice, timeline, output=output)
+            self._idle_clips[key] = cached
+            return cached
+        if output is not None and Path(output).resolve() != cached.path.resolve():
+            from avatarkit._files import copy_atomic
+
+            copy_atomic(cached.path, Path(output))
+            return cached.model_copy(update={"path": Path(output)})
+        return cached
 
     # ------------------------------------------------------------------ checks
 
