@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable
 
 
@@ -16,7 +17,11 @@ async def concurrently(*aws: Awaitable[None]) -> None:
         first: BaseException = eg
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
-        raise first from None
+        raise first from first.__cause__  # drop the group from the context, keep the cause
+    finally:
+        for aw in aws:  # cancelled before they started: close them quietly
+            if inspect.iscoroutine(aw) and inspect.getcoroutinestate(aw) == "CORO_CREATED":
+                aw.close()
 
 
 async def _wrap(aw: Awaitable[None]) -> None:

@@ -287,10 +287,14 @@ class AvatarBot:
         order. Use ``async for event in bot.stream(...)``; ``await stream.interrupt()`` stops it.
 
         Raises:
-            InputValidationError: at once, before any backend is called.
+            InputValidationError: empty or too-long text, at once, before any backend call.
+            ConfigurationError: the bot has no chat model or no voice (also at once).
         """
         from avatarkit.streaming import ReplyStream
 
+        if self.dialogue is None or self.voice is None:
+            missing = "chat model" if self.dialogue is None else "voice"
+            raise ConfigurationError(f"stream() needs a {missing}; this bot was made without one")
         user = self._validate(text, session_id)
         folder = Path(output_dir) if output_dir else None
         return ReplyStream(self, user, render=self._will_render(render), output_dir=folder)

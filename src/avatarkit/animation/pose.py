@@ -351,15 +351,27 @@ def plan_pose(
         bv = np.tile([0.0, 1.0, 0.0], len(blinks))
         blink = np.interp(t, bt, bv, left=0.0, right=0.0)
 
+    # Clipped and rounded as whole arrays (a per-keyframe np.clip cost most of this function).
+    gaze_x, gaze_y = np.clip(gaze_x, -1, 1), np.clip(gaze_y, -1, 1)
+    blink = np.clip(blink, 0, 1)
     return [
         AvatarPose(
-            time=float(t[i]),
-            yaw=round(float(yaw[i]), 3),
-            pitch=round(float(pitch[i]), 3),
-            roll=round(float(roll[i]), 3),
-            gaze_x=round(float(np.clip(gaze_x[i], -1, 1)), 3),
-            gaze_y=round(float(np.clip(gaze_y[i], -1, 1)), 3),
-            blink=round(float(np.clip(blink[i], 0, 1)), 3),
+            time=time,
+            yaw=round(y, 3),
+            pitch=round(p, 3),
+            roll=round(r, 3),
+            gaze_x=round(gx, 3),
+            gaze_y=round(gy, 3),
+            blink=round(b, 3),
         )
-        for i in range(len(t))
+        for time, y, p, r, gx, gy, b in zip(
+            t.tolist(),
+            yaw.tolist(),
+            pitch.tolist(),
+            roll.tolist(),
+            gaze_x.tolist(),
+            gaze_y.tolist(),
+            blink.tolist(),
+            strict=True,
+        )
     ]

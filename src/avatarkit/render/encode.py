@@ -250,6 +250,8 @@ class FrameEncoder:
             self._writer.join()
         rc = self._proc.wait()
         self._stderr_reader.join(timeout=5)
+        if self._proc.stderr is not None and not self._stderr_reader.is_alive():
+            self._proc.stderr.close()  # read to its end: close it (no ResourceWarning)
         if self.cancel.is_set():
             self.abort()
             raise CancelledByUser("render cancelled")
@@ -288,6 +290,11 @@ class FrameEncoder:
             if proc.stdin is not None and not proc.stdin.closed:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
+            reader = getattr(self, "_stderr_reader", None)
+            if reader is not None:
+                reader.join(timeout=5)
+            if proc.stderr is not None and (reader is None or not reader.is_alive()):
+                proc.stderr.close()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -385,7 +392,9 @@ class FrameEncoder:
         return [*cmd, str(self._tmp)]
 
 
-def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
+def concat_videos(
+    videos: Sequence[AvatarVideo], output: Path, *, audio: Path | None = None
+) -> AvatarVideo:
     """Join clips of one format and size end to end, without re-encoding (ffmpeg concat).
 
     Used to stitch sentence-by-sentence segments into one video. The result is written to a
@@ -394,6 +403,9 @@ def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
     Args:
         videos: The clips, in order; all ``mp4`` or all ``webm``, of one size and frame rate.
         output: Where to write the joined clip.
+        audio: A sound file to use as the joined clip's whole soundtrack (streaming turns pass
+            the segments' joined speech, so the sound is sample-exact at every joint) instead
+            of the clips' own tracks cut to their videos' lengths.
 
     Raises:
         InputValidationError: no clips, or clips that differ in format, size or frame rate.
@@ -420,7 +432,7 @@ def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
             )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    if len(videos) == 1:
+    if len(videos) == 1 and audio is None:
         if first.path.resolve() != output.resolve():
             shutil.copyfile(first.path, output)
         return first.model_copy(update={"path": output})
@@ -447,7 +459,13 @@ def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
         run([*base, "-f", "concat", "-safe", "0", "-i", str(listing), "-map", "0:v:0",
              "-c", "copy", str(video_only)], "join the clips")  # fmt: skip
         tmp = work / f"joined.{first.format}"
-        if all(v.has_audio for v in videos):
+        codec = (["-c:a", "aac", "-aac_coder", "fast", "-b:a", "128k"]
+                 if first.format == "mp4" else ["-c:a", "libopus", "-b:a", "96k"])  # fmt: skip
+        faststart = ["-movflags", "+faststart"] if first.format == "mp4" else []
+        if audio is not None:
+            run([*base, "-i", str(video_only), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+                 "-c:v", "copy", *codec, *faststart, str(tmp)], "mux the soundtrack")  # fmt: skip
+        elif all(v.has_audio for v in videos):
             # Audio: each clip's track cut or padded to its video's length, re-encoded once,
             # so sound and picture stay aligned at every joint.
             pcm = work / "audio.pcm"
@@ -456,8 +474,6 @@ def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
                     fh.write(run([*base, "-i", str(v.path), "-vn", "-af", "apad", "-t",
                                   f"{v.duration:.6f}", "-f", "s16le", "-ac", "1", "-ar", "48000",
                                   "-"], "read a clip's audio"))  # fmt: skip
-            codec = (["-c:a", "aac", "-aac_coder", "fast", "-b:a", "128k"]
-                     if first.format == "mp4" else ["-c:a", "libopus", "-b:a", "96k"])  # fmt: skip
             cmd = [*base, "-i", str(video_only), "-f", "s16le", "-ac", "1", "-ar", "48000",
                    "-i", str(pcm), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
                    *codec]  # fmt: skip
@@ -477,6 +493,6 @@ def concat_videos(videos: Sequence[AvatarVideo], output: Path) -> AvatarVideo:
         fps=first.fps,
         frame_count=sum(v.frame_count for v in videos),
         duration=sum(v.duration for v in videos),
-        has_audio=all(v.has_audio for v in videos),
+        has_audio=audio is not None or all(v.has_audio for v in videos),
         renderer=first.renderer,
     )

@@ -32,9 +32,9 @@ from avatarkit.config import get_logger
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.ports import ProgressCallback, RendererCapabilities
 from avatarkit.render.encode import FrameEncoder, VideoFormat, format_for_path
-from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
+from avatarkit.types import AvatarImage, AvatarPose, AvatarVideo, Timeline, VoiceOutput
 
-__all__ = ["FrameDrawer", "LocalRenderer"]
+__all__ = ["FrameDrawer", "LocalRenderer", "idle_timeline"]
 
 _log = get_logger("avatarkit.render.local")
 Frame = npt.NDArray[np.uint8]
@@ -156,6 +156,7 @@ class LocalRenderer:
         # and puts it back; the same avatar's next utterance reuses its painted layers.
         self._pool: OrderedDict[str, list[FrameDrawer]] = OrderedDict()
         self._pool_lock = threading.Lock()
+        self._idle_clips: dict[tuple[Any, ...], AvatarVideo] = {}
 
     @property
     def capabilities(self) -> RendererCapabilities:
@@ -317,6 +318,44 @@ class LocalRenderer:
             duration=n / self.fps, has_audio=fmt in ("mp4", "webm", "png"), renderer="local",
         )  # fmt: skip
 
+    async def idle(
+        self, image: AvatarImage, seconds: float = 3.0, *, output: Path | None = None
+    ) -> AvatarVideo:
+        """A seamless loop of the avatar at rest: slow breathing sway and one blink, silent.
+
+        The first and last frames show the rest pose (head straight, eyes open, mouth closed,
+        neutral face), the pose every streamed segment starts and ends in, so a player can loop
+        it while it waits for the next segment and switch at any loop boundary without a jump.
+        Clips are kept per avatar and settings: asking again costs nothing.
+
+        Args:
+            image: The avatar.
+            seconds: Length of the loop (0.5–30 s), rounded to whole frames.
+            output: Where to write (a temporary file when None; the kept clip is copied there).
+
+        Raises:
+            InputValidationError: ``seconds`` out of range, or a bad image.
+        """
+        if not 0.5 <= seconds <= 30:
+            raise InputValidationError(
+                f"an idle loop lasts 0.5–30 s, got {seconds}", field="seconds"
+            )
+        fmt: VideoFormat = self.format or (format_for_path(output) if output else "mp4")
+        frames = max(2, round(seconds * self.fps))
+        key = (hashlib.sha1(image.data).hexdigest(), frames, self.fps, self.size, fmt, self.crf)
+        cached = self._idle_clips.get(key)
+        if cached is None or not cached.path.exists():
+            voice, timeline = idle_timeline(frames / self.fps)
+            cached = await self.render(image, voice, timeline, output=output)
+            self._idle_clips[key] = cached
+            return cached
+        if output is not None and Path(output).resolve() != cached.path.resolve():
+            from avatarkit._files import copy_atomic
+
+            copy_atomic(cached.path, Path(output))
+            return cached.model_copy(update={"path": Path(output)})
+        return cached
+
     # ------------------------------------------------------------------ checks
 
     @staticmethod
@@ -448,3 +487,41 @@ class LocalRenderer:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, unit="frame", desc="rendering", leave=False)
+
+
+def idle_timeline(seconds: float, *, sample_rate: int = 16_000) -> tuple[VoiceOutput, Timeline]:
+    """Silence and a rest-pose timeline for an idle loop of ``seconds``.
+
+    The head sways with whole periods of the loop (a slow breath in pitch, a slower drift in
+    yaw and roll), so the last frame leads back into the first; one 150 ms blink falls in the
+    middle. Every track is zero at both ends: the rest pose.
+    """
+    n = round(seconds * sample_rate)
+    voice = VoiceOutput(
+        audio=encode_wav(np.zeros(n, np.float32), sample_rate),
+        format="wav",
+        sample_rate=sample_rate,
+        duration=n / sample_rate,
+        voice="silence",
+    )
+    duration = voice.duration
+    mid = duration * 0.55
+    blink_t, blink_v = [mid, mid + 0.06, mid + 0.15], [0.0, 1.0, 0.0]
+    grid = np.linspace(0.0, duration, max(3, round(duration / 0.1) + 1))
+    times = np.unique(np.concatenate([grid, blink_t]))
+    phase = 2 * np.pi * times / duration
+    breaths = max(1, round(duration / 3.0))  # about one breath every three seconds
+    blink = np.interp(times, blink_t, blink_v, left=0.0, right=0.0)
+    poses = [
+        AvatarPose(
+            time=float(t),
+            pitch=round(0.6 * float(np.sin(breaths * ph)), 4),
+            yaw=round(0.5 * float(np.sin(ph)), 4),
+            roll=round(0.3 * float(np.sin(ph)) * float(np.sin(ph / 2)), 4),
+            blink=float(b),
+        )
+        for t, ph, b in zip(times, phase, blink, strict=True)
+    ]
+    poses.sort(key=lambda p: p.time)
+    timeline = Timeline(duration=duration, poses=poses, viseme_source="none")
+    return voice, timeline
