@@ -339,3 +339,18 @@ async def test_write_script_refuses_bad_prompts_before_calling() -> None:
         with pytest.raises(InputValidationError):
             await write_script(bad, chat)
     assert chat.calls == []
+
+
+async def test_amend_last_cuts_the_reply_to_what_was_heard() -> None:
+    from avatarkit.dialogue.manager import DialogueManager
+    from avatarkit.testing import FakeChatModel
+    from avatarkit.types import UserInput
+
+    manager = DialogueManager(chat=FakeChatModel("One two three. Four five six."))
+    user = UserInput(text="count please", session_id="s1")
+    await manager.respond(user)
+    assert await manager.amend_last(user, "One two three.")
+    state = await manager.load("s1")
+    assert state.turns[-1].assistant == "One two three."
+    other = UserInput(text="something else", session_id="s1")
+    assert not await manager.amend_last(other, "nothing")  # only the turn that answers this input

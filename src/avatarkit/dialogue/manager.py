@@ -255,6 +255,22 @@ class DialogueManager:
             self._append(state, user, text, intent, sentiment)
             await self.store.save(state)
 
+    async def amend_last(self, user: UserInput, heard: str) -> bool:
+        """Cut the session's last reply back to what was heard (the user interrupted playback).
+
+        Only the latest turn, and only if it answers ``user``'s text, is changed; returns whether
+        it was.
+        """
+        check_session_id(user.session_id)
+        async with self._lock(user.session_id):
+            state = await self.store.load(user.session_id)
+            last = state.turns[-1] if state.turns else None
+            if last is None or last.user != user.text:
+                return False
+            last.assistant = heard.strip()
+            await self.store.save(state)
+            return True
+
     def _append(
         self,
         state: DialogueState,

@@ -39,7 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from avatarkit._files import write_bytes_atomic
 from avatarkit.config import get_logger, redact
-from avatarkit.errors import AvatarKitError, InputValidationError, OverloadedError, StageError
+from avatarkit.errors import (
+    AvatarKitError,
+    ConfigurationError,
+    InputValidationError,
+    OverloadedError,
+    StageError,
+)
 from avatarkit.streaming import (
     AudioSegment,
     ExpressionChange,
@@ -293,6 +299,9 @@ class Conversation:
         except InputValidationError as exc:
             await self.error("invalid_input", str(exc))
             return
+        except ConfigurationError as exc:
+            await self.error("failed", str(exc))
+            return
         turn = _Turn(
             id=secrets.token_hex(8), user=cleaned, stream=stream, started=dt.datetime.now(dt.UTC)
         )
@@ -390,14 +399,7 @@ class Conversation:
         return heard
 
     async def _amend(self, turn: _Turn, heard: str) -> None:
-        dialogue = self.bot.dialogue
-        if dialogue is None:
-            return
-        for _ in range(50):  # the finished turn is being saved right now: wait for it (≤ 1 s)
-            state = await dialogue.load(self.session.key)
-            last = state.turns[-1] if state.turns else None
-            if last is not None and last.user == turn.user and last.at >= turn.started:
-                last.assistant = heard
-                await dialogue.store.save(state)
-                return
-            await asyncio.sleep(0.02)
+        """The finished turn was stored in full before TurnComplete: cut it to what was heard."""
+        if self.bot.dialogue is not None:
+            user = UserInput(text=turn.user, session_id=self.session.key)
+            await self.bot.dialogue.amend_last(user, heard)
