@@ -158,6 +158,8 @@ def test_reply_streams_plays_with_audio_and_subtitles_then_interrupt(
     assert [e["index"] for e in ended] == [0, 1, 2, 3]
     # No gap: each next clip was loaded before the last ended, and starts right after it.
     assert not [e for e in trace["events"] if e["kind"] == "gap"]
+    # The avatar's idle loop arrived, to bridge any wait for a clip still rendering.
+    assert [e for e in trace["events"] if e["kind"] == "idle"]
     playing = {e["index"]: e["at"] for e in trace["events"] if e["kind"] == "playing"}
     handover = [playing[e["index"] + 1] - e["at"] for e in ended[:-1]]
     print(f"clip hand-over (ms): {handover}")

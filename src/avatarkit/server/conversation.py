@@ -49,6 +49,7 @@ from avatarkit.errors import (
 from avatarkit.streaming import (
     AudioSegment,
     ExpressionChange,
+    IdleClip,
     ReplyStream,
     SentenceReady,
     TextDelta,
@@ -354,6 +355,10 @@ class Conversation:
             await self.send("clip", turn=t, index=event.index, offset=round(event.offset, 3),
                             duration=round(video.duration, 3), url=f"media/{media_id}",
                             mime=_MIME.get(video.format, "video/mp4"), has_video=True)  # fmt: skip
+        elif isinstance(event, IdleClip):
+            media_id = self.sessions.register(self.session, event.video.path)
+            await self.send("idle", turn=t, url=f"media/{media_id}",
+                            mime=_MIME.get(event.video.format, "video/mp4"))  # fmt: skip
         elif isinstance(event, TurnComplete):
             turn.complete = True
             turn.text = event.response.text

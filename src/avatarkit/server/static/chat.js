@@ -9,7 +9,7 @@
     log: $("log"), text: $("text"), form: $("composer"), send: $("send"), stop: $("stop"),
     mic: $("mic"), reset: $("reset"), subtitle: $("subtitle"), still: $("still"),
     stage: $("stage"), thinking: $("thinking"), unmute: $("unmute"), dot: $("dot"),
-    title: $("title"), note: $("note"),
+    title: $("title"), note: $("note"), idle: $("idle"),
   };
   const clips = [$("clip0"), $("clip1")];
   const base = new URL(".", location.href);
@@ -90,6 +90,8 @@
         mark("clip", { turn: m.turn, index: m.index, serverTime: m.server_time * 1000 });
         return pump();
       }
+      case "idle":
+        return idleLoop(m);
       case "final":
         turn.done = true;
         turn.text = m.text;
@@ -124,6 +126,19 @@
       "This conversation ends when the page closes (no cookie is kept for this embedded chat).";
     setupSpeech(Boolean(m.speech_input));
     scrollDown();
+  }
+
+  /* The avatar at rest, looping muted under the clips: what shows while the next clip renders.
+   * It starts and ends in the rest pose every clip starts and ends in, so switching is seamless. */
+  function idleLoop(m) {
+    const url = new URL(m.url, base).href;
+    if (ui.idle.dataset.src === url) return;
+    ui.idle.dataset.src = url;
+    ui.idle.src = url;
+    ui.idle.addEventListener("playing", () => ui.idle.classList.add("on"), { once: true });
+    const started = ui.idle.play();
+    if (started) started.catch(() => {}); // muted autoplay may still be refused: the still stays
+    mark("idle", { url: m.url });
   }
 
   function failed(m) {
