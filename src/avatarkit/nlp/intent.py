@@ -58,6 +58,13 @@ def split_clauses(text: str) -> list[str]:
     return clauses or ([text.strip()] if text.strip() else [])
 
 
+def nothing_to_classify(backend: str) -> IntentPrediction:
+    """The answer for empty input: certainly out of scope."""
+    return IntentPrediction(
+        intents=[Intent(name=OUT_OF_SCOPE, confidence=1.0)], top=OUT_OF_SCOPE, backend=backend
+    )
+
+
 def text_of(text: ProcessedText | str) -> str:
     """The text a classifier reads: ``ProcessedText.normalized`` or the string itself.
 
@@ -186,11 +193,7 @@ class ScoringIntentClassifier(ABC):
         """Blocking form of :meth:`classify` (pure CPU)."""
         raw = text_of(text).strip()
         if not raw:
-            return IntentPrediction(
-                intents=[Intent(name=OUT_OF_SCOPE, confidence=1.0)],
-                top=OUT_OF_SCOPE,
-                backend=self.backend,
-            )
+            return nothing_to_classify(self.backend)
         clauses = split_clauses(raw) if self.multi_intent else [raw]
         if len(clauses) < 2:
             (whole,) = self.score([raw])

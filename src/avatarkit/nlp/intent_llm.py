@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avatarkit.config import get_logger
 from avatarkit.errors import InputValidationError, ProviderError
-from avatarkit.nlp.intent import text_of
+from avatarkit.nlp.intent import nothing_to_classify, text_of
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, load_intents
 from avatarkit.ports import ChatModel, IntentClassifier
 from avatarkit.types import ChatMessage, Intent, IntentPrediction, ProcessedText
@@ -166,11 +166,7 @@ class LLMIntentClassifier:
         """
         raw = text_of(text).strip()
         if not raw:
-            return IntentPrediction(
-                intents=[Intent(name=OUT_OF_SCOPE, confidence=1.0)],
-                top=OUT_OF_SCOPE,
-                backend=self.backend,
-            )
+            return nothing_to_classify(self.backend)
         messages = [
             ChatMessage(role="system", content=self.system_prompt),
             ChatMessage(role="user", content=raw),
