@@ -9,6 +9,7 @@ Results are written to files: pictures, audio, video and timeline.json.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,9 +69,19 @@ def _bot(**kwargs: Any) -> Any:
     return AvatarBot(**kwargs)
 
 
-def _report(paths: dict[str, Path]) -> None:
-    for kind, path in paths.items():
+def _run_and_save(run: Callable[[], Any], output: Path) -> Any:
+    """Run a turn and save it; when a late stage fails, save what the earlier ones made."""
+    try:
+        reply = run()
+    except StageError as exc:
+        if exc.partial is not None:
+            exc.partial.save(output)
+        raise
+    if reply.text:
+        typer.echo(f"{reply.text}\n")
+    for kind, path in reply.save(output).items():
         typer.echo(f"{kind:>9}: {path}")
+    return reply
 
 
 @app.command()
@@ -89,14 +100,7 @@ def create(
         bot = _bot(
             chat=chat, voice=voice, renderer=renderer, image=image_backend, avatar=avatar, seed=seed
         )
-        try:
-            reply = bot.respond_sync(prompt, progress=_progress("rendering"))
-        except StageError as exc:
-            if exc.partial is not None:
-                exc.partial.save(output)
-            raise
-        typer.echo(f"{reply.text}\n")
-        _report(reply.save(output))
+        _run_and_save(lambda: bot.respond_sync(prompt, progress=_progress("rendering")), output)
     except AvatarKitError as exc:
         _fail(exc)
 
@@ -228,7 +232,7 @@ def speak(
         bot = _bot(
             voice=voice, renderer=None, chat=None, preprocessor=None, intent=None, sentiment=None
         )
-        _report(bot.say_sync(text, render=False).save(output))
+        _run_and_save(lambda: bot.say_sync(text, render=False), output)
     except AvatarKitError as exc:
         _fail(exc)
 
@@ -256,7 +260,7 @@ def animate(
             intent=None,
             sentiment=None,
         )
-        _report(bot.say_sync(text, progress=_progress("rendering")).save(output))
+        _run_and_save(lambda: bot.say_sync(text, progress=_progress("rendering")), output)
     except AvatarKitError as exc:
         _fail(exc)
 
