@@ -7,6 +7,7 @@ Each fill works inside the shape's bounding box only, so small shapes stay cheap
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -20,27 +21,53 @@ Color = tuple[float, float, float]
 _SHIFT = 4  # sub-pixel bits for cv2 polygon filling
 
 
+def _frozen(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    a.setflags(write=False)
+    return a
+
+
+# Curve parameters depend only on the point count: computed once per count (a sprite draws
+# dozens of curves, and ``np.linspace`` costs more than the arithmetic on so few points).
+@functools.lru_cache(maxsize=64)
+def _catmull_s(n: int) -> tuple[npt.NDArray[np.float64], ...]:
+    s = np.linspace(0.0, 1.0, n, endpoint=False)[None, :, None]
+    return _frozen(s), _frozen(s * s), _frozen(s * s * s)
+
+
+@functools.lru_cache(maxsize=64)
+def _bezier_basis(n: int) -> tuple[npt.NDArray[np.float64], ...]:
+    s = np.linspace(0.0, 1.0, n)[:, None]
+    return (
+        _frozen((1 - s) ** 3),
+        _frozen(3 * (1 - s) ** 2 * s),
+        _frozen(3 * (1 - s) * s**2),
+        _frozen(s**3),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_circle(n: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return _frozen(np.cos(a)), _frozen(np.sin(a))
+
+
 def catmull(points: Sequence[tuple[float, float]], *, closed: bool = True, n: int = 10) -> Points:
     """A Catmull-Rom spline through ``points`` (closed by default), as a dense polyline."""
     p = np.asarray(points, dtype=np.float64)
     p = np.vstack([p[-1:], p, p[:2]]) if closed else np.vstack([p[:1], p, p[-1:]])
-    s = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
-    s2, s3 = s * s, s * s * s
-    out = []
-    for i in range(1, len(p) - 2):
-        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
-        out.append(
-            0.5
-            * (
-                2 * p1
-                + (-p0 + p2) * s
-                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s2
-                + (-p0 + 3 * p1 - 3 * p2 + p3) * s3
-            )
-        )
+    s, s2, s3 = _catmull_s(n)
+    # all segments at once (one (segments, n, 2) array), not one small array per segment
+    p0, p1, p2, p3 = (q[:, None, :] for q in (p[:-3], p[1:-2], p[2:-1], p[3:]))
+    seg = 0.5 * (
+        2 * p1
+        + (-p0 + p2) * s
+        + (2 * p0 - 5 * p1 + 4 * p2 - p3) * s2
+        + (-p0 + 3 * p1 - 3 * p2 + p3) * s3
+    )
+    out = seg.reshape(-1, 2)
     if not closed:
-        out.append(p[-2:-1])
-    return np.vstack(out)
+        return np.vstack([out, p[-2:-1]])
+    return out
 
 
 def bezier(
@@ -51,16 +78,16 @@ def bezier(
     n: int = 24,
 ) -> Points:
     """A cubic Bézier from ``p0`` to ``p3`` with control points ``p1``, ``p2``."""
-    s = np.linspace(0.0, 1.0, n)[:, None]
+    k0, k1, k2, k3 = _bezier_basis(n)
     a, b, c, d = (np.asarray(q, dtype=np.float64) for q in (p0, p1, p2, p3))
-    out: Points = (1 - s) ** 3 * a + 3 * (1 - s) ** 2 * s * b + 3 * (1 - s) * s**2 * c + s**3 * d
+    out: Points = k0 * a + k1 * b + k2 * c + k3 * d
     return out
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float, *, rot: float = 0.0, n: int = 72) -> Points:
     """Points of an ellipse rotated by ``rot`` degrees."""
-    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    x, y = rx * np.cos(a), ry * np.sin(a)
+    cos, sin = _unit_circle(n)
+    x, y = rx * cos, ry * sin
     r = np.deg2rad(rot)
     return np.stack(
         [cx + x * np.cos(r) - y * np.sin(r), cy + x * np.sin(r) + y * np.cos(r)], axis=1
@@ -146,7 +173,7 @@ class Painter:
         m = np.zeros((y1 - y0, x1 - x0), np.uint8)
         ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
         cv2.fillPoly(m, [ipts], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
-        mf = m.astype(np.float32) * (1.0 / 255.0)
+        mf = np.multiply(m, np.float32(1.0 / 255.0), dtype=np.float32)
         if blur > 0:
             k = blur * self.scale
             mf = np.asarray(cv2.GaussianBlur(mf, (0, 0), sigmaX=k, sigmaY=k), np.float32)
@@ -201,9 +228,16 @@ class Painter:
             m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
         rgb = self.rgb[y0 : y0 + hh, x0 : x0 + ww]
         a = self.alpha[y0 : y0 + hh, x0 : x0 + ww]
-        # premultiplied "over" with an opaque colour: x += m * (target - x)
-        rgb += m[..., None] * (np.asarray(color, np.float32) - rgb)
-        a += m * (1.0 - a)
+        # premultiplied "over" with an opaque colour: x += m * (target - x), in place; the mask
+        # is spread to three channels first so every operation runs over whole rows (a
+        # broadcast over a last axis of 3 makes NumPy loop in steps of 3 values)
+        tmp = np.full(rgb.shape, color, np.float32)
+        tmp -= rgb
+        tmp *= cv2.merge((m, m, m))
+        rgb += tmp
+        ta = np.subtract(np.float32(1.0), a)
+        ta *= m
+        a += ta
 
     def paint_over(self, other: Painter) -> None:
         """Composite another painter of the same size over this one."""
