@@ -228,13 +228,13 @@ class Painter:
             m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
         rgb = self.rgb[y0 : y0 + hh, x0 : x0 + ww]
         a = self.alpha[y0 : y0 + hh, x0 : x0 + ww]
-        # premultiplied "over" with an opaque colour: x += m * (target - x), in place; the mask
-        # is spread to three channels first so every operation runs over whole rows (a
-        # broadcast over a last axis of 3 makes NumPy loop in steps of 3 values)
-        tmp = np.full(rgb.shape, color, np.float32)
-        tmp -= rgb
+        # premultiplied "over" with an opaque colour: x -= m * (x - target), in place (the same
+        # numbers as x += m * (target - x)); the mask is spread to three channels and the colour
+        # subtracted by OpenCV so every operation runs over whole rows (a NumPy broadcast over
+        # a last axis of 3 loops in steps of 3 values)
+        tmp = cv2.subtract(rgb, (color[0], color[1], color[2], 0.0))
         tmp *= cv2.merge((m, m, m))
-        rgb += tmp
+        rgb -= tmp
         ta = np.subtract(np.float32(1.0), a)
         ta *= m
         a += ta
