@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -232,7 +233,8 @@ class Painter:
         # numbers as x += m * (target - x)); the mask is spread to three channels and the colour
         # subtracted by OpenCV so every operation runs over whole rows (a NumPy broadcast over
         # a last axis of 3 loops in steps of 3 values)
-        tmp = cv2.subtract(rgb, (color[0], color[1], color[2], 0.0))
+        scalar: Any = (color[0], color[1], color[2], 0.0)  # an OpenCV Scalar
+        tmp = cv2.subtract(rgb, scalar)
         tmp *= cv2.merge((m, m, m))
         rgb -= tmp
         ta = np.subtract(np.float32(1.0), a)
