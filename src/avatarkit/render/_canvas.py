@@ -234,8 +234,8 @@ class Painter:
         # subtracted by OpenCV so every operation runs over whole rows (a NumPy broadcast over
         # a last axis of 3 loops in steps of 3 values)
         scalar: Any = (color[0], color[1], color[2], 0.0)  # an OpenCV Scalar
-        tmp = cv2.subtract(rgb, scalar)
-        tmp *= cv2.merge((m, m, m))
+        tmp: FloatArray = np.asarray(cv2.subtract(rgb, scalar), np.float32)
+        tmp *= np.asarray(cv2.merge((m, m, m)), np.float32)
         rgb -= tmp
         ta = np.subtract(np.float32(1.0), a)
         ta *= m
