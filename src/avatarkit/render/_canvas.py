@@ -165,10 +165,11 @@ class Painter:
     def _shape_mask(self, pts: Points, blur: float) -> tuple[FloatArray, tuple[int, int]] | None:
         px = self.to_px(pts)
         pad = int(np.ceil(blur * self.scale * 3)) + 2
-        x0 = max(int(np.floor(px[:, 0].min())) - pad, 0)
-        y0 = max(int(np.floor(px[:, 1].min())) - pad, 0)
-        x1 = min(int(np.ceil(px[:, 0].max())) + pad, self.w)
-        y1 = min(int(np.ceil(px[:, 1].max())) + pad, self.h)
+        lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
+        x0 = max(int(lo[0]) - pad, 0)
+        y0 = max(int(lo[1]) - pad, 0)
+        x1 = min(int(hi[0]) + pad, self.w)
+        y1 = min(int(hi[1]) + pad, self.h)
         if x1 <= x0 or y1 <= y0:
             return None
         m = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -210,10 +211,11 @@ class Painter:
         px = self.to_px(pts)
         t = max(1, round(width * self.scale))
         pad = t + 2
-        x0 = max(int(np.floor(px[:, 0].min())) - pad, 0)
-        y0 = max(int(np.floor(px[:, 1].min())) - pad, 0)
-        x1 = min(int(np.ceil(px[:, 0].max())) + pad, self.w)
-        y1 = min(int(np.ceil(px[:, 1].max())) + pad, self.h)
+        lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
+        x0 = max(int(lo[0]) - pad, 0)
+        y0 = max(int(lo[1]) - pad, 0)
+        x1 = min(int(hi[0]) + pad, self.w)
+        y1 = min(int(hi[1]) + pad, self.h)
         if x1 <= x0 or y1 <= y0:
             return
         m = np.zeros((y1 - y0, x1 - x0), np.uint8)
