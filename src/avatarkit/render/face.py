@@ -424,6 +424,16 @@ class ProceduralFace:
             bool, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
         ] = {}
         self._canvas = self._head.copy()
+        # the part of the head canvas that can be non-transparent: the head, plus the feature
+        # regions (an open jaw drops the chin below the resting head); the margin around it
+        # only makes room for head motion, so frames warp and blend this box alone
+        hy, hx = np.nonzero(self._head[..., 3])
+        boxes = [(int(hx.min()), int(hy.min()), int(hx.max()) + 1, int(hy.max()) + 1)]
+        boxes += [(r.x, r.y, r.x + r.w, r.y + r.h) for r in (self._mouth_region, self._eye_region)]
+        self._content = (
+            min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes),
+        )  # fmt: skip
         self._last: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         fx0 = (CX - 100 - self.origin[0]) * self.scale
         fy0 = (110 - self.origin[1]) * self.scale
@@ -537,19 +547,34 @@ class ProceduralFace:
         x0, y0, w, h = self._hbox
         frame = self._bg.copy()
         px, py = self._pivot
+        cx0, cy0, cx1, cy1 = self._content
         moving = abs(state.roll) > 0.02 or abs(state.yaw) > 0.02 or abs(state.pitch) > 0.02
         if moving:
             m = cv2.getRotationMatrix2D((px, py), -state.roll, 1.0)
             m[0, 2] += -state.yaw * 1.1 * self.scale
             m[1, 2] += state.pitch * 0.9 * self.scale
-            head = cv2.warpAffine(self._canvas, m, (w, h), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+            # where the content lands (bilinear taps reach one pixel further), clipped
+            corners = np.array([[cx0 - 1, cy0 - 1], [cx1 + 1, cy0 - 1], [cx0 - 1, cy1 + 1],
+                                [cx1 + 1, cy1 + 1]], np.float64) @ m[:, :2].T + m[:, 2]  # fmt: skip
+            rx0 = min(max(int(np.floor(corners[:, 0].min())) - 1, 0), w)
+            ry0 = min(max(int(np.floor(corners[:, 1].min())) - 1, 0), h)
+            rx1 = max(min(int(np.ceil(corners[:, 0].max())) + 2, w), rx0)
+            ry1 = max(min(int(np.ceil(corners[:, 1].max())) + 2, h), ry0)
+            if rx1 <= rx0 or ry1 <= ry0:
+                return frame
+            m[0, 2] -= rx0
+            m[1, 2] -= ry0
+            head = cv2.warpAffine(self._canvas, m, (rx1 - rx0, ry1 - ry0),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)  # fmt: skip
         else:
-            head = self._canvas
+            rx0, ry0, rx1, ry1 = cx0, cy0, cx1, cy1
+            head = self._canvas[ry0:ry1, rx0:rx1]
+        # outside the box the head is transparent and the frame is the background already
         inv = cv2.cvtColor(cv2.bitwise_not(head[..., 3]), cv2.COLOR_GRAY2RGB)
         premul = cv2.cvtColor(head, cv2.COLOR_RGBA2RGB)
-        frame[y0 : y0 + h, x0 : x0 + w] = cv2.add(
-            premul, cv2.multiply(self._bg_head, inv, scale=1.0 / 255.0)
+        frame[y0 + ry0 : y0 + ry1, x0 + rx0 : x0 + rx1] = cv2.add(
+            premul, cv2.multiply(self._bg_head[ry0:ry1, rx0:rx1], inv, scale=1.0 / 255.0)
         )
         return frame
 
