@@ -204,3 +204,29 @@ async def test_sessions_keep_separate_histories() -> None:
     last_messages = chat.calls[-1]
     contents = [m.content for m in last_messages]
     assert "hi from A" in contents and "hi from B" not in contents
+
+
+async def test_intent_handlers_and_store_are_bot_options(tmp_path: Path) -> None:
+    from avatarkit.dialogue.store import SQLiteStore
+    from avatarkit.types import DialogueState, UserInput
+
+    def opening_hours(user: UserInput, state: DialogueState) -> str:
+        return "We are open nine to five."
+
+    db = tmp_path / "chat.db"
+    chat = FakeChatModel("Chat model reply.")
+    bot = fake_bot(
+        chat=chat,
+        intent=FakeIntentClassifier({"open": "opening_hours"}),
+        handlers={"opening_hours": opening_hours},
+        store=SQLiteStore(db),
+        voice=None,
+        renderer=None,
+    )
+    reply = await bot.respond("when are you open", session_id="s")
+    assert reply.text == "We are open nine to five." and chat.calls == []
+    assert (await bot.respond("tell me a joke", session_id="s")).text == "Chat model reply."
+    again = fake_bot(chat=FakeChatModel("x"), store=SQLiteStore(db), voice=None, renderer=None)
+    assert again.dialogue is not None
+    state = await again.dialogue.load("s")
+    assert [t.user for t in state.turns] == ["when are you open", "tell me a joke"]

@@ -28,7 +28,9 @@ from avatarkit.cache import (
     unwrap,
 )
 from avatarkit.config import Settings, get_logger
+from avatarkit.dialogue.handler import Handler
 from avatarkit.dialogue.manager import DialogueManager, Persona
+from avatarkit.dialogue.store import DialogueStore
 from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
@@ -100,7 +102,13 @@ class AvatarBot:
             (the image generator's default).
         preprocessor, intent, sentiment, expression: The understanding and expression roles.
         persona: Who the avatar is (name, backstory, style).
-        dialogue: A ready DialogueManager (overrides ``chat`` and ``persona``).
+        handlers: Your functions for particular intents, like Rasa actions: intent name →
+            ``handler(user, state) -> str | None`` (``None`` lets the chat model answer);
+            ``avatarkit.dialogue.handler.SlotForm`` collects slots across turns.
+        store: Where conversations live between turns, e.g. ``SQLiteStore("chat.db")`` so a
+            restarted bot continues them (default: in memory).
+        dialogue: A ready DialogueManager (overrides ``chat``, ``persona``, ``handlers`` and
+            ``store``).
         settings: Limits (input length...) and render options.
         limits: Most concurrent calls per role across every session of this bot, e.g.
             ``{"voice": 4, "renderer": 2}``; later calls wait their turn in arrival order.
@@ -129,6 +137,8 @@ class AvatarBot:
         sentiment: Backend = "local",
         expression: Backend = "local",
         persona: Persona | None = None,
+        handlers: Mapping[str, Handler] | None = None,
+        store: DialogueStore | None = None,
         dialogue: DialogueManager | None = None,
         settings: Settings | None = None,
         limits: Mapping[str, int] | None = None,
@@ -163,7 +173,9 @@ class AvatarBot:
         if dialogue is None:
             chat_model: ChatModel | None = self._resolve("chat", chat)
             if chat_model is not None:
-                dialogue = DialogueManager(chat=chat_model, persona=persona or Persona())
+                dialogue = DialogueManager(
+                    chat=chat_model, persona=persona or Persona(), handlers=handlers, store=store
+                )
         self.dialogue: DialogueManager | None = dialogue
         self.persona = dialogue.persona if dialogue else (persona or Persona())
         self._avatar_image: AvatarImage | None = None
