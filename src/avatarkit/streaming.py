@@ -404,19 +404,16 @@ class ReplyStream:
         assert bot.voice is not None
         reply = DialogueResponse(text=text, emotion_tags=[t for _, t in tags])
 
-        async def plan() -> list[FacialExpression]:
-            if bot.expression is None:
-                return []
-            return await bot.expression.plan(
-                reply, sentiment=response.sentiment, intent=response.intent
-            )
-
+        expression = bot.expression
         expressions: list[FacialExpression] = []
         try:
-            if bot.expression is None:  # one await less on the way to the first audio
+            if expression is None:  # one await less on the way to the first audio
                 voice = await bot.voice.synthesize(text)
             else:
-                voice, expressions = await asyncio.gather(bot.voice.synthesize(text), plan())
+                voice, expressions = await asyncio.gather(
+                    bot.voice.synthesize(text),
+                    expression.plan(reply, sentiment=response.sentiment, intent=response.intent),
+                )
         except Exception as exc:
             raise StageError("voice", exc, partial=response) from exc
         try:
