@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
+ByteArray = npt.NDArray[np.uint8]
 Points = npt.NDArray[np.float64]
 Color = tuple[float, float, float]
 
@@ -129,6 +130,44 @@ def mix(a: Color, b: Color, t: float) -> Color:
     return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t)
 
 
+def shape_coverage(
+    px: Points, h: int, w: int, blur: float = 0.0
+) -> tuple[FloatArray, tuple[int, int]] | None:
+    """Antialiased coverage (0..1) of a closed shape given in pixels, in its bounding box.
+
+    Returns the box's mask and its top-left pixel, or None when the shape misses the
+    ``h``×``w`` canvas; ``blur`` is a Gaussian sigma in pixels.
+    """
+    pad = int(np.ceil(blur * 3)) + 2
+    lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
+    x0 = max(int(lo[0]) - pad, 0)
+    y0 = max(int(lo[1]) - pad, 0)
+    x1 = min(int(hi[0]) + pad, w)
+    y1 = min(int(hi[1]) + pad, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
+    cv2.fillPoly(m, [ipts], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+    mf = np.multiply(m, np.float32(1.0 / 255.0), dtype=np.float32)
+    if blur > 0:
+        k = blur
+        f = int(k // _BLUR_PX)
+        if f >= 2:
+            # a wide blur keeps no detail finer than its radius: blur a copy shrunk so the
+            # radius is _BLUR_PX pixels, then enlarge it (the background glow's 80-pixel
+            # blur costs a few ms instead of 0.3 s; the result differs by under 1/255)
+            hh, ww = mf.shape
+            small = cv2.resize(mf, (max(ww // f, 1), max(hh // f, 1)),
+                               interpolation=cv2.INTER_AREA)  # fmt: skip
+            small = cv2.GaussianBlur(small, (0, 0), sigmaX=k / f, sigmaY=k / f)
+            mf = np.asarray(cv2.resize(small, (ww, hh), interpolation=cv2.INTER_LINEAR),
+                            np.float32)  # fmt: skip
+        else:
+            mf = np.asarray(cv2.GaussianBlur(mf, (0, 0), sigmaX=k, sigmaY=k), np.float32)
+    return mf, (x0, y0)
+
+
 class Painter:
     """Premultiplied-RGBA float canvas of ``height``×``width`` pixels.
 
@@ -164,35 +203,7 @@ class Painter:
         return full
 
     def _shape_mask(self, pts: Points, blur: float) -> tuple[FloatArray, tuple[int, int]] | None:
-        px = self.to_px(pts)
-        pad = int(np.ceil(blur * self.scale * 3)) + 2
-        lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
-        x0 = max(int(lo[0]) - pad, 0)
-        y0 = max(int(lo[1]) - pad, 0)
-        x1 = min(int(hi[0]) + pad, self.w)
-        y1 = min(int(hi[1]) + pad, self.h)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        m = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
-        cv2.fillPoly(m, [ipts], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
-        mf = np.multiply(m, np.float32(1.0 / 255.0), dtype=np.float32)
-        if blur > 0:
-            k = blur * self.scale
-            f = int(k // _BLUR_PX)
-            if f >= 2:
-                # a wide blur keeps no detail finer than its radius: blur a copy shrunk so the
-                # radius is _BLUR_PX pixels, then enlarge it (the background glow's 80-pixel
-                # blur costs a few ms instead of 0.3 s; the result differs by under 1/255)
-                hh, ww = mf.shape
-                small = cv2.resize(mf, (max(ww // f, 1), max(hh // f, 1)),
-                                   interpolation=cv2.INTER_AREA)  # fmt: skip
-                small = cv2.GaussianBlur(small, (0, 0), sigmaX=k / f, sigmaY=k / f)
-                mf = np.asarray(cv2.resize(small, (ww, hh), interpolation=cv2.INTER_LINEAR),
-                                np.float32)  # fmt: skip
-            else:
-                mf = np.asarray(cv2.GaussianBlur(mf, (0, 0), sigmaX=k, sigmaY=k), np.float32)
-        return mf, (x0, y0)
+        return shape_coverage(self.to_px(pts), self.h, self.w, blur * self.scale)
 
     def fill(
         self,
@@ -276,3 +287,140 @@ class Painter:
             np.clip(rgb + 0.5, 0, 255).astype(np.uint8),
             np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8),
         )
+
+
+class Canvas(Protocol):
+    """The drawing calls feature painters use: :class:`Painter` and :class:`SpritePainter`."""
+
+    def mask(self, pts: Points, *, blur: float = 0.0) -> FloatArray:
+        """A full-canvas coverage mask (0..1) of a closed shape."""
+        ...
+
+    def fill(
+        self,
+        pts: Points,
+        color: Color,
+        *,
+        alpha: float = 1.0,
+        clip: FloatArray | None = None,
+        blur: float = 0.0,
+    ) -> None:
+        """Fill a closed shape with ``color``."""
+        ...
+
+    def stroke(
+        self,
+        pts: Points,
+        width: float,
+        color: Color,
+        *,
+        closed: bool = False,
+        alpha: float = 1.0,
+        clip: FloatArray | None = None,
+    ) -> None:
+        """Draw a round-capped line of ``width`` design units along ``pts``."""
+        ...
+
+
+class SpritePainter:
+    """Premultiplied-RGBA ``uint8`` canvas for small regions repainted often (face sprites).
+
+    The same drawing calls as :class:`Painter`, on an ``HxWx4`` array it draws into in place.
+    An opaque fill or stroke is one OpenCV call: antialiased filling with an opaque colour
+    blends each channel as ``x + (colour - x) * coverage``, which on premultiplied RGBA (alpha
+    drawn as 255) is exactly the "over" operator the float painter applies. Translucent,
+    clipped and soft shapes blend a coverage mask with ``cv2.blendLinear``. Results match the
+    float painter within 2/255 per channel, at a third of its cost per sprite.
+
+    Args:
+        rgba: The canvas, premultiplied RGBA ``uint8``; drawn into in place.
+        scale: Pixels per design unit.
+        origin: Design-unit coordinate of the canvas's top-left pixel.
+    """
+
+    def __init__(self, rgba: ByteArray, scale: float, origin: tuple[float, float]) -> None:
+        if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+            raise ValueError("SpritePainter draws on an HxWx4 uint8 array")
+        self.rgba = rgba
+        self.h, self.w = rgba.shape[:2]
+        self.scale = float(scale)
+        self.origin = origin
+
+    def to_px(self, pts: Points) -> Points:
+        """Design units to pixel coordinates."""
+        out: Points = (np.asarray(pts, dtype=np.float64) - self.origin) * self.scale
+        return out
+
+    def _fixed(self, pts: Points) -> npt.NDArray[np.int32]:
+        return np.round(self.to_px(pts) * (1 << _SHIFT)).astype(np.int32)
+
+    @staticmethod
+    def _opaque(color: Color) -> tuple[float, float, float, float]:
+        return (color[0], color[1], color[2], 255.0)
+
+    def mask(self, pts: Points, *, blur: float = 0.0) -> FloatArray:
+        """A full-canvas coverage mask (0..1) of a closed shape."""
+        full = np.zeros((self.h, self.w), np.float32)
+        box = shape_coverage(self.to_px(pts), self.h, self.w, blur * self.scale)
+        if box is not None:
+            m, (x0, y0) = box
+            full[y0 : y0 + m.shape[0], x0 : x0 + m.shape[1]] = m
+        return full
+
+    def fill(
+        self,
+        pts: Points,
+        color: Color,
+        *,
+        alpha: float = 1.0,
+        clip: FloatArray | None = None,
+        blur: float = 0.0,
+    ) -> None:
+        """Fill a closed shape with ``color``, optionally soft (blur) or clipped to a mask."""
+        if alpha >= 1.0 and clip is None and blur <= 0:
+            cv2.fillPoly(self.rgba, [self._fixed(pts)], self._opaque(color),
+                         lineType=cv2.LINE_AA, shift=_SHIFT)  # fmt: skip
+            return
+        box = shape_coverage(self.to_px(pts), self.h, self.w, blur * self.scale)
+        if box is not None:
+            m, (x0, y0) = box
+            self._blend(m * np.float32(alpha), x0, y0, color, clip)
+
+    def stroke(
+        self,
+        pts: Points,
+        width: float,
+        color: Color,
+        *,
+        closed: bool = False,
+        alpha: float = 1.0,
+        clip: FloatArray | None = None,
+    ) -> None:
+        """Draw a round-capped line of ``width`` design units along ``pts``."""
+        t = max(1, round(width * self.scale))
+        if alpha >= 1.0 and clip is None:
+            cv2.polylines(self.rgba, [self._fixed(pts)], closed, self._opaque(color),
+                          thickness=t, lineType=cv2.LINE_AA, shift=_SHIFT)  # fmt: skip
+            return
+        px = self.to_px(pts)
+        pad = t + 2
+        lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
+        x0, y0 = max(int(lo[0]) - pad, 0), max(int(lo[1]) - pad, 0)
+        x1, y1 = min(int(hi[0]) + pad, self.w), min(int(hi[1]) + pad, self.h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
+        cv2.polylines(m, [ipts], closed, 255, thickness=t, lineType=cv2.LINE_AA, shift=_SHIFT)
+        self._blend(m.astype(np.float32) * np.float32(alpha / 255.0), x0, y0, color, clip)
+
+    def _blend(
+        self, m: FloatArray, x0: int, y0: int, color: Color, clip: FloatArray | None
+    ) -> None:
+        hh, ww = m.shape
+        if clip is not None:
+            m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
+        box = self.rgba[y0 : y0 + hh, x0 : x0 + ww]
+        paint = np.empty_like(box)
+        paint[:] = self._opaque(color)
+        box[:] = cv2.blendLinear(box, paint, np.float32(1.0) - m, m)

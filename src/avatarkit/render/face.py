@@ -26,7 +26,17 @@ import numpy.typing as npt
 
 from avatarkit.animation.face_state import FaceState
 from avatarkit.errors import InputValidationError
-from avatarkit.render._canvas import Painter, bezier, catmull, ellipse, mix, rgb, shade
+from avatarkit.render._canvas import (
+    Canvas,
+    Painter,
+    SpritePainter,
+    bezier,
+    catmull,
+    ellipse,
+    mix,
+    rgb,
+    shade,
+)
 from avatarkit.render.procedural import (
     CX,
     FaceParams,
@@ -127,7 +137,15 @@ def feature_state(state: FaceState) -> FeatureState:
 # ----------------------------------------------------------------------------- feature painting
 
 
-def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
+def _rgba8(rgb: npt.NDArray[np.float32], alpha: npt.NDArray[np.float32]) -> Frame:
+    """Premultiplied float RGB (0–255) and alpha (0–1) as one rounded RGBA uint8 array."""
+    rgba = np.dstack([rgb, alpha * np.float32(255.0)])
+    rgba += np.float32(0.5)
+    np.clip(rgba, 0, 255, out=rgba)
+    return rgba.astype(np.uint8)
+
+
+def paint_mouth(pt: Canvas, p: FaceParams, key: tuple[int, ...]) -> None:
     """Paint the mouth (and the chin it drags down) for a quantised mouth key."""
     ms = _MOUTH_STEPS
     o = _dq(key[0], 0, 1, ms[0])
@@ -215,7 +233,7 @@ def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
                   shade(skin, 0.72), alpha=0.8)  # fmt: skip
 
 
-def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
+def paint_eyes(pt: Canvas, p: FaceParams, key: tuple[int, ...]) -> None:
     """Paint both eyes and brows for a quantised eye key."""
     es = _EYE_STEPS
     blink = _dq(key[0], 0, 1, es[0])
@@ -388,8 +406,7 @@ class ProceduralFace:
         # 2× copies for sprite painting
         self._sprite_ss = 2
         f = ss // self._sprite_ss
-        self._base2 = self._resized(base, f)
-        self._top2 = self._resized(top, f)
+        base2, top2 = self._resized(base, f), self._resized(top, f)
         base.paint_over(top)
         rgbp, alpha = base.downscaled(ss)
         del base, top
@@ -402,8 +419,10 @@ class ProceduralFace:
         ty1 = min(int(ys.max()) + 1 + margin, hh)
         # keep the 2× sprite grid aligned: crop the 2× copies by the same pixel box
         crop2 = (slice(ty0 * 2, ty1 * 2), slice(tx0 * 2, tx1 * 2))
-        self._base2 = (self._base2[0][crop2], self._base2[1][crop2])
-        self._top2 = (self._top2[0][crop2], self._top2[1][crop2])
+        # premultiplied RGBA uint8: what SpritePainter draws sprites on
+        self._base2 = _rgba8(base2[0][crop2], base2[1][crop2])
+        self._top2 = _rgba8(top2[0][crop2], top2[1][crop2])
+        del base2, top2
         hx0, hy0 = hx0 + tx0, hy0 + ty0
         hw, hh = tx1 - tx0, ty1 - ty0
         self._hbox = (hx0, hy0, hw, hh)
@@ -420,9 +439,7 @@ class ProceduralFace:
         self._mouth_cache: OrderedDict[tuple[int, ...], Frame] = OrderedDict()
         self._eye_cache: OrderedDict[tuple[int, ...], Frame] = OrderedDict()
         self._cache_size = cache_size
-        self._top_cache: dict[
-            bool, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None
-        ] = {}
+        self._top_cache: dict[bool, tuple[Frame, Frame] | None] = {}
         self._canvas = self._head.copy()
         # the part of the head canvas that can be non-transparent: the head, plus the feature
         # regions (an open jaw drops the chin below the resting head); the margin around it
@@ -493,51 +510,42 @@ class ProceduralFace:
         s2 = self._sprite_ss
         ox, oy = self._horigin
         origin = (ox + reg.x / self.scale, oy + reg.y / self.scale)
-        pt = Painter(reg.h * s2, reg.w * s2, self.scale * s2, origin)
         ys, xs = slice(reg.y * s2, (reg.y + reg.h) * s2), slice(reg.x * s2, (reg.x + reg.w) * s2)
-        pt.rgb[:] = self._base2[0][ys, xs]
-        pt.alpha[:] = self._base2[1][ys, xs]
+        pt = SpritePainter(self._base2[ys, xs].copy(), self.scale * s2, origin)
         if mouth:
             paint_mouth(pt, self.params, key)
         else:
             paint_eyes(pt, self.params, key)
-        size = (reg.w, reg.h)
-        srgb = cv2.resize(pt.rgb, size, interpolation=cv2.INTER_AREA)
-        sa = cv2.resize(pt.alpha, size, interpolation=cv2.INTER_AREA)
+        sprite = np.asarray(cv2.resize(pt.rgba, (reg.w, reg.h), interpolation=cv2.INTER_AREA),
+                            np.uint8)  # fmt: skip
         top = self._top_region(reg, mouth)
-        if top is not None:  # hair and glasses over the features
-            trgb, ta = top
-            inv = 1.0 - ta
-            srgb = srgb * cv2.merge((inv, inv, inv)) + trgb
-            sa = sa * inv + ta
-        # one 4-channel array, rounded and clipped in one pass (whole rows, no 3-wide loops)
-        rgba = np.asarray(cv2.merge((*cv2.split(srgb), sa * 255.0)), np.float32)
-        rgba += 0.5
-        np.clip(rgba, 0, 255, out=rgba)
-        sprite = rgba.astype(np.uint8)
+        if top is not None:  # hair and glasses over the features (premultiplied "over")
+            trgba, inv = top
+            sprite = np.asarray(cv2.add(trgba, cv2.multiply(sprite, inv, scale=1.0 / 255.0)),
+                                np.uint8)  # fmt: skip
         self.sprites_painted += 1
         cache[key] = sprite
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
         return sprite
 
-    def _top_region(
-        self, reg: _Region, mouth: bool
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
-        """The top layer (fringe, glasses) over a feature region at 1×, or None if empty."""
+    def _top_region(self, reg: _Region, mouth: bool) -> tuple[Frame, Frame] | None:
+        """The top layer (fringe, glasses) over a feature region at 1×, or None where empty.
+
+        Returned with its inverse alpha spread to four channels, ready for the "over" blend.
+        """
         cache = self._top_cache
         if mouth not in cache:
             s2 = self._sprite_ss
             ys = slice(reg.y * s2, (reg.y + reg.h) * s2)
             xs = slice(reg.x * s2, (reg.x + reg.w) * s2)
-            size = (reg.w, reg.h)
-            ta = np.asarray(
-                cv2.resize(self._top2[1][ys, xs], size, interpolation=cv2.INTER_AREA), np.float32
+            trgba = np.asarray(
+                cv2.resize(self._top2[ys, xs], (reg.w, reg.h), interpolation=cv2.INTER_AREA),
+                np.uint8,
             )
-            trgb = np.asarray(
-                cv2.resize(self._top2[0][ys, xs], size, interpolation=cv2.INTER_AREA), np.float32
-            )
-            cache[mouth] = (trgb, ta) if float(ta.max()) > 1e-3 else None
+            inv = np.asarray(cv2.bitwise_not(trgba[..., 3]), np.uint8)
+            inv4 = np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
+            cache[mouth] = (trgba, inv4) if trgba[..., 3].any() else None
         return cache[mouth]
 
     def _paste(self, reg: _Region, sprite: Frame) -> None:
