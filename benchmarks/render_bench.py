@@ -3,9 +3,12 @@
     python benchmarks/render_bench.py            # 10 s at 512x512, 25 fps, + 60 s peak RSS
     python benchmarks/render_bench.py --cores 2  # pin this process and ffmpeg to 2 cores
 
-Prints, side by side in one run:
-- procedural face, cold (a new avatar: layers painted, sprites drawn on demand) and warm (the
-  same avatar's next utterance, as in a conversation), as ×real time (target ≥ 20×);
+Prints, side by side in one run (each mode run ``--repeat`` times, interleaved, so a slow spell
+of a shared machine hits every mode alike; median and range):
+- procedural face, as × real time (target ≥ 20×): a new avatar loaded cold (its layers and
+  every mouth and eye shape painted during the render); a new avatar after
+  ``LocalRenderer.prepare`` (what the bot does beside the reply's voice stage); and the same
+  avatar's next utterance, as in a conversation (new shapes painted on demand);
 - photo mode (PhotoRig) when ``avatarkit.render.photo`` is installed (target ≥ 10×);
 - the share of CPU time spent drawing frames vs encoding them;
 - peak RSS of a 60 s clip, measured in a fresh subprocess (target < 400 MB).
@@ -17,6 +20,7 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,9 +32,9 @@ import numpy as np
 from avatarkit.animation.sampler import TimelineSampler
 from avatarkit.audio import encode_wav
 from avatarkit.render.encode import FrameEncoder
-from avatarkit.render.face import clear_pool
+from avatarkit.render.face import borrow_face, clear_pool, return_face
 from avatarkit.render.local import LocalRenderer, _opencv_single_threaded
-from avatarkit.render.procedural import generate_procedural
+from avatarkit.render.procedural import generate_procedural, params_from_image
 from avatarkit.types import (
     AvatarImage,
     AvatarPose,
@@ -140,7 +144,7 @@ from pathlib import Path
 sys.path.insert(0, {bench!r})
 from render_bench import utterance
 from avatarkit.render.local import LocalRenderer
-from avatarkit.render.procedural import generate_procedural
+from avatarkit.render.procedural import generate_procedural, params_from_image
 
 child_peak = [0]
 done = threading.Event()
@@ -182,6 +186,12 @@ def peak_rss(duration: float, size: int, fps: float) -> tuple[float, float]:
     return float(me), float(kids)
 
 
+def spread(values: list[float]) -> str:
+    """Median and range of a few measurements, e.g. ``22.4 (19.8–25.1)``; seconds to 0.01."""
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{mid:.2f} ({lo:.2f}–{hi:.2f})" if hi < 3 else f"{mid:.1f} ({lo:.1f}–{hi:.1f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -189,7 +199,7 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--cores", type=int, default=0, help="pin to this many cores (Linux)")
     ap.add_argument("--long", type=float, default=60.0, help="clip length for peak RSS")
-    ap.add_argument("--repeat", type=int, default=3, help="warm runs (best is reported)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per mode (median and range)")
     args = ap.parse_args()
     if args.cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cores]))
@@ -197,54 +207,65 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores usable, "
           f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"clip: {args.seconds:g} s at {args.size}x{args.size}, {args.fps:g} fps, MP4 (x264 "
-          "ultrafast + AAC)\n")  # fmt: skip
+          f"ultrafast + AAC); {args.repeat} runs per mode, modes interleaved\n")  # fmt: skip
     dur = args.seconds
-
-    img = generate_procedural(7, size=args.size)
-    clear_pool()  # worst case: an avatar whose layers were never painted in this process
     r = LocalRenderer(fps=args.fps)
-    cold = timed_render(r, img, dur, 1)
-    runs = [timed_render(r, img, dur, 2 + i) for i in range(args.repeat)]
-    warm = (min(w for w, _ in runs), min(c for _, c in runs))  # best of N, each figure
-    head = f"{'mode':<26}{'wall s':>8}{'× real time':>13}{'CPU-bound s':>13}{'×':>7}"
-    head += f"{'target':>8}"
+    same = generate_procedural(7, size=args.size)  # the conversation's avatar
+    r.prepare_sync(same)  # as the bot does beside its first reply's voice stage
+    timed_render(r, same, dur, 0)  # its first reply
+
+    modes = ["procedural, new avatar", "new avatar, prepared", "same avatar, next utterance"]
+    results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    prepare_s: list[float] = []
+    for i in range(args.repeat):  # interleaved, so a slow spell of the machine hits every mode
+        # hold the conversation's face (and its sprites) out of the pool while it is cleared
+        kept = borrow_face(params_from_image(same), (args.size, args.size))
+        cold = generate_procedural(100 + i, size=args.size)
+        clear_pool()  # worst case: an avatar whose layers were never painted in this process
+        results[modes[0]].append(timed_render(r, cold, dur, 1))
+        fresh = generate_procedural(200 + i, size=args.size)
+        clear_pool()
+        t0 = time.perf_counter()
+        r.prepare_sync(fresh)  # in a bot, beside the reply's voice stage
+        prepare_s.append(time.perf_counter() - t0)
+        results[modes[1]].append(timed_render(r, fresh, dur, 1))
+        clear_pool()
+        return_face(kept)
+        results[modes[2]].append(timed_render(r, same, dur, 10 + i))
+
+    head = f"{'mode':<28}{'wall s':>18}{'× real time (wall)':>22}{'× (CPU-bound)':>20}{'target':>8}"
     print(head)
 
-    def row(name: str, res: tuple[float, float], target: str) -> None:
-        wall, cpu = res
-        line = f"{name:<26}{wall:>8.2f}{dur / wall:>13.1f}{cpu:>13.2f}{dur / cpu:>7.1f}"
-        print(line + f"{target:>8}")
+    def row(name: str, res: list[tuple[float, float]], target: str) -> None:
+        walls = [w for w, _ in res]
+        print(f"{name:<28}{spread(walls):>18}{spread([dur / w for w in walls]):>22}"
+              f"{spread([dur / c for _, c in res]):>20}{target:>8}")  # fmt: skip
 
-    row("procedural, new avatar", cold, "20×")
-    row("procedural, same avatar", warm, "20×")
-    # The bot's flow: the renderer is prepared for a new avatar while the reply is written and
-    # spoken (LocalRenderer.prepare), so the first clip is rendered like later ones.
-    fresh = generate_procedural(8, size=args.size)
-    t0 = time.perf_counter()
-    r.prepare_sync(fresh)
-    prep = time.perf_counter() - t0
-    row("new avatar, prepared", timed_render(r, fresh, dur, 1), "20×")
-    print(f"{'  (prepare took':<26}{prep:>8.2f} s, overlapping the reply's voice stage in a bot)")
+    for m in modes:
+        row(m, results[m], "20×")
+    print(f"{'  (prepare took':<28}{spread(prepare_s):>18} s, beside the voice stage in a bot)")
 
     try:
         import avatarkit.render.photo  # noqa: F401
     except ImportError:
-        print(f"{'photo (PhotoRig)':<26}{'—':>8}{'not installed':>14}")
+        print(f"{'photo (PhotoRig)':<28}{'—':>18}{'not installed':>22}")
     else:
         portrait = Path(__file__).resolve().parents[1] / "tests" / "data" / "portrait.jpg"
         photo = AvatarImage(data=portrait.read_bytes(), format="jpeg", width=320, height=300,
                             kind="photo")  # fmt: skip
-        rp = LocalRenderer(fps=args.fps, size=args.size)
         try:
-            row("photo, first render", timed_render(rp, photo, dur, 1), "10×")
-            runs = [timed_render(rp, photo, dur, 2 + i) for i in range(args.repeat)]
-            best = (min(w for w, _ in runs), min(c for _, c in runs))
-            row("photo, next render", best, "10×")
+            first = [timed_render(LocalRenderer(fps=args.fps, size=args.size), photo, dur, 1)
+                     for _ in range(max(2, args.repeat // 2))]  # fmt: skip
+            rp = LocalRenderer(fps=args.fps, size=args.size)
+            timed_render(rp, photo, dur, 1)
+            nxt = [timed_render(rp, photo, dur, 2 + i) for i in range(max(2, args.repeat // 2))]
+            row("photo, first render", first, "10×")
+            row("photo, next render", nxt, "10×")
         except Exception as exc:  # the photo rig may refuse a cartoon face
-            print(f"{'photo (PhotoRig)':<26}{'—':>8}  failed: {exc}")
+            print(f"{'photo (PhotoRig)':<28}{'—':>18}  failed: {exc}")
 
     with _opencv_single_threaded():  # as during a render
-        draw, enc = draw_vs_encode(img, dur, args.fps)
+        draw, enc = draw_vs_encode(same, dur, args.fps)
     total = draw + enc
     n = round(dur * args.fps)
     print(
