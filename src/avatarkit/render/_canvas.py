@@ -330,7 +330,7 @@ class SpritePainter:
     blends each channel as ``x + (colour - x) * coverage``, which on premultiplied RGBA (alpha
     drawn as 255) is exactly the "over" operator the float painter applies. Translucent,
     clipped and soft shapes blend a coverage mask with ``cv2.blendLinear``. Results match the
-    float painter within 2/255 per channel, at a third of its cost per sprite.
+    float painter within 2/255 per channel; a mouth sprite costs half as much, eyes 30 % less.
 
     Args:
         rgba: The canvas, premultiplied RGBA ``uint8``; drawn into in place.
