@@ -431,7 +431,6 @@ class ProceduralFace:
         self._head = np.ascontiguousarray(
             np.dstack([rgbp[ty0:ty1, tx0:tx1], alpha[ty0:ty1, tx0:tx1]])
         )
-        self._bg_head = np.ascontiguousarray(self._bg[hy0 : hy0 + hh, hx0 : hx0 + hw])
 
         lay = layout(params)
         self._mouth_region = self._region(CX - 58, lay.mouth_y - 30, CX + 58, lay.chin_y + 14)
@@ -578,12 +577,12 @@ class ProceduralFace:
         else:
             rx0, ry0, rx1, ry1 = cx0, cy0, cx1, cy1
             head = self._canvas[ry0:ry1, rx0:rx1]
-        # outside the box the head is transparent and the frame is the background already
+        # outside the box the head is transparent and the frame is the background already;
+        # inside, "over" in place: background × (1 - alpha) + premultiplied head
         inv = cv2.cvtColor(cv2.bitwise_not(head[..., 3]), cv2.COLOR_GRAY2RGB)
-        premul = cv2.cvtColor(head, cv2.COLOR_RGBA2RGB)
-        frame[y0 + ry0 : y0 + ry1, x0 + rx0 : x0 + rx1] = cv2.add(
-            premul, cv2.multiply(self._bg_head[ry0:ry1, rx0:rx1], inv, scale=1.0 / 255.0)
-        )
+        region = frame[y0 + ry0 : y0 + ry1, x0 + rx0 : x0 + rx1]
+        cv2.multiply(region, inv, dst=region, scale=1.0 / 255.0)
+        cv2.add(region, cv2.cvtColor(head, cv2.COLOR_RGBA2RGB), dst=region)
         return frame
 
 
