@@ -9,6 +9,9 @@ of a shared machine hits every mode alike; median and range):
   every mouth and eye shape painted during the render); a new avatar after
   ``LocalRenderer.prepare`` (what the bot does beside the reply's voice stage); and the same
   avatar's next utterance, as in a conversation (new shapes painted on demand);
+- the encoder alone: ffmpeg running the renderer's exact command on the same frames pre-drawn
+  to a file, in the same loop: the floor a render cannot beat, and a gauge of how fast the
+  machine is at that moment;
 - photo mode (PhotoRig) when ``avatarkit.render.photo`` is installed (target ≥ 10×);
 - the share of CPU time spent drawing frames vs encoding them;
 - peak RSS of a 60 s clip, measured in a fresh subprocess (target < 400 MB).
@@ -20,6 +23,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from avatarkit.animation.sampler import TimelineSampler
@@ -111,31 +116,41 @@ def timed_render(
     return wall, max(me, (me + kids) / 2)
 
 
-def draw_vs_encode(image: AvatarImage, duration: float, fps: float) -> tuple[float, float]:
-    """CPU seconds drawing all frames vs encoding them (measured apart, warm avatar)."""
-    r = LocalRenderer(fps=fps)
-    voice, tl = utterance(duration, 1)
-    _, drawer = r._acquire(image, image.width, image.height)
-    states = TimelineSampler(tl, auto_blink=True).frames(fps)
-    for s in states:  # warm the sprite cache: measure steady drawing
-        drawer.draw(s)
-    t0 = time.process_time()
-    frames = [drawer.draw(s) for s in states]
-    draw = time.process_time() - t0
-    with tempfile.TemporaryDirectory() as d:
-        audio = Path(d) / "a.wav"
-        audio.write_bytes(voice.audio)
+class EncoderFloor:
+    """The same clip's frames drawn once to a file, for ffmpeg to encode with nothing else
+    running: the floor a render cannot beat on this machine, and a gauge of its speed now."""
+
+    def __init__(self, image: AvatarImage, duration: float, fps: float, folder: Path) -> None:
+        r = LocalRenderer(fps=fps)
+        voice, tl = utterance(duration, 1)
+        _, self.drawer = r._acquire(image, image.width, image.height)
+        self.states = TimelineSampler(tl, auto_blink=True).frames(fps)
+        self.frames = folder / "frames.yuv"
+        self.audio = folder / "speech.wav"
+        self.audio.write_bytes(voice.audio)
+        with self.frames.open("wb") as f:
+            for s in self.states:
+                f.write(cv2.cvtColor(self.drawer.draw(s), cv2.COLOR_RGB2YUV_I420).tobytes())
+        out = folder / "floor.mp4"
+        enc = FrameEncoder(out, width=image.width, height=image.height, fps=fps, audio=self.audio)
+        enc._tmp = out  # the renderer's exact ffmpeg command, reading the file instead of a pipe
+        self.cmd = [str(self.frames) if a == "pipe:0" else a for a in enc._command()]
+
+    def encode(self) -> tuple[float, float]:
+        """Wall seconds and CPU seconds of ffmpeg encoding the drawn frames."""
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        s0 = resource.getrusage(resource.RUSAGE_SELF)
-        with FrameEncoder(Path(d) / "o.mp4", width=image.width, height=image.height, fps=fps,
-                          audio=audio) as enc:  # fmt: skip
-            for f in frames:
-                enc.write(f)
+        t0 = time.perf_counter()
+        subprocess.run(self.cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        s1 = resource.getrusage(resource.RUSAGE_SELF)
-    ffmpeg_cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
-    pipe_cpu = (s1.ru_utime + s1.ru_stime) - (s0.ru_utime + s0.ru_stime)
-    return draw, ffmpeg_cpu + pipe_cpu
+        return wall, (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+
+    def draw_cpu(self) -> float:
+        """CPU seconds to draw every frame (warm sprites; each frame dropped once drawn)."""
+        t0 = time.process_time()
+        for s in self.states:
+            self.drawer.draw(s)
+        return time.process_time() - t0
 
 
 PEAK_SCRIPT = """
@@ -214,6 +229,9 @@ def main() -> None:
     r.prepare_sync(same)  # as the bot does beside its first reply's voice stage
     timed_render(r, same, dur, 0)  # its first reply
 
+    work = Path(tempfile.mkdtemp(prefix="render-bench-"))
+    floor = EncoderFloor(same, dur, args.fps, work)
+    floor_runs: list[tuple[float, float]] = []
     modes = ["procedural, new avatar", "new avatar, prepared", "same avatar, next utterance"]
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     prepare_s: list[float] = []
@@ -232,6 +250,7 @@ def main() -> None:
         clear_pool()
         return_face(kept)
         results[modes[2]].append(timed_render(r, same, dur, 10 + i))
+        floor_runs.append(floor.encode())
 
     head = f"{'mode':<28}{'wall s':>18}{'× real time (wall)':>22}{'× (CPU-bound)':>20}{'target':>8}"
     print(head)
@@ -243,6 +262,9 @@ def main() -> None:
 
     for m in modes:
         row(m, results[m], "20×")
+    print(f"{'  encoder alone (floor)':<28}{spread([w for w, _ in floor_runs]):>18}"
+          f"{spread([dur / w for w, _ in floor_runs]):>22}{'':>20}"
+          "   ffmpeg on the frames, pre-drawn to a file")  # fmt: skip
     print(f"{'  (prepare took':<28}{spread(prepare_s):>18} s, beside the voice stage in a bot)")
 
     try:
@@ -265,12 +287,13 @@ def main() -> None:
             print(f"{'photo (PhotoRig)':<28}{'—':>18}  failed: {exc}")
 
     with _opencv_single_threaded():  # as during a render
-        draw, enc = draw_vs_encode(same, dur, args.fps)
-    total = draw + enc
+        draw = min(floor.draw_cpu() for _ in range(3))
+    enc = statistics.median(c for _, c in floor_runs)
+    shutil.rmtree(work, ignore_errors=True)
     n = round(dur * args.fps)
     print(
         f"\nCPU time per frame: drawing {draw / n * 1000:.2f} ms, encoding {enc / n * 1000:.2f} ms"
-        f" (drawing {100 * draw / total:.0f}%, encoding {100 * enc / total:.0f}%)"
+        f" (drawing {100 * draw / (draw + enc):.0f}%, encoding {100 * enc / (draw + enc):.0f}%)"
     )
 
     if args.long > 0:
