@@ -149,43 +149,36 @@ def test_picture_and_renderer_share_painted_layers() -> None:
     clear_pool()
 
 
-def test_sprite_painter_draws_what_the_float_painter_draws() -> None:
-    """The uint8 sprite painter is a faster route to the same pixels (within 2/255)."""
-    from avatarkit.render._canvas import Painter, SpritePainter, bezier, ellipse
+def test_painter_composites_premultiplied_over() -> None:
+    """Fills, translucent fills, soft fills, clips and strokes blend as "over" should."""
+    from avatarkit.render._canvas import Painter, bezier, ellipse
 
-    rng = np.random.default_rng(3)
-    rgb = rng.uniform(0, 200, (90, 120, 3)).astype(np.float32)
-    alpha = np.ones((90, 120), np.float32)
-    alpha[60:] = 0.0  # a transparent strip: fills there must raise alpha too
-    rgb[60:] = 0.0  # (premultiplied)
-    ref = Painter(90, 120, 2.0, (0.0, 0.0))
-    ref.rgb[:], ref.alpha[:] = rgb, alpha
-    rgba = np.dstack([rgb + 0.5, alpha * 255 + 0.5]).astype(np.uint8)
-    fast = SpritePainter(rgba, 2.0, (0.0, 0.0))
-    shapes = [
-        (ellipse(30, 25, 18, 12), (200.0, 60.0, 70.0), 1.0),
-        (ellipse(35, 28, 8, 8), (20.0, 20.0, 30.0), 0.6),
-        (
-            np.array([(5.0, 20.0), (55.0, 25.0), (50.0, 42.0), (8.0, 40.0)]),
-            (240.0, 240.0, 230.0),
-            1.0,
-        ),
-    ]
-    for pts, color, a in shapes:
-        ref.fill(pts, color, alpha=a)
-        fast.fill(pts, color, alpha=a)
-    want_rgba = np.dstack([ref.rgb + 0.5, ref.alpha * 255 + 0.5]).clip(0, 255).astype(np.uint8)
-    assert np.abs(fast.rgba.astype(int) - want_rgba.astype(int)).max() <= 2
-    assert fast.rgba[30, 60, 3] == 255 and fast.rgba[5, 5, 3] == 255  # filled, opaque
+    canvas = np.zeros((100, 120, 4), np.uint8)
+    canvas[:50] = (40, 80, 120, 255)  # opaque top half; the bottom half is transparent
+    pt = Painter(canvas, 2.0, (0.0, 0.0))
 
-    # a line as thick as the float painter's; a clipped shape stays inside its clip
-    lid = bezier((10.0, 30.0), (20.0, 18.0), (40.0, 18.0), (50.0, 30.0), n=30)
-    ref.stroke(lid, 2.5, (10.0, 10.0, 10.0))
-    fast.stroke(lid, 2.5, (10.0, 10.0, 10.0))
-    dark_ref = int((ref.rgb.mean(axis=2) < 40).sum())
-    dark_fast = int((fast.rgba[..., :3].mean(axis=2) < 40).sum())
-    assert dark_ref > 50 and abs(dark_fast - dark_ref) <= 0.1 * dark_ref
-    before = fast.rgba.copy()
-    fast.fill(ellipse(50, 25, 20, 20), (0.0, 255.0, 0.0), clip=fast.mask(ellipse(30, 25, 18, 12)))
-    _, xs = np.nonzero(np.any(fast.rgba != before, axis=2))
-    assert len(xs) > 100 and xs.min() >= 2 * 30 - 2 and xs.max() <= 2 * (30 + 18) + 2
+    pt.fill(ellipse(30, 25, 10, 10), (200.0, 60.0, 70.0))  # opaque, over the transparent edge
+    assert tuple(canvas[50, 60]) == (200, 60, 70, 255)  # inside: the colour, now opaque
+    assert tuple(canvas[75, 60]) == (0, 0, 0, 0)  # outside the circle: untouched
+    rim = canvas[55:75, 60, 3]  # down through the circle's lower edge, on transparency
+    assert ((rim > 0) & (rim < 255)).any()  # antialiased: partly covered pixels
+
+    pt.fill(ellipse(50, 10, 4, 4), (240.0, 240.0, 240.0), alpha=0.6)  # translucent
+    want = np.array([40, 80, 120]) + (np.array([240, 240, 240]) - [40, 80, 120]) * 0.6
+    assert np.abs(canvas[20, 100, :3].astype(int) - want).max() <= 1 and canvas[20, 100, 3] == 255
+
+    before = canvas.copy()
+    pt.fill(ellipse(15, 40, 3, 3), (0.0, 0.0, 255.0), blur=2)  # soft: a smooth falloff
+    ramp = canvas[80, 30:45, 2].astype(int) - before[80, 30:45, 2]
+    assert ramp[-1] > 0 and np.all(np.diff(ramp[: int(np.argmax(ramp)) + 1]) >= 0)
+
+    before = canvas.copy()
+    pt.fill(ellipse(45, 20, 12, 12), (0.0, 255.0, 0.0), clip=pt.mask(ellipse(40, 20, 5, 5)))
+    _, xs = np.nonzero(np.any(canvas != before, axis=2))
+    assert len(xs) > 50 and xs.min() >= 2 * 35 - 2 and xs.max() <= 2 * 45 + 2  # inside the clip
+
+    line = bezier((5.0, 45.0), (20.0, 35.0), (40.0, 35.0), (55.0, 45.0), n=30)
+    before = canvas.copy()
+    pt.stroke(line, 2.5, (10.0, 10.0, 10.0))  # 5 px wide at this scale
+    covered = canvas[:, 60, 3].astype(int) - before[:, 60, 3]  # on the transparent half
+    assert 4 <= int((covered > 128).sum()) <= 7  # the solid core, the AA fringe aside

@@ -27,9 +27,7 @@ import numpy.typing as npt
 from avatarkit.animation.face_state import FaceState
 from avatarkit.errors import InputValidationError
 from avatarkit.render._canvas import (
-    Canvas,
     Painter,
-    SpritePainter,
     bezier,
     catmull,
     ellipse,
@@ -137,15 +135,23 @@ def feature_state(state: FaceState) -> FeatureState:
 # ----------------------------------------------------------------------------- feature painting
 
 
-def _rgba8(rgb: npt.NDArray[np.float32], alpha: npt.NDArray[np.float32]) -> Frame:
-    """Premultiplied float RGB (0–255) and alpha (0–1) as one rounded RGBA uint8 array."""
-    rgba = np.dstack([rgb, alpha * np.float32(255.0)])
-    rgba += np.float32(0.5)
-    np.clip(rgba, 0, 255, out=rgba)
-    return rgba.astype(np.uint8)
+def _shrunk(rgba: Frame, factor: int) -> Frame:
+    """Area-downscale an image by an integer factor (a copy when 1)."""
+    if factor <= 1:
+        return rgba.copy()
+    h, w = rgba.shape[:2]
+    size = (w // factor, h // factor)
+    return np.asarray(cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
-def paint_mouth(pt: Canvas, p: FaceParams, key: tuple[int, ...]) -> None:
+def _over(top: Frame, below: Frame) -> Frame:
+    """Premultiplied RGBA ``top`` over ``below`` (same size)."""
+    inv = np.asarray(cv2.bitwise_not(top[..., 3]), np.uint8)
+    spread = np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
+    return np.asarray(cv2.add(top, cv2.multiply(below, spread, scale=1.0 / 255.0)), np.uint8)
+
+
+def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
     """Paint the mouth (and the chin it drags down) for a quantised mouth key."""
     ms = _MOUTH_STEPS
     o = _dq(key[0], 0, 1, ms[0])
@@ -233,7 +239,7 @@ def paint_mouth(pt: Canvas, p: FaceParams, key: tuple[int, ...]) -> None:
                   shade(skin, 0.72), alpha=0.8)  # fmt: skip
 
 
-def paint_eyes(pt: Canvas, p: FaceParams, key: tuple[int, ...]) -> None:
+def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
     """Paint both eyes and brows for a quantised eye key."""
     es = _EYE_STEPS
     blink = _dq(key[0], 0, 1, es[0])
@@ -382,10 +388,10 @@ class ProceduralFace:
 
         # Static background + body, full frame.
         # big smooth shapes: 2× supersampling with antialiased edges is plenty
-        bg = Painter(h * 2, w * 2, self.scale * 2, self.origin)
+        bg = Painter(np.zeros((h * 2, w * 2, 4), np.uint8), self.scale * 2, self.origin)
         paint_background(bg, params)
         paint_body(bg, params)
-        self._bg, _ = bg.downscaled(2)
+        self._bg = np.ascontiguousarray(_shrunk(bg.rgba, 2)[..., :3])
         del bg
 
         # Head layers, in a box around the head (design units → 1× pixels).
@@ -398,20 +404,19 @@ class ProceduralFace:
         self._hbox = (hx0, hy0, hx1 - hx0, hy1 - hy0)
         horigin = (self.origin[0] + hx0 / self.scale, self.origin[1] + hy0 / self.scale)
         hh, hw = hy1 - hy0, hx1 - hx0
-        base = Painter(hh * ss, hw * ss, self.scale * ss, horigin)
+        base = Painter(np.zeros((hh * ss, hw * ss, 4), np.uint8), self.scale * ss, horigin)
         paint_head(base, params)
-        top = Painter(hh * ss, hw * ss, self.scale * ss, horigin)
+        top = Painter(np.zeros((hh * ss, hw * ss, 4), np.uint8), self.scale * ss, horigin)
         paint_head_top(top, params)
         self._horigin = horigin
         # 2× copies for sprite painting
         self._sprite_ss = 2
         f = ss // self._sprite_ss
-        base2, top2 = self._resized(base, f), self._resized(top, f)
-        base.paint_over(top)
-        rgbp, alpha = base.downscaled(ss)
+        base2, top2 = _shrunk(base.rgba, f), _shrunk(top.rgba, f)
+        head = _shrunk(_over(top.rgba, base.rgba), ss)
         del base, top
         # Shrink the head box to what the head covers, plus room for head motion.
-        ys, xs = np.nonzero(alpha)
+        ys, xs = np.nonzero(head[..., 3])
         margin = int(np.ceil(24 * self.scale))
         tx0 = max(int(xs.min()) - margin, 0)
         ty0 = max(int(ys.min()) - margin, 0)
@@ -419,18 +424,15 @@ class ProceduralFace:
         ty1 = min(int(ys.max()) + 1 + margin, hh)
         # keep the 2× sprite grid aligned: crop the 2× copies by the same pixel box
         crop2 = (slice(ty0 * 2, ty1 * 2), slice(tx0 * 2, tx1 * 2))
-        # premultiplied RGBA uint8: what SpritePainter draws sprites on
-        self._base2 = _rgba8(base2[0][crop2], base2[1][crop2])
-        self._top2 = _rgba8(top2[0][crop2], top2[1][crop2])
+        self._base2 = np.ascontiguousarray(base2[crop2])  # what sprites are painted on
+        self._top2 = np.ascontiguousarray(top2[crop2])
         del base2, top2
         hx0, hy0 = hx0 + tx0, hy0 + ty0
         hw, hh = tx1 - tx0, ty1 - ty0
         self._hbox = (hx0, hy0, hw, hh)
         horigin = (self.origin[0] + hx0 / self.scale, self.origin[1] + hy0 / self.scale)
         self._horigin = horigin
-        self._head = np.ascontiguousarray(
-            np.dstack([rgbp[ty0:ty1, tx0:tx1], alpha[ty0:ty1, tx0:tx1]])
-        )
+        self._head = np.ascontiguousarray(head[ty0:ty1, tx0:tx1])
 
         lay = layout(params)
         self._mouth_region = self._region(CX - 58, lay.mouth_y - 30, CX + 58, lay.chin_y + 14)
@@ -475,18 +477,6 @@ class ProceduralFace:
 
     # ------------------------------------------------------------------ internals
 
-    @staticmethod
-    def _resized(
-        p: Painter, factor: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        if factor <= 1:
-            return p.rgb.copy(), p.alpha.copy()
-        size = (p.w // factor, p.h // factor)
-        return (
-            np.asarray(cv2.resize(p.rgb, size, interpolation=cv2.INTER_AREA), np.float32),
-            np.asarray(cv2.resize(p.alpha, size, interpolation=cv2.INTER_AREA), np.float32),
-        )
-
     def _region(self, x0: float, y0: float, x1: float, y1: float) -> _Region:
         ox, oy = self._horigin
         px0 = max(int(np.floor((x0 - ox) * self.scale)), 0)
@@ -510,7 +500,7 @@ class ProceduralFace:
         ox, oy = self._horigin
         origin = (ox + reg.x / self.scale, oy + reg.y / self.scale)
         ys, xs = slice(reg.y * s2, (reg.y + reg.h) * s2), slice(reg.x * s2, (reg.x + reg.w) * s2)
-        pt = SpritePainter(self._base2[ys, xs].copy(), self.scale * s2, origin)
+        pt = Painter(self._base2[ys, xs].copy(), self.scale * s2, origin)
         if mouth:
             paint_mouth(pt, self.params, key)
         else:
@@ -601,7 +591,7 @@ def _pool_key(params: FaceParams, size: tuple[int, int]) -> tuple[str, int, int]
 def borrow_face(params: FaceParams, size: int | tuple[int, int] = 512) -> ProceduralFace:
     """A face for ``params`` at ``size`` for this thread's exclusive use until returned.
 
-    Faces are pooled: painting an avatar's layers costs a fifth of a second, so the picture made
+    Faces are pooled: painting an avatar's layers costs about 25 ms, so the picture made
     by :func:`~avatarkit.render.procedural.generate_procedural` and every later utterance's
     render reuse the same painted layers and mouth/eye sprites. Return it with
     :func:`return_face`.
