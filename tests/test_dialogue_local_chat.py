@@ -246,3 +246,83 @@ async def test_the_bot_turns_local_emotion_tags_into_expression_cues() -> None:
     assert reply.dialogue is not None
     assert reply.dialogue.emotion_tags == ["happy"]
     assert not reply.dialogue.text.startswith("[")
+
+
+def test_the_understanding_stages_intent_answers_what_no_question_matches(
+    model: LocalChatModel,
+) -> None:
+    text = "Can you sort out a slot with the dentist?"  # shares no question's words
+    assert model.match(text)[0].id == "fallback"
+    plain = model.reply([ChatMessage(role="user", content=text)])
+    hinted = model.reply([ChatMessage(role="user", content=text, intent="book_appointment")])
+    assert plain != hinted and "Which day and time" in hinted
+    # a question that does match wins over the intent label
+    assert "Ada" in model.reply(
+        [ChatMessage(role="user", content="Who are you?", intent="book_appointment")]
+    )
+    # an intent no entry claims falls back as before
+    assert model.reply([ChatMessage(role="user", content=text, intent="order_pizza")]) == plain
+
+
+def test_a_negative_message_that_matches_nothing_gets_sympathy(model: LocalChatModel) -> None:
+    text = "Everything went wrong with my week"
+    assert model.match(text)[0].id == "fallback"
+    reply = model.reply([ChatMessage(role="user", content=text, sentiment="negative")])
+    assert reply.startswith("[sad]") and "sorry" in reply.lower()
+    neutral = model.reply([ChatMessage(role="user", content=text, sentiment="neutral")])
+    assert "sorry" not in neutral.lower()
+
+
+def test_answers_use_the_date_and_time_the_user_gave() -> None:
+    model = LocalChatModel(ADA, emotion_tags=False)
+
+    def booking(facts: str | None) -> str:
+        system = ADA.system_prompt() + (
+            f"\nWhat you know about the user so far: {facts}." if facts else ""
+        )
+        return model.reply(
+            [ChatMessage(role="system", content=system),
+             ChatMessage(role="user", content="I'd like to book an appointment")]
+        )  # fmt: skip
+
+    assert "Which day and time" in booking(None)
+    both = booking("date: 2026-11-28; name: Grace; time: 15:00")
+    assert both.startswith("Saturday, November 28 at 3 pm: I've made a note")
+    assert booking("date: 2026-12-01").startswith("I've noted Tuesday, December 1. What time")
+    assert booking("time: 09:30").startswith("I've noted 9:30 am. Which day")
+    assert "noon" in booking("date: 2026-11-28; time: 12:00")
+
+
+async def test_a_manager_passes_intent_and_sentiment_to_the_local_model() -> None:
+    from avatarkit.types import Intent, IntentPrediction, Sentiment
+
+    manager = DialogueManager(LocalChatModel(ADA, emotion_tags=False), persona=ADA)
+    booking = IntentPrediction(intents=[Intent(name="book_appointment", confidence=0.9)],
+                               top="book_appointment")  # fmt: skip
+    reply = await manager.respond(
+        UserInput(text="Could you fit me in tomorrow at 3pm, please?"), intent=booking
+    )
+    assert "at 3 pm: I've made a note of that" in reply.text
+    state = await manager.load("default")
+    assert state.slots["time"] == "15:00"
+    msgs = manager.messages(
+        state, "hmm", intent=booking, sentiment=Sentiment(compound=-0.6, label="negative")
+    )
+    assert (msgs[-1].intent, msgs[-1].sentiment) == ("book_appointment", "negative")
+    assert all(m.intent is None for m in msgs[:-1])
+    unsure = IntentPrediction(intents=[Intent(name="help", confidence=0.1)], top="out_of_scope")
+    assert manager.messages(state, "hmm", intent=unsure)[-1].intent is None
+    guess = IntentPrediction(intents=[Intent(name="help", confidence=0.3)], top="help")
+    assert manager.messages(state, "hmm", intent=guess)[-1].intent is None  # under 50 % sure
+
+
+def test_knowledge_entries_declare_intents(tmp_path: Path) -> None:
+    good = tmp_path / "k.yaml"
+    good.write_text("- id: hours\n  intents: opening_hours\n  questions: [when do you open]\n"
+                    "  answers: [At nine.]\n")  # fmt: skip
+    entry = next(e for e in LocalChatModel(knowledge=good).entries if e.id == "hours")
+    assert entry.intents == ("opening_hours",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- id: hours\n  intents: {a: 1}\n  questions: [q]\n  answers: [a]\n")
+    with pytest.raises(ConfigurationError, match="bad intents"):
+        LocalChatModel(knowledge=bad)

@@ -367,7 +367,10 @@ class ReplyStream:
                 deltas: AsyncIterator[str] = _one(handled)
             else:
                 state = await bot.dialogue.load(user.session_id)
-                deltas = bot.dialogue.chat.stream(bot.dialogue.messages(state, user.text))
+                messages = bot.dialogue.messages(
+                    state, user.text, intent=response.intent, sentiment=response.sentiment
+                )
+                deltas = bot.dialogue.chat.stream(messages)
             async for delta in deltas:
                 if not raw:
                     self._mark("first_token")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "OUT_OF_SCOPE",
     "TIMELINE_VERSION",
     "AudioFormat",
     "AvatarImage",
@@ -108,6 +109,10 @@ class Intent(_Model):
     confidence: float = Field(ge=0.0, le=1.0)
 
 
+OUT_OF_SCOPE = "out_of_scope"
+"""The intent every classifier gives when no intent is confident enough."""
+
+
 class IntentPrediction(_Model):
     """Ranked intents for one input; ``top`` is ``out_of_scope`` below the threshold."""
 
@@ -162,6 +167,11 @@ class ChatMessage(_Model):
     role: Literal["system", "user", "assistant", "tool"]
     content: str
     name: str | None = None
+    intent: str | None = None
+    """For a user message: the intent the understanding stage found (``None`` when out of
+    scope). Never sent to remote models; local backends may answer from it."""
+    sentiment: Literal["positive", "negative", "neutral"] | None = None
+    """For a user message: its sentiment label, likewise."""
 
 
 class DialogueTurn(_Model):

@@ -77,6 +77,9 @@ class KnowledgeEntry:
     source: str = field(default="", compare=False)
     emotion: str | None = None
     """An :class:`~avatarkit.types.Emotion` value the answer is said with (``"happy"``)."""
+    intents: tuple[str, ...] = ()
+    """Intents this entry answers when no question matches the message well enough (the
+    understanding stage's label travels on the user message: ``ChatMessage.intent``)."""
 
 
 def _entries_from_yaml(text: str, source: str) -> list[KnowledgeEntry]:
@@ -103,6 +106,10 @@ def _entries_from_yaml(text: str, source: str) -> list[KnowledgeEntry]:
         if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
             raise ConfigurationError(f"knowledge file {source}: entry {i} needs answers")
         entry_id = str(item.get("id") or (questions[0] if questions else f"entry{i}"))
+        intents = item.get("intents", [])
+        intents = [intents] if isinstance(intents, str) else intents
+        if not isinstance(intents, list) or not all(isinstance(n, str) for n in intents):
+            raise ConfigurationError(f"knowledge file {source}: entry {entry_id!r} has bad intents")
         emotion = item.get("emotion")
         if emotion is not None and emotion not in _EMOTIONS:
             raise ConfigurationError(
@@ -116,6 +123,7 @@ def _entries_from_yaml(text: str, source: str) -> list[KnowledgeEntry]:
                 tuple(a.strip() for a in answers),
                 source,
                 emotion,
+                tuple(n.strip() for n in intents if n.strip()),
             )
         )
     return out
@@ -186,6 +194,50 @@ def _normalize(text: str) -> str:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_FACTS = re.compile(r"^What you know about the user so far: (?P<v>.+)\.$", re.MULTILINE)
+_FACT_FIELDS = ("date", "time", "email", "phone")  # the user's name is {user_name}
+SYMPATHY_ID = "sympathy"
+"""The entry answering a negative message that matches nothing else."""
+
+
+def _spoken_date(iso: str) -> str:
+    try:
+        day = dt.date.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return f"{day:%A}, {day:%B} {day.day}"
+
+
+def _spoken_time(hhmm: str) -> str:
+    try:
+        t = dt.time.fromisoformat(hhmm)
+    except ValueError:
+        return hhmm
+    if t.minute == 0 and t.hour in (0, 12):
+        return "midnight" if t.hour == 0 else "noon"
+    hour = t.hour % 12 or 12
+    minutes = f":{t.minute:02d}" if t.minute else ""
+    return f"{hour}{minutes} {'am' if t.hour < 12 else 'pm'}"
+
+
+def _facts(messages: Sequence[ChatMessage]) -> dict[str, str]:
+    """What the dialogue manager told the model about the user (dates and times as spoken)."""
+    system = next((m.content for m in messages if m.role == "system"), "")
+    found = _FACTS.search(system)
+    if found is None:
+        return {}
+    facts: dict[str, str] = {}
+    for pair in found.group("v").split("; "):
+        key, sep, value = pair.partition(": ")
+        if sep and key in _FACT_FIELDS and value:
+            facts[key] = value
+    if "date" in facts:
+        facts["date"] = _spoken_date(facts["date"])
+    if "time" in facts:
+        facts["time"] = _spoken_time(facts["time"])
+    return facts
+
+
 _PERSONA_NAME = re.compile(r"^You are (?P<name>[^,\n]+), an animated avatar", re.MULTILINE)
 _PERSONA_BACKSTORY = re.compile(r"^Backstory: (?P<v>.+)$", re.MULTILINE)
 
@@ -375,6 +427,8 @@ class LocalChatModel:
         )
         if user_name:
             fields["user_name"] = user_name
+        facts = _facts(messages)
+        fields.update(facts)
         turn = sum(1 for m in messages if m.role == "assistant")
 
         parts = [p for p in _SENTENCE_END.split(text.strip()) if p.strip()] or [text]
@@ -392,9 +446,9 @@ class LocalChatModel:
             matched = [e for e in matched if e.id != GREETING_ID]
             greet = True
         if not matched:
-            matched = [next(e for e in self.entries if e.id == FALLBACK_ID)]
+            matched = [self._unmatched(users[-1])]
 
-        answers = [self._fill(e, fields, turn) for e in matched[:2]]
+        answers = [self._fill(e, fields, turn, set(facts)) for e in matched[:2]]
         reply = " ".join(a for a in answers if a)
         if greet and not re.match(r"(?i)(hi|hello|hey)\b", reply):
             reply = "Hello! " + reply
@@ -402,9 +456,25 @@ class LocalChatModel:
             reply = f"[{matched[0].emotion}] {reply}"
         return reply
 
-    def _fill(self, entry: KnowledgeEntry, fields: dict[str, Any], turn: int) -> str:
+    def _unmatched(self, message: ChatMessage) -> KnowledgeEntry:
+        """The entry for a message no question matched: its intent's, sympathy, or fallback."""
+        by_id = {e.id: e for e in self.entries}
+        if message.intent:
+            for entry in self.entries:
+                if message.intent in entry.intents:
+                    return entry
+        if message.sentiment == "negative" and SYMPATHY_ID in by_id:
+            return by_id[SYMPATHY_ID]
+        return by_id[FALLBACK_ID]
+
+    def _fill(
+        self, entry: KnowledgeEntry, fields: dict[str, Any], turn: int, facts: set[str]
+    ) -> str:
         usable = [a for a in entry.answers if _fields_of(a) <= fields.keys()]
-        if not usable:  # an answer needs a field we lack: fill what we can, drop the rest
+        if usable:  # the answers that use the most of what the user told (a date, a time)
+            most = max(len(_fields_of(a) & facts) for a in usable)
+            usable = [a for a in usable if len(_fields_of(a) & facts) == most]
+        else:  # an answer needs a field we lack: fill what we can, drop the rest
             usable = list(entry.answers)
         pick = usable[(turn + zlib.crc32(entry.id.encode())) % len(usable)]
         return pick.format_map(_Keep(fields)).strip()

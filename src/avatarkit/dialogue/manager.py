@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from avatarkit.errors import InputValidationError
 from avatarkit.ports import ChatModel
 from avatarkit.types import (
+    OUT_OF_SCOPE,
     ChatMessage,
     DialogueResponse,
     DialogueState,
@@ -42,6 +43,12 @@ from .slot import DEFAULT_EXTRACTORS, SlotExtractor, extract_slots
 from .store import DialogueStore, InMemoryStore, check_session_id
 
 __all__ = ["DialogueManager", "Handler", "Persona", "SlotForm"]
+
+
+HINT_CONFIDENCE = 0.5
+"""Least confidence for an intent label to travel on the user's chat message. Below it, on the
+held-out set (``benchmarks/dialogue_bench.py``), the label was as often a wrong guess at an
+out-of-scope question as a right one."""
 
 
 class DialogueManager:
@@ -144,9 +151,21 @@ class DialogueManager:
             prompt += f"\nWhat you know about the user so far: {facts}."
         return prompt
 
-    def messages(self, state: DialogueState, text: str) -> list[ChatMessage]:
-        """Chat messages for the model: persona, the latest turns that fit, then ``text``."""
-        return build_messages(
+    def messages(
+        self,
+        state: DialogueState,
+        text: str,
+        *,
+        intent: IntentPrediction | None = None,
+        sentiment: Sentiment | None = None,
+    ) -> list[ChatMessage]:
+        """Chat messages for the model: persona, the latest turns that fit, then ``text``.
+
+        The last (user) message carries ``sentiment``'s label, and ``intent``'s when the
+        classifier is at least :data:`HINT_CONFIDENCE` sure, for local backends; remote
+        adapters send only roles and contents.
+        """
+        messages = build_messages(
             state,
             text,
             system=self.system_prompt(state),
@@ -154,6 +173,18 @@ class DialogueManager:
             max_turns=self.max_history_turns,
             counter=self.token_counter,
         )
+        hints: dict[str, str] = {}
+        if (
+            intent is not None
+            and intent.top != OUT_OF_SCOPE
+            and intent.confidence >= HINT_CONFIDENCE
+        ):
+            hints["intent"] = intent.top
+        if sentiment is not None:
+            hints["sentiment"] = sentiment.label
+        if hints:
+            messages[-1] = messages[-1].model_copy(update=hints)
+        return messages
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -218,7 +249,8 @@ class DialogueManager:
                 name, text = handled
                 handled_by = f"handler:{name}"
             else:
-                text = await self.chat.complete(self.messages(state, user.text))
+                messages = self.messages(state, user.text, intent=intent, sentiment=sentiment)
+                text = await self.chat.complete(messages)
                 handled_by = type(self.chat).__name__
             self._append(state, user, text, intent, sentiment)
             await self.store.save(state)

@@ -17,11 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avatarkit.errors import ConfigurationError
+from avatarkit.types import OUT_OF_SCOPE
 
 __all__ = ["OUT_OF_SCOPE", "IntentFile", "IntentSpec", "load_intents"]
-
-OUT_OF_SCOPE = "out_of_scope"
-"""The answer every classifier gives when no intent is confident enough."""
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
