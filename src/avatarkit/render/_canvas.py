@@ -167,6 +167,15 @@ def shape_coverage(
     return mf, (x0, y0)
 
 
+@functools.lru_cache(maxsize=32)
+def _solid(color: tuple[float, float, float, float], h: int, w: int) -> ByteArray:
+    """A read-only ``h``×``w`` RGBA image of one colour (sprites reuse a few colours a lot)."""
+    img = np.empty((h, w, 4), np.uint8)
+    img[:] = np.clip(np.round(color), 0, 255)
+    img.setflags(write=False)
+    return img
+
+
 class Painter:
     """A premultiplied-RGBA ``uint8`` canvas (``HxWx4``) that shapes are drawn into in place.
 
@@ -265,6 +274,5 @@ class Painter:
         if clip is not None:
             m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
         box = self.rgba[y0 : y0 + hh, x0 : x0 + ww]
-        paint = np.empty_like(box)
-        paint[:] = self._opaque(color)
+        paint = _solid(self._opaque(color), self.h, self.w)[:hh, :ww]
         box[:] = cv2.blendLinear(box, paint, np.float32(1.0) - m, m)
