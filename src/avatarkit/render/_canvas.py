@@ -167,6 +167,9 @@ def shape_coverage(
     return mf, (x0, y0)
 
 
+_SOLID_CACHE_PIXELS = 512 * 512  # 1 MB an image at most: 32 MB for the whole cache
+
+
 @functools.lru_cache(maxsize=32)
 def _solid(color: tuple[float, float, float, float], h: int, w: int) -> ByteArray:
     """A read-only ``h``×``w`` RGBA image of one colour (sprites reuse a few colours a lot)."""
@@ -274,5 +277,9 @@ class Painter:
         if clip is not None:
             m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
         box = self.rgba[y0 : y0 + hh, x0 : x0 + ww]
-        paint = _solid(self._opaque(color), self.h, self.w)[:hh, :ww]
+        if self.h * self.w <= _SOLID_CACHE_PIXELS:  # sprites: a few colours, blended often
+            paint = _solid(self._opaque(color), self.h, self.w)[:hh, :ww]
+        else:  # layers: painted once, and a cached canvas-sized image would be megabytes
+            paint = np.empty_like(box)
+            paint[:] = np.clip(np.round(self._opaque(color)), 0, 255)
         box[:] = cv2.blendLinear(box, paint, np.float32(1.0) - m, m)
