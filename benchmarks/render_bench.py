@@ -232,7 +232,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="render-bench-"))
     floor = EncoderFloor(same, dur, args.fps, work)
     floor_runs: list[tuple[float, float]] = []
-    modes = ["procedural, new avatar", "new avatar, prepared", "same avatar, next utterance"]
+    modes = ["new avatar, no prepare", "new avatar, prepared", "same avatar, next utterance"]
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     prepare_s: list[float] = []
     for i in range(args.repeat):  # interleaved, so a slow spell of the machine hits every mode
