@@ -167,6 +167,22 @@ def shape_coverage(
     return mf, (x0, y0)
 
 
+def shrink(rgba: ByteArray, factor: int) -> ByteArray:
+    """Area-downscale an image by an integer factor (supersampled painting to pixels)."""
+    if factor <= 1:
+        return rgba.copy()
+    h, w = rgba.shape[:2]
+    size = (w // factor, h // factor)
+    return np.asarray(cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def over(top: ByteArray, below: ByteArray) -> ByteArray:
+    """Premultiplied RGBA ``top`` composited over ``below`` (same size), a new image."""
+    inv = np.asarray(cv2.bitwise_not(top[..., 3]), np.uint8)
+    spread = np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
+    return np.asarray(cv2.add(top, cv2.multiply(below, spread, scale=1.0 / 255.0)), np.uint8)
+
+
 _SOLID_CACHE_PIXELS = 512 * 512  # 1 MB an image at most: 32 MB for the whole cache
 
 

@@ -33,8 +33,10 @@ from avatarkit.render._canvas import (
     catmull,
     ellipse,
     mix,
+    over,
     rgb,
     shade,
+    shrink,
 )
 from avatarkit.render.procedural import (
     CX,
@@ -135,22 +137,6 @@ def feature_state(state: FaceState) -> FeatureState:
 
 
 # ----------------------------------------------------------------------------- feature painting
-
-
-def _shrunk(rgba: Frame, factor: int) -> Frame:
-    """Area-downscale an image by an integer factor (a copy when 1)."""
-    if factor <= 1:
-        return rgba.copy()
-    h, w = rgba.shape[:2]
-    size = (w // factor, h // factor)
-    return np.asarray(cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), np.uint8)
-
-
-def _over(top: Frame, below: Frame) -> Frame:
-    """Premultiplied RGBA ``top`` over ``below`` (same size)."""
-    inv = np.asarray(cv2.bitwise_not(top[..., 3]), np.uint8)
-    spread = np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
-    return np.asarray(cv2.add(top, cv2.multiply(below, spread, scale=1.0 / 255.0)), np.uint8)
 
 
 @functools.lru_cache(maxsize=64)
@@ -403,7 +389,7 @@ class ProceduralFace:
         bg = Painter(np.zeros((h * 2, w * 2, 4), np.uint8), self.scale * 2, self.origin)
         paint_background(bg, params)
         paint_body(bg, params)
-        self._bg = np.ascontiguousarray(_shrunk(bg.rgba, 2)[..., :3])
+        self._bg = np.ascontiguousarray(shrink(bg.rgba, 2)[..., :3])
         del bg
 
         # Head layers, in a box around the head (design units → 1× pixels).
@@ -424,8 +410,8 @@ class ProceduralFace:
         # 2× copies for sprite painting
         self._sprite_ss = 2
         f = ss // self._sprite_ss
-        base2, top2 = _shrunk(base.rgba, f), _shrunk(top.rgba, f)
-        head = _shrunk(_over(top.rgba, base.rgba), ss)
+        base2, top2 = shrink(base.rgba, f), shrink(top.rgba, f)
+        head = shrink(over(top.rgba, base.rgba), ss)
         del base, top
         # Shrink the head box to what the head covers, plus room for head motion.
         ys, xs = np.nonzero(head[..., 3])
