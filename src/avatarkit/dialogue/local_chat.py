@@ -42,7 +42,7 @@ from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.ports import ChatCapabilities
 from avatarkit.types import ChatMessage, Emotion
 
-from .persona import DEFAULT_PERSONA, Persona
+from .persona import DEFAULT_PERSONA, USER_FACTS, Persona
 from .slot import extract_name
 
 __all__ = [
@@ -194,7 +194,7 @@ def _normalize(text: str) -> str:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_FACTS = re.compile(r"^What you know about the user so far: (?P<v>.+)\.$", re.MULTILINE)
+_FACTS = re.compile(rf"^{re.escape(USER_FACTS)}: (?P<v>.+)\.$", re.MULTILINE)
 _FACT_FIELDS = ("date", "time", "email", "phone")  # the user's name is {user_name}
 SYMPATHY_ID = "sympathy"
 """The entry answering a negative message that matches nothing else."""

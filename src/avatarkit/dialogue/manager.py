@@ -38,7 +38,7 @@ from avatarkit.types import (
 from .handler import ACTIVE_FORM_KEY, Handler, SlotForm, call_handler
 from .history import TokenCounter, build_messages, estimate_tokens
 from .local_chat import LocalChatModel
-from .persona import Persona
+from .persona import USER_FACTS, Persona
 from .slot import DEFAULT_EXTRACTORS, SlotExtractor, extract_slots
 from .store import DialogueStore, InMemoryStore, check_session_id
 
@@ -148,7 +148,7 @@ class DialogueManager:
         prompt = self.persona.system_prompt()
         if state is not None and state.slots:
             facts = "; ".join(f"{k}: {v}" for k, v in sorted(state.slots.items()))
-            prompt += f"\nWhat you know about the user so far: {facts}."
+            prompt += f"\n{USER_FACTS}: {facts}."
         return prompt
 
     def messages(

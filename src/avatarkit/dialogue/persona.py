@@ -21,7 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from avatarkit.errors import ConfigurationError
 from avatarkit.types import AvatarPrompt, Emotion
 
-__all__ = ["DEFAULT_PERSONA", "Persona"]
+__all__ = ["DEFAULT_PERSONA", "USER_FACTS", "Persona"]
+
+USER_FACTS = "What you know about the user so far"
+"""How the system prompt introduces the slots the conversation has filled (``key: value; ...``)."""
 
 
 class Persona(BaseModel):
