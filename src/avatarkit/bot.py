@@ -100,7 +100,10 @@ class AvatarBot:
         image: Avatar-picture generator, used when ``avatar`` is not a ready image.
         avatar: The avatar: an AvatarImage, a path to a portrait, an AvatarPrompt, or None
             (the image generator's default).
-        preprocessor, intent, sentiment, expression: The understanding and expression roles.
+        preprocessor: Text preprocessing (the understanding stage's first step).
+        intent: Intent classifier.
+        sentiment: Sentiment analyzer.
+        expression: Expression policy (the face's emotions for a reply).
         persona: Who the avatar is (name, backstory, style).
         handlers: Your functions for particular intents, like Rasa actions: intent name →
             ``handler(user, state) -> str | None`` (``None`` lets the chat model answer);

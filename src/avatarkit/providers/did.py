@@ -296,7 +296,10 @@ class DIDRenderer:
         poll_interval: First wait between status polls; grows 1.5× up to ``poll_max_interval``.
         render_deadline: Seconds a talk may take before :class:`ProviderTimeoutError`.
         delete_after: Delete the talk (and uploaded image) once downloaded.
-        max_image_bytes, max_audio_bytes, max_audio_seconds, max_text_chars: Pre-flight limits.
+        max_image_bytes: Pre-flight limit on the uploaded image.
+        max_audio_bytes: Pre-flight limit on the uploaded audio.
+        max_audio_seconds: Pre-flight limit on the audio's length.
+        max_text_chars: Pre-flight limit on a script's text.
         base_url: API root.
         transport: httpx transport (tests); also used for downloads.
         options: Timeouts and retries of each request.

@@ -164,7 +164,8 @@ class OpenAISpeech:
         speed: 0.25–4.0.
         instructions: How to speak (tone, accent); not for tts-1 models.
         api_key: Default: ``OPENAI_API_KEY``.
-        organization, project: Optional billing headers.
+        organization: Optional ``OpenAI-Organization`` billing header.
+        project: Optional ``OpenAI-Project`` billing header.
         base_url: API root (compatible servers).
         transport: httpx transport (tests).
         options: Timeouts and retries.
@@ -299,7 +300,12 @@ class OpenAIImage:
         output_format: ``png`` (default), ``jpeg``, ``webp`` (GPT image models).
         background: ``transparent``, ``opaque`` or ``auto`` (GPT image models).
         style: ``vivid`` or ``natural`` (DALL·E 3).
-        api_key, organization, project, base_url, transport, options: as for OpenAISpeech.
+        api_key: Default: ``OPENAI_API_KEY``.
+        organization: Optional ``OpenAI-Organization`` billing header.
+        project: Optional ``OpenAI-Project`` billing header.
+        base_url: API root (compatible servers).
+        transport: httpx transport (tests).
+        options: Timeouts and retries.
     """
 
     def __init__(
