@@ -11,7 +11,7 @@ of a shared machine hits every mode alike; median and range):
   avatar's next utterance, as in a conversation (new shapes painted on demand);
 - the encoder alone: ffmpeg running the renderer's exact command on the same frames pre-drawn
   to a file, in the same loop: the floor a render cannot beat, and a gauge of how fast the
-  machine is at that moment;
+  machine is at that moment; each render divided by the floor of its own iteration;
 - photo mode (PhotoRig) when ``avatarkit.render.photo`` is installed (target ≥ 10×);
 - the share of CPU time spent drawing frames vs encoding them;
 - peak RSS of a 60 s clip, measured in a fresh subprocess (target < 400 MB).
@@ -266,6 +266,12 @@ def main() -> None:
           f"{spread([dur / w for w, _ in floor_runs]):>22}{'':>20}"
           "   ffmpeg on the frames, pre-drawn to a file")  # fmt: skip
     print(f"{'  (prepare took':<28}{spread(prepare_s):>18} s, beside the voice stage in a bot)")
+    # each render against the floor measured in the same iteration: how much drawing adds to
+    # encoding, a figure that moves far less with the machine's speed than the ratios above
+    print("  render ÷ encoder alone, each in the same iteration:")
+    for m in modes:
+        pairs = zip(results[m], floor_runs, strict=True)
+        print(f"    {m:<26}{spread([w / f for (w, _), (f, _) in pairs]):>18}")
 
     try:
         import avatarkit.render.photo  # noqa: F401
