@@ -271,7 +271,7 @@ def main() -> None:
     print("  render ÷ encoder alone, each in the same iteration:")
     for m in modes:
         pairs = zip(results[m], floor_runs, strict=True)
-        print(f"    {m:<26}{spread([w / f for (w, _), (f, _) in pairs]):>18}")
+        print(f"    {m:<28}{spread([w / f for (w, _), (f, _) in pairs]):>16}")
 
     try:
         import avatarkit.render.photo  # noqa: F401
