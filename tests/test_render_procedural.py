@@ -188,12 +188,12 @@ def test_big_layers_do_not_fill_the_solid_colour_cache() -> None:
     """Blends on sprite-sized canvases reuse cached colour images; canvas-sized ones do not."""
     from avatarkit.render import _canvas
 
-    _canvas._solid.cache_clear()
+    _canvas._cached_solid.cache_clear()
     big = _canvas.Painter(np.zeros((1200, 1200, 4), np.uint8), 1.0, (0.0, 0.0))
     big.fill(np.array([(10.0, 10.0), (900.0, 40.0), (500.0, 800.0)]), (10.0, 20.0, 30.0), alpha=0.5)
-    assert _canvas._solid.cache_info().currsize == 0 and big.rgba[300, 500, 3] > 0
+    assert _canvas._cached_solid.cache_info().currsize == 0 and big.rgba[300, 500, 3] > 0
     small = _canvas.Painter(np.zeros((100, 100, 4), np.uint8), 1.0, (0.0, 0.0))
     for _ in range(3):
         small.fill(np.array([(5.0, 5.0), (90.0, 10.0), (50.0, 80.0)]), (1.0, 2.0, 3.0), alpha=0.5)
-    info = _canvas._solid.cache_info()
+    info = _canvas._cached_solid.cache_info()
     assert (info.currsize, info.hits) == (1, 2)

@@ -137,14 +137,10 @@ def shape_coverage(
     Returns the box's mask and its top-left pixel, or None when the shape misses the
     ``h``×``w`` canvas; ``blur`` is a Gaussian sigma in pixels.
     """
-    pad = int(np.ceil(blur * 3)) + 2
-    lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
-    x0 = max(int(lo[0]) - pad, 0)
-    y0 = max(int(lo[1]) - pad, 0)
-    x1 = min(int(hi[0]) + pad, w)
-    y1 = min(int(hi[1]) + pad, h)
-    if x1 <= x0 or y1 <= y0:
+    box = _pixel_box(px, int(np.ceil(blur * 3)) + 2, h, w)
+    if box is None:
         return None
+    x0, y0, x1, y1 = box
     m = np.zeros((y1 - y0, x1 - x0), np.uint8)
     ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
     cv2.fillPoly(m, [ipts], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
@@ -176,23 +172,50 @@ def shrink(rgba: ByteArray, factor: int) -> ByteArray:
     return np.asarray(cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
-def over(top: ByteArray, below: ByteArray) -> ByteArray:
-    """Premultiplied RGBA ``top`` composited over ``below`` (same size), a new image."""
-    inv = np.asarray(cv2.bitwise_not(top[..., 3]), np.uint8)
-    spread = np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
-    return np.asarray(cv2.add(top, cv2.multiply(below, spread, scale=1.0 / 255.0)), np.uint8)
+def inverse_alpha(rgba: ByteArray) -> ByteArray:
+    """``255 - alpha`` of an RGBA image, spread to its four channels (for :func:`over`)."""
+    inv = np.asarray(cv2.bitwise_not(rgba[..., 3]), np.uint8)
+    return np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
+
+
+def over(top: ByteArray, below: ByteArray, inverse: ByteArray | None = None) -> ByteArray:
+    """Premultiplied RGBA ``top`` composited over ``below`` (same size), a new image.
+
+    ``inverse`` is ``inverse_alpha(top)`` when the caller keeps it for a ``top`` used often.
+    """
+    inv = inverse_alpha(top) if inverse is None else inverse
+    return np.asarray(cv2.add(top, cv2.multiply(below, inv, scale=1.0 / 255.0)), np.uint8)
 
 
 _SOLID_CACHE_PIXELS = 512 * 512  # 1 MB an image at most: 32 MB for the whole cache
 
 
-@functools.lru_cache(maxsize=32)
 def _solid(color: tuple[float, float, float, float], h: int, w: int) -> ByteArray:
-    """A read-only ``h``×``w`` RGBA image of one colour (sprites reuse a few colours a lot)."""
+    """An ``h``×``w`` RGBA image of one colour."""
     img = np.empty((h, w, 4), np.uint8)
     img[:] = np.clip(np.round(color), 0, 255)
+    return img
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_solid(color: tuple[float, float, float, float], h: int, w: int) -> ByteArray:
+    """A read-only :func:`_solid` kept for reuse (sprites blend a few colours a lot)."""
+    img = _solid(color, h, w)
     img.setflags(write=False)
     return img
+
+
+def _pixel_box(px: Points, pad: int, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(x0, y0, x1, y1)`` of pixel points grown by ``pad``, on the canvas.
+
+    Clipped to the ``h``×``w`` canvas; None when nothing of it is on the canvas.
+    """
+    lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
+    x0, y0 = max(int(lo[0]) - pad, 0), max(int(lo[1]) - pad, 0)
+    x1, y1 = min(int(hi[0]) + pad, w), min(int(hi[1]) + pad, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
 
 
 class Painter:
@@ -275,12 +298,10 @@ class Painter:
                           thickness=t, lineType=cv2.LINE_AA, shift=_SHIFT)  # fmt: skip
             return
         px = self.to_px(pts)
-        pad = t + 2
-        lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
-        x0, y0 = max(int(lo[0]) - pad, 0), max(int(lo[1]) - pad, 0)
-        x1, y1 = min(int(hi[0]) + pad, self.w), min(int(hi[1]) + pad, self.h)
-        if x1 <= x0 or y1 <= y0:
+        box = _pixel_box(px, t + 2, self.h, self.w)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         m = np.zeros((y1 - y0, x1 - x0), np.uint8)
         ipts = np.round((px - (x0, y0)) * (1 << _SHIFT)).astype(np.int32)
         cv2.polylines(m, [ipts], closed, 255, thickness=t, lineType=cv2.LINE_AA, shift=_SHIFT)
@@ -294,8 +315,7 @@ class Painter:
             m = m * clip[y0 : y0 + hh, x0 : x0 + ww]
         box = self.rgba[y0 : y0 + hh, x0 : x0 + ww]
         if self.h * self.w <= _SOLID_CACHE_PIXELS:  # sprites: a few colours, blended often
-            paint = _solid(self._opaque(color), self.h, self.w)[:hh, :ww]
+            paint = _cached_solid(self._opaque(color), self.h, self.w)[:hh, :ww]
         else:  # layers: painted once, and a cached canvas-sized image would be megabytes
-            paint = np.empty_like(box)
-            paint[:] = np.clip(np.round(self._opaque(color)), 0, 255)
+            paint = _solid(self._opaque(color), hh, ww)
         box[:] = cv2.blendLinear(box, paint, np.float32(1.0) - m, m)

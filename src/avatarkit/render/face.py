@@ -32,6 +32,7 @@ from avatarkit.render._canvas import (
     bezier,
     catmull,
     ellipse,
+    inverse_alpha,
     mix,
     over,
     rgb,
@@ -146,10 +147,10 @@ def _jaw_line(lay: Layout, jaw: float) -> tuple[npt.NDArray[np.float64], npt.NDA
     seg = len(rest) // 12  # points per control point of the outline
     lower = rest[3 * seg : 9 * seg + 1]
     fall = np.clip(1.0 - (np.abs(lower[:, 0] - CX) / 54.0) ** 2, 0.0, 1.0) ** 1.5
-    drop = np.stack([np.zeros(len(lower)), fall], axis=1)
+    fall = np.stack([np.zeros(len(lower)), fall], axis=1)  # (dx, dy) per unit of drop
     lower.setflags(write=False)
-    drop.setflags(write=False)
-    return lower, drop
+    fall.setflags(write=False)
+    return lower, fall
 
 
 def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
@@ -507,9 +508,8 @@ class ProceduralFace:
                             np.uint8)  # fmt: skip
         top = self._top_region(reg, mouth)
         if top is not None:  # hair and glasses over the features (premultiplied "over")
-            trgba, inv = top
-            sprite = np.asarray(cv2.add(trgba, cv2.multiply(sprite, inv, scale=1.0 / 255.0)),
-                                np.uint8)  # fmt: skip
+            layer, inverse = top
+            sprite = over(layer, sprite, inverse)
         self.sprites_painted += 1
         cache[key] = sprite
         if len(cache) > self._cache_size:
@@ -530,9 +530,7 @@ class ProceduralFace:
                 cv2.resize(self._top2[ys, xs], (reg.w, reg.h), interpolation=cv2.INTER_AREA),
                 np.uint8,
             )
-            inv = np.asarray(cv2.bitwise_not(trgba[..., 3]), np.uint8)
-            inv4 = np.asarray(cv2.merge((inv, inv, inv, inv)), np.uint8)
-            cache[mouth] = (trgba, inv4) if trgba[..., 3].any() else None
+            cache[mouth] = (trgba, inverse_alpha(trgba)) if trgba[..., 3].any() else None
         return cache[mouth]
 
     def _paste(self, reg: _Region, sprite: Frame) -> None:
