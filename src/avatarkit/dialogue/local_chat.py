@@ -247,7 +247,7 @@ def _fields_of(template: str) -> set[str]:
 
 
 class _Index:
-    """TF-IDF over every example question (word and character n-grams).
+    """TF-IDF over every example question (word, character n-grams); entries by id and intent.
 
     A message's similarity is scaled by the square root of its *coverage*: the share of its
     content words (not stop words) that occur anywhere in the questions. "What is the capital
@@ -259,6 +259,11 @@ class _Index:
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
         self.stop_words: frozenset[str] = frozenset(ENGLISH_STOP_WORDS)
+        self.by_id = {e.id: e for e in entries}
+        self.by_intent: dict[str, KnowledgeEntry] = {}
+        for entry in entries:  # the first entry claiming an intent answers it
+            for name in entry.intents:
+                self.by_intent.setdefault(name, entry)
 
         self.rows: list[int] = []
         texts: list[str] = []
@@ -383,11 +388,11 @@ class LocalChatModel:
         """The best entry for ``text`` and its similarity; the fallback entry below threshold."""
         name = extract_name(text, _EPOCH)
         ignore = frozenset(_normalize(name).split()) if name else frozenset()
-        scores = self._get_index().scores(text, ignore)
+        index = self._get_index()
+        scores = index.scores(text, ignore)
         best = max(range(len(scores)), key=lambda i: scores[i]) if scores else -1
         if best < 0 or scores[best] < self.threshold:
-            fallback = next(e for e in self.entries if e.id == FALLBACK_ID)
-            return fallback, scores[best] if best >= 0 else 0.0
+            return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
         return self.entries[best], scores[best]
 
     # -- answering -----------------------------------------------------------------------------
@@ -458,14 +463,12 @@ class LocalChatModel:
 
     def _unmatched(self, message: ChatMessage) -> KnowledgeEntry:
         """The entry for a message no question matched: its intent's, sympathy, or fallback."""
-        by_id = {e.id: e for e in self.entries}
-        if message.intent:
-            for entry in self.entries:
-                if message.intent in entry.intents:
-                    return entry
-        if message.sentiment == "negative" and SYMPATHY_ID in by_id:
-            return by_id[SYMPATHY_ID]
-        return by_id[FALLBACK_ID]
+        index = self._get_index()
+        if message.intent and message.intent in index.by_intent:
+            return index.by_intent[message.intent]
+        if message.sentiment == "negative" and SYMPATHY_ID in index.by_id:
+            return index.by_id[SYMPATHY_ID]
+        return index.by_id[FALLBACK_ID]
 
     def _fill(
         self, entry: KnowledgeEntry, fields: dict[str, Any], turn: int, facts: set[str]
