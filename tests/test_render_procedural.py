@@ -173,27 +173,19 @@ def test_painter_composites_premultiplied_over() -> None:
     assert ramp[-1] > 0 and np.all(np.diff(ramp[: int(np.argmax(ramp)) + 1]) >= 0)
 
     before = canvas.copy()
-    pt.fill(ellipse(45, 20, 12, 12), (0.0, 255.0, 0.0), clip=pt.mask(ellipse(40, 20, 5, 5)))
+    with pt.clip(ellipse(40, 20, 5, 5)) as inside:  # drawn only inside the small circle
+        inside.fill(ellipse(45, 20, 12, 12), (0.0, 255.0, 0.0))
     _, xs = np.nonzero(np.any(canvas != before, axis=2))
     assert len(xs) > 50 and xs.min() >= 2 * 35 - 2 and xs.max() <= 2 * 45 + 2  # inside the clip
+    assert tuple(canvas[40, 80]) == (0, 255, 0, 255)  # the clip's centre: the colour itself
+
+    before = canvas.copy()
+    pt.fill([ellipse(10, 5, 2, 2), ellipse(50, 5, 2, 2)], (9.0, 9.0, 9.0))  # two shapes, one call
+    assert tuple(canvas[10, 20]) == tuple(canvas[10, 100]) == (9, 9, 9, 255)
+    assert tuple(canvas[10, 60]) == tuple(before[10, 60])  # nothing between them
 
     line = bezier((5.0, 45.0), (20.0, 35.0), (40.0, 35.0), (55.0, 45.0), n=30)
     before = canvas.copy()
     pt.stroke(line, 2.5, (10.0, 10.0, 10.0))  # 5 px wide at this scale
     covered = canvas[:, 60, 3].astype(int) - before[:, 60, 3]  # on the transparent half
     assert 4 <= int((covered > 128).sum()) <= 7  # the solid core, the AA fringe aside
-
-
-def test_big_layers_do_not_fill_the_solid_colour_cache() -> None:
-    """Blends on sprite-sized canvases reuse cached colour images; canvas-sized ones do not."""
-    from avatarkit.render import _canvas
-
-    _canvas._cached_solid.cache_clear()
-    big = _canvas.Painter(np.zeros((1200, 1200, 4), np.uint8), 1.0, (0.0, 0.0))
-    big.fill(np.array([(10.0, 10.0), (900.0, 40.0), (500.0, 800.0)]), (10.0, 20.0, 30.0), alpha=0.5)
-    assert _canvas._cached_solid.cache_info().currsize == 0 and big.rgba[300, 500, 3] > 0
-    small = _canvas.Painter(np.zeros((100, 100, 4), np.uint8), 1.0, (0.0, 0.0))
-    for _ in range(3):
-        small.fill(np.array([(5.0, 5.0), (90.0, 10.0), (50.0, 80.0)]), (1.0, 2.0, 3.0), alpha=0.5)
-    info = _canvas._cached_solid.cache_info()
-    assert (info.currsize, info.hits) == (1, 2)

@@ -206,36 +206,37 @@ def paint_mouth(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
 
     interior = np.vstack([upper_in, lower_in])
     if gap > 0.8:
-        imask = pt.mask(interior)
-        pt.fill(interior, (92, 30, 40))
-        # tongue
-        ty = float(lower_in[14, 1]) - 3 - tongue * gap * 0.55
-        pt.fill(ellipse(mx, ty + 7, hw * 0.62, 8 + 2 * o, n=48), (214, 104, 112), clip=imask)
-        # teeth
-        th = min(gap * 0.5, 6.5) * max(teeth, 0.35 if o > 0.45 else teeth)
-        if th > 0.4:
-            band = np.vstack([upper_in[4:24], upper_in[4:24][::-1] + np.array([0.0, th])])
-            pt.fill(band, (250, 248, 242), clip=imask)
-        low_t = min(gap * 0.25, 4.0) * teeth * (1 - o)
-        if low_t > 0.4:
-            lb = np.vstack([lower_in[6:22], lower_in[6:22][::-1] - np.array([0.0, low_t])])
-            pt.fill(lb, (236, 232, 226), clip=imask)
-    # lips
+        with pt.clip(interior) as inside:
+            inside.cover((92, 30, 40))
+            # tongue
+            ty = float(lower_in[14, 1]) - 3 - tongue * gap * 0.55
+            inside.fill(ellipse(mx, ty + 7, hw * 0.62, 8 + 2 * o, n=48), (214, 104, 112))
+            # teeth
+            th = min(gap * 0.5, 6.5) * max(teeth, 0.35 if o > 0.45 else teeth)
+            if th > 0.4:
+                band = np.vstack([upper_in[4:24], upper_in[4:24][::-1] + np.array([0.0, th])])
+                inside.fill(band, (250, 248, 242))
+            low_t = min(gap * 0.25, 4.0) * teeth * (1 - o)
+            if low_t > 0.4:
+                lb = np.vstack([lower_in[6:22], lower_in[6:22][::-1] - np.array([0.0, low_t])])
+                inside.fill(lb, (236, 232, 226))
+    # lips, and a highlight on the lower one (inside it: mixed as 70 % over the lip colour)
     pt.fill(np.vstack([upper_out, upper_in[::-1]]), lip)
     pt.fill(np.vstack([lower_in, lower_out[::-1]]), lip_low)
-    pt.fill(
-        ellipse(mx - 3, ly + lip_l * 0.5, hw * 0.28, 1.6, n=24), shade(lip_low, 1.25), alpha=0.7
-    )
+    pt.fill(ellipse(mx - 3, ly + lip_l * 0.5, hw * 0.28, 1.6, n=24),
+            mix(lip_low, shade(lip_low, 1.25), 0.7))  # fmt: skip
     if bite > 0.2:  # upper teeth resting on the lower lip (F, V)
         tb = np.vstack([upper_in[6:22], upper_in[6:22][::-1] + np.array([0.0, 4.5 * bite])])
         pt.fill(tb, (250, 248, 242))
     if gap <= 0.8:
         pt.stroke(upper_in, 1.8, shade(lip, 0.55))
     # mouth corners: a small dimple line that follows the smile
-    for sgn in (-1, 1):
-        cx, cy = mx + sgn * (hw + 2.5), corner_y
-        pt.stroke(np.array([(cx, cy - 1.5 - 1.5 * smile), (cx + sgn * 1.5, cy + 1.5)]), 1.4,
-                  shade(skin, 0.72), alpha=0.8)  # fmt: skip
+    dimples = [
+        np.array([(cx, corner_y - 1.5 - 1.5 * smile), (cx + sgn * 1.5, corner_y + 1.5)])
+        for sgn in (-1, 1)
+        for cx in [mx + sgn * (hw + 2.5)]
+    ]
+    pt.stroke(dimples, 1.4, shade(skin, 0.72), alpha=0.8)
 
 
 def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
@@ -263,6 +264,9 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
         if luma(brow_c) <= 0.62 * luma(skin):
             break
         brow_c = mix(brow_c, (28, 20, 18), 0.3)
+    # Both eyes' shapes first, then each layer of them in one call for the pair.
+    lids, lowers, uppers, visible, brows = [], [], [], [], []
+    irises: list[tuple[float, float, float]] = []
     for sgn in (-1, 1):  # -1: the avatar's right eye (image left)
         ex, ey = CX + sgn * lay.eye_dx, lay.eye_y
         hw = 15.5 * size
@@ -284,34 +288,12 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
                        inner_c, n=30)  # fmt: skip
         lid = upper * (1 - blink) + lower[::-1] * blink
         lid[:, 1] = np.minimum(lid[:, 1] + squint * 1.5, np.maximum(lid[:, 1], lower[::-1][:, 1]))
-        visible = np.vstack([lid, lower])
-        if blink < 0.97:
-            m = pt.mask(visible)
-            pt.fill(visible, (250, 248, 244))
-            ir = 8.2 * size * (1 - 0.12 * wide)
-            ix = ex + gx * hw * 0.38
-            iy = ey + 0.5 + gy * 3.0 - 0.5 * top * 0.1
-            pt.fill(ellipse(ix, iy, ir, ir, n=48), rgb(p.eye_color), clip=m)
-            pt.fill(ellipse(ix, iy + ir * 0.35, ir * 0.8, ir * 0.5, n=32),
-                    shade(rgb(p.eye_color), 1.2), alpha=0.5, clip=m)  # fmt: skip
-            pt.fill(ellipse(ix, iy, ir * 0.48, ir * 0.48, n=32), (24, 18, 20), clip=m)
-            pt.fill(ellipse(ix + ir * 0.35, iy - ir * 0.38, ir * 0.24, ir * 0.24, n=24),
-                    (255, 255, 255), alpha=0.95, clip=m)  # fmt: skip
-            # shadow of the upper lid on the eyeball
-            pt.fill(
-                np.vstack([lid, lid[::-1] + np.array([0.0, 2.2])]), (0, 0, 0), alpha=0.12, clip=m
-            )
-        pt.stroke(lid, 2.8, lash)
-        # outer lash flick
-        ox, oy = lid[-1]
-        pt.stroke(np.array([(ox - sgn * 1.5, oy + 0.5), (ox + sgn * 3.5, oy - 2.5)]), 2.4, lash)
-        # crease above the lid
-        crease = upper[4:26] + np.array([0.0, -4.5 - 2 * wide])
-        pt.stroke(crease, 1.4, shade(skin, 0.78), alpha=0.6 * (1 - blink * 0.6))
-        if squint > 0.3:
-            pt.stroke(
-                lower[6:24] + np.array([0.0, 2.0]), 1.3, shade(skin, 0.78), alpha=0.5 * squint
-            )
+        lids.append(lid)
+        lowers.append(lower)
+        uppers.append(upper)
+        visible.append(np.vstack([lid, lower]))
+        ir = 8.2 * size * (1 - 0.12 * wide)
+        irises.append((ex + gx * hw * 0.38, ey + 0.5 + gy * 3.0 - 0.5 * top * 0.1, ir))
 
         # brow
         r = raise_ + (asym * 1.4 if sgn > 0 else -asym * 0.3)
@@ -330,16 +312,47 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
         d = np.gradient(center, axis=0)
         nrm = np.stack([-d[:, 1], d[:, 0]], axis=1)
         nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-9)
-        s = np.linspace(0, 1, len(center))
-        half = (
-            0.5
-            * 6.5
-            * p.brow_thickness
-            * (1 - 0.65 * s**1.5)
-            * (0.75 + 0.25 * np.sin(np.pi * np.minimum(s * 1.6, 1)))
-        )
-        outline = np.vstack([center + nrm * half[:, None], (center - nrm * half[:, None])[::-1]])
-        pt.fill(outline, brow_c)
+        half = _brow_half(len(center)) * p.brow_thickness
+        brows.append(np.vstack([center + nrm * half, (center - nrm * half)[::-1]]))
+
+    if blink < 0.97:
+        iris_c = rgb(p.eye_color)
+        with pt.clip(visible) as eyeball:
+            eyeball.cover((250, 248, 244))
+            eyeball.fill([ellipse(x, y, ir, ir, n=48) for x, y, ir in irises], iris_c)
+            # a lighter lower iris, inside the iris: mixed as 50 % over its colour
+            low = [ellipse(x, y + ir * 0.35, ir * 0.8, ir * 0.5, n=32) for x, y, ir in irises]
+            eyeball.fill(low, mix(iris_c, shade(iris_c, 1.2), 0.5))
+            eyeball.fill([ellipse(x, y, ir * 0.48, ir * 0.48, n=32) for x, y, ir in irises],
+                         (24, 18, 20))  # fmt: skip
+            eyeball.fill([ellipse(x + ir * 0.35, y - ir * 0.38, ir * 0.24, ir * 0.24, n=24)
+                          for x, y, ir in irises], (255, 255, 255), alpha=0.95)  # fmt: skip
+            # shadow of the upper lid on the eyeball
+            eyeball.fill([np.vstack([lid, lid[::-1] + np.array([0.0, 2.2])]) for lid in lids],
+                         (0, 0, 0), alpha=0.12)  # fmt: skip
+    pt.stroke(lids, 2.8, lash)
+    # outer lash flicks
+    pt.stroke([np.array([(lid[-1, 0] - sgn * 1.5, lid[-1, 1] + 0.5),
+                         (lid[-1, 0] + sgn * 3.5, lid[-1, 1] - 2.5)])
+               for sgn, lid in zip((-1, 1), lids, strict=True)], 2.4, lash)  # fmt: skip
+    # creases above the lids
+    crease_c = shade(skin, 0.78)
+    creases = [upper[4:26] + np.array([0.0, -4.5 - 2 * wide]) for upper in uppers]
+    pt.stroke(creases, 1.4, crease_c, alpha=0.6 * (1 - blink * 0.6))
+    if squint > 0.3:
+        pt.stroke([lower[6:24] + np.array([0.0, 2.0]) for lower in lowers], 1.3, crease_c,
+                  alpha=0.5 * squint)  # fmt: skip
+    pt.fill(brows, brow_c)
+
+
+@functools.lru_cache(maxsize=8)
+def _brow_half(n: int) -> npt.NDArray[np.float64]:
+    """Half-width profile of a brow of unit thickness along its ``n`` centreline points."""
+    s = np.linspace(0, 1, n)
+    half = 0.5 * 6.5 * (1 - 0.65 * s**1.5) * (0.75 + 0.25 * np.sin(np.pi * np.minimum(s * 1.6, 1)))
+    half = half[:, None]
+    half.setflags(write=False)
+    return half
 
 
 # ----------------------------------------------------------------------------- the face
