@@ -178,6 +178,11 @@ def test_painter_composites_premultiplied_over() -> None:
     _, xs = np.nonzero(np.any(canvas != before, axis=2))
     assert len(xs) > 50 and xs.min() >= 2 * 35 - 2 and xs.max() <= 2 * 45 + 2  # inside the clip
     assert tuple(canvas[40, 80]) == (0, 255, 0, 255)  # the clip's centre: the colour itself
+    before = canvas.copy()
+    with pt.clip(ellipse(400, 400, 5, 5)) as inside:  # a clip off the canvas: nothing lands
+        inside.cover((1.0, 2.0, 3.0))
+        inside.fill(ellipse(400, 400, 9, 9), (0.0, 255.0, 0.0), alpha=0.5)
+    assert np.array_equal(canvas, before)
 
     before = canvas.copy()
     pt.fill([ellipse(10, 5, 2, 2), ellipse(50, 5, 2, 2)], (9.0, 9.0, 9.0))  # two shapes, one call

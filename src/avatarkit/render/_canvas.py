@@ -307,17 +307,19 @@ class Painter:
         through the shapes' antialiased coverage (a mouth's tongue and teeth, an eye's iris).
         """
         polys = self._fixed(shapes)
-        box = self._box(polys, 2) or (0, 0, 0, 0)
+        box = self._box(polys, 2)
+        if box is None:  # the clip misses the canvas: what is drawn inside it is dropped
+            yield Painter(np.zeros((1, 1, 4), np.uint8), self.scale, self.origin)
+            return
         x0, y0, x1, y1 = box
         region, local = self._on_copy(box)
         layer = Painter(local, self.scale, (self.origin[0] + x0 / self.scale,
                                             self.origin[1] + y0 / self.scale))  # fmt: skip
         yield layer
-        if x1 > x0 and y1 > y0:
-            cov = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(cov, self._moved(polys, box), 255, lineType=cv2.LINE_AA, shift=_SHIFT)
-            w = np.multiply(cov, np.float32(1.0 / 255.0), dtype=np.float32)
-            region[:] = cv2.blendLinear(region, local, np.float32(1.0) - w, w)
+        cov = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(cov, self._moved(polys, box), 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+        w = np.multiply(cov, np.float32(1.0 / 255.0), dtype=np.float32)
+        region[:] = cv2.blendLinear(region, local, np.float32(1.0) - w, w)
 
     # ------------------------------------------------------------------ internals
 
