@@ -98,14 +98,12 @@ def ellipse(cx: float, cy: float, rx: float, ry: float, *, rot: float = 0.0, n: 
     return out
 
 
-def tapered(center: Points, width: float, *, taper: float = 0.9, power: float = 1.0) -> Points:
-    """A closed outline around a centreline, widest in the middle, tapering to the ends."""
+def outline(center: Points, half: npt.NDArray[np.float64]) -> Points:
+    """A closed outline around a centreline, ``half`` (one per point, ``(n, 1)``) to each side."""
     c = np.asarray(center, dtype=np.float64)
     d = np.gradient(c, axis=0)
     nrm = np.stack([-d[:, 1], d[:, 0]], axis=1)
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-9)
-    s = np.linspace(0.0, 1.0, len(c))
-    half = 0.5 * width * (1.0 - taper * np.abs(2 * s - 1) ** (1.0 / power))[:, None]
     return np.vstack([c + nrm * half, (c - nrm * half)[::-1]])
 
 

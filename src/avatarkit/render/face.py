@@ -34,6 +34,7 @@ from avatarkit.render._canvas import (
     ellipse,
     inverse_alpha,
     mix,
+    outline,
     over,
     rgb,
     shade,
@@ -310,11 +311,7 @@ def paint_eyes(pt: Painter, p: FaceParams, key: tuple[int, ...]) -> None:
             (out_x, out_y),
             n=30,
         )
-        d = np.gradient(center, axis=0)
-        nrm = np.stack([-d[:, 1], d[:, 0]], axis=1)
-        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-9)
-        half = _brow_half(len(center)) * p.brow_thickness
-        brows.append(np.vstack([center + nrm * half, (center - nrm * half)[::-1]]))
+        brows.append(outline(center, _brow_half(len(center)) * p.brow_thickness))
 
     if blink < 0.97:
         iris_c = rgb(p.eye_color)
