@@ -205,8 +205,15 @@ def _pixel_box(px: Points, pad: int, h: int, w: int) -> tuple[int, int, int, int
     Clipped to the ``h``×``w`` canvas; None when nothing of it is on the canvas.
     """
     lo, hi = np.floor(px.min(axis=0)), np.ceil(px.max(axis=0))
-    x0, y0 = max(int(lo[0]) - pad, 0), max(int(lo[1]) - pad, 0)
-    x1, y1 = min(int(hi[0]) + pad, w), min(int(hi[1]) + pad, h)
+    return _clipped_box(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]), pad, h, w)
+
+
+def _clipped_box(
+    x0: int, y0: int, x1: int, y1: int, pad: int, h: int, w: int
+) -> tuple[int, int, int, int] | None:
+    """The box grown by ``pad`` and clipped to an ``h``×``w`` canvas; None when off it."""
+    x0, y0 = max(x0 - pad, 0), max(y0 - pad, 0)
+    x1, y1 = min(x1 + pad, w), min(y1 + pad, h)
     if x1 <= x0 or y1 <= y0:
         return None
     return x0, y0, x1, y1
@@ -341,12 +348,8 @@ class Painter:
     ) -> tuple[int, int, int, int] | None:
         """Pixel box ``(x0, y0, x1, y1)`` of fixed-point shapes grown by ``pad``, clipped."""
         x, y, bw, bh = cv2.boundingRect(polys[0] if len(polys) == 1 else np.concatenate(polys))
-        x0, y0 = max((x >> _SHIFT) - pad, 0), max((y >> _SHIFT) - pad, 0)
-        x1 = min(((x + bw) >> _SHIFT) + 1 + pad, self.w)
-        y1 = min(((y + bh) >> _SHIFT) + 1 + pad, self.h)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return x0, y0, x1, y1
+        x1, y1 = ((x + bw) >> _SHIFT) + 1, ((y + bh) >> _SHIFT) + 1
+        return _clipped_box(x >> _SHIFT, y >> _SHIFT, x1, y1, pad, self.h, self.w)
 
     @staticmethod
     def _moved(
