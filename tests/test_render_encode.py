@@ -127,3 +127,17 @@ def test_png_sequence_never_replaces_a_folder_of_other_files(tmp_path: Path) -> 
             for f in _frames(3):
                 enc.write(f)
     assert sorted(p.name for p in frames.iterdir()) == [f"frame_{i:05d}.png" for i in range(3)]
+
+
+def test_frames_go_through_a_wide_pipe(tmp_path: Path) -> None:
+    # a 512x512 frame is 384 KiB: the default 64 KiB pipe wakes ffmpeg several times a frame
+    fcntl = pytest.importorskip("fcntl")
+    limit = Path("/proc/sys/fs/pipe-max-size")
+    if not hasattr(fcntl, "F_GETPIPE_SZ") or int(limit.read_text()) < 1 << 20:
+        pytest.skip("needs Linux pipes that may grow to 1 MiB")
+    with FrameEncoder(tmp_path / "v.mp4", width=64, height=48, fps=10) as enc:
+        assert enc._proc is not None and enc._proc.stdin is not None
+        assert fcntl.fcntl(enc._proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) == 1 << 20
+        for f in _frames(3):
+            enc.write(f)
+    assert _count_frames(tmp_path / "v.mp4") == 3

@@ -23,7 +23,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Literal
 
 import cv2
@@ -55,6 +55,13 @@ VIDEO_FORMATS: tuple[VideoFormat, ...] = ("mp4", "webm", "gif", "png")
 
 Frame = npt.NDArray[np.uint8]
 _log = get_logger("avatarkit.render.encode")
+_PIPE_BYTES = 1 << 20
+
+_fcntl: ModuleType | None
+try:
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None
 
 
 def ffmpeg_exe() -> str:
@@ -88,6 +95,19 @@ def _x264_threads() -> int:
     except AttributeError:  # pragma: no cover - macOS, Windows
         cores = os.cpu_count() or 2
     return max(1, min(2, cores - 1))
+
+
+def _widen_pipe(fd: int) -> None:
+    """Grow a pipe's kernel buffer from 64 KiB to 1 MiB (Linux; elsewhere a no-op).
+
+    A 512×512 frame is 384 KiB: through the default buffer, every frame wakes ffmpeg and the
+    writer half a dozen times. Measured on whole 10 s renders, alternating in one process: the
+    1 MiB pipe took 0.87–0.99 (median 0.93) of the 64 KiB pipe's wall time.
+    """
+    setpipe = getattr(_fcntl, "F_SETPIPE_SZ", None)
+    if _fcntl is not None and setpipe is not None:
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            _fcntl.fcntl(fd, setpipe, _PIPE_BYTES)
 
 
 def format_for_path(path: Path) -> VideoFormat:
@@ -222,6 +242,8 @@ class FrameEncoder:
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        assert self._proc.stdin is not None
+        _widen_pipe(self._proc.stdin.fileno())
         self._stderr: list[bytes] = []
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_reader.start()
