@@ -141,3 +141,12 @@ def test_frames_go_through_a_wide_pipe(tmp_path: Path) -> None:
         for f in _frames(3):
             enc.write(f)
     assert _count_frames(tmp_path / "v.mp4") == 3
+
+
+def test_rate_control_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match="crf or qp"):
+        FrameEncoder(tmp_path / "a.mp4", width=64, height=48, fps=10, crf=20, qp=14)
+    with pytest.raises(InputValidationError, match="qp"):
+        FrameEncoder(tmp_path / "a.mp4", width=64, height=48, fps=10, qp=52)
+    with pytest.raises(InputValidationError, match="mp4"):
+        FrameEncoder(tmp_path / "a.webm", width=64, height=48, fps=10, qp=14)

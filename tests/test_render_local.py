@@ -240,6 +240,38 @@ def test_photo_images_go_to_the_photo_rig(tmp_path: Path, monkeypatch: pytest.Mo
     assert dark[int(0.6 * FPS)] > dark[int(0.2 * FPS)] * 2
 
 
+def _x264_settings(path: Path) -> str:
+    """The settings x264 records in the stream (its SEI), e.g. ``... rc=cqp ... qp=14 ...``."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start : data.index(b"\x00", start)].decode()
+
+
+def test_flat_faces_get_a_constant_quantiser_and_photos_crf(
+    rendered: dict[str, object],
+    tmp_path: Path,
+    avatar: AvatarImage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # procedural faces: QP 14 (CRF 20's look on flat art, without x264's rate-control pass)
+    procedural = _x264_settings(rendered["out"])  # type: ignore[arg-type]
+    assert " rc=cqp " in procedural and " qp=14 " in procedural
+    voice, timeline = _speech(0.6, [(0.1, 0.5)])
+    asked = LocalRenderer(fps=FPS, crf=26).render_sync(
+        avatar, voice, timeline, output=tmp_path / "crf.mp4"
+    )
+    assert " rc=crf " in _x264_settings(asked.path) and " crf=26.0 " in _x264_settings(asked.path)
+    # photos keep CRF 20: textures need the rate control
+    module = types.ModuleType("avatarkit.render.photo")
+    module.PhotoRig = _StandInRig  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "avatarkit.render.photo", module)
+    photo = AvatarImage(data=b"\x89PNG", width=SIZE, height=SIZE, kind="photo")
+    clip = LocalRenderer(fps=FPS, size=SIZE).render_sync(
+        photo, voice, timeline, output=tmp_path / "p.mp4"
+    )
+    assert " rc=crf " in _x264_settings(clip.path) and " crf=20.0 " in _x264_settings(clip.path)
+
+
 PORTRAIT = Path(__file__).parent / "data" / "portrait.jpg"
 
 

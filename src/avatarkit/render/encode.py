@@ -147,6 +147,9 @@ class FrameEncoder:
         audio: A WAV/MP3/FLAC/OGG file to mux in (mp4, webm; copied beside PNG frames).
         format: Output format; guessed from ``path`` when None.
         crf: Constant-rate quality (lower is better; mp4 default 20, webm default 34).
+        qp: A constant quantiser for mp4 instead of ``crf`` (lower is better), for callers that
+            know their content: it skips x264's per-frame rate-control analysis (on flat
+            illustrations QP 14 looks like CRF 20 and encodes with 17 % fewer instructions).
         preset: x264 preset; ``ultrafast`` favours speed, ``veryfast`` halves the file size.
         tune: x264 tuning (``animation`` makes flat illustrations about 25 % smaller at the
             same speed; None for photographic content).
@@ -164,6 +167,7 @@ class FrameEncoder:
         audio: Path | None = None,
         format: VideoFormat | None = None,
         crf: int | None = None,
+        qp: int | None = None,
         preset: str = "ultrafast",
         tune: str | None = None,
         palette_frames: Sequence[Frame] = (),
@@ -197,7 +201,13 @@ class FrameEncoder:
                                        field="output")  # fmt: skip
         self.width, self.height, self.fps = width, height, fps
         self.audio = audio
+        if qp is not None and crf is not None:
+            raise InputValidationError("give crf or qp, not both", field="qp")
+        if qp is not None and (self.format != "mp4" or not 0 <= qp <= 51):
+            raise InputValidationError(f"qp is an mp4 setting in [0, 51], got {qp} for "
+                                       f"{self.format}", field="qp")  # fmt: skip
         self.crf = crf
+        self.qp = qp
         self.preset = preset
         self.tune = tune
         self.palette_frames = list(palette_frames)
@@ -397,13 +407,17 @@ class FrameEncoder:
         # -nostdin stops ffmpeg reading keys from the terminal; pipe:0 still feeds frames.
         audio = self.audio if self.format in ("mp4", "webm") else None
         if audio is not None:
+            if audio.suffix.lower() == ".wav":
+                # a WAV header names its codec and layout; probing 5 MB of the samples besides
+                # costs ffmpeg about 80 M instructions a render (5 % of a 10 s clip's encode)
+                cmd += ["-probesize", "32"]
             cmd += ["-i", str(audio)]
         if self.format == "mp4":
+            crf = self.crf if self.crf is not None else 20
+            rate = ["-qp", str(self.qp)] if self.qp is not None else ["-crf", str(crf)]
             cmd += [
                 "-map", "0:v:0", "-c:v", "libx264", "-threads", str(_x264_threads()),
-                "-preset", self.preset,
-                "-crf", str(self.crf if self.crf is not None else 20),
-                "-pix_fmt", "yuv420p", "-movflags", "+faststart",
+                "-preset", self.preset, *rate, "-pix_fmt", "yuv420p", "-movflags", "+faststart",
             ]  # fmt: skip
             if self.tune:
                 cmd += ["-tune", self.tune]
