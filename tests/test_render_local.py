@@ -247,7 +247,7 @@ def _x264_settings(path: Path) -> str:
     return data[start : data.index(b"\x00", start)].decode()
 
 
-def test_flat_faces_get_a_constant_quantiser_and_photos_crf(
+def test_mp4s_use_a_constant_quantiser_unless_a_crf_is_asked_for(
     rendered: dict[str, object],
     tmp_path: Path,
     avatar: AvatarImage,
@@ -261,7 +261,7 @@ def test_flat_faces_get_a_constant_quantiser_and_photos_crf(
         avatar, voice, timeline, output=tmp_path / "crf.mp4"
     )
     assert " rc=crf " in _x264_settings(asked.path) and " crf=26.0 " in _x264_settings(asked.path)
-    # photos keep CRF 20: textures need the rate control
+    # photos: QP 19, CRF 20's quality on textured portraits
     module = types.ModuleType("avatarkit.render.photo")
     module.PhotoRig = _StandInRig  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "avatarkit.render.photo", module)
@@ -269,7 +269,7 @@ def test_flat_faces_get_a_constant_quantiser_and_photos_crf(
     clip = LocalRenderer(fps=FPS, size=SIZE).render_sync(
         photo, voice, timeline, output=tmp_path / "p.mp4"
     )
-    assert " rc=crf " in _x264_settings(clip.path) and " crf=20.0 " in _x264_settings(clip.path)
+    assert " rc=cqp " in _x264_settings(clip.path) and " qp=19 " in _x264_settings(clip.path)
 
 
 PORTRAIT = Path(__file__).parent / "data" / "portrait.jpg"
