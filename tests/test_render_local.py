@@ -310,3 +310,23 @@ def test_concurrent_renders_of_one_avatar_do_not_mix(tmp_path: Path, avatar: Ava
     for i in (0, 1):
         for frame in sorted(solo[i].path.glob("frame_*.png")):
             assert frame.read_bytes() == (results[i] / frame.name).read_bytes()
+
+
+def test_prepare_paints_the_shapes_a_reply_needs(tmp_path: Path) -> None:
+    from avatarkit.render.face import borrow_face, clear_pool, return_face
+    from avatarkit.render.local import _warmup_states
+
+    clear_pool()
+    image = generate_procedural(33, size=SIZE)
+    clear_pool()  # as in a new process: nothing painted yet
+    renderer = LocalRenderer(fps=FPS)
+    renderer.prepare_sync(image)
+    face = borrow_face(params_from_image(image), SIZE)  # the pooled face prepare painted
+    try:
+        painted = face.sprites_painted
+        assert painted > 40  # its mouth and eye shapes, not just its layers
+        for state in _warmup_states():  # the states prepare covers: all drawn, none painted
+            face.draw(state)
+        assert face.sprites_painted == painted
+    finally:
+        return_face(face)

@@ -19,6 +19,7 @@ import functools
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -484,6 +485,13 @@ class ProceduralFace:
             self._paste(self._eye_region, self._sprite(self._eye_cache, fs.eyes, False))
         self._last = (fs.mouth, fs.eyes)
         return self._compose(state)
+
+    def prepare(self, states: Iterable[FaceState]) -> None:
+        """Paint the mouth and eye shapes ``states`` need, without drawing their frames."""
+        for state in states:
+            fs = feature_state(state)
+            self._sprite(self._mouth_cache, fs.mouth, True)
+            self._sprite(self._eye_cache, fs.eyes, False)
 
     # ------------------------------------------------------------------ internals
 

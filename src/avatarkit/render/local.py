@@ -224,8 +224,13 @@ class LocalRenderer:
         key, drawer = self._acquire(image, width, height)
         try:
             with _opencv_single_threaded():
-                for state in _warmup_states():
-                    self._draw(drawer, state, width, height)
+                from avatarkit.render.face import ProceduralFace
+
+                if isinstance(drawer, ProceduralFace):  # its shapes, without drawing frames
+                    drawer.prepare(_warmup_states())
+                else:
+                    for state in _warmup_states():
+                        self._draw(drawer, state, width, height)
         finally:
             self._release(key, drawer)
 
