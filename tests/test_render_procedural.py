@@ -194,3 +194,17 @@ def test_painter_composites_premultiplied_over() -> None:
     pt.stroke(line, 2.5, (10.0, 10.0, 10.0))  # 5 px wide at this scale
     covered = canvas[:, 60, 3].astype(int) - before[:, 60, 3]  # on the transparent half
     assert 4 <= int((covered > 128).sum()) <= 7  # the solid core, the AA fringe aside
+
+
+def test_content_box_finds_any_nonzero_channel() -> None:
+    from avatarkit.render._canvas import content_box
+
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    assert content_box(rgba) == (0, 0, 0, 0)
+    rgba[5, 7, 2] = 1  # one channel of one pixel
+    rgba[20, 33, 0] = 9
+    assert content_box(rgba) == (7, 5, 34, 21)  # exclusive right and bottom edges
+    gray = np.zeros((10, 10), np.uint8)
+    gray[9, 0] = 255
+    assert content_box(gray) == (0, 9, 1, 10)
+    assert content_box(rgba[..., 2]) == (7, 5, 8, 6)  # a strided view: one channel

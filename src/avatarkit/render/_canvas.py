@@ -172,6 +172,14 @@ def shrink(rgba: ByteArray, factor: int) -> ByteArray:
     return np.asarray(cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
+def content_box(image: ByteArray) -> tuple[int, int, int, int]:
+    """Box ``(x0, y0, x1, y1)`` of the pixels with any non-zero channel; all 0 when none."""
+    h, w = image.shape[:2]
+    channels = image.size // (h * w) if h * w else 1
+    x, y, bw, bh = cv2.boundingRect(np.ascontiguousarray(image).reshape(h, w * channels))
+    return x // channels, y, -(-(x + bw) // channels), y + bh
+
+
 def inverse_alpha(rgba: ByteArray) -> ByteArray:
     """``255 - alpha`` of an RGBA image, spread to its four channels (for :func:`over`)."""
     inv = np.asarray(cv2.bitwise_not(rgba[..., 3]), np.uint8)

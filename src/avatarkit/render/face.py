@@ -32,6 +32,7 @@ from avatarkit.render._canvas import (
     Painter,
     bezier,
     catmull,
+    content_box,
     ellipse,
     inverse_alpha,
     mix,
@@ -427,12 +428,12 @@ class ProceduralFace:
         head = shrink(over(top.rgba, base.rgba), ss)
         del base, top
         # Shrink the head box to what the head covers, plus room for head motion.
-        ys, xs = np.nonzero(head[..., 3])
+        x0, y0, x1, y1 = content_box(head[..., 3])
         margin = int(np.ceil(24 * self.scale))
-        tx0 = max(int(xs.min()) - margin, 0)
-        ty0 = max(int(ys.min()) - margin, 0)
-        tx1 = min(int(xs.max()) + 1 + margin, hw)
-        ty1 = min(int(ys.max()) + 1 + margin, hh)
+        tx0 = max(x0 - margin, 0)
+        ty0 = max(y0 - margin, 0)
+        tx1 = min(x1 + margin, hw)
+        ty1 = min(y1 + margin, hh)
         # keep the 2× sprite grid aligned: crop the 2× copies by the same pixel box
         crop2 = (slice(ty0 * 2, ty1 * 2), slice(tx0 * 2, tx1 * 2))
         self._base2 = np.ascontiguousarray(base2[crop2])  # what sprites are painted on
@@ -456,8 +457,7 @@ class ProceduralFace:
         # the part of the head canvas that can be non-transparent: the head, plus the feature
         # regions (an open jaw drops the chin below the resting head); the margin around it
         # only makes room for head motion, so frames warp and blend this box alone
-        hy, hx = np.nonzero(self._head[..., 3])
-        boxes = [(int(hx.min()), int(hy.min()), int(hx.max()) + 1, int(hy.max()) + 1)]
+        boxes = [content_box(self._head[..., 3])]
         boxes += [(r.x, r.y, r.x + r.w, r.y + r.h) for r in (self._mouth_region, self._eye_region)]
         self._content = (
             min(b[0] for b in boxes), min(b[1] for b in boxes),
