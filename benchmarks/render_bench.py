@@ -131,10 +131,16 @@ class EncoderFloor:
         with self.frames.open("wb") as f:
             for s in self.states:
                 f.write(cv2.cvtColor(self.drawer.draw(s), cv2.COLOR_RGB2YUV_I420).tobytes())
-        out = folder / "floor.mp4"
-        enc = FrameEncoder(out, width=image.width, height=image.height, fps=fps, audio=self.audio)
-        enc._tmp = out  # the renderer's exact ffmpeg command, reading the file instead of a pipe
-        self.cmd = [str(self.frames) if a == "pipe:0" else a for a in enc._command()]
+        self.out, self.size, self.fps = folder / "floor.mp4", (image.width, image.height), fps
+        self.cmd = self.command(crf=r.crf, qp=r._qp(image, "mp4"))
+
+    def command(self, *, crf: int | None = None, qp: int | None = None) -> list[str]:
+        """The renderer's ffmpeg command for these settings, reading the frames' file."""
+        w, h = self.size
+        enc = FrameEncoder(self.out, width=w, height=h, fps=self.fps, audio=self.audio, crf=crf,
+                           qp=qp)  # fmt: skip
+        enc._tmp = self.out  # the exact command, reading the file instead of a pipe
+        return [str(self.frames) if a == "pipe:0" else a for a in enc._command()]
 
     def encode(self) -> tuple[float, float]:
         """Wall seconds and CPU seconds of ffmpeg encoding the drawn frames."""

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from render_bench import EncoderFloor
 
-from avatarkit.render.encode import FrameEncoder
 from avatarkit.render.procedural import generate_procedural
 
 CHILD = """
@@ -95,12 +94,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         floor = EncoderFloor(generate_procedural(7, size=args.size), args.seconds, args.fps, work)
-        for label, rate in (("renderer's command (QP 14)", {"qp": 14}), ("CRF 20", {"crf": 20})):
-            enc = FrameEncoder(work / "clip.mp4", width=args.size, height=args.size, fps=args.fps,
-                               audio=floor.audio, **rate)  # fmt: skip
-            enc._tmp = work / "clip.mp4"  # the renderer's command, reading frames from a file
-            cmd = [str(floor.frames) if a == "pipe:0" else a for a in enc._command()]
-            row(f"ffmpeg, {label}", instructions(cmd), frames)
+        row("ffmpeg, the renderer's command", instructions(floor.cmd), frames)
+        row("ffmpeg, the same with CRF 20", instructions(floor.command(crf=20)), frames)
 
     base = python_side(args.seconds, args.size, args.fps, prepare=False, render=False)
     cold = python_side(args.seconds, args.size, args.fps, prepare=False, render=True) - base

@@ -306,13 +306,12 @@ class LocalRenderer:
             if fmt == "gif":
                 times = np.linspace(0, max(duration - 1e-3, 0), 8)
                 palette = [self._draw(drawer, s, width, height) for s in sampler.sample_many(times)]
-            qp = _QP.get(image.kind) if fmt == "mp4" and self.crf is None else None
             bar = self._bar(n)
             try:
                 with FrameEncoder(
                     out_path, width=width, height=height, fps=self.fps, audio=audio, format=fmt,
                     crf=self.crf, preset=self.preset, palette_frames=palette, cancel=cancel,
-                    tune=self.tune, qp=qp,
+                    tune=self.tune, qp=self._qp(image, fmt),
                 ) as enc:  # fmt: skip
                     for start in range(0, n, _CHUNK):
                         times = np.arange(start, min(start + _CHUNK, n)) / self.fps
@@ -483,6 +482,10 @@ class LocalRenderer:
         if frame.ndim == 3 and frame.shape[2] == 4:
             frame = np.ascontiguousarray(frame[..., :3])
         return frame
+
+    def _qp(self, image: AvatarImage, fmt: VideoFormat) -> int | None:
+        """The x264 constant quantiser for this avatar (mp4 without a ``crf``), else None."""
+        return _QP.get(image.kind) if fmt == "mp4" and self.crf is None else None
 
     @staticmethod
     def _audio_file(voice: VoiceOutput, folder: Path) -> Path:
