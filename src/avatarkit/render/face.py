@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -116,12 +117,13 @@ def feature_state(state: FaceState) -> FeatureState:
             teeth += w * ex[0]
             tongue += w * ex[1]
             bite += w * ex[2]
-    f = np.zeros(8)
+    # plain floats: a frame's handful of products costs less than one NumPy call
+    f: tuple[float, ...] = (0.0,) * 8
     for emo, w in state.emotions.items():
         row = _EMOTION_FEATURES.get(Emotion(emo))
         if row is not None:
-            f += w * np.asarray(row)
-    smile, squint, wide, raise_, inner, asym, jaw_add, droop = (float(x) for x in f)
+            f = tuple(a + w * b for a, b in zip(f, row, strict=True))
+    smile, squint, wide, raise_, inner, asym, jaw_add, droop = f
     jaw = state.jaw_open + jaw_add * (1 - state.jaw_open)
     lips = state.lips_closed * (1.0 - min(jaw_add * 2, 1.0))
     ms = _MOUTH_STEPS
@@ -467,8 +469,11 @@ class ProceduralFace:
         fx0 = (CX - 100 - self.origin[0]) * self.scale
         fy0 = (110 - self.origin[1]) * self.scale
         self.face_box = (int(fx0), int(fy0), int(200 * self.scale), int(250 * self.scale))
-        self._pivot = ((CX - self.origin[0]) * self.scale - hx0,
-                       (lay.chin_y - 10 - self.origin[1]) * self.scale - hy0)  # fmt: skip
+        # the head turns about the chin, in single precision as OpenCV's rotation matrices take it
+        pivot_x = (CX - self.origin[0]) * self.scale - hx0
+        pivot_y = (lay.chin_y - 10 - self.origin[1]) * self.scale - hy0
+        pivot = np.array([pivot_x, pivot_y], np.float32)
+        self._pivot = (float(pivot[0]), float(pivot[1]))
         self.sprites_painted = 0
         mr = self._mouth_region
         self.mouth_box = (hx0 + mr.x, hy0 + mr.y, mr.w, mr.h)
@@ -562,20 +567,22 @@ class ProceduralFace:
         cx0, cy0, cx1, cy1 = self._content
         moving = abs(state.roll) > 0.02 or abs(state.yaw) > 0.02 or abs(state.pitch) > 0.02
         if moving:
-            m = cv2.getRotationMatrix2D((px, py), -state.roll, 1.0)
-            m[0, 2] += -state.yaw * 1.1 * self.scale
-            m[1, 2] += state.pitch * 0.9 * self.scale
+            # cv2.getRotationMatrix2D((px, py), -roll, 1) plus the head's shift, in plain
+            # floats: NumPy's per-call overhead on 2x3 arrays cost more than the arithmetic
+            a = math.radians(-state.roll)
+            c, s = math.cos(a), math.sin(a)
+            tx = (1 - c) * px - s * py - state.yaw * 1.1 * self.scale
+            ty = s * px + (1 - c) * py + state.pitch * 0.9 * self.scale
             # where the content lands (bilinear taps reach one pixel further), clipped
-            corners = np.array([[cx0 - 1, cy0 - 1], [cx1 + 1, cy0 - 1], [cx0 - 1, cy1 + 1],
-                                [cx1 + 1, cy1 + 1]], np.float64) @ m[:, :2].T + m[:, 2]  # fmt: skip
-            rx0 = min(max(int(np.floor(corners[:, 0].min())) - 1, 0), w)
-            ry0 = min(max(int(np.floor(corners[:, 1].min())) - 1, 0), h)
-            rx1 = max(min(int(np.ceil(corners[:, 0].max())) + 2, w), rx0)
-            ry1 = max(min(int(np.ceil(corners[:, 1].max())) + 2, h), ry0)
+            xs = [c * x + s * y + tx for x in (cx0 - 1, cx1 + 1) for y in (cy0 - 1, cy1 + 1)]
+            ys = [c * y - s * x + ty for x in (cx0 - 1, cx1 + 1) for y in (cy0 - 1, cy1 + 1)]
+            rx0 = min(max(math.floor(min(xs)) - 1, 0), w)
+            ry0 = min(max(math.floor(min(ys)) - 1, 0), h)
+            rx1 = max(min(math.ceil(max(xs)) + 2, w), rx0)
+            ry1 = max(min(math.ceil(max(ys)) + 2, h), ry0)
             if rx1 <= rx0 or ry1 <= ry0:
                 return frame
-            m[0, 2] -= rx0
-            m[1, 2] -= ry0
+            m = np.array([[c, s, tx - rx0], [-s, c, ty - ry0]])
             head = cv2.warpAffine(self._canvas, m, (rx1 - rx0, ry1 - ry0),
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                   borderValue=0)  # fmt: skip
