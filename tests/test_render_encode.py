@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from avatarkit.errors import CancelledByUser, InputValidationError
+from avatarkit.errors import CancelledByUser, InputValidationError, ProviderError
 from avatarkit.render.encode import FrameEncoder, ffmpeg_exe, format_for_path
 
 
@@ -75,6 +76,37 @@ def test_cancel_removes_partial_output(tmp_path: Path) -> None:
                 cancel.set()
             enc.write(f)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ffmpeg_dying_after_the_last_frame_fails_close_without_hanging(tmp_path: Path) -> None:
+    # ffmpeg stops (a full disk, say) while frames still wait in the queue: close() must
+    # report it, not wait forever to hand the end-of-stream marker to a writer that is gone
+    out = tmp_path / "v.mp4"
+    enc = FrameEncoder(out, width=64, height=48, fps=10)
+    enc.open()
+    assert enc._proc is not None and enc._writer is not None
+    enc._proc.kill()
+    enc._proc.wait()
+    frames = _frames(1 + enc._queue.maxsize)
+    enc.write(frames[0])
+    enc._writer.join(timeout=10)  # it stops at the broken pipe
+    assert not enc._writer.is_alive()
+    for f in frames[1:]:  # queued before the failure was seen: the queue is full
+        enc._queue.put_nowait(f)
+    result: list[BaseException] = []
+    closing = threading.Thread(target=lambda: _capture(enc.close, result), daemon=True)
+    closing.start()
+    closing.join(timeout=20)
+    assert not closing.is_alive(), "close() hung"
+    assert len(result) == 1 and isinstance(result[0], ProviderError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _capture(call: Callable[[], object], into: list[BaseException]) -> None:
+    try:
+        call()
+    except BaseException as exc:  # handed to the test's thread
+        into.append(exc)
 
 
 def test_existing_file_is_replaced_only_on_success(tmp_path: Path) -> None:

@@ -293,7 +293,12 @@ class FrameEncoder:
     def close(self) -> Path:
         """Finish the file and move it into place; returns the final path."""
         assert self._proc is not None and self._tmp is not None and self._workdir is not None
-        self._queue.put(None)
+        while self._writer is not None and self._writer.is_alive():
+            try:  # a writer stopped by a broken pipe no longer empties the queue
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         if self._writer is not None:
             self._writer.join()
         rc = self._proc.wait()
