@@ -126,6 +126,20 @@ def test_blink_closes_the_eyes_only(rig: PhotoRig) -> None:
     assert _diff(rest, shut, _mouth(rig)) == 0.0
 
 
+def test_prepare_builds_the_patches_a_reply_needs_without_changing_frames() -> None:
+    talk = [
+        FaceState(jaw_open=j, lips_closed=c, blink=b, roll=1.0)
+        for j, c, b in [(0.0, 1.0, 0.0), (0.5, 0.0, 0.0), (0.9, 0.2, 0.6), (0.3, 0.0, 1.0)]
+    ]
+    prepared, fresh = PhotoRig(_portrait(), size=256), PhotoRig(_portrait(), size=256)
+    prepared.prepare(talk)
+    built = (len(prepared._mouth_cache), len(prepared._eye_cache))
+    assert built[0] >= 3 and built[1] >= 4  # three open mouths; two blink levels, both eyes
+    for state in talk:  # everything those frames need is there already, and they look the same
+        assert np.array_equal(prepared.draw(state), fresh.draw(state))
+    assert (len(prepared._mouth_cache), len(prepared._eye_cache)) == built
+
+
 @pytest.mark.parametrize("still_background", [False, True])
 def test_head_yaw_shifts_the_face_the_right_way(still_background: bool) -> None:
     rig = PhotoRig(_portrait(), size=256, still_background=still_background)

@@ -17,9 +17,9 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -34,7 +34,7 @@ from avatarkit.ports import ProgressCallback, RendererCapabilities
 from avatarkit.render.encode import FrameEncoder, VideoFormat, format_for_path
 from avatarkit.types import AvatarImage, AvatarPose, AvatarVideo, Timeline, VoiceOutput
 
-__all__ = ["FrameDrawer", "LocalRenderer", "idle_timeline"]
+__all__ = ["FrameDrawer", "LocalRenderer", "PreparedFrameDrawer", "idle_timeline"]
 
 _log = get_logger("avatarkit.render.local")
 Frame = npt.NDArray[np.uint8]
@@ -79,6 +79,19 @@ class FrameDrawer(Protocol):
 
     def draw(self, state: FaceState) -> Frame:
         """An ``HxWx3`` uint8 RGB frame."""
+        ...
+
+
+@runtime_checkable
+class PreparedFrameDrawer(FrameDrawer, Protocol):
+    """A drawer that can build what frames for some states need without drawing them.
+
+    :meth:`LocalRenderer.prepare` calls ``prepare``; a drawer without it is warmed up by
+    drawing the states' frames and dropping them.
+    """
+
+    def prepare(self, states: Iterable[FaceState]) -> None:
+        """Build (and keep) what drawing ``states`` needs."""
         ...
 
 
@@ -224,9 +237,7 @@ class LocalRenderer:
         key, drawer = self._acquire(image, width, height)
         try:
             with _opencv_single_threaded():
-                from avatarkit.render.face import ProceduralFace
-
-                if isinstance(drawer, ProceduralFace):  # its shapes, without drawing frames
+                if isinstance(drawer, PreparedFrameDrawer):  # its shapes, without frames
                     drawer.prepare(_warmup_states())
                 else:
                     for state in _warmup_states():

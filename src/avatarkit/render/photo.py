@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -43,6 +44,7 @@ _FACE_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalfac
 _EYE_CASCADES = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
 _DETECT_SIDE = 640
 _UPPER_LIP = 0.14
+_BLINK_SHOWN = 0.03  # lid closures below this draw the open eye
 """Share of the lip gap taken by the upper lip moving up (the lower lip and jaw do the rest)."""
 
 
@@ -503,12 +505,7 @@ class PhotoRig:
         """
         work = self._work
         canvas = self._canvas
-        jaw = min(max(state.jaw_open, 0.0), 1.0)
-        closed = min(max(state.lips_closed, 0.0), 1.0)
-        width = min(max(state.mouth_width, -1.0), 1.0)
-        emo = state.emotions
-        smile = emo.get(Emotion.HAPPY, 0.0) - 0.7 * emo.get(Emotion.SAD, 0.0)
-        smile = min(max(smile, -1.0), 1.0)
+        jaw, closed, width, smile = _mouth_pose(state)
         dirty: list[tuple[int, int, int, int]] = []
         if jaw > 0.01 or abs(width) > 0.06 or abs(smile) > 0.06:
             x0, y0, x1, y1 = roi = self._mouth_roi
@@ -517,7 +514,7 @@ class PhotoRig:
             work[y0:y1, x0:x1] = cv2.remap(
                 canvas, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
-            interior = self._mouth_interior(0.4 * self._mw * jaw * (1 - closed))
+            interior = self._mouth_interior(self._lip_gap(jaw, closed))
             if interior is not None and interior.roi and interior.overlay is not None:
                 ix0, iy0, ix1, iy1 = interior.roi
                 a = interior.alpha if interior.alpha is not None else 1.0
@@ -525,7 +522,7 @@ class PhotoRig:
                 region[:] = region * (1 - a) + interior.overlay * a
             dirty.append(roi)
         blink = min(max(state.blink, 0.0), 1.0)
-        if blink > 0.03:
+        if blink > _BLINK_SHOWN:
             for i, (roi, _, _) in enumerate(self._eyes):
                 self._apply_abs(work, canvas, roi, self._eye_patch(i, blink))
                 dirty.append(roi)
@@ -533,6 +530,24 @@ class PhotoRig:
         for x0, y0, x1, y1 in dirty:  # restore the working canvas for the next frame
             work[y0:y1, x0:x1] = canvas[y0:y1, x0:x1]
         return out
+
+    def prepare(self, states: Iterable[FaceState]) -> None:
+        """Build the mouth-interior and eyelid patches ``states`` need, without drawing frames.
+
+        Optional: drawing builds them on first use. ``LocalRenderer.prepare`` calls it beside
+        the reply's voice stage, so the first clip draws as fast as later ones.
+        """
+        for state in states:
+            jaw, closed, _, _ = _mouth_pose(state)
+            self._mouth_interior(self._lip_gap(jaw, closed))
+            blink = min(max(state.blink, 0.0), 1.0)
+            if blink > _BLINK_SHOWN:
+                for i in range(len(self._eyes)):
+                    self._eye_patch(i, blink)
+
+    def _lip_gap(self, jaw: float, closed: float) -> float:
+        """Pixels between the lips for a jaw opening and a lip closure."""
+        return 0.4 * self._mw * jaw * (1 - closed)
 
     @staticmethod
     def _apply_abs(work: Image, src: Image, roi: tuple[int, int, int, int], patch: _Patch) -> None:
@@ -590,6 +605,16 @@ class PhotoRig:
         return _rgb(
             cv2.remap(work, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         )
+
+
+def _mouth_pose(state: FaceState) -> tuple[float, float, float, float]:
+    """The state's jaw opening, lip closure, mouth width and smile, clipped to their ranges."""
+    jaw = min(max(state.jaw_open, 0.0), 1.0)
+    closed = min(max(state.lips_closed, 0.0), 1.0)
+    width = min(max(state.mouth_width, -1.0), 1.0)
+    emo = state.emotions
+    smile = emo.get(Emotion.HAPPY, 0.0) - 0.7 * emo.get(Emotion.SAD, 0.0)
+    return jaw, closed, width, min(max(smile, -1.0), 1.0)
 
 
 def _rgb(rgba: npt.NDArray[Any]) -> Image:
