@@ -102,6 +102,31 @@ def test_ffmpeg_dying_after_the_last_frame_fails_close_without_hanging(tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_frame_the_writer_cannot_convert_fails_the_video_instead_of_truncating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import avatarkit.render.encode as encode
+
+    real = encode.cv2.cvtColor
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("no room for the converted frame")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encode.cv2, "cvtColor", flaky)
+    out = tmp_path / "v.mp4"
+    with (  # raised by a later write or by close: the clip must not be finished short
+        pytest.raises(MemoryError, match="no room"),
+        FrameEncoder(out, width=64, height=48, fps=10) as enc,
+    ):
+        for f in _frames(12):
+            enc.write(f)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _capture(call: Callable[[], object], into: list[BaseException]) -> None:
     try:
         call()

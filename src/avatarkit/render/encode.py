@@ -269,11 +269,13 @@ class FrameEncoder:
         Raises:
             CancelledByUser: the cancel event is set (the partial output is removed on exit).
             ProviderError: ffmpeg stopped with an error.
+
+        An error converting an earlier frame in the writer thread (out of memory, say) is
+        raised again here or by :meth:`close`; the clip is never finished short.
         """
         if self.cancel.is_set():
             raise CancelledByUser("render cancelled")
-        if self._writer_error is not None:
-            raise self._ffmpeg_failed()
+        self._raise_writer_error()
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise InputValidationError(
                 f"frame must be {self.height}x{self.width}x3 uint8, got {frame.shape} {frame.dtype}"
@@ -286,9 +288,17 @@ class FrameEncoder:
             except queue.Full:
                 if self.cancel.is_set():
                     raise CancelledByUser("render cancelled") from None
-                if self._writer_error is not None:
-                    raise self._ffmpeg_failed() from None
+                self._raise_writer_error()
         self.frames_written += 1
+
+    def _raise_writer_error(self) -> None:
+        """Raise what stopped the writer thread: ffmpeg's failure, or the conversion's error."""
+        err = self._writer_error
+        if err is None:
+            return
+        if isinstance(err, OSError):  # the pipe broke: ffmpeg stopped
+            raise self._ffmpeg_failed() from None
+        raise err
 
     def close(self) -> Path:
         """Finish the file and move it into place; returns the final path."""
@@ -308,6 +318,10 @@ class FrameEncoder:
         if self.cancel.is_set():
             self.abort()
             raise CancelledByUser("render cancelled")
+        if self._writer_error is not None and not isinstance(self._writer_error, OSError):
+            err: BaseException = self._writer_error  # a frame could not be converted
+            self.abort()
+            raise err
         if rc != 0 or self._writer_error is not None:
             err = self._ffmpeg_failed()
             self.abort()
@@ -370,7 +384,7 @@ class FrameEncoder:
                 # cv2 releases the GIL, so converting here overlaps the next frame's drawing
                 raw = cv2.cvtColor(data, cv2.COLOR_RGB2YUV_I420) if self._yuv else data
                 stdin.write(np.ascontiguousarray(raw, np.uint8).data)
-        except (BrokenPipeError, OSError) as exc:
+        except Exception as exc:  # a broken pipe (ffmpeg stopped), or a conversion that failed
             if not self.cancel.is_set():
                 self._writer_error = exc
         finally:
