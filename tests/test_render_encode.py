@@ -127,6 +127,21 @@ def test_a_frame_the_writer_cannot_convert_fails_the_video_instead_of_truncating
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("suffix", ["mp4", "gif"])
+def test_ffmpeg_failing_to_start_leaves_nothing_beside_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    import avatarkit.render.encode as encode
+
+    monkeypatch.setattr(encode, "ffmpeg_exe", lambda: str(tmp_path / "no-such-ffmpeg"))
+    with (
+        pytest.raises(OSError),
+        FrameEncoder(tmp_path / f"v.{suffix}", width=64, height=48, fps=10) as enc,
+    ):
+        enc.write(_frames(1)[0])
+    assert list(tmp_path.iterdir()) == []  # no hidden work folder left in the user's folder
+
+
 def _capture(call: Callable[[], object], into: list[BaseException]) -> None:
     try:
         call()

@@ -147,6 +147,25 @@ def test_cancellation_leaves_no_partial_file(tmp_path: Path, avatar: AvatarImage
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_cancelled_render_without_an_output_leaves_no_temporary_folder(
+    tmp_path: Path, avatar: AvatarImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp puts its folders
+    voice, timeline = _speech(4.0, [(0.2, 3.8)])
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == 10:
+            cancel.set()
+
+    with pytest.raises(CancelledByUser):
+        LocalRenderer(fps=FPS).render_sync(avatar, voice, timeline, progress=progress,
+                                           cancel=cancel)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_async_task_cancellation_stops_the_render(tmp_path: Path, avatar: AvatarImage) -> None:
     voice, timeline = _speech(30.0, [(0.2, 29.0)])
     out = tmp_path / "long.mp4"

@@ -243,6 +243,14 @@ class FrameEncoder:
         """Start ffmpeg writing into a temporary file beside the target."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._workdir = Path(tempfile.mkdtemp(prefix=".avatarkit-", dir=self.path.parent))
+        try:
+            self._start()
+        except BaseException:  # ffmpeg did not start: leave nothing in the user's folder
+            self.abort()
+            raise
+
+    def _start(self) -> None:
+        assert self._workdir is not None
         if self.format == "png":
             self._tmp = self._workdir / "frames"
             self._tmp.mkdir()

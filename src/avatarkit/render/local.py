@@ -307,9 +307,10 @@ class LocalRenderer:
                                   auto_blink=self.idle_blinks, seed=int(seed or 0))  # fmt: skip
         cancel = cancel or threading.Event()
 
+        made: Path | None = None  # a folder this call made for the video, kept on success
         if out_path is None:
-            folder = Path(tempfile.mkdtemp(prefix="avatarkit-video-"))
-            out_path = folder / ("frames" if fmt == "png" else f"video.{fmt}")
+            made = Path(tempfile.mkdtemp(prefix="avatarkit-video-"))
+            out_path = made / ("frames" if fmt == "png" else f"video.{fmt}")
         workdir = Path(tempfile.mkdtemp(prefix="avatarkit-render-"))
         try:
             audio = self._audio_file(voice, workdir)
@@ -336,6 +337,10 @@ class LocalRenderer:
             finally:
                 if bar is not None:
                     bar.close()
+        except BaseException:  # cancelled or failed: no empty folder left behind either
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return AvatarVideo(
