@@ -47,6 +47,21 @@ async def test_concurrent_identical_requests_share_one_call(tmp_path: Path) -> N
     assert len({r.audio for r in results}) == 1
 
 
+async def test_cancelling_the_first_caller_does_not_cancel_the_others(tmp_path: Path) -> None:
+    # two users' turns ask for the same sentence; the first user interrupts: the second's
+    # request must still get its audio, not inherit the first one's cancellation
+    inner = FakeVoice(delay=0.2)
+    voice = ReplyCache(tmp_path).voice(inner)
+    first = asyncio.create_task(voice.synthesize("Same words"))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(voice.synthesize("Same words"))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    out = await asyncio.wait_for(second, 5)
+    assert out.text == "Same words" and out.audio
+    assert first.cancelled()
+
+
 async def test_prerender_fills_the_cache_once(tmp_path: Path) -> None:
     inner = FakeVoice()
     voice = ReplyCache(tmp_path).voice(inner)

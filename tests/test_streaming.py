@@ -17,7 +17,13 @@ from pydantic import TypeAdapter
 from avatarkit import AvatarBot
 from avatarkit.animation.sampler import TimelineSampler
 from avatarkit.audio import decode_audio
-from avatarkit.errors import ConfigurationError, InputValidationError, ProviderError, StageError
+from avatarkit.errors import (
+    AvatarKitError,
+    ConfigurationError,
+    InputValidationError,
+    ProviderError,
+    StageError,
+)
 from avatarkit.render.encode import ffmpeg_exe
 from avatarkit.render.local import LocalRenderer, idle_timeline
 from avatarkit.render.procedural import generate_procedural
@@ -38,6 +44,7 @@ from avatarkit.streaming import (
 from avatarkit.testing import (
     FakeChatModel,
     FakeImageGenerator,
+    FakePreprocessor,
     FakeRenderer,
     FakeVoice,
     FunctionVoice,
@@ -55,6 +62,20 @@ from avatarkit.types import (
 
 REPLY = "Hello there. I am a test avatar! How are you today?"
 SENTENCES = ["Hello there.", "I am a test avatar!", "How are you today?"]
+
+
+async def _cancelled_elsewhere() -> None:
+    """A backend's await cancelled by someone else: its executor shut down with its work queued."""
+    import concurrent.futures
+    import threading
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    hold = threading.Event()
+    pool.submit(hold.wait, 5)  # the only worker is busy, so the next call waits in the queue
+    queued = asyncio.get_running_loop().run_in_executor(pool, int)
+    pool.shutdown(wait=False, cancel_futures=True)
+    hold.set()
+    await queued  # raises CancelledError, though nobody cancelled this task
 
 
 class CyclingExpression:
@@ -556,3 +577,32 @@ def test_join_segments_resamples_and_keeps_every_sample() -> None:
     assert timeline.problems() == []
     with pytest.raises(InputValidationError):
         join_segments([])
+
+
+async def test_a_stage_cancelled_from_elsewhere_fails_the_turn() -> None:
+    class CancelledMidway(FakeVoice):
+        async def synthesize(self, text: str) -> Any:
+            if text.startswith("I am"):
+                await _cancelled_elsewhere()
+            return await super().synthesize(text)
+
+    bot = make_bot(voice=CancelledMidway())
+    with pytest.raises(AvatarKitError, match="cancelled"):
+        async with asyncio.timeout(10):
+            async for _ in bot.stream("hello"):
+                pass
+    state = await bot.dialogue.load("default")
+    assert not state.turns or state.turns[-1].assistant != "Hello there."  # no cut-short turn
+
+
+async def test_a_preprocessor_cancelled_from_elsewhere_ends_the_stream_with_an_error() -> None:
+    class CancelledPreprocessor(FakePreprocessor):
+        async def preprocess(self, text: str, *, language: str | None = None) -> Any:
+            await _cancelled_elsewhere()
+
+    bot = AvatarBot(chat=FakeChatModel(REPLY), voice=FakeVoice(), renderer=None, image=None,
+                    preprocessor=CancelledPreprocessor(), intent=None, sentiment=None)  # fmt: skip
+    with pytest.raises(AvatarKitError, match="cancelled"):
+        async with asyncio.timeout(10):  # the consumer used to wait here forever
+            async for _ in bot.stream("hello"):
+                pass

@@ -6,6 +6,8 @@ import asyncio
 import inspect
 from collections.abc import Awaitable
 
+from avatarkit.errors import AvatarKitError
+
 
 async def concurrently(*aws: Awaitable[None]) -> None:
     """Run awaitables side by side; on the first failure cancel the rest and raise that error."""
@@ -24,5 +26,31 @@ async def concurrently(*aws: Awaitable[None]) -> None:
                 aw.close()
 
 
+def cancel_requested() -> bool:
+    """Whether the running task was asked to cancel, rather than merely met a CancelledError.
+
+    Awaiting a future that someone else cancelled (an executor shut down with work queued, a
+    shared call whose owner gave up) raises CancelledError in a task nobody cancelled; treated
+    as a cancellation, that would cut a turn short without a word.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def cancelled_elsewhere(exc: asyncio.CancelledError) -> AvatarKitError:
+    """The error to raise for a CancelledError that did not cancel the running task."""
+    error = AvatarKitError(
+        "work inside the turn was cancelled, though the turn was not (a backend's call or its "
+        "executor was cancelled from elsewhere)"
+    )
+    error.__cause__ = exc
+    return error
+
+
 async def _wrap(aw: Awaitable[None]) -> None:
-    await aw
+    try:
+        await aw
+    except asyncio.CancelledError as exc:
+        if cancel_requested():  # the group or the caller cancelled this part: pass it on
+            raise
+        raise cancelled_elsewhere(exc) from exc  # a TaskGroup would drop it as a cancellation

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from avatarkit._aio import cancel_requested
 from avatarkit.metrics import count
 from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities
 from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
@@ -304,9 +305,14 @@ class CachedVoice(_Cached):
             _set(sp, "avatarkit.cache.hit", hit is not None)
         if hit is not None:
             return _realign(hit, text) if hit.text != text else hit
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._inflight.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if cancel_requested():
+                    raise
+                # the caller making this call gave up, not this one: ask again (this call
+                # takes the lead, or follows whoever took it first)
         future: asyncio.Future[VoiceOutput] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from avatarkit._aio import concurrently
+from avatarkit._aio import cancel_requested, cancelled_elsewhere, concurrently
 from avatarkit._files import write_bytes_atomic
 from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.errors import ConfigurationError, InputValidationError, StageError
@@ -299,12 +299,18 @@ class ReplyStream:
                     await self._run()
                 finally:
                     fill_metrics(self.response, counter, self._t0)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # delivered to the consumer, who re-raises it
-            await self._cancel_background()
-            self._queue.put_nowait(exc)
-            self._queue.put_nowait(_END)
+        except asyncio.CancelledError as exc:
+            if cancel_requested():  # interrupted: interrupt() tells the consumer
+                raise
+            await self._fail(cancelled_elsewhere(exc))  # or the consumer would wait forever
+        except BaseException as exc:
+            await self._fail(exc)
+
+    async def _fail(self, exc: BaseException) -> None:
+        """End the stream with ``exc``, delivered to the consumer, who re-raises it."""
+        await self._cancel_background()
+        self._queue.put_nowait(exc)
+        self._queue.put_nowait(_END)
 
     async def _cancel_background(self) -> None:
         for task in self._background:
