@@ -230,3 +230,19 @@ async def test_intent_handlers_and_store_are_bot_options(tmp_path: Path) -> None
     assert again.dialogue is not None
     state = await again.dialogue.load("s")
     assert [t.user for t in state.turns] == ["when are you open", "tell me a joke"]
+
+
+@pytest.mark.parametrize("speak", ["respond", "say"])
+async def test_a_failed_turn_stops_the_avatar_picture_it_started(speak: str) -> None:
+    import asyncio
+
+    class BrokenVoice(FakeVoice):
+        async def synthesize(self, text: str) -> Any:
+            raise RuntimeError("voice down")
+
+    bot = fake_bot(voice=BrokenVoice(), image=FakeImageGenerator(delay=5.0))
+    with pytest.raises(StageError):
+        await getattr(bot, speak)("Hello there")
+    await asyncio.sleep(0)  # let a cancellation land
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert all(t.done() for t in others)  # the 5 s picture is not left running in the background

@@ -257,15 +257,11 @@ class AvatarBot:
         response = Response(input=user)
         with _measured(response):
             image_task = self._start_image_task(render)
-            try:
+            with _cancelled_on_failure(image_task):
                 await self._understand(response)
                 await self._stage("dialogue", response, self._reply(response))
                 _mark(response, "first_token")  # the whole reply text, at once
                 await self._voice_and_face(response, image_task, render, output, progress)
-            except BaseException:
-                if image_task is not None and not image_task.done():
-                    image_task.cancel()
-                raise
         return response
 
     def respond_sync(self, text: str | UserInput, **kwargs: Any) -> Response:
@@ -285,7 +281,8 @@ class AvatarBot:
         response = Response(input=user, dialogue=DialogueResponse(text=user.text, handled_by="say"))
         with _measured(response):
             image_task = self._start_image_task(render)
-            await self._voice_and_face(response, image_task, render, output, progress)
+            with _cancelled_on_failure(image_task):
+                await self._voice_and_face(response, image_task, render, output, progress)
         return response
 
     def stream(
@@ -612,6 +609,17 @@ def _measured(response: Response) -> Iterator[None]:
 
 
 _turn_started: ContextVar[float | None] = ContextVar("avatarkit_turn_started", default=None)
+
+
+@contextlib.contextmanager
+def _cancelled_on_failure(task: asyncio.Task[Any] | None) -> Iterator[None]:
+    """Cancel ``task`` (the avatar's picture, started beside the turn) if the turn fails."""
+    try:
+        yield
+    except BaseException:
+        if task is not None and not task.done():
+            task.cancel()
+        raise
 
 
 def _mark(response: Response, name: str) -> None:
