@@ -606,3 +606,38 @@ async def test_a_preprocessor_cancelled_from_elsewhere_ends_the_stream_with_an_e
         async with asyncio.timeout(10):  # the consumer used to wait here forever
             async for _ in bot.stream("hello"):
                 pass
+
+
+async def test_joining_the_clips_does_not_block_other_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time as clock
+
+    import avatarkit.render.encode as encode
+
+    real = encode.concat_videos
+
+    def slow_concat(*args: Any, **kwargs: Any) -> Any:  # ffmpeg on a long reply
+        clock.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encode, "concat_videos", slow_concat)
+    bot = make_bot(voice="espeak", renderer=LocalRenderer(size=64),
+                   avatar=generate_procedural(5, size=64))  # fmt: skip
+    gaps: list[float] = []
+
+    async def other_session() -> None:  # anything else the event loop serves meanwhile
+        last = clock.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = clock.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(other_session())
+    try:
+        events = await collect(bot.stream("hello", output_dir=tmp_path))
+    finally:
+        ticker.cancel()
+    assert events[-1].response.video is not None
+    assert max(gaps) < 0.8  # the 1 s join ran off the event loop

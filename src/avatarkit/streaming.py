@@ -338,7 +338,7 @@ class ReplyStream:
             self._render_segments(to_render, image_task),
             self._idle(image_task),
         )
-        self._finish()
+        await asyncio.to_thread(self._finish)  # ffmpeg joins the clips: off the event loop
         await self._record(" ".join(s.text for s in self._segments))
         fill_metrics(response, self._counter, self._t0)
         self._finished = True
