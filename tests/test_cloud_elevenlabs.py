@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from _cloud_helpers import FAST, Recorder, alignment_for, b64, mp3_bytes, pcm_bytes
+from _loop import largest_loop_gap
 from avatarkit.audio import decode_audio
 from avatarkit.errors import (
     AuthenticationError,
@@ -130,6 +131,19 @@ async def test_long_mp3_is_joined_into_one_decodable_clip() -> None:
     samples, rate = decode_audio(out.audio, "mp3")
     assert len(samples) / rate == pytest.approx(1.0, abs=0.06)
     assert out.duration == pytest.approx(1.0, abs=0.06)
+
+
+async def test_joining_a_long_reply_does_not_hold_up_the_event_loop() -> None:
+    audio = mp3_bytes(40.0)
+    text = "One short sentence. Another short sentence. A third short sentence."
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        t = json.loads(r.content)["text"]
+        return timestamps_answer(t, 39.0, audio)
+
+    out, gap = await largest_loop_gap(voice(Recorder(handler), max_chars=25).synthesize(text))
+    assert out.duration == pytest.approx(120.0, abs=0.3)
+    assert gap < 0.25  # each piece's decoding and the joined clip's encoding: worker threads
 
 
 async def test_surrounding_whitespace_is_not_sent() -> None:

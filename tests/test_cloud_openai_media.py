@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from _cloud_helpers import FAST, Recorder, b64, mp3_bytes, pcm_bytes, png_bytes
+from _loop import largest_loop_gap
 from avatarkit.errors import (
     AuthenticationError,
     ContentModerationError,
@@ -67,6 +68,17 @@ async def test_speech_pcm_custom_voice_and_long_text() -> None:
     assert out.format == "pcm_s16le" and out.sample_rate == 24000
     assert out.duration == pytest.approx(1.0)
     assert v.estimate_cost(text) == sum(len(json.loads(r.content)["input"]) for r in rec.requests)
+
+
+async def test_joining_a_long_reply_does_not_hold_up_the_event_loop() -> None:
+    audio = mp3_bytes(60.0, 24000)  # a minute of speech per request
+    rec = Recorder(
+        lambda r: httpx.Response(200, content=audio, headers={"content-type": "audio/mpeg"})
+    )
+    text = ("This sentence is padded to be long enough. " * 60).strip()
+    out, gap = await largest_loop_gap(speech(rec).synthesize(text + " " + text))
+    assert len(rec.requests) == 2 and out.duration == pytest.approx(120.0, abs=0.2)
+    assert gap < 0.25  # decoding and re-encoding two minutes of MP3 ran in a worker thread
 
 
 async def test_speech_stream() -> None:

@@ -544,7 +544,10 @@ class ElevenLabsVoice:
                 raise ProviderStatusError(
                     "returned no audio", provider="elevenlabs", retryable=True
                 )
-            duration = audio_duration("elevenlabs", audio, self.format, self.sample_rate)
+            # an MP3 piece is decoded to measure it: minutes of audio take a while, off the loop
+            duration = await asyncio.to_thread(
+                audio_duration, "elevenlabs", audio, self.format, self.sample_rate
+            )
             if alignment is not None:
                 for w in words_from_alignment(
                     chunk.text, alignment, char_base=chunk.start, time_base=clock
@@ -554,7 +557,7 @@ class ElevenLabsVoice:
             audio_parts.append(audio)
             clock += duration
         return VoiceOutput(
-            audio=join_audio(audio_parts, self.format),
+            audio=await asyncio.to_thread(join_audio, audio_parts, self.format),
             format=self.format,
             sample_rate=self.sample_rate,
             duration=clock,

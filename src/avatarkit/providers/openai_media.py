@@ -7,6 +7,7 @@ and :func:`make_image`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -260,22 +261,8 @@ class OpenAISpeech:
         parts = [await self.speech(c) for c in self._chunks(text)]
         if not all(parts):
             raise ProviderStatusError("returned no audio", provider="openai", retryable=True)
-        audio = join_audio(parts, self.format)
-        if self.format == "pcm_s16le":
-            rate = PCM_RATE
-            duration = audio_duration("openai", audio, self.format, rate)
-        else:
-            from avatarkit.audio import decode_audio
-
-            try:
-                samples, rate = decode_audio(audio, self.format)
-                duration = len(samples) / rate
-            except InputValidationError as exc:
-                raise ProviderStatusError(
-                    f"the {self.format} audio cannot be decoded ({exc.message})",
-                    provider="openai",
-                    code="invalid_audio",
-                ) from exc
+        # decoding (and joining) minutes of MP3 takes seconds: not on the event loop
+        audio, rate, duration = await asyncio.to_thread(self._assemble, parts)
         return VoiceOutput(
             audio=audio,
             format=self.format,
@@ -284,6 +271,23 @@ class OpenAISpeech:
             text=text,
             voice=f"openai:{self.voice}",
         )
+
+    def _assemble(self, parts: list[bytes]) -> tuple[bytes, int, float]:
+        """The pieces joined into one clip, with its sample rate and length in seconds."""
+        audio = join_audio(parts, self.format)
+        if self.format == "pcm_s16le":
+            return audio, PCM_RATE, audio_duration("openai", audio, self.format, PCM_RATE)
+        from avatarkit.audio import decode_audio
+
+        try:
+            samples, rate = decode_audio(audio, self.format)
+        except InputValidationError as exc:
+            raise ProviderStatusError(
+                f"the {self.format} audio cannot be decoded ({exc.message})",
+                provider="openai",
+                code="invalid_audio",
+            ) from exc
+        return audio, rate, len(samples) / rate
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running loop."""
