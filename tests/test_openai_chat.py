@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -395,6 +396,9 @@ async def test_refused_key_never_appears_in_the_error(server: FakeOpenAI) -> Non
     assert KEY not in str(info.value)
     assert KEY not in repr(info.value)
     assert KEY not in repr(chat)
+    # nor in the traceback an app logs or a tracer records, nor anywhere down the chain
+    assert KEY not in "".join(traceback.format_exception(info.value))
+    assert info.value.__cause__ is None and info.value.__context__ is None
     assert info.value.status == 401 and info.value.retryable is False
 
 

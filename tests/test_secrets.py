@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import BaseModel, TypeAdapter
 
 from avatarkit._http import ConnectOptions, HttpClient
 from avatarkit.config import redact, resolve_key
@@ -78,3 +80,60 @@ async def test_key_never_in_logs_errors_reprs_or_files(
 def test_redact_masks_auth_headers_even_unregistered() -> None:
     assert redact("Authorization: Bearer abc.def-123") == "Authorization: Bearer ***"
     assert "zzzz-unregistered" not in redact("xi-api-key: zzzz-unregistered")
+
+
+def _everything_about(err: BaseException) -> str:
+    """What an app's logs, error trackers and traces can show of an error: its whole chain,
+    causes and contexts alike (some trackers show a context even when it is suppressed)."""
+    parts = ["".join(traceback.format_exception(err))]
+    link: BaseException | None = err
+    while link is not None:
+        attributes = {k: v for k, v in vars(link).items() if not k.startswith("_")}
+        parts += [str(link), repr(link.args), repr(attributes)]
+        link = link.__cause__ or link.__context__
+    return "\n".join(parts)
+
+
+def _echoing_client(handler: object) -> HttpClient:
+    key = resolve_key("acme", KEY, "ACME_API_KEY")
+    return HttpClient(
+        "acme",
+        "https://api.acme.test",
+        headers={"xi-api-key": key.get_secret_value()},
+        transport=httpx.MockTransport(handler),  # type: ignore[arg-type]
+        options=ConnectOptions(max_retries=0, deadline=3),
+    )
+
+
+async def test_an_error_body_echoing_the_key_past_the_message_limit_is_redacted() -> None:
+    # the key straddles the 300 characters kept of an error body, in a quoted header dump
+    def handler(request: httpx.Request) -> httpx.Response:
+        dump = "x" * 260 + f"'xi-api-key': '{request.headers['xi-api-key']}'"
+        return httpx.Response(500, text=dump, headers={"x-request-id": KEY})
+
+    with pytest.raises(ProviderError) as info:
+        await _echoing_client(handler).request("GET", "/v1/anything")
+    assert KEY[:12] not in _everything_about(info.value)
+
+
+async def test_an_error_code_echoing_the_key_is_redacted() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": "no", "code": KEY}})
+
+    with pytest.raises(ProviderError) as info:
+        await _echoing_client(handler).request("GET", "/v1/anything")
+    assert KEY not in _everything_about(info.value)
+
+
+async def test_a_malformed_answer_echoing_the_key_keeps_it_out_of_the_traceback() -> None:
+    class Answer(BaseModel):
+        audio_base64: str
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"audio_base64": ["no", request.headers["xi-api-key"]]})
+
+    http = _echoing_client(handler)
+    response = await http.request("GET", "/v1/anything")
+    with pytest.raises(ProviderError) as info:
+        http.parse(response, TypeAdapter(Answer))
+    assert KEY not in _everything_about(info.value)

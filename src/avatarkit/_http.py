@@ -111,16 +111,24 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 def _request_id(response: httpx.Response) -> str | None:
     for h in REQUEST_ID_HEADERS:
         if h in response.headers:
-            return response.headers[h]
+            return redact(response.headers[h])
     return None
 
 
 def _body_message(response: httpx.Response) -> tuple[str, str | None]:
-    """A readable message and code from common error-body shapes."""
+    """A readable message and code from common error-body shapes, secrets redacted.
+
+    Redacted before it is cut short: a key cut in two no longer matches the key it is.
+    """
+    message, code = _body_details(response)
+    return redact(message)[:300], (redact(code) if code else None)
+
+
+def _body_details(response: httpx.Response) -> tuple[str, str | None]:
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError, httpx.ResponseNotRead):
-        text = response.text[:300] if response.is_stream_consumed or not response.is_closed else ""
+        text = response.text[:4096] if response.is_stream_consumed or not response.is_closed else ""
         return (text.strip() or response.reason_phrase or "error"), None
     if isinstance(body, dict):
         err = body.get("error", body.get("detail", body))
@@ -129,21 +137,21 @@ def _body_message(response: httpx.Response) -> tuple[str, str | None]:
                 err.get("message") or err.get("description") or err.get("msg") or err.get("detail")
             )
             code = err.get("code") or err.get("status") or err.get("kind") or err.get("type")
-            return str(msg or json.dumps(err)[:300]), (str(code) if code else None)
+            return str(msg or json.dumps(err)), (str(code) if code else None)
         if isinstance(err, list) and err:  # FastAPI/ElevenLabs 422: [{"loc","msg","type"}]
             first = err[0]
             if isinstance(first, dict):
                 loc = ".".join(str(p) for p in first.get("loc", []))
-                return f"{loc}: {first.get('msg', '')}".strip(": "), first.get("type")
-        return str(err)[:300], None
-    return str(body)[:300], None
+                kind = first.get("type")
+                return f"{loc}: {first.get('msg', '')}".strip(": "), (str(kind) if kind else None)
+        return str(err), None
+    return str(body), None
 
 
 def map_status_error(provider: str, response: httpx.Response) -> ProviderError:
     """The most specific avatarkit error for a non-success response."""
     status = response.status_code
     message, code = _body_message(response)
-    message = redact(message)
     kw: dict[str, Any] = {
         "provider": provider,
         "status": status,
@@ -400,14 +408,16 @@ class HttpClient:
                 detail = f"{where}: {errors[0]['msg']}" if where else errors[0]["msg"]
             else:
                 detail = str(exc)
-            raise ProviderStatusError(
-                f"unexpected response body ({redact(detail)[:200]})",
-                provider=self.provider,
-                status=response.status_code,
-                request_id=_request_id(response),
-                code="invalid_response",
-                retryable=True,
-            ) from exc
+        # raised outside the handler: pydantic's error quotes the raw answer, which may echo a
+        # key, so it must be neither the cause nor the context of this one
+        raise ProviderStatusError(
+            f"unexpected response body ({redact(detail)[:200]})",
+            provider=self.provider,
+            status=response.status_code,
+            request_id=_request_id(response),
+            code="invalid_response",
+            retryable=True,
+        )
 
     async def _send_once(
         self,

@@ -432,14 +432,7 @@ class A1111ImageGenerator:
     def _to_image(self, response: GenerationResponse, request: Txt2ImgRequest) -> AvatarImage:
         from PIL import Image, UnidentifiedImageError
 
-        try:
-            info = response.parsed_info()
-        except ValidationError as exc:
-            raise ProviderStatusError(
-                "the info field is not valid JSON",
-                provider="automatic1111",
-                code="invalid_response",
-            ) from exc
+        info = _parsed_info(response)
         if not response.images:
             raise ProviderStatusError(
                 "no image in the answer (send_images off?)", provider="automatic1111"
@@ -495,3 +488,15 @@ provider = Provider(
     description="Stable Diffusion through a running AUTOMATIC1111 web UI (--api)",
     default_roles=("image",),
 )
+
+
+def _parsed_info(response: GenerationResponse) -> GenerationInfo:
+    """The answer's ``info`` JSON; malformed, a typed error that does not quote it."""
+    try:
+        return response.parsed_info()
+    except ValidationError:
+        pass
+    # raised outside the handler: pydantic's error quotes the raw answer (it may echo secrets)
+    raise ProviderStatusError(
+        "the info field is not valid JSON", provider="automatic1111", code="invalid_response"
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -46,6 +46,7 @@ _log = get_logger("avatarkit.providers.openai_chat")
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 """Model used by the spec ``"openai"`` with no model name."""
 
+T = TypeVar("T")
 PROVIDER = "openai"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
@@ -57,11 +58,25 @@ def _error_details(body: object) -> tuple[str | None, str | None, str | None]:
     if not isinstance(body, Mapping):
         return None, None, None
     message, code, kind = body.get("message"), body.get("code"), body.get("type")
-    return (
+    return (  # the server's words: a careless one echoes the key in any of them
         message if isinstance(message, str) else None,
-        str(code) if code is not None else None,
-        str(kind) if kind is not None else None,
+        redact(str(code)) if code is not None else None,
+        redact(str(kind)) if kind is not None else None,
     )
+
+
+async def _mapped(call: Awaitable[T]) -> T:
+    """Await an SDK call; its failure becomes the matching avatarkit error.
+
+    The SDK's exception is neither the cause nor the context of the error raised: its text
+    quotes the server's answer, and a careless server echoes the key there. Tracebacks, error
+    trackers and tracing spans show the whole chain.
+    """
+    try:
+        return await call
+    except (openai.OpenAIError, ValueError) as exc:
+        failure = map_openai_error(exc)
+    raise failure  # outside the handler: no __context__
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -89,6 +104,7 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
         message, code, kind = _error_details(exc.body)
         text = redact(message or f"the server answered HTTP {status}")
         request_id = getattr(exc, "request_id", None) or exc.response.headers.get("x-request-id")
+        request_id = redact(request_id) if request_id else None
         retry_after = _retry_after(exc.response.headers)
         common: dict[str, Any] = {"provider": provider, "status": status, "request_id": request_id}
         if code == "insufficient_quota" or kind == "insufficient_quota":
@@ -255,10 +271,7 @@ class OpenAIChat:
             ProviderError: the request failed (a subclass says how).
         """
         params = self._params(messages)
-        try:
-            response = await self._client.chat.completions.create(**params)
-        except (openai.OpenAIError, ValueError) as exc:
-            raise map_openai_error(exc) from exc
+        response = await _mapped(self._client.chat.completions.create(**params))
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise ProviderStatusError(
@@ -286,10 +299,8 @@ class OpenAIChat:
             ProviderError: the request failed, or the server sent an error event mid-stream.
         """
         params = self._params(messages)
-        try:
-            stream = await self._client.chat.completions.create(**params, stream=True)
-        except (openai.OpenAIError, ValueError) as exc:
-            raise map_openai_error(exc) from exc
+        stream = await _mapped(self._client.chat.completions.create(**params, stream=True))
+        failure: ProviderError | None = None
         try:
             async for chunk in stream:
                 for choice in chunk.choices:
@@ -302,9 +313,11 @@ class OpenAIChat:
                             "the content filter stopped the reply", provider=PROVIDER
                         )
         except (openai.OpenAIError, ValueError) as exc:
-            raise map_openai_error(exc) from exc
+            failure = map_openai_error(exc)
         finally:
             await stream.close()
+        if failure is not None:
+            raise failure  # outside the handler: see _mapped
 
     async def complete_json(
         self, messages: Sequence[ChatMessage], schema: Mapping[str, Any], *, name: str = "answer"
@@ -319,10 +332,7 @@ class OpenAIChat:
             "type": "json_schema",
             "json_schema": {"name": name, "schema": dict(schema), "strict": True},
         }
-        try:
-            response = await self._client.chat.completions.create(**params)
-        except (openai.OpenAIError, ValueError) as exc:
-            raise map_openai_error(exc) from exc
+        response = await _mapped(self._client.chat.completions.create(**params))
         content = response.choices[0].message.content if response.choices else None
         try:
             return json.loads(content or "")
