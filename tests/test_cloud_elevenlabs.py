@@ -440,3 +440,34 @@ def test_split_text_cuts_an_overlong_sentence_at_spaces() -> None:
     assert " ".join(c.text for c in chunks).split() == text.split()
     assert split_text("   ", 10) == []
     assert split_text(" Short. ", 80) == [TextChunk("Short.", 1)]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"voice_id": "abc?x=1"}, "voice_id"),  # would cut the path: another, billed endpoint
+        ({"voice_id": ".."}, "voice_id"),
+        ({"voice_id": "has space"}, "voice_id"),
+        ({"voice_id": 123}, "voice_id"),
+        ({"model_id": ""}, "model_id"),
+        ({"output_format": "pcm_0"}, "output_format"),  # billed, then divided by zero
+        ({"output_format": "mp3_44100_7"}, "output_format"),
+        ({"voice_settings": {"stability": 5}}, "voice_settings"),
+        ({"voice_settings": {"speed": 3.0}}, "voice_settings"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**40}, "seed"),
+        ({"apply_text_normalization": "x"}, "apply_text_normalization"),
+        ({"max_chars": -5}, "max_chars"),
+    ],
+)
+async def test_bad_settings_are_refused_before_any_request(
+    options: dict[str, object], field: str
+) -> None:
+    rec = Recorder(lambda r: httpx.Response(500))
+    kw: dict[str, object] = {"api_key": KEY, "transport": rec.transport, "options": FAST}
+    voice_id = options.pop("voice_id", VOICE)
+    with pytest.raises(InputValidationError) as info:
+        v = ElevenLabsVoice(voice_id, **kw, **options)  # type: ignore[arg-type]
+        await v.synthesize("Hello there.")
+    assert info.value.field == field
+    assert rec.requests == []

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
 from avatarkit.config import resolve_key
@@ -176,16 +176,39 @@ _FORMATS: dict[str, AudioFormat] = {
 }
 
 
+_RATES = ("8000", "16000", "22050", "24000", "32000", "44100", "48000")
+OUTPUT_FORMATS: frozenset[str] = frozenset(
+    ["mp3_22050_32", "mp3_24000_48", "ulaw_8000"]
+    + [f"mp3_44100_{k}" for k in (32, 64, 96, 128, 192)]
+    + [f"opus_48000_{k}" for k in (32, 64, 96, 128, 192)]
+    + [f"{codec}_{rate}" for codec in ("pcm", "wav") for rate in _RATES]
+)
+"""The ``output_format`` values the API documents (alaw aside: avatarkit cannot decode it)."""
+_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")  # voice and model ids: safe in a URL path and a body
+
+
 def _parse_output_format(output_format: str) -> tuple[AudioFormat, int]:
     codec, _, rest = output_format.partition("_")
     rate = rest.split("_")[0]
-    if codec not in _FORMATS or not rate.isdigit():
+    if output_format not in OUTPUT_FORMATS or codec not in _FORMATS or not rate.isdigit():
         raise InputValidationError(
             f"unsupported output_format {output_format!r}; use mp3_44100_128, pcm_24000, "
             "ulaw_8000, opus_48000_64 or wav_44100 (alaw is not supported)",
             field="output_format",
         )
     return _FORMATS[codec], int(rate)
+
+
+def _checked_body(**settings: Any) -> TextToSpeechRequest:
+    """A request body with these settings, or the setting it refuses as a typed error."""
+    try:
+        return TextToSpeechRequest(text="-", **settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        where = ".".join(str(p) for p in first["loc"])
+        problem = f"{where}: {first['msg']}"
+    raise InputValidationError(f"bad ElevenLabs setting {problem}", field=field)
 
 
 _WORD_EDGE = re.compile(r"^[^\w]+|[^\w]+$")
@@ -313,18 +336,23 @@ class ElevenLabsVoice:
         transport: httpx.AsyncBaseTransport | None = None,
         options: ConnectOptions = DEFAULT_OPTIONS,
     ) -> None:
-        if not voice_id or "/" in voice_id:
-            raise InputValidationError(f"invalid voice id {voice_id!r}", field="voice_id")
+        for name, value in (("voice_id", voice_id), ("model_id", model_id)):
+            if not isinstance(value, str) or not _ID.fullmatch(value):
+                raise InputValidationError(
+                    f"invalid {name} {value!r}: letters, digits, '_' and '-' only", field=name
+                )
+        if max_chars is not None and max_chars < 1:
+            raise InputValidationError(f"max_chars must be positive, got {max_chars}",
+                                       field="max_chars")  # fmt: skip
         key = resolve_key("elevenlabs", api_key, "ELEVENLABS_API_KEY")
         self.voice_id = voice_id
         self.model_id = model_id
         self.output_format = output_format
         self.format, self.sample_rate = _parse_output_format(output_format)
-        self.voice_settings = (
-            VoiceSettings.model_validate(voice_settings)
-            if isinstance(voice_settings, dict)
-            else voice_settings
-        )
+        self.voice_settings = _checked_body(
+            model_id=model_id, voice_settings=voice_settings, seed=seed,
+            language_code=language_code, apply_text_normalization=apply_text_normalization,
+        ).voice_settings  # fmt: skip
         self.seed = seed
         self.language_code = language_code
         self.apply_text_normalization = apply_text_normalization
