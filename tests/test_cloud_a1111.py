@@ -247,7 +247,7 @@ async def test_preflight() -> None:
         A1111ImageGenerator("localhost:7860")
     assert rec.requests == []
     assert isinstance(
-        g.build_request(AvatarPrompt("a", style={"init_image": b"png"})), Img2ImgRequest
+        g.build_request(AvatarPrompt("a", style={"init_image": png_bytes(64, 80)})), Img2ImgRequest
     )
 
 
@@ -258,3 +258,31 @@ def test_registry_spec() -> None:
     g = reg.create("image", "automatic1111:http://gpu-box:7861/")
     assert isinstance(g, A1111ImageGenerator) and g.base_url == "http://gpu-box:7861"
     assert g.capabilities.negative_prompt and g.capabilities.seed
+
+
+@pytest.mark.parametrize(
+    ("style", "field"),
+    [
+        ({"width": 100_000}, "width"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"n_iter": -3}, "n_iter"),
+        ({"cfg_scale": -50}, "cfg_scale"),
+        ({"init_image": b"not an image"}, "init_image"),
+        ({"init_image": png_bytes(64, 80), "mask": b"not a mask"}, "mask"),
+    ],
+)
+async def test_bad_generation_options_are_refused_before_any_request(
+    style: dict[str, object], field: str
+) -> None:
+    rec = Recorder(generation_answer)
+    with pytest.raises(InputValidationError) as info:
+        await gen(rec).generate(AvatarPrompt("a face", style=style))
+    assert info.value.field == field
+    assert rec.requests == []
+
+
+async def test_a_seed_below_minus_one_is_refused() -> None:
+    rec = Recorder(generation_answer)
+    with pytest.raises(InputValidationError) as info:
+        await gen(rec).generate(AvatarPrompt("a face", seed=-7))
+    assert info.value.field == "seed" and rec.requests == []

@@ -379,3 +379,21 @@ def test_registry_spec() -> None:
     r = reg.create("renderer", "d-id:en-GB-SoniaNeural", api_key=KEY)
     assert isinstance(r, DIDRenderer) and r.voice == MicrosoftTTS(voice_id="en-GB-SoniaNeural")
     assert r.capabilities.expressions and r.capabilities.formats == ("mp4",)
+
+
+@pytest.mark.parametrize(("options", "field"), [({"result_format": "avi"}, "result_format"),
+                                                ({"pad_audio": 100}, "pad_audio")])  # fmt: skip
+def test_bad_talk_settings_are_typed_errors(options: dict[str, object], field: str) -> None:
+    with pytest.raises(InputValidationError) as info:
+        DIDRenderer(api_key=KEY, **options)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "wav", "flac"])
+async def test_audio_that_is_not_what_its_format_says_is_refused_before_upload(fmt: str) -> None:
+    rec = Recorder(FakeDID())
+    garbage = VoiceOutput(audio=b"this is not audio at all", format=fmt, sample_rate=44100,  # type: ignore[arg-type]
+                          duration=1.0, text="hi")  # fmt: skip
+    with pytest.raises(InputValidationError, match="audio"):
+        await renderer(rec).render(photo(), garbage, Timeline())
+    assert rec.requests == []  # no upload, no paid talk

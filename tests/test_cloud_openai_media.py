@@ -212,3 +212,42 @@ def test_cloud_adapters_import_no_vendor_sdk_or_torch() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"voice": ""}, "voice"), ({"voice": "   "}, "voice"), ({"model": ""}, "model")],
+)
+async def test_bad_speech_settings_are_refused_before_any_request(
+    options: dict[str, object], field: str
+) -> None:
+    rec = Recorder(lambda r: httpx.Response(500))
+    with pytest.raises(InputValidationError) as info:
+        await speech(rec, **options).synthesize("Hello there.")
+    assert info.value.field == field and rec.requests == []
+
+
+async def test_one_speech_request_over_the_limit_is_a_typed_error() -> None:
+    rec = Recorder(lambda r: httpx.Response(500))
+    with pytest.raises(InputValidationError) as info:
+        await speech(rec).speech("x" * 5000)
+    assert info.value.field == "input" and rec.requests == []
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"size": "banana"}, "size"),
+        ({"size": "0x0"}, "size"),
+        ({"quality": "ultra"}, "quality"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"background": "pink"}, "background"),
+    ],
+)
+async def test_bad_image_settings_are_refused_before_any_request(
+    options: dict[str, object], field: str
+) -> None:
+    rec = Recorder(lambda r: httpx.Response(500))
+    with pytest.raises(InputValidationError) as info:
+        await image(rec, **options).generate(AvatarPrompt("a friendly face"))
+    assert info.value.field == field and rec.requests == []

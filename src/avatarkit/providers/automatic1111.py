@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from avatarkit._http import ConnectOptions, HttpClient, error_for
+from avatarkit._validation import build
 from avatarkit.config import get_logger, register_secret, resolve_key
 from avatarkit.errors import InputValidationError, ProviderError, ProviderStatusError
 from avatarkit.ports import ImageCapabilities, ProgressCallback
@@ -59,18 +60,18 @@ class Txt2ImgRequest(BaseModel):
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] | None = None
-    seed: int = -1
+    seed: int = Field(default=-1, ge=-1, le=2**32 - 1)
     """-1: random; the seed used comes back in ``info``."""
     subseed: int | None = None
     subseed_strength: float | None = None
     sampler_name: str | None = None
     scheduler: str | None = None
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int = Field(default=30, ge=1)
-    cfg_scale: float = 7.0
-    width: int = Field(default=512, ge=64)
-    height: int = Field(default=512, ge=64)
+    batch_size: int = Field(default=1, ge=1, le=64)
+    n_iter: int = Field(default=1, ge=1, le=100)
+    steps: int = Field(default=30, ge=1, le=1000)
+    cfg_scale: float = Field(default=7.0, ge=0.0, le=100.0)
+    width: int = Field(default=512, ge=64, le=8192)
+    height: int = Field(default=512, ge=64, le=8192)
     restore_faces: bool | None = None
     tiling: bool | None = None
     enable_hr: bool | None = None
@@ -350,13 +351,9 @@ class A1111ImageGenerator:
         cls: type[Txt2ImgRequest] = Txt2ImgRequest
         if init is not None:
             raw = init.data if isinstance(init, AvatarImage) else init
-            if not isinstance(raw, bytes | bytearray) or not raw:
-                raise InputValidationError("init_image must be image bytes", field="init_image")
-            fields["init_images"] = [_b64(bytes(raw))]
+            fields["init_images"] = [_b64(_image_bytes(raw, "init_image"))]
             if mask is not None:
-                if not isinstance(mask, bytes | bytearray):
-                    raise InputValidationError("mask must be image bytes", field="mask")
-                fields["mask"] = _b64(bytes(mask))
+                fields["mask"] = _b64(_image_bytes(mask, "mask"))
             cls = Img2ImgRequest
         elif mask is not None:
             raise InputValidationError("a mask needs an init_image", field="mask")
@@ -366,10 +363,7 @@ class A1111ImageGenerator:
                 fields[k] = v
             else:
                 _log.debug("automatic1111: ignoring style option %r", k)
-        try:
-            return cls(**fields)
-        except ValidationError as exc:
-            raise InputValidationError(f"bad generation option: {exc}", field="style") from exc
+        return build(cls, "AUTOMATIC1111", **fields)
 
     async def generate(
         self, prompt: AvatarPrompt, *, progress: ProgressCallback | None = None
@@ -500,3 +494,21 @@ def _parsed_info(response: GenerationResponse) -> GenerationInfo:
     raise ProviderStatusError(
         "the info field is not valid JSON", provider="automatic1111", code="invalid_response"
     )
+
+
+def _image_bytes(value: object, field: str) -> bytes:
+    """``value`` as the bytes of a picture PIL can open, or a typed error naming ``field``."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(value, bytes | bytearray) or not value:
+        raise InputValidationError(f"{field} must be image bytes", field=field)
+    try:
+        with Image.open(io.BytesIO(value)) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        ok = False
+    else:
+        ok = True
+    if not ok:  # raised outside the handler: nothing of the bytes chained to the error
+        raise InputValidationError(f"{field} is not an image PIL can read", field=field)
+    return bytes(value)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from avatarkit._files import write_bytes_atomic
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
+from avatarkit._validation import build
 from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.config import get_logger, resolve_key
 from avatarkit.errors import (
@@ -334,9 +335,10 @@ class DIDRenderer:
         if fps <= 0 or poll_interval <= 0 or render_deadline <= 0:
             raise InputValidationError("fps, poll_interval and render_deadline must be positive")
         self.voice = voice
-        self.config = TalkConfig(
-            stitch=stitch, result_format=result_format, fluent=fluent, pad_audio=pad_audio
-        )
+        self.config = build(
+            TalkConfig, "D-ID", stitch=stitch, result_format=result_format, fluent=fluent,
+            pad_audio=pad_audio,
+        )  # fmt: skip
         self.fps = fps
         self.webhook = webhook
         self.poll_interval = poll_interval
@@ -422,6 +424,10 @@ class DIDRenderer:
                 field="voice",
             )
         data, ext = voice.audio, voice.format
+        if ext in _AUDIO_MIME and not _looks_like(ext, data):  # a paid talk would fail on it
+            raise InputValidationError(
+                f"the voice's audio is not {ext} audio (its bytes say otherwise)", field="voice"
+            )
         if ext not in _AUDIO_MIME:
             headerless = voice.format in ("pcm_s16le", "ulaw")
             samples, rate = decode_audio(
@@ -724,3 +730,14 @@ provider = Provider(
     env_key="DID_API_KEY",
     default_roles=("renderer",),
 )
+
+
+def _looks_like(fmt: str, data: bytes) -> bool:
+    """Whether ``data`` starts the way a file of ``fmt`` does (its magic bytes)."""
+    if fmt == "wav":
+        return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    if fmt == "flac":
+        return data[:4] == b"fLaC"
+    if fmt == "mp3":  # an ID3 tag, or straight into an MPEG audio frame (11 sync bits)
+        return data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
+    return True

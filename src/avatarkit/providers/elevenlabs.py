@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
+from avatarkit._validation import build
 from avatarkit.config import resolve_key
 from avatarkit.errors import (
     AuthenticationError,
@@ -199,18 +200,6 @@ def _parse_output_format(output_format: str) -> tuple[AudioFormat, int]:
     return _FORMATS[codec], int(rate)
 
 
-def _checked_body(**settings: Any) -> TextToSpeechRequest:
-    """A request body with these settings, or the setting it refuses as a typed error."""
-    try:
-        return TextToSpeechRequest(text="-", **settings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
-        where = ".".join(str(p) for p in first["loc"])
-        problem = f"{where}: {first['msg']}"
-    raise InputValidationError(f"bad ElevenLabs setting {problem}", field=field)
-
-
 _WORD_EDGE = re.compile(r"^[^\w]+|[^\w]+$")
 
 
@@ -349,9 +338,10 @@ class ElevenLabsVoice:
         self.model_id = model_id
         self.output_format = output_format
         self.format, self.sample_rate = _parse_output_format(output_format)
-        self.voice_settings = _checked_body(
-            model_id=model_id, voice_settings=voice_settings, seed=seed,
-            language_code=language_code, apply_text_normalization=apply_text_normalization,
+        self.voice_settings = build(
+            TextToSpeechRequest, "ElevenLabs", text="-", model_id=model_id,
+            voice_settings=voice_settings, seed=seed, language_code=language_code,
+            apply_text_normalization=apply_text_normalization,
         ).voice_settings  # fmt: skip
         self.seed = seed
         self.language_code = language_code

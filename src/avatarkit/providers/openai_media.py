@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
+from avatarkit._validation import build
 from avatarkit.config import resolve_key
 from avatarkit.errors import (
     ContentModerationError,
@@ -83,6 +85,11 @@ class SpeechRequest(BaseModel):
     instructions: str | None = Field(default=None, max_length=4096)
     response_format: SpeechFormat | None = None
     speed: float | None = Field(default=None, ge=0.25, le=4.0)
+
+
+IMAGE_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
+"""``quality`` values of the images API (standard and hd for DALL·E 3)."""
+_SIZE = re.compile(r"[1-9][0-9]{1,4}x[1-9][0-9]{1,4}")
 
 
 class ImageGenerationRequest(BaseModel):
@@ -198,6 +205,9 @@ class OpenAISpeech:
             )
         if speed is not None and not 0.25 <= speed <= 4.0:
             raise InputValidationError("speed must be within 0.25–4.0", field="speed")
+        for name, value in (("voice", voice), ("model", model)):
+            if not isinstance(value, str) or not value.strip():
+                raise InputValidationError(f"{name} must be a non-empty name", field=name)
         self.voice = voice
         self.model = model
         self.response_format = response_format
@@ -234,14 +244,10 @@ class OpenAISpeech:
         voice: str | dict[str, str] = (
             {"id": self.voice} if self.voice.startswith("voice_") else self.voice
         )
-        return SpeechRequest(
-            model=self.model,
-            input=chunk,
-            voice=voice,
-            instructions=self.instructions,
-            response_format=self.response_format,
-            speed=self.speed,
-        ).model_dump(exclude_none=True)
+        return build(
+            SpeechRequest, "OpenAI speech", model=self.model, input=chunk, voice=voice,
+            instructions=self.instructions, response_format=self.response_format, speed=self.speed,
+        ).model_dump(exclude_none=True)  # fmt: skip
 
     async def speech(self, text: str) -> bytes:
         """``POST /audio/speech`` for at most 4096 characters: the audio bytes."""
@@ -328,6 +334,17 @@ class OpenAIImage:
         transport: httpx.AsyncBaseTransport | None = None,
         options: ConnectOptions = DEFAULT_OPTIONS,
     ) -> None:
+        if not isinstance(size, str) or not (size == "auto" or _SIZE.fullmatch(size)):
+            raise InputValidationError(
+                f"size must be 'auto' or WIDTHxHEIGHT in pixels, got {size!r}", field="size"
+            )
+        if quality is not None and quality not in IMAGE_QUALITIES:
+            raise InputValidationError(
+                f"quality must be one of {', '.join(IMAGE_QUALITIES)}, got {quality!r}",
+                field="quality",
+            )
+        build(ImageGenerationRequest, "OpenAI image", prompt="-", model=model, size=size,
+              output_format=output_format, background=background, style=style)  # fmt: skip
         self.model = model
         self.size = size
         self.quality = quality
