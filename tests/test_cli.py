@@ -56,7 +56,9 @@ def test_avatar_command_writes_a_procedural_face(tmp_path) -> None:  # type: ign
 
 def test_avatar_command_refuses_bad_settings_before_generating(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "x.png"
-    result = runner.invoke(app, ["avatar", "--backend", "test", "--steps", "0", "-o", str(out)])
-    assert result.exit_code != 0 and not out.exists()
+    for bad in (["--steps", "0"], ["--size", "10"]):  # a clear message, not a traceback
+        result = runner.invoke(app, ["avatar", "--backend", "test", *bad, "-o", str(out)])
+        assert result.exit_code == 2 and not out.exists(), result.output
+        assert "error" in result.output.lower() and "Traceback" not in result.output
     result = runner.invoke(app, ["avatar", "--preset", "nope", "-o", str(out)])
     assert result.exit_code == 2 and "fantasy-portrait" in result.output

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from avatarkit._validation import build
 from avatarkit.errors import AvatarKitError, StageError
 
 app = typer.Typer(
@@ -183,9 +184,10 @@ def avatar(
         changes: dict[str, Any] = {"prompt": prompt, "negative": negative, "steps": steps}
         if size:
             changes.update(width=size, height=size)
-        request = AvatarPrompt.model_validate(
-            {**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
-        )
+        request = build(
+            AvatarPrompt, "avatar",
+            **{**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}},
+        )  # fmt: skip
         generator = create_backend("image", spec)
         image = _sync.run(generator.generate(request, progress=_progress("generating")))
         write_bytes_atomic(output, image.data)
