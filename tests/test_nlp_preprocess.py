@@ -129,3 +129,25 @@ def test_importing_nlp_leaves_torch_and_sklearn_out():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_a_languages_first_text_is_processed_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the first text in a language loads its word lists (up to 1.6 s): other sessions on the
+    # event loop must not wait for it; later texts are quick and stay on the loop
+    import threading
+
+    pre = LocalPreprocessor()
+    threads: list[bool] = []
+    real = pre.preprocess_sync
+
+    def recording(text: str, *, language: str | None = None) -> ProcessedText:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(text, language=language)
+
+    monkeypatch.setattr(pre, "preprocess_sync", recording)
+    await pre.preprocess("Hello there, how are you?")
+    await pre.preprocess("And how was your day?")
+    await pre.preprocess("Wie geht es dir?", language="de")
+    assert threads == [False, True, False]  # on the loop's thread only once the language is warm

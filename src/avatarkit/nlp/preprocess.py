@@ -8,6 +8,7 @@ English list and keeps words a chat bot needs (``hello``, ``thanks``, ``help``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import unicodedata
@@ -186,6 +187,7 @@ class LocalPreprocessor:
         self.lemmatize = lemmatize
         self.keep_negations = keep_negations
         self._custom_stopwords = stopwords
+        self._warm: set[str | None] = set()  # ``language`` arguments whose word lists are loaded
         self.detect_languages = (
             tuple(base_language(x) for x in detect_languages) if detect_languages else None
         )
@@ -213,7 +215,12 @@ class LocalPreprocessor:
         Raises:
             InputValidationError: ``text`` is not a string or is longer than ``max_chars``.
         """
-        return self.preprocess_sync(text, language=language)
+        if language in self._warm:  # quick: on the loop, no thread hop on the first-audio path
+            return self.preprocess_sync(text, language=language)
+        # a language's first text loads its word lists (0.2–1.6 s): other sessions keep going
+        out = await asyncio.to_thread(self.preprocess_sync, text, language=language)
+        self._warm.add(language)
+        return out
 
     def preprocess_sync(self, text: str, *, language: str | None = None) -> ProcessedText:
         """Blocking form of :meth:`preprocess` (pure CPU, no event loop needed)."""
