@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ async def make_avatar(
     if output is not None:
         _check_output(Path(output))
     image = await generator.generate(prompt, progress=progress)
-    if output is not None:
-        save_image(image, Path(output))
+    if output is not None:  # re-encoding a large PNG takes a while: not on the event loop
+        await asyncio.to_thread(save_image, image, Path(output))
     return image
 
 

@@ -468,7 +468,10 @@ class DIDRenderer:
 
     async def upload_image(self, image: AvatarImage) -> ImageUploadResponse:
         """``POST /images`` (multipart ``image``)."""
-        data, mime = self.check_image(image)
+        # decoding (and converting webp) takes a while: not on the event loop
+        return await self._upload_image(*await asyncio.to_thread(self.check_image, image))
+
+    async def _upload_image(self, data: bytes, mime: str) -> ImageUploadResponse:
         name = "avatar.png" if mime == "image/png" else "avatar.jpg"
         return await self._http.request_json(
             "POST", "/images", ImageUploadResponse, files={"image": (name, data, mime)}
@@ -577,10 +580,11 @@ class DIDRenderer:
         ``voice`` is our audio, or a text D-ID speaks with ``self.voice``. ``image_url`` /
         ``audio_url`` (https or s3, e.g. from an earlier upload) are used instead of uploading.
         """
+        checked: tuple[bytes, str] | None = None
         if image_url is not None:
             check_url(image_url, _IMAGE_EXTS, "image_url")
-        else:
-            self.check_image(image)
+        else:  # decoding (and converting webp) takes a while: not on the event loop
+            checked = await asyncio.to_thread(self.check_image, image)
         if isinstance(voice, str):
             script: TextScript | AudioScript = TextScript(
                 input=self.check_text(voice), provider=self.voice
@@ -594,9 +598,9 @@ class DIDRenderer:
             duration = voice.duration
 
         async def image_ref() -> tuple[str, str | None]:
-            if image_url is not None:
-                return image_url, None
-            uploaded = await self.upload_image(image)
+            if image_url is not None or checked is None:
+                return image_url or "", None
+            uploaded = await self._upload_image(*checked)
             return uploaded.url, uploaded.id
 
         async def audio_ref() -> str | None:
