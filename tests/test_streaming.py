@@ -641,3 +641,34 @@ async def test_joining_the_clips_does_not_block_other_sessions(
         ticker.cancel()
     assert events[-1].response.video is not None
     assert max(gaps) < 0.8  # the 1 s join ran off the event loop
+
+
+async def test_cloud_speech_is_animated_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MP3 with word timings but no phonemes (ElevenLabs, OpenAI): lip sync runs eSpeak's
+    # text-to-IPA and the MP3 is decoded, tens of ms a sentence: not on the event loop. Local
+    # WAV speech with phoneme timings (about 1.5 ms) stays on it: that is the first-audio path.
+    import io
+    import threading
+
+    import soundfile as sf
+
+    def mp3_like(text: str) -> Any:
+        wav = fake_speech(text)
+        samples, rate = decode_audio(wav.audio, "wav")
+        buf = io.BytesIO()
+        sf.write(buf, samples, rate, format="MP3")
+        return wav.model_copy(update={"audio": buf.getvalue(), "format": "mp3", "phonemes": []})
+
+    on_loop: list[bool] = []
+    real = ReplyStream._animate
+
+    def recording(self: ReplyStream, *args: Any) -> Any:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return real(self, *args)
+
+    monkeypatch.setattr(ReplyStream, "_animate", recording)
+    await collect(make_bot(voice=FunctionVoice(mp3_like)).stream("hello"))
+    assert on_loop and not any(on_loop)
+    on_loop.clear()
+    await collect(make_bot(voice=FunctionVoice(fake_speech)).stream("hello"))
+    assert on_loop and all(on_loop)

@@ -157,7 +157,21 @@ EDGE_SILENCE = 0.06
 """Least silence, in seconds, a streamed sentence keeps before its first and after its last word."""
 
 INLINE_ANIMATION_SECONDS = 12.0
-"""Sentences up to this long are animated on the event loop; longer ones in a worker thread."""
+"""Local speech up to this long is animated on the event loop; the rest in a worker thread."""
+
+
+def _quick_to_animate(voice: VoiceOutput) -> bool:
+    """Whether lip sync and padding take about a millisecond: WAV or PCM with phoneme timings.
+
+    Compressed audio must be decoded, and words without phonemes go through eSpeak's
+    text-to-IPA: tens of milliseconds a sentence, too long for the event loop.
+    """
+    return (
+        voice.duration <= INLINE_ANIMATION_SECONDS
+        and voice.format in ("wav", "pcm_s16le")
+        and bool(voice.phonemes)
+    )
+
 
 IDLE_SECONDS = 3.0
 """Length of the idle loop a stream offers players (see :class:`IdleClip`)."""
@@ -426,7 +440,7 @@ class ReplyStream:
         except Exception as exc:
             raise StageError("voice", exc, partial=response) from exc
         try:
-            if voice.duration <= INLINE_ANIMATION_SECONDS:
+            if _quick_to_animate(voice):
                 # About 1.5 ms of CPU for a sentence: less than a worker thread's wake-up
                 # costs on a busy machine, and this is on the path to the first audio.
                 return self._animate(voice, expressions, reply)
