@@ -148,3 +148,24 @@ def test_parse_retry_after_forms() -> None:
         parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
         == 10.0
     )
+
+
+async def test_a_malformed_success_is_retried_only_where_asking_again_costs_nothing() -> None:
+    # a 200 means the work was done (and billed): a POST is not sent again because its answer
+    # had the wrong shape; a GET (a status poll, say) is
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        audio_base64: str
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(200, content=b"ID3 mp3 bytes, not the JSON asked for")
+
+    for method in ("POST", "GET"):
+        with pytest.raises(ProviderStatusError) as info:
+            await client(handler).request_json(method, "/tts", Answer)
+        assert info.value.code == "invalid_response"
+    assert seen == ["POST"] + ["GET"] * 4

@@ -362,8 +362,9 @@ class HttpClient:
     ) -> T:
         """Send a request and validate its JSON body as ``model``, inside the retry loop.
 
-        A body that is not JSON or does not fit ``model`` (a truncated or garbled answer) counts
-        as a retryable failure, so it is retried like a 5xx and ends as a typed error.
+        A body that is not JSON or does not fit ``model`` ends as a typed error. It is retried
+        like a 5xx for GET and HEAD, and for other methods only when the JSON was cut short: a
+        request that got a success answer has done (and been billed for) its work already.
 
         Raises:
             ProviderStatusError: the body never validated (``code="invalid_response"``).
@@ -408,6 +409,10 @@ class HttpClient:
                 detail = f"{where}: {errors[0]['msg']}" if where else errors[0]["msg"]
             else:
                 detail = str(exc)
+            # cut off mid-way (a dropped connection) rather than the wrong kind of answer
+            truncated = (
+                bool(errors) and errors[0]["type"] == "json_invalid" and ("EOF" in errors[0]["msg"])
+            )
         # raised outside the handler: pydantic's error quotes the raw answer, which may echo a
         # key, so it must be neither the cause nor the context of this one
         raise ProviderStatusError(
@@ -416,7 +421,10 @@ class HttpClient:
             status=response.status_code,
             request_id=_request_id(response),
             code="invalid_response",
-            retryable=True,
+            # asking again is free for a GET (a poll). Other requests that got a success answer
+            # were done, and billed, already: asked again only when the answer was cut short,
+            # not when it was the wrong kind (that would come back the same every time)
+            retryable=truncated or response.request.method in ("GET", "HEAD"),
         )
 
     async def _send_once(
