@@ -74,3 +74,21 @@ def test_bad_input_is_rejected(vader):
 def test_empty_text_is_neutral(vader):
     s = vader.analyze_sync("")
     assert s.label == "neutral" and s.emotion is Emotion.NEUTRAL
+
+
+async def test_a_long_message_is_scored_off_the_event_loop(monkeypatch, vader):
+    # VADER takes 30–90 ms near the input limit: other sessions must not wait for it; short
+    # messages (well under a millisecond) stay on the loop
+    import threading
+
+    on_loop = []
+    real = vader.analyze_sync
+
+    def recording(text):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return real(text)
+
+    monkeypatch.setattr(vader, "analyze_sync", recording)
+    await vader.analyze("I love this!")
+    await vader.analyze("What a wonderful, terrible, surprising day it was. " * 60)
+    assert on_loop == [True, False]
