@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,6 +150,12 @@ class _State:
         if bot.renderer is not None:
             with contextlib.suppress(Exception):  # warm up: the still, made once
                 await bot.avatar_image()
+        if bot.preprocessor is not None:
+            with contextlib.suppress(Exception):  # the language's word lists: 0.2–1.6 s
+                await bot.preprocessor.preprocess("Hello there, how are you today?")
+        if self.options.freeze_gc_after_warmup:
+            gc.collect()
+            gc.freeze()  # what lives as long as the server is no longer scanned by the GC
         try:
             yield
         finally:

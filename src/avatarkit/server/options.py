@@ -48,6 +48,10 @@ class ServerOptions(BaseModel):
     """Seconds the session cookie (and so the conversation) lasts in the browser."""
     speech_input: bool = True
     """Offer a microphone button where the browser has the Web Speech API."""
+    freeze_gc_after_warmup: bool = True
+    """After warm-up, move everything alive (models, word lists, the bot) out of the garbage
+    collector's reach with :func:`gc.freeze`: full collections then scan only what turns
+    create, instead of pausing every session for about 57 ms. It acts on the whole process."""
 
     @field_validator("embed_origins")
     @classmethod
