@@ -1,12 +1,12 @@
 """Turn a stream of text deltas into whole sentences, each released as soon as it is known.
 
 A voice can start speaking the first sentence while the chat model still writes the second,
-so a sentence leaves the splitter the moment its end is certain: terminal punctuation followed
-by whitespace (or a blank line), confirmed by `pysbd <https://github.com/nipunsadvilkar/pySBD>`_,
-a rule-based sentence boundary detector that knows abbreviations ("Dr.", "e.g.", "U.S."),
-decimals and lists in 23 languages. When a delta ends right after ``". "``, the splitter asks
-pysbd whether a next sentence could start there (it probes with a following word), so it does
-not wait for the next token. The end of the stream releases the rest.
+so a sentence leaves the splitter the moment its end is certain: on its final punctuation,
+without waiting for the next token, unless `pysbd <https://github.com/nipunsadvilkar/pySBD>`_
+(a rule-based sentence boundary detector that knows abbreviations such as "Dr.", "e.g." and
+"U.S.", decimals and lists in 23 languages) says the text may go on. When a delta ends right
+after such a point, the splitter asks pysbd whether a next sentence could start there (it
+probes with a following word). The end of the stream releases the rest.
 """
 
 from __future__ import annotations
