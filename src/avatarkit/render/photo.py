@@ -44,8 +44,9 @@ _FACE_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalfac
 _EYE_CASCADES = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
 _DETECT_SIDE = 640
 _UPPER_LIP = 0.14
-_BLINK_SHOWN = 0.03  # lid closures below this draw the open eye
 """Share of the lip gap taken by the upper lip moving up (the lower lip and jaw do the rest)."""
+_BLINK_SHOWN = 0.03
+"""Lid closures up to this draw the open eye."""
 
 
 @lru_cache(maxsize=8)
