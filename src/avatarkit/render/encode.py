@@ -300,13 +300,19 @@ class FrameEncoder:
         self.frames_written += 1
 
     def _raise_writer_error(self) -> None:
-        """Raise what stopped the writer thread: ffmpeg's failure, or the conversion's error."""
+        if (failure := self._writer_failure()) is not None:
+            raise failure from None
+
+    def _writer_failure(self) -> BaseException | None:
+        """The error for what stopped the writer thread, or None while it runs.
+
+        A broken pipe means ffmpeg stopped: its own failure. Anything else is the frame
+        conversion's error, raised as it is.
+        """
         err = self._writer_error
         if err is None:
-            return
-        if isinstance(err, OSError):  # the pipe broke: ffmpeg stopped
-            raise self._ffmpeg_failed() from None
-        raise err
+            return None
+        return self._ffmpeg_failed() if isinstance(err, OSError) else err
 
     def close(self) -> Path:
         """Finish the file and move it into place; returns the final path."""
@@ -326,14 +332,10 @@ class FrameEncoder:
         if self.cancel.is_set():
             self.abort()
             raise CancelledByUser("render cancelled")
-        if self._writer_error is not None and not isinstance(self._writer_error, OSError):
-            err: BaseException = self._writer_error  # a frame could not be converted
+        failure = self._writer_failure() or (self._ffmpeg_failed() if rc != 0 else None)
+        if failure is not None:
             self.abort()
-            raise err
-        if rc != 0 or self._writer_error is not None:
-            err = self._ffmpeg_failed()
-            self.abort()
-            raise err
+            raise failure
         try:
             if self.format == "png":
                 if self.audio is not None:
