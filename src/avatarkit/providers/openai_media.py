@@ -12,7 +12,6 @@ import base64
 import binascii
 import io
 import json
-import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -87,11 +86,6 @@ class SpeechRequest(BaseModel):
     speed: float | None = Field(default=None, ge=0.25, le=4.0)
 
 
-IMAGE_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
-"""``quality`` values of the images API (standard and hd for DALL·E 3)."""
-_SIZE = re.compile(r"[1-9][0-9]{1,4}x[1-9][0-9]{1,4}")
-
-
 class ImageGenerationRequest(BaseModel):
     """``POST /images/generations``."""
 
@@ -100,8 +94,10 @@ class ImageGenerationRequest(BaseModel):
     prompt: str
     model: str
     n: int = Field(default=1, ge=1, le=10)
-    size: str | None = None
-    quality: str | None = None
+    size: str | None = Field(default=None, pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
+    """``auto`` or WIDTHxHEIGHT in pixels."""
+    quality: Literal["auto", "low", "medium", "high", "standard", "hd"] | None = None
+    """standard and hd are DALL·E 3's."""
     output_format: Literal["png", "jpeg", "webp"] | None = None
     background: Literal["transparent", "opaque", "auto"] | None = None
     style: Literal["vivid", "natural"] | None = None
@@ -334,17 +330,9 @@ class OpenAIImage:
         transport: httpx.AsyncBaseTransport | None = None,
         options: ConnectOptions = DEFAULT_OPTIONS,
     ) -> None:
-        if not isinstance(size, str) or not (size == "auto" or _SIZE.fullmatch(size)):
-            raise InputValidationError(
-                f"size must be 'auto' or WIDTHxHEIGHT in pixels, got {size!r}", field="size"
-            )
-        if quality is not None and quality not in IMAGE_QUALITIES:
-            raise InputValidationError(
-                f"quality must be one of {', '.join(IMAGE_QUALITIES)}, got {quality!r}",
-                field="quality",
-            )
         build(ImageGenerationRequest, "OpenAI image", prompt="-", model=model, size=size,
-              output_format=output_format, background=background, style=style)  # fmt: skip
+              quality=quality, output_format=output_format, background=background,
+              style=style)  # fmt: skip
         self.model = model
         self.size = size
         self.quality = quality
