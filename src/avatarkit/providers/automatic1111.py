@@ -506,9 +506,8 @@ def _image_bytes(value: object, field: str) -> bytes:
         with Image.open(io.BytesIO(value)) as im:
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError):
-        ok = False
+        pass
     else:
-        ok = True
-    if not ok:  # raised outside the handler: nothing of the bytes chained to the error
-        raise InputValidationError(f"{field} is not an image PIL can read", field=field)
-    return bytes(value)
+        return bytes(value)
+    # raised outside the handler: nothing of the bytes chained to the error
+    raise InputValidationError(f"{field} is not an image PIL can read", field=field)

@@ -598,8 +598,9 @@ class DIDRenderer:
             duration = voice.duration
 
         async def image_ref() -> tuple[str, str | None]:
-            if image_url is not None or checked is None:
-                return image_url or "", None
+            if checked is None:  # an image_url was given: nothing to upload
+                assert image_url is not None
+                return image_url, None
             uploaded = await self._upload_image(*checked)
             return uploaded.url, uploaded.id
 

@@ -189,14 +189,13 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,100}")  # voice and model ids: safe in a URL 
 
 
 def _parse_output_format(output_format: str) -> tuple[AudioFormat, int]:
-    codec, _, rest = output_format.partition("_")
-    rate = rest.split("_")[0]
-    if output_format not in OUTPUT_FORMATS or codec not in _FORMATS or not rate.isdigit():
+    if output_format not in OUTPUT_FORMATS:
         raise InputValidationError(
             f"unsupported output_format {output_format!r}; use mp3_44100_128, pcm_24000, "
             "ulaw_8000, opus_48000_64 or wav_44100 (alaw is not supported)",
             field="output_format",
         )
+    codec, rate = output_format.split("_")[:2]  # listed formats are codec_rate[_kbps]
     return _FORMATS[codec], int(rate)
 
 
