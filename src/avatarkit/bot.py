@@ -187,7 +187,7 @@ class AvatarBot:
         if isinstance(avatar, AvatarImage):
             self._avatar_image = avatar
         elif isinstance(avatar, (str, Path)):
-            self._avatar_image = _load_image(Path(avatar))
+            self._avatar_image = AvatarImage.load(avatar)
         else:
             self._avatar_prompt = avatar or AvatarPrompt(self.persona.avatar_prompt, seed=seed)
             if self.renderer is not None:
@@ -651,31 +651,3 @@ def _strip_tags(reply: DialogueResponse) -> None:
         reply.raw_text = reply.text
         reply.text = clean
         reply.emotion_tags = [tag for _, tag in tags]
-
-
-def _load_image(path: Path) -> AvatarImage:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise InputValidationError(f"avatar image {path} does not exist", field="avatar")
-    data = path.read_bytes()
-    try:
-        with Image.open(path) as img:
-            fmt = (img.format or "").lower()
-            width, height = img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputValidationError(
-            f"{path} is not a readable image: {exc}", field="avatar"
-        ) from exc
-    if fmt not in ("png", "jpeg", "webp"):
-        raise InputValidationError(f"{path}: use a PNG, JPEG or WebP image (got {fmt})")
-    return AvatarImage.model_validate(
-        {
-            "data": data,
-            "format": fmt,
-            "width": width,
-            "height": height,
-            "kind": "photo",
-            "provenance": {"source": str(path)},
-        }
-    )

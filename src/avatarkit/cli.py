@@ -165,7 +165,7 @@ def avatar(
 ) -> None:
     """Make the avatar's picture (a procedural face offline, or Stable Diffusion)."""
     from avatarkit import _sync
-    from avatarkit._files import write_bytes_atomic
+    from avatarkit.imaging.avatar import make_avatar
     from avatarkit.registry import create as create_backend
     from avatarkit.types import AvatarPrompt
 
@@ -189,8 +189,7 @@ def avatar(
             **{**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}},
         )  # fmt: skip
         generator = create_backend("image", spec)
-        image = _sync.run(generator.generate(request, progress=_progress("generating")))
-        write_bytes_atomic(output, image.data)
+        image = _sync.run(make_avatar(generator, request, output, progress=_progress("generating")))
     except AvatarKitError as exc:
         _fail(exc)
     typer.echo(f"avatar: {output} ({image.width}x{image.height}, {image.kind}, seed {seed})")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import io
+import json
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "OUT_OF_SCOPE",
+    "PROVENANCE_KEY",
     "TIMELINE_VERSION",
     "AudioFormat",
     "AvatarImage",
@@ -48,6 +51,9 @@ __all__ = [
 
 TIMELINE_VERSION = 1
 """Version of the Timeline JSON layout; bumped on incompatible change."""
+
+PROVENANCE_KEY = "avatarkit"
+"""PNG text chunk holding an avatar's provenance dict as JSON (how the picture was made)."""
 
 
 class _Model(BaseModel):
@@ -418,6 +424,73 @@ class AvatarImage(_Model):
     provenance: dict[str, Any] = Field(default_factory=dict)
     """How it was made: prompt, negative prompt, seed, model, embeddings, style parameters."""
 
+    @classmethod
+    def load(
+        cls, path: str | Path, *, kind: Literal["procedural", "photo"] | None = None
+    ) -> AvatarImage:
+        """Read an avatar picture from a PNG, JPEG or WebP file.
+
+        A PNG that avatarkit made keeps its provenance in a text chunk
+        (:data:`PROVENANCE_KEY`), and loading restores it: a procedural face comes back as
+        ``kind="procedural"``, which the local renderer redraws from its parameters, with its
+        face box. Any other picture is a ``photo``. ``kind`` overrides the choice, e.g.
+        ``"photo"`` to animate an edited copy of a procedural face as a picture.
+
+        Raises:
+            InputValidationError: the file is missing or unreadable, or is not a PNG, JPEG or
+                WebP image; or ``kind="procedural"`` for a picture without a procedural record.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        from avatarkit.errors import InputValidationError
+
+        if kind not in (None, "procedural", "photo"):
+            raise InputValidationError(
+                f"kind must be 'procedural', 'photo' or None, got {kind!r}", field="kind"
+            )
+        path = Path(path)
+        if not path.is_file():
+            raise InputValidationError(f"avatar image {path} does not exist", field="path")
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = (img.format or "").lower()
+                width, height = img.size
+                record = img.info.get(PROVENANCE_KEY)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputValidationError(
+                f"{path} is not a readable image: {exc}", field="path"
+            ) from exc
+        fmt = "jpeg" if fmt == "mpo" else fmt  # cameras' JPEGs with a second picture inside
+        if fmt not in ("png", "jpeg", "webp"):
+            raise InputValidationError(
+                f"{path}: use a PNG, JPEG or WebP image (got {fmt or 'an unknown format'})",
+                field="path",
+            )
+        provenance = _provenance_record(record)
+        redrawable = provenance.get("generator") == "procedural" and (
+            isinstance(provenance.get("params"), dict) or isinstance(provenance.get("seed"), int)
+        )
+        if kind == "procedural" and not redrawable:
+            raise InputValidationError(
+                f"{path} carries no procedural avatar's parameters, so it cannot be redrawn; "
+                "load it as a photo",
+                field="kind",
+            )
+        box = provenance.get("face_box")
+        face_box = None
+        if isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box):
+            face_box = (box[0], box[1], box[2], box[3])
+        return cls(
+            data=data,
+            format=fmt,  # one of the three, checked above
+            width=width,
+            height=height,
+            kind=kind or ("procedural" if redrawable else "photo"),
+            face_box=face_box,
+            provenance={**provenance, "source": str(path)},
+        )
+
     def __repr__(self) -> str:
         return (
             f"AvatarImage(format={self.format!r}, size={self.width}x{self.height}, "
@@ -429,6 +502,17 @@ class AvatarImage(_Model):
 
     def _repr_jpeg_(self) -> bytes | None:
         return self.data if self.format == "jpeg" else None
+
+
+def _provenance_record(record: object) -> dict[str, Any]:
+    """The provenance dict a PNG text chunk holds, or an empty one when it holds none."""
+    if not isinstance(record, str):
+        return {}
+    try:
+        value = json.loads(record)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class AvatarVideo(_Model):

@@ -18,7 +18,7 @@ from PIL import Image, PngImagePlugin
 
 from avatarkit._files import write_bytes_atomic
 from avatarkit.errors import InputValidationError
-from avatarkit.types import AvatarImage
+from avatarkit.types import PROVENANCE_KEY, AvatarImage
 
 __all__ = [
     "PARAMETERS_KEY",
@@ -33,8 +33,6 @@ __all__ = [
 
 PARAMETERS_KEY = "parameters"
 """PNG text chunk the web UI writes and reads."""
-PROVENANCE_KEY = "avatarkit"
-"""PNG text chunk holding avatarkit's provenance dict as JSON."""
 
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _NEGATIVE = "Negative prompt:"
@@ -208,9 +206,13 @@ def read_provenance(data: bytes | Path) -> dict[str, Any] | None:
 
 
 def save_image(image: AvatarImage, path: Path) -> Path:
-    """Write ``image`` to ``path`` atomically; a PNG keeps (or gains) its provenance chunks."""
+    """Write ``image`` to ``path`` atomically; a PNG keeps (or gains) its provenance chunks.
+
+    A PNG that already carries a provenance record (a web UI ``parameters`` chunk or
+    avatarkit's own) is written as it is.
+    """
     path = Path(path)
     data = image.data
-    if image.format == "png" and image.provenance and read_parameters(data) is None:
+    if image.format == "png" and image.provenance and read_provenance(data) is None:
         data = png_with_provenance(_open(data), image.provenance)
     return write_bytes_atomic(path, data)

@@ -13,6 +13,7 @@ The static layers live here; the moving features (mouth, eyes, brows) are drawn 
 from __future__ import annotations
 
 import io
+import json
 import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
@@ -22,7 +23,7 @@ import numpy as np
 from avatarkit.errors import InputValidationError
 from avatarkit.ports import ImageCapabilities, ProgressCallback
 from avatarkit.render._canvas import Painter, catmull, ellipse, mix, rgb, shade
-from avatarkit.types import AvatarImage, AvatarPrompt
+from avatarkit.types import PROVENANCE_KEY, AvatarImage, AvatarPrompt
 
 __all__ = [
     "HAIR_STYLES",
@@ -551,10 +552,20 @@ def generate_procedural(
         face_box = face.face_box
     finally:
         return_face(face)
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
+    provenance = {
+        "generator": "procedural",
+        "version": PARAMS_VERSION,
+        "seed": seed,
+        "params": params.to_dict(),
+        "face_box": list(face_box),
+    }
+    # the PNG keeps the record, so a saved avatar loads back as this face (AvatarImage.load)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PROVENANCE_KEY, json.dumps(provenance))
     buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", optimize=False)
+    Image.fromarray(frame).save(buf, format="PNG", optimize=False, pnginfo=info)
     return AvatarImage(
         data=buf.getvalue(),
         format="png",
@@ -562,12 +573,7 @@ def generate_procedural(
         height=h,
         kind="procedural",
         face_box=face_box,
-        provenance={
-            "generator": "procedural",
-            "version": PARAMS_VERSION,
-            "seed": seed,
-            "params": params.to_dict(),
-        },
+        provenance=provenance,
     )
 
 

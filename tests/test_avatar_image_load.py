@@ -1,0 +1,133 @@
+"""A saved avatar picture loads back as what it was (a procedural face is redrawn)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+from typer.testing import CliRunner
+
+from avatarkit.cli import app
+from avatarkit.errors import InputValidationError
+from avatarkit.render.photo import PhotoRig
+from avatarkit.render.procedural import generate_procedural, params_from_image
+from avatarkit.types import PROVENANCE_KEY, AvatarImage
+
+DATA = Path(__file__).parent / "data"
+runner = CliRunner()
+
+
+def test_a_saved_procedural_avatar_loads_back_as_procedural(tmp_path: Path) -> None:
+    image = generate_procedural(7, size=256)
+    path = tmp_path / "face.png"
+    path.write_bytes(image.data)  # what Response.save and the CLI write
+
+    loaded = AvatarImage.load(path)
+
+    assert loaded.kind == "procedural"
+    assert (loaded.width, loaded.height, loaded.format) == (256, 256, "png")
+    assert params_from_image(loaded) == params_from_image(image)
+    assert loaded.face_box == image.face_box
+    assert loaded.provenance["source"] == str(path)
+
+
+def test_a_procedural_avatar_can_be_loaded_as_a_photo_and_needs_no_face_detection(
+    tmp_path: Path,
+) -> None:
+    image = generate_procedural(3, size=256)
+    path = tmp_path / "face.png"
+    path.write_bytes(image.data)
+
+    photo = AvatarImage.load(path, kind="photo")
+
+    assert photo.kind == "photo" and photo.face_box == image.face_box
+    # OpenCV's cascades find no face in a flat illustration; the recorded box stands in
+    PhotoRig(photo, size=256)
+
+
+def test_a_portrait_without_a_record_loads_as_a_photo(tmp_path: Path) -> None:
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes((DATA / "portrait.jpg").read_bytes())
+
+    loaded = AvatarImage.load(path)
+
+    assert (loaded.kind, loaded.format, loaded.width, loaded.height) == ("photo", "jpeg", 320, 300)
+    assert loaded.face_box is None
+    assert loaded.provenance == {"source": str(path)}
+
+
+def test_an_unreadable_record_is_ignored(tmp_path: Path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PROVENANCE_KEY, "{not json")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG", pnginfo=info)
+    path = tmp_path / "odd.png"
+    path.write_bytes(buf.getvalue())
+
+    assert AvatarImage.load(path).kind == "photo"
+
+
+def test_a_record_that_cannot_be_redrawn_loads_as_a_photo(tmp_path: Path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PROVENANCE_KEY, json.dumps({"generator": "procedural"}))  # no params, no seed
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buf, format="PNG", pnginfo=info)
+    path = tmp_path / "half.png"
+    path.write_bytes(buf.getvalue())
+
+    assert AvatarImage.load(path).kind == "photo"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.png", None, "does not exist"),
+        ("notes.png", b"just some text", "not a readable image"),
+        ("anim.gif", "gif", "PNG, JPEG or WebP"),
+    ],
+)
+def test_bad_files_are_refused_with_a_typed_error(
+    tmp_path: Path, name: str, content: bytes | str | None, message: str
+) -> None:
+    path = tmp_path / name
+    if content == "gif":
+        Image.new("RGB", (8, 8)).save(path, format="GIF")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(InputValidationError, match=message):
+        AvatarImage.load(path)
+
+
+def test_the_avatar_command_makes_a_face_that_animate_can_use(tmp_path: Path) -> None:
+    face = tmp_path / "face.png"
+    made = runner.invoke(app, ["avatar", "--seed", "7", "--size", "256", "-o", str(face)])
+    assert made.exit_code == 0, made.output
+
+    out = tmp_path / "clip"
+    result = runner.invoke(app, ["animate", "Hello.", "--avatar", str(face), "-o", str(out)])
+
+    assert result.exit_code == 0, result.output
+    assert (out / "video.mp4").stat().st_size > 0
+    assert AvatarImage.load(out / "avatar.png").kind == "procedural"
+
+
+def test_the_avatar_command_refuses_a_name_that_is_not_png_before_generating(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "face.jpg"  # the picture and its record are written as PNG
+    result = runner.invoke(app, ["avatar", "--seed", "7", "-o", str(out)])
+    assert result.exit_code == 2
+    assert "not a .png" in result.output
+    assert not out.exists()
+
+
+def test_asking_for_procedural_without_a_record_or_for_an_unknown_kind_is_refused() -> None:
+    portrait = DATA / "portrait.jpg"
+    with pytest.raises(InputValidationError, match="cannot be redrawn") as info:
+        AvatarImage.load(portrait, kind="procedural")
+    assert info.value.field == "kind"
+    with pytest.raises(InputValidationError, match="kind must be"):
+        AvatarImage.load(portrait, kind="cartoon")  # type: ignore[arg-type]
