@@ -143,6 +143,22 @@ def test_slots_are_extracted_and_normalised() -> None:
     assert extract_slots("I'm fine, I have 2 cats", now=NOW) == {}
 
 
+@pytest.mark.parametrize(
+    ("text", "date"),
+    [
+        ("Friday at 3pm", "2026-12-04"),  # 3 pm today has passed: the next Friday
+        ("on Friday at 10 pm", "2026-11-27"),  # still ahead today
+        ("Friday", "2026-11-27"),  # no time: today
+        ("this Friday at 3pm", "2026-11-27"),  # "this" names today's
+        ("next Friday at 10 pm", "2026-12-04"),
+        ("Monday at 9am", "2026-11-30"),
+    ],
+)
+def test_todays_weekday_at_a_time_already_past_means_next_week(text: str, date: str) -> None:
+    evening = dt.datetime(2026, 11, 27, 21, 11)  # a Friday, after 3 pm
+    assert extract_slots(text, now=evening)["date"] == date
+
+
 # --------------------------------------------------------------------------- handlers and forms
 
 

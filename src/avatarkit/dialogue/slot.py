@@ -111,7 +111,9 @@ def extract_date(text: str, now: dt.datetime) -> str | None:
 
     Understands ``2026-03-14``, ``March 14(th)(, 2026)``, ``14(th) (of) March``, ``today``,
     ``tonight``, ``tomorrow``, ``the day after tomorrow``, ``(next|this) Friday``. A month and
-    day with no year means the next such date from today.
+    day with no year means the next such date from today. Today's weekday alone means today,
+    unless the text names a time that has already passed ("Friday at 3 pm" said on a Friday
+    evening is next week's); ``this Friday`` is always today's.
     """
     today = now.date()
     if m := _ISO_DATE.search(text):
@@ -137,8 +139,13 @@ def extract_date(text: str, now: dt.datetime) -> str | None:
     if m := _WEEKDAY.search(text):
         target = _WEEKDAYS.index(m.group(2).lower())
         ahead = (target - today.weekday()) % 7
-        if m.group(1) and m.group(1).lower() == "next" and ahead == 0:
+        qualifier = (m.group(1) or "").lower()
+        if ahead == 0 and qualifier == "next":
             ahead = 7
+        elif ahead == 0 and not qualifier:  # today's weekday: today, unless its time has passed
+            time = extract_time(text, now)
+            if time is not None and time <= now.strftime("%H:%M"):
+                ahead = 7
         return (today + dt.timedelta(days=ahead)).isoformat()
     return None
 
