@@ -86,6 +86,7 @@ def test_a_record_that_cannot_be_redrawn_loads_as_a_photo(tmp_path: Path) -> Non
     [
         ("missing.png", None, "does not exist"),
         ("notes.png", b"just some text", "not a readable image"),
+        ("cut.png", "truncated", "not a readable image"),
         ("anim.gif", "gif", "PNG, JPEG or WebP"),
     ],
 )
@@ -95,10 +96,13 @@ def test_bad_files_are_refused_with_a_typed_error(
     path = tmp_path / name
     if content == "gif":
         Image.new("RGB", (8, 8)).save(path, format="GIF")
+    elif content == "truncated":
+        path.write_bytes(generate_procedural(1, size=64).data[:20])  # a PNG header, then nothing
     elif isinstance(content, bytes):
         path.write_bytes(content)
-    with pytest.raises(InputValidationError, match=message):
+    with pytest.raises(InputValidationError, match=message) as info:
         AvatarImage.load(path)
+    assert "BytesIO" not in str(info.value)
 
 
 def test_the_avatar_command_makes_a_face_that_animate_can_use(tmp_path: Path) -> None:

@@ -457,7 +457,11 @@ class AvatarImage(_Model):
                 fmt = (img.format or "").lower()
                 width, height = img.size
                 record = img.info.get(PROVENANCE_KEY)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except UnidentifiedImageError as exc:  # its message names an in-memory buffer
+            raise InputValidationError(
+                f"{path} is not a readable image (use a PNG, JPEG or WebP image)", field="path"
+            ) from exc
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InputValidationError(
                 f"{path} is not a readable image: {exc}", field="path"
             ) from exc
