@@ -461,7 +461,7 @@ class AvatarImage(_Model):
             raise InputValidationError(
                 f"{path} is not a readable image (use a PNG, JPEG or WebP image)", field="path"
             ) from exc
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InputValidationError(
                 f"{path} is not a readable image: {exc}", field="path"
             ) from exc
