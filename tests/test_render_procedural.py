@@ -15,6 +15,7 @@ from avatarkit.ports import ImageGenerator
 from avatarkit.render.face import ProceduralFace
 from avatarkit.render.procedural import (
     HAIR_STYLES,
+    SKIN_TONES,
     FaceParams,
     ProceduralImageGenerator,
     generate_procedural,
@@ -132,6 +133,33 @@ def test_image_generator_port() -> None:
     assert (p.hair_style, p.glasses, p.clothing) == ("curly", "round", "hoodie")
     again = asyncio.run(gen.generate(prompt))
     assert again.data == img.data
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("dark skin, buzz cut, hoodie",
+         {"skin": SKIN_TONES[7], "hair_style": "buzz", "clothing": "hoodie"}),
+        ("a pale-skinned, curly-haired woman", {"skin": SKIN_TONES[0], "hair_style": "curly"}),
+        ("brown skin, curly black hair",
+         {"skin": SKIN_TONES[5], "hair_style": "curly", "hair_color": "#231e20"}),
+        ("an olive-skinned man in a t-shirt", {"skin": SKIN_TONES[3], "clothing": "tshirt"}),
+        ("dark brown skin and a bun", {"skin": SKIN_TONES[6], "hair_style": "bun"}),
+        ("a tan skinned surfer", {"skin": SKIN_TONES[4]}),
+        ("a light-skinned person with silver hair in a v-neck",
+         {"skin": SKIN_TONES[1], "hair_color": "#a9a9ae", "clothing": "vneck"}),
+    ],
+)  # fmt: skip
+def test_plain_words_of_the_prompt_are_honoured(prompt: str, expected: dict[str, str]) -> None:
+    img = asyncio.run(ProceduralImageGenerator().generate(AvatarPrompt(prompt, seed=1)))
+    params = params_from_image(img).to_dict()
+    assert {k: params[k] for k in expected} == expected
+
+
+def test_words_inside_other_words_are_not_read_as_features() -> None:
+    prompt = AvatarPrompt("a man in shorts walking along the shore holding a bunny", seed=1)
+    img = asyncio.run(ProceduralImageGenerator().generate(prompt))
+    assert params_from_image(img) == random_params(1)  # not "short", "long" or "bun" hair
 
 
 def test_picture_and_renderer_share_painted_layers() -> None:

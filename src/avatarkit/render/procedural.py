@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -502,25 +503,51 @@ def paint_head_top(pt: Painter, p: FaceParams) -> None:
                           closed=False, n=8), 3.6, rgb(p.glasses_color))  # fmt: skip
 
 
-def _skin_for_prompt(prompt: AvatarPrompt) -> dict[str, Any]:
-    """A few plain words of the prompt as overrides (``glasses``, ``blonde``, ``curly``...)."""
-    words = prompt.prompt.lower()
+# Plain words of a prompt the local generator honours, as whole words or phrases
+# ("dark-skinned" and "curly-haired" too): "shorts" is no "short" haircut, "bunny" no "bun".
+_SKIN_WORDS = {  # longer phrases first: "dark brown skin" is not "brown skin"
+    "dark brown": 6, "pale": 0, "fair": 0, "light": 1, "olive": 3, "medium": 3, "tan": 4,
+    "tanned": 4, "brown": 5, "dark": 7, "deep": 7, "black": 7,
+}  # fmt: skip
+_HAIR_COLOR_WORDS = {
+    "blonde": "#e1b96e", "blond": "#e1b96e", "platinum": "#ebe1c8", "red hair": "#be502d",
+    "ginger": "#be502d", "auburn": "#96462a", "black hair": "#231e20",
+    "grey hair": "#a9a9ae", "gray hair": "#a9a9ae", "silver hair": "#a9a9ae",
+    "white hair": "#a9a9ae", "brown hair": "#6e462d", "pink hair": "#e682aa",
+    "blue hair": "#3c96a0", "teal hair": "#3c96a0",
+}  # fmt: skip
+_CLOTHING_WORDS = {
+    "tshirt": "tshirt", "t-shirt": "tshirt", "t shirt": "tshirt", "tee": "tshirt",
+    "vneck": "vneck", "v-neck": "vneck", "v neck": "vneck", "hoodie": "hoodie",
+    "collar": "collar", "collared": "collar", "turtleneck": "turtleneck",
+    "turtle neck": "turtleneck", "blazer": "blazer",
+}  # fmt: skip
+
+
+def _has(phrase: str, text: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+
+
+def _overrides_from_prompt(prompt: AvatarPrompt) -> dict[str, Any]:
+    """A few plain words of the prompt as overrides (``dark skin``, ``curly``, ``glasses``...)."""
+    text = prompt.prompt.lower()
     out: dict[str, Any] = {}
+    for word, tone in _SKIN_WORDS.items():
+        if re.search(rf"(?<!\w){word}[\s-]skin(?:ned)?(?!\w)", text):
+            out["skin"] = SKIN_TONES[tone]
+            break
     for style in HAIR_STYLES:
-        if style in words:
+        if _has(style, text):
             out["hair_style"] = style
-    colors = {"blonde": "#e1b96e", "blond": "#e1b96e", "red hair": "#be502d", "ginger": "#be502d",
-              "black hair": "#231e20", "grey hair": "#a9a9ae", "gray hair": "#a9a9ae",
-              "brown hair": "#6e462d", "pink hair": "#e682aa"}  # fmt: skip
-    for word, color in colors.items():
-        if word in words:
+    for word, color in _HAIR_COLOR_WORDS.items():
+        if _has(word, text):
             out["hair_color"] = color
-    if "glasses" in words:
+    if _has("glasses", text):
         out["glasses"] = "round"
-    if "earring" in words:
+    if _has("earring", text) or _has("earrings", text):
         out["earrings"] = "hoop"
-    for cloth in CLOTHING:
-        if cloth in words:
+    for word, cloth in _CLOTHING_WORDS.items():
+        if _has(word, text):
             out["clothing"] = cloth
     return out
 
@@ -598,7 +625,7 @@ class ProceduralImageGenerator:
         import asyncio
 
         seed = prompt.seed if prompt.seed is not None else random.SystemRandom().randrange(2**31)
-        overrides = {**_skin_for_prompt(prompt), **prompt.style}
+        overrides = {**_overrides_from_prompt(prompt), **prompt.style}
         size = (prompt.width - prompt.width % 2, prompt.height - prompt.height % 2)
         image = await asyncio.to_thread(generate_procedural, seed, size, **overrides)
         if progress is not None:
