@@ -240,7 +240,8 @@ class AvatarBot:
             text: What the user said (or a ready UserInput).
             session_id: Conversation to continue.
             render: Render the video (default: ``settings.render`` and a renderer is set).
-            output: Where to write the video file (a temporary file when None).
+            output: Where to write the video file. When None, a new temporary file that the
+                caller owns (move or delete it; nothing removes it later).
             progress: ``progress(done, total)`` during rendering.
 
         Raises:
