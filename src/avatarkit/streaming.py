@@ -259,9 +259,11 @@ class ReplyStream:
         """
         if played is not None and played < 0:
             raise InputValidationError(f"played must be >= 0 seconds, got {played}", field="played")
-        if self._finished:  # ran to its end (or already interrupted): nothing to stop
+        if self._finished or self._interrupted:  # ran to its end, or being stopped already
             return self.response
-        self._finished = self._interrupted = True
+        # Not finished yet: a consumer iterating meanwhile must wait for the TurnComplete below
+        # rather than see a finished stream with an empty queue and stop without it.
+        self._interrupted = True
         started = self._task is not None
         await self._cancel_all()
         text = self._delivered_text(played)
@@ -281,6 +283,7 @@ class ReplyStream:
         fill_metrics(response, self._counter, self._t0)
         while not self._queue.empty():  # undelivered events are dropped
             self._queue.get_nowait()
+        self._finished = True
         if started:
             self._emit(TurnComplete(response=response, interrupted=True))
         self._queue.put_nowait(_END)
@@ -355,6 +358,8 @@ class ReplyStream:
         await asyncio.to_thread(self._finish)  # ffmpeg joins the clips: off the event loop
         await self._record(" ".join(s.text for s in self._segments))
         fill_metrics(response, self._counter, self._t0)
+        if self._interrupted:  # interrupt() reports the end
+            return
         self._finished = True
         self._emit(TurnComplete(response=response))
         self._queue.put_nowait(_END)
