@@ -277,9 +277,15 @@ class AvatarBot:
         output: str | Path | None = None,
         progress: ProgressCallback | None = None,
     ) -> Response:
-        """Speak and animate ``text`` as given (no understanding, no dialogue)."""
+        """Speak and animate ``text`` as given (no understanding, no dialogue).
+
+        Emotion tags (``[happy]``, ``*smiles*``) set the face instead of being read out, and
+        markdown marks, links and emoji are not spoken, as in :meth:`respond`.
+        """
         user = self._validate(text, "default")
-        response = Response(input=user, dialogue=DialogueResponse(text=user.text, handled_by="say"))
+        reply = DialogueResponse(text=user.text, handled_by="say")
+        _make_speakable(reply)
+        response = Response(input=user, dialogue=reply)
         with _measured(response):
             image_task = self._start_image_task(render)
             with _cancelled_on_failure(image_task):
@@ -446,7 +452,7 @@ class AvatarBot:
             intent=response.intent,
             sentiment=response.sentiment,
         )
-        _strip_tags(response.dialogue)
+        _make_speakable(response.dialogue)
 
     def _start_image_task(self, render: bool | None) -> asyncio.Task[AvatarImage] | None:
         if not self._will_render(render) or (self._avatar_image is not None and self._prepared):
@@ -644,11 +650,18 @@ def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | No
     )
 
 
-def _strip_tags(reply: DialogueResponse) -> None:
+def _make_speakable(reply: DialogueResponse) -> None:
+    """Emotion tags out of the text for the face; markdown, links and emoji out for the voice.
+
+    What was written stays in ``reply.raw_text`` (the face reads the tags' places from it).
+    """
     from avatarkit.animation.expression import strip_emotion_tags
+    from avatarkit.dialogue.speakable import speakable
 
     clean, tags = strip_emotion_tags(reply.text)
-    if tags:
+    spoken = speakable(clean)
+    if spoken != reply.text:
         reply.raw_text = reply.text
-        reply.text = clean
+        reply.text = spoken
+    if tags:
         reply.emotion_tags = [tag for _, tag in tags]

@@ -368,6 +368,7 @@ class ReplyStream:
         """Chat deltas → sentences, each sent to the voice the moment it is complete."""
         from avatarkit.animation.expression import strip_emotion_tags
         from avatarkit.dialogue.sentences import SentenceSplitter
+        from avatarkit.dialogue.speakable import speakable, speakable_with_offsets
 
         bot, response = self._bot, self.response
         assert bot.dialogue is not None
@@ -378,13 +379,15 @@ class ReplyStream:
 
         def start(sentence: str) -> SentenceReady | None:
             nonlocal index
-            clean, tags = strip_emotion_tags(sentence)
-            if not clean.strip():
+            clean, tags = strip_emotion_tags(sentence)  # tags for the face
+            spoken, moved = speakable_with_offsets(clean, [offset for offset, _ in tags])
+            if not spoken:
                 return None
-            task = self._spawn(self._voice_segment(clean, tags))
-            sentences.put_nowait((index, clean, task))
+            tags = [(offset, name) for offset, (_, name) in zip(moved, tags, strict=True)]
+            task = self._spawn(self._voice_segment(spoken, tags))
+            sentences.put_nowait((index, spoken, task))
             index += 1
-            return SentenceReady(index=index - 1, text=clean)
+            return SentenceReady(index=index - 1, text=spoken)
 
         try:
             handled = await bot.dialogue.handle(user, response.intent)
@@ -416,9 +419,10 @@ class ReplyStream:
             sentences.put_nowait(None)
         full = "".join(raw)
         clean, tags = strip_emotion_tags(full)
+        spoken = speakable(clean)
         response.dialogue = DialogueResponse(
-            text=clean.strip(),
-            raw_text=full if tags else None,
+            text=spoken,
+            raw_text=full if spoken != full else None,
             emotion_tags=[t for _, t in tags],
             intent=response.intent.top if response.intent else None,
             handled_by="handler" if handled is not None else type(bot.dialogue.chat).__name__,

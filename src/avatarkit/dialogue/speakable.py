@@ -1,0 +1,211 @@
+"""Reply text as a voice should read it: markdown, links, code and emoji taken out.
+
+Chat models write for screens, whatever their prompt says, and a voice reads what it is given:
+eSpeak NG says "## Tips" as "hash hash tips", "**three**" as "asterisk asterisk three asterisk
+asterisk" and "🚶" as "person walking". :func:`speakable` keeps the words and drops the marks:
+
+- headings, list markers, block quotes and table pipes (a heading, list item or table row
+  without end punctuation gets a full stop, so the voice pauses there);
+- emphasis (``**``, ``__``, ``~~``, single ``*`` or ``_`` around words) and inline code ticks;
+  fenced code blocks and horizontal rules go entirely;
+- a link ``[text](url)`` is read as its text, a bare URL as its host (``example.com``);
+- emoji go; text symbols such as ``©``, ``™`` or ``°`` stay.
+
+``2*3*4``, ``snake_case`` and e-mail addresses are left alone. Emoji are matched by their Unicode
+blocks with one regular expression rather than with the ``emoji`` package: that package takes
+about 60 ms to import (on the event loop, mid-turn) and lists ``©``, ``™`` and ``‼`` as emoji,
+which a voice should read.
+
+Emotion tags (``[happy]``, ``*smiles*``) are not this module's business: strip them first with
+:func:`avatarkit.animation.expression.strip_emotion_tags`. :func:`speakable_with_offsets` moves
+character offsets (where those tags were) along with the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from urllib.parse import urlsplit
+
+__all__ = ["speakable", "speakable_with_offsets"]
+
+_Edit = tuple[int, int, str]  # replace text[start:end] with the string
+
+_END_PUNCTUATION = ".!?:;,…"
+_FENCE = re.compile(  # a fenced block, or a fence left open (a streamed sentence)
+    r"^[ \t]*```[^\n]*\n(?:.*?\n)??[ \t]*```[ \t]*(?:\n|$)|^[ \t]*```[^\n]*(?:\n|$)",
+    re.MULTILINE | re.DOTALL,
+)
+_TABLE_RULE = re.compile(
+    r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*(?::?-{3,}:?[ \t]*)?(?:\n|$)", re.MULTILINE
+)
+_RULE = re.compile(r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*:?-{0,}:?[ \t]*(?:\n|$)",
+                         re.MULTILINE)  # fmt: skip
+_RULE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*(?:\n|$)", re.MULTILINE)
+_PICTOGRAPH = "\U0001f000-\U0001faff\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u3030\u303d\u3297\u3299"
+_EMOJI = re.compile(
+    f"[{_PICTOGRAPH}][\ufe0e\ufe0f\u20e3\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f]*"
+    f"(?:\u200d[{_PICTOGRAPH}][\ufe0f\U0001f3fb-\U0001f3ff]*)*"  # joined sequences: one emoji
+)
+_LINE_PREFIX = re.compile(
+    r"^(?P<indent>[ \t]*)(?:(?P<heading>\#{1,6}[ \t]+)|(?P<quote>>[ \t]?)"
+    r"|(?P<bullet>(?:[-*+•]|\d{1,3}[.)])[ \t]+)|(?P<table>\|(?=.*\|[ \t]*$)[ \t]*))"
+    r"(?P<body>[^\n]*)$",
+    re.MULTILINE,
+)
+_CLOSING_HASHES = re.compile(r"[ \t]+#+[ \t]*$")
+_CELL = re.compile(r"[ \t]*\|[ \t]*")
+_PAIRED = re.compile(r"(\*\*|__|~~)(?=\S)(?P<inner>[^\n]+?)(?<=\S)\1")
+_SINGLE_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(?P<inner>[^*\n]+?)(?<=[^\s*])\*(?![\w*])")
+_SINGLE_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])(?P<inner>[^_\n]+?)(?<=[^\s_])_(?![\w_])")
+_CODE = re.compile(r"(`+)(?P<inner>[^`\n]+?)\1")
+_LINK = re.compile(r"(!?\[)([^\]\n]*)(\]\([^)\s]*(?:[ \t]+\"[^\"\n]*\")?\))")
+_URL = re.compile(r"(?<![\w/@.])(?:https?://|www\.)[^\s<>()\[\]\"']+")
+_URL_TAIL = re.compile(r"[.,;:!?]+$")
+
+
+def speakable(text: str) -> str:
+    """``text`` without the markdown, links, code and emoji a voice would read out."""
+    return speakable_with_offsets(text, ())[0]
+
+
+def speakable_with_offsets(text: str, offsets: Sequence[int]) -> tuple[str, list[int]]:
+    """:func:`speakable`, moving character ``offsets`` of ``text`` onto the result.
+
+    An offset inside removed markup moves to where the kept text resumes.
+    """
+    moved = list(offsets)
+    for edits in (_blocks, _emoji, _lines, _marks, _links, _whitespace):
+        text, moved = _apply(text, list(edits(text)), moved)
+    return text, moved
+
+
+# ----------------------------------------------------------------------------- passes
+
+
+def _blocks(text: str) -> Iterator[_Edit]:
+    """Fenced code, table rules and horizontal rules: whole lines out."""
+    spans = [m.span() for p in (_FENCE, _TABLE_RULE, _RULE) for m in p.finditer(text)]
+    end = -1
+    for start, stop in sorted(spans):
+        if start >= end:  # the patterns may overlap (a "---" line is both kinds of rule)
+            yield start, stop, ""
+            end = stop
+
+
+def _emoji(text: str) -> Iterator[_Edit]:
+    for m in _EMOJI.finditer(text):
+        yield m.start(), m.end(), ""
+
+
+def _lines(text: str) -> Iterator[_Edit]:
+    """Headings, quotes, list markers and table pipes off; a full stop where a line needs one."""
+    yield from _disjoint(list(_line_edits(text)))
+
+
+def _line_edits(text: str) -> Iterator[_Edit]:
+    for m in _LINE_PREFIX.finditer(text):
+        yield m.start(), m.start("body"), ""
+        body_start, body = m.start("body"), m.group("body")
+        if m.group("heading") and (h := _CLOSING_HASHES.search(body)):
+            body = body[: h.start()]
+            yield body_start + h.start(), body_start + h.end(), ""
+        if m.group("table"):
+            body = body.rstrip()
+            cells = list(_CELL.finditer(body))
+            for i, cell in enumerate(cells):
+                last = i == len(cells) - 1 and cell.end() == len(body)
+                yield body_start + cell.start(), body_start + cell.end(), "" if last else ", "
+            body = body[: cells[-1].start()] if cells and cells[-1].end() == len(body) else body
+        content = body.rstrip()
+        if m.group("quote") is None and content and content[-1] not in _END_PUNCTUATION:
+            yield body_start + len(content), body_start + len(content), "."
+
+
+def _marks(text: str) -> Iterator[_Edit]:
+    """Emphasis markers and code ticks around words: the markers go, the words stay."""
+    edits: list[_Edit] = []
+    for pattern in (_CODE, _PAIRED, _SINGLE_STAR, _SINGLE_UNDERSCORE):
+        for m in pattern.finditer(text):
+            edits += [(m.start(), m.start("inner"), ""), (m.end("inner"), m.end(), "")]
+    yield from _disjoint(edits)
+
+
+def _links(text: str) -> Iterator[_Edit]:
+    """``[text](url)`` read as its text; a bare URL as its host."""
+    edits: list[_Edit] = []
+    for m in _LINK.finditer(text):
+        edits += [(m.start(1), m.end(1), ""), (m.start(3), m.end(3), "")]
+    for m in _URL.finditer(text):
+        url = m.group()
+        tail = _URL_TAIL.search(url)
+        end = m.end() - (len(tail.group()) if tail else 0)
+        edits.append((m.start(), end, _host(text[m.start() : end])))
+    yield from _disjoint(edits)
+
+
+def _whitespace(text: str) -> Iterator[_Edit]:
+    """What the removals left: runs of spaces, spaces before punctuation, blank lines, ends."""
+    edits: list[_Edit] = []
+    for m in re.finditer(r"[ \t]+(?=\n|$|[.,!?;:])|(?<=\n)[ \t]+|^[ \t]+", text):
+        edits.append((m.start(), m.end(), ""))
+    for m in re.finditer(r"(?<=\S)[ \t]{2,}(?=\S)", text):
+        edits.append((m.start(), m.end(), " "))
+    for m in re.finditer(r"\n[ \t]*\n[\s]*", text):
+        edits.append((m.start(), m.end(), "\n"))
+    lead = len(text) - len(text.lstrip())
+    if lead:
+        edits.append((0, lead, ""))
+    trail = len(text) - len(text.rstrip())
+    if trail:
+        edits.append((len(text) - trail, len(text), ""))
+    yield from _disjoint(edits)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    host = (parts.hostname or url).removeprefix("www.")
+    return host
+
+
+def _disjoint(edits: list[_Edit]) -> Iterator[_Edit]:
+    """Edits sorted by position, dropping any that overlap one already kept."""
+    end = -1
+    for start, stop, repl in sorted(edits, key=lambda e: (e[0], e[1])):
+        if start >= end or start == stop == end:
+            yield start, stop, repl
+            end = max(end, stop)
+
+
+def _apply(text: str, edits: list[_Edit], offsets: list[int]) -> tuple[str, list[int]]:
+    """Apply sorted, disjoint edits; move each offset with the text around it."""
+    if not edits:
+        return text, offsets
+    out: list[str] = []
+    pos = 0
+    starts: list[tuple[int, int, int, int]] = []  # (start, stop, new start, replacement length)
+    new_len = 0
+    for start, stop, repl in edits:
+        out.append(text[pos:start])
+        new_len += start - pos
+        starts.append((start, stop, new_len, len(repl)))
+        out.append(repl)
+        new_len += len(repl)
+        pos = stop
+    out.append(text[pos:])
+    return "".join(out), [_move(o, starts) for o in offsets]
+
+
+def _move(offset: int, edits: Sequence[tuple[int, int, int, int]]) -> int:
+    shift = 0
+    for start, stop, new_start, length in edits:
+        if stop <= offset and not (start == stop == offset and length == 0):
+            shift = new_start + length - stop
+            continue
+        if start < offset < stop:  # inside a replaced span: where the kept text resumes
+            return new_start + length
+        break
+    return offset + shift

@@ -1,0 +1,87 @@
+"""What the voice reads: chat models write markdown, links and emoji, and none of it is spoken."""
+
+from __future__ import annotations
+
+import pytest
+
+from avatarkit import AvatarBot
+from avatarkit.dialogue.speakable import speakable, speakable_with_offsets
+from avatarkit.streaming import SentenceReady
+from avatarkit.testing import (
+    FakeChatModel,
+    FakeExpressionPolicy,
+    FakeImageGenerator,
+    FakeVoice,
+)
+
+MARKDOWN_REPLY = (
+    "## Sure!\n\nHere are **three** tips:\n\n1. Drink *water*\n2. Sleep `8h`.\n"
+    "- Walk daily 🚶\n\nSee [the guide](https://example.com/guide) or https://www.example.org/x."
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        (MARKDOWN_REPLY,
+         "Sure!\nHere are three tips:\nDrink water.\nSleep 8h.\nWalk daily.\n"
+         "See the guide or example.org."),
+        ("# Opening hours\nWe open at nine.", "Opening hours.\nWe open at nine."),
+        ("It's __really__ ~~not~~ good.", "It's really not good."),
+        ("Run:\n```python\nprint('hi')\n```\nThat's all.", "Run:\nThat's all."),
+        ("> Quoted advice here.", "Quoted advice here."),
+        ("| Day | Hours |\n|---|---|\n| Mon | 9-5 |", "Day, Hours.\nMon, 9-5."),
+        ("Great job! 🎉🎉 👍🏽", "Great job!"),
+        ("It's 25°C in snake_case_land, 2*3*4 = 24, and © 2026.",
+         "It's 25°C in snake_case_land, 2*3*4 = 24, and © 2026."),
+        ("Plain text stays exactly as it is.", "Plain text stays exactly as it is."),
+        ("Visit www.example.com/page today", "Visit example.com today"),
+    ],
+)  # fmt: skip
+def test_markdown_links_and_emoji_are_not_read_out(text: str, spoken: str) -> None:
+    assert speakable(text) == spoken
+
+
+def test_offsets_follow_the_text_they_pointed_into() -> None:
+    text = "## Hi!\n**Great** news: it works."
+    spoken, moved = speakable_with_offsets(text, [3, 7, 17, len(text)])
+    assert spoken == "Hi!\nGreat news: it works."
+    assert [spoken[o:] for o in moved] == ["Hi!\nGreat news: it works.", "Great news: it works.",
+                                           "news: it works.", ""]  # fmt: skip
+
+
+def _bot(reply: str, voice: FakeVoice) -> AvatarBot:
+    return AvatarBot(chat=FakeChatModel(reply), voice=voice, renderer=None,
+                     image=FakeImageGenerator(), preprocessor="test", intent="test",
+                     sentiment="test", expression=FakeExpressionPolicy())  # fmt: skip
+
+
+async def test_a_markdown_reply_is_spoken_clean_and_kept_as_written() -> None:
+    voice = FakeVoice()
+    reply = await _bot("[happy] ## Done!\n**All** set 🎉", voice).respond("hi")
+    assert voice.calls == ["Done!\nAll set"]
+    assert reply.text == "Done!\nAll set"
+    assert reply.dialogue is not None and reply.dialogue.raw_text == (
+        "[happy] ## Done!\n**All** set 🎉"
+    )
+    assert reply.dialogue.emotion_tags == ["happy"]
+
+
+async def test_say_does_not_read_out_tags_or_markdown() -> None:
+    voice = FakeVoice()
+    bot = _bot("unused", voice)
+    reply = await bot.say("[happy] Hello *smiles* there, **friend**!")
+    assert voice.calls == ["Hello there, friend!"]
+    assert reply.dialogue is not None and reply.dialogue.emotion_tags == ["happy", "happy"]
+
+
+async def test_a_streamed_markdown_reply_is_voiced_clean_sentence_by_sentence() -> None:
+    voice = FakeVoice()
+    bot = _bot("## Tips\n1. Drink **water**.\n2. Sleep well 😴\nSee https://example.com/a.", voice)
+    events = [event async for event in bot.stream("tips please")]
+    spoken = [e.text for e in events if isinstance(e, SentenceReady)]
+    assert spoken == ["Tips.", "Drink water.", "Sleep well.", "See example.com."]
+    assert voice.calls == spoken
+    final = events[-1].response
+    assert final.dialogue.raw_text.startswith("## Tips")
+    assert "**" not in final.text and "#" not in final.text
