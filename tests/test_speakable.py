@@ -85,3 +85,20 @@ async def test_a_streamed_markdown_reply_is_voiced_clean_sentence_by_sentence() 
     final = events[-1].response
     assert final.dialogue.raw_text.startswith("## Tips")
     assert "**" not in final.text and "#" not in final.text
+
+
+async def test_a_streamed_code_block_is_not_read_line_by_line() -> None:
+    voice = FakeVoice()
+    reply = "Like this:\n```python\nprint('hi')\nx = 1\n```\nThat prints hi."
+    events = [event async for event in _bot(reply, voice).stream("how?")]
+    assert [e.text for e in events if isinstance(e, SentenceReady)] == [
+        "Like this:",
+        "That prints hi.",
+    ]
+
+
+async def test_text_after_a_closing_fence_in_the_same_sentence_is_spoken() -> None:
+    reply = "Try:\n```\nls -la\n``` Then look again."
+    events = [event async for event in _bot(reply, FakeVoice()).stream("how?")]
+    spoken = [e.text for e in events if isinstance(e, SentenceReady)]
+    assert spoken == ["Try:", "Then look again."]

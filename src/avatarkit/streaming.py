@@ -376,9 +376,15 @@ class ReplyStream:
         splitter = SentenceSplitter(user.language or "en")
         index = 0
         raw: list[str] = []
+        in_code = False  # inside a fenced code block, which arrives one line per sentence
 
         def start(sentence: str) -> SentenceReady | None:
-            nonlocal index
+            nonlocal index, in_code
+            # each ``` opens or closes a code block; what is inside is not read out
+            parts = sentence.split("```")
+            outside = [part.strip() for i, part in enumerate(parts) if (i % 2 == 0) != in_code]
+            in_code ^= len(parts) % 2 == 0
+            sentence = " ".join(part for part in outside if part)
             clean, tags = strip_emotion_tags(sentence)  # tags for the face
             spoken, moved = speakable_with_offsets(clean, [offset for offset, _ in tags])
             if not spoken:
