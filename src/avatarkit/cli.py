@@ -247,11 +247,23 @@ def animate(
     image_backend: ImageOpt = "local",
     avatar: AvatarOpt = None,
     seed: SeedOpt = 0,
+    audio: Annotated[
+        Path | None,
+        typer.Option(
+            "--audio",
+            help="Animate this recording instead of synthesising TEXT (which then only sets "
+            "the face's expressions); lip sync reads the audio.",
+        ),
+    ] = None,
 ) -> None:
     """Speak and animate text as given: avatar, speech, video and timeline."""
     try:
+        if audio is not None:
+            from avatarkit.providers.recorded import RecordedVoice
+
+            recorded: Any = RecordedVoice(audio)
         bot = _bot(
-            voice=voice,
+            voice=recorded if audio is not None else voice,
             renderer=renderer,
             image=image_backend,
             avatar=avatar,
