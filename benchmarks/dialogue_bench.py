@@ -197,7 +197,9 @@ def bench_held_out() -> None:
         feeling = sentiment.analyze_sync(text)
         # the user message exactly as the dialogue manager hands it to the chat model
         hinted = manager.messages(state, text, intent=pred, sentiment=feeling)[-1]
-        retrieved = model.match(text)[0]
+        # matched as reply() matches: among entries it can answer with what it knows
+        fields, _ = model.template_fields([hinted])
+        retrieved = model.match(text, fields=fields.keys())[0]
         for mode in counts:
             entry = retrieved
             if entry.id == "fallback" and mode == "labels":

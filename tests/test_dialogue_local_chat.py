@@ -189,6 +189,18 @@ async def test_introduce_yourself_script_with_the_local_model() -> None:
     assert text == "Hi, I'm Ada. I guide visitors through the computer museum."
 
 
+async def test_the_avatar_remembers_the_users_name_when_asked() -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    before = await manager.respond(UserInput(text="What's my name?", session_id="new"))
+    # no answer with a hole where the name goes ("Nice to meet you, !"), no made-up name
+    assert ", !" not in before.text and "Your name is" not in before.text
+    await manager.respond(UserInput(text="Hello, my name is Grace"))
+    asked = await manager.respond(UserInput(text="what is my name?"))
+    assert asked.text == "Your name is Grace."
+    again = await manager.respond(UserInput(text="Do you remember my name?"))
+    assert "Grace" in again.text
+
+
 async def test_local_model_in_a_manager_conversation() -> None:
     manager = DialogueManager(LocalChatModel(), persona=ADA)
     first = await manager.respond(UserInput(text="Hello, my name is Grace"))

@@ -30,7 +30,7 @@ import re
 import string
 import unicodedata
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -384,13 +384,25 @@ class LocalChatModel:
             self._index = _Index(self.entries)
         return self._index
 
-    def match(self, text: str) -> tuple[KnowledgeEntry, float]:
-        """The best entry for ``text`` and its similarity; the fallback entry below threshold."""
+    def match(
+        self, text: str, *, fields: Collection[str] | None = None
+    ) -> tuple[KnowledgeEntry, float]:
+        """The best entry for ``text`` and its similarity; the fallback entry below threshold.
+
+        With ``fields`` (the template fields known), only entries with an answer that needs
+        no other field count: "what's my name?" before the user has said it skips the entry
+        that tells it.
+        """
         name = extract_name(text, _EPOCH)
         ignore = frozenset(_normalize(name).split()) if name else frozenset()
         index = self._get_index()
         scores = index.scores(text, ignore)
-        best = max(range(len(scores)), key=lambda i: scores[i]) if scores else -1
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        if fields is not None:
+            known = set(fields)
+            ranked = [i for i in ranked if any(_fields_of(a) <= known
+                                               for a in self.entries[i].answers)]  # fmt: skip
+        best = ranked[0] if ranked else -1
         if best < 0 or scores[best] < self.threshold:
             return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
         return self.entries[best], scores[best]
@@ -424,26 +436,17 @@ class LocalChatModel:
                 "LocalChatModel needs a non-empty user message to answer", field="messages"
             )
         text = users[-1].content
-        persona = self._persona_for(messages)
-        fields: dict[str, Any] = dict(persona.template_fields())
-        user_name = next(
-            (n for m in reversed(users) if (n := extract_name(m.content, _EPOCH)) is not None),
-            None,
-        )
-        if user_name:
-            fields["user_name"] = user_name
-        facts = _facts(messages)
-        fields.update(facts)
+        fields, facts = self.template_fields(messages)
         turn = sum(1 for m in messages if m.role == "assistant")
 
         parts = [p for p in _SENTENCE_END.split(text.strip()) if p.strip()] or [text]
         matched: list[KnowledgeEntry] = []
         for part in parts if len(parts) > 1 else [text]:
-            entry, _ = self.match(part)
+            entry, _ = self.match(part, fields=fields.keys())
             if entry.id != FALLBACK_ID and entry not in matched:
                 matched.append(entry)
         if len(parts) > 1 and not matched:
-            entry, _ = self.match(text)
+            entry, _ = self.match(text, fields=fields.keys())
             if entry.id != FALLBACK_ID:
                 matched.append(entry)
         greet = False
@@ -460,6 +463,26 @@ class LocalChatModel:
         if self.emotion_tags and matched[0].emotion:
             reply = f"[{matched[0].emotion}] {reply}"
         return reply
+
+    def template_fields(
+        self, messages: Sequence[ChatMessage]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The answer-template fields a conversation fills, and the user's facts among them.
+
+        Fields: the persona's (``name``, ``backstory``...), ``user_name`` once the user has
+        said it, and the facts (``date``, ``time``, ``email``, ``phone``) the user gave.
+        """
+        fields: dict[str, Any] = dict(self._persona_for(messages).template_fields())
+        users = [m for m in messages if m.role == "user"]
+        user_name = next(
+            (n for m in reversed(users) if (n := extract_name(m.content, _EPOCH)) is not None),
+            None,
+        )
+        if user_name:
+            fields["user_name"] = user_name
+        facts = _facts(messages)
+        fields.update(facts)
+        return fields, facts
 
     def _unmatched(self, message: ChatMessage) -> KnowledgeEntry:
         """The entry for a message no question matched: its intent's, sympathy, or fallback."""
