@@ -389,23 +389,21 @@ class LocalChatModel:
     ) -> tuple[KnowledgeEntry, float]:
         """The best entry for ``text`` and its similarity; the fallback entry below threshold.
 
-        With ``fields`` (the template fields known), only entries with an answer that needs
-        no other field count: "what's my name?" before the user has said it skips the entry
-        that tells it.
+        With ``fields`` (the template fields known), a best entry whose every answer needs
+        another field gives the fallback too: "What's my name?" before the user has said it
+        must not get "Nice to meet you, !" (nor a lesser match on another topic).
         """
         name = extract_name(text, _EPOCH)
         ignore = frozenset(_normalize(name).split()) if name else frozenset()
         index = self._get_index()
         scores = index.scores(text, ignore)
-        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        if fields is not None:
-            known = set(fields)
-            ranked = [i for i in ranked if any(_fields_of(a) <= known
-                                               for a in self.entries[i].answers)]  # fmt: skip
-        best = ranked[0] if ranked else -1
+        best = max(range(len(scores)), key=lambda i: scores[i]) if scores else -1
         if best < 0 or scores[best] < self.threshold:
             return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
-        return self.entries[best], scores[best]
+        entry = self.entries[best]
+        if fields is not None and not any(_fields_of(a) <= set(fields) for a in entry.answers):
+            return index.by_id[FALLBACK_ID], scores[best]
+        return entry, scores[best]
 
     # -- answering -----------------------------------------------------------------------------
 
