@@ -37,7 +37,7 @@ def test_a_saved_procedural_avatar_loads_back_as_procedural(tmp_path: Path) -> N
 def test_a_procedural_avatar_can_be_loaded_as_a_photo_and_needs_no_face_detection(
     tmp_path: Path,
 ) -> None:
-    image = generate_procedural(3, size=256)
+    image = generate_procedural(7, size=256)  # a face OpenCV's cascades do not find
     path = tmp_path / "face.png"
     path.write_bytes(image.data)
 
@@ -135,3 +135,39 @@ def test_asking_for_procedural_without_a_record_or_for_an_unknown_kind_is_refuse
     assert info.value.field == "kind"
     with pytest.raises(InputValidationError, match="kind must be"):
         AvatarImage.load(portrait, kind="cartoon")  # type: ignore[arg-type]
+
+
+def test_a_face_box_on_the_command_line_animates_a_face_the_cascades_miss(
+    tmp_path: Path,
+) -> None:
+    face = tmp_path / "face.png"  # no record (re-saved): a photo whose face the cascades miss
+    Image.open(io.BytesIO(generate_procedural(7, size=256).data)).save(face)
+    missed = runner.invoke(
+        app, ["animate", "Hi.", "--avatar", str(face), "-o", str(tmp_path / "a")]
+    )
+    assert missed.exit_code == 2 and "No face found" in missed.output
+
+    box = ",".join(str(v) for v in generate_procedural(7, size=256).face_box)  # type: ignore[union-attr]
+    out = tmp_path / "b"
+    result = runner.invoke(
+        app, ["animate", "Hi.", "--avatar", str(face), "--face-box", box, "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "video.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("box", ["1,2,3", "a,b,c,d", "0,0,0,10", "-1,0,10,10"])
+def test_a_bad_face_box_is_refused_before_any_work(tmp_path: Path, box: str) -> None:
+    face = tmp_path / "face.png"
+    face.write_bytes(generate_procedural(5, size=64).data)
+    result = runner.invoke(
+        app, ["animate", "Hi.", "--avatar", str(face), "--face-box", box, "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "face box" in result.output
+    assert not (tmp_path / "speech.wav").exists()
+
+
+def test_a_face_box_needs_an_avatar(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["animate", "Hi.", "--face-box", "1,2,3,4", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "--avatar" in result.output

@@ -37,6 +37,14 @@ ImageOpt = Annotated[str, typer.Option("--image-backend", help="Avatar image gen
 AvatarOpt = Annotated[
     Path | None, typer.Option("--avatar", help="Use this portrait instead of generating one.")
 ]
+FaceBoxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--face-box",
+        help="Where the face is in --avatar, as LEFT,TOP,WIDTH,HEIGHT in pixels: for a portrait "
+        "the face detector misses (an illustration, a stylised face).",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the avatar and its idle motion.")]
 OutDir = Annotated[Path, typer.Option("--output", "-o", help="Folder to write results into.")]
 
@@ -70,6 +78,33 @@ def _bot(**kwargs: Any) -> Any:
     return AvatarBot(**kwargs)
 
 
+def _avatar(path: Path | None, face_box: str | None) -> Any:
+    """What ``--avatar`` names, as the bot takes it.
+
+    The path itself; with ``--face-box``, the picture loaded as a photo whose face is there.
+    """
+    from avatarkit.errors import InputValidationError
+
+    if face_box is None:
+        return path
+    if path is None:
+        raise InputValidationError("--face-box needs --avatar, the picture it describes",
+                                   field="face_box")  # fmt: skip
+    try:
+        box = tuple(int(part) for part in face_box.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or min(box[:2]) < 0 or min(box[2:]) <= 0:
+        raise InputValidationError(
+            f"face box {face_box!r}: give LEFT,TOP,WIDTH,HEIGHT, four whole numbers of pixels "
+            "(width and height above 0)",
+            field="face_box",
+        )
+    from avatarkit.types import AvatarImage
+
+    return AvatarImage.load(path, kind="photo").model_copy(update={"face_box": box})
+
+
 def _run_and_save(run: Callable[[], Any], output: Path) -> Any:
     """Run a turn and save it; when a late stage fails, save what the earlier ones made."""
     try:
@@ -94,13 +129,15 @@ def create(
     renderer: RendererOpt = "local",
     image_backend: ImageOpt = "local",
     avatar: AvatarOpt = None,
+    face_box: FaceBoxOpt = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Make a talking-avatar reply: avatar.png, speech.wav, video.mp4 and timeline.json."""
     try:
         bot = _bot(
-            chat=chat, voice=voice, renderer=renderer, image=image_backend, avatar=avatar, seed=seed
-        )
+            chat=chat, voice=voice, renderer=renderer, image=image_backend,
+            avatar=_avatar(avatar, face_box), seed=seed,
+        )  # fmt: skip
         _run_and_save(lambda: bot.respond_sync(prompt, progress=_progress("rendering")), output)
     except AvatarKitError as exc:
         _fail(exc)
@@ -246,6 +283,7 @@ def animate(
     renderer: RendererOpt = "local",
     image_backend: ImageOpt = "local",
     avatar: AvatarOpt = None,
+    face_box: FaceBoxOpt = None,
     seed: SeedOpt = 0,
     audio: Annotated[
         Path | None,
@@ -258,6 +296,7 @@ def animate(
 ) -> None:
     """Speak and animate text as given: avatar, speech, video and timeline."""
     try:
+        portrait = _avatar(avatar, face_box)
         if audio is not None:
             from avatarkit.providers.recorded import RecordedVoice
 
@@ -266,7 +305,7 @@ def animate(
             voice=recorded if audio is not None else voice,
             renderer=renderer,
             image=image_backend,
-            avatar=avatar,
+            avatar=portrait,
             seed=seed,
             chat=None,
             preprocessor=None,

@@ -105,7 +105,8 @@ def detect_face(rgb: Image) -> tuple[int, int, int, int]:
     raise InputValidationError(
         "No face found in the avatar image (OpenCV Haar cascades look for a frontal face that "
         "fills at least about an eighth of the picture). Use a front-facing portrait, or pass "
-        "face_box=(left, top, width, height) to PhotoRig / AvatarImage.face_box.",
+        "face_box=(left, top, width, height) to PhotoRig / AvatarImage.face_box (on the "
+        "command line: --face-box LEFT,TOP,WIDTH,HEIGHT).",
         field="image",
     )
 
