@@ -39,8 +39,6 @@ _FENCE = re.compile(  # a fenced block, or a fence left open (a streamed sentenc
 _TABLE_RULE = re.compile(
     r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*(?::?-{3,}:?[ \t]*)?(?:\n|$)", re.MULTILINE
 )
-_RULE = re.compile(r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*:?-{0,}:?[ \t]*(?:\n|$)",
-                         re.MULTILINE)  # fmt: skip
 _RULE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*(?:\n|$)", re.MULTILINE)
 _PICTOGRAPH = "\U0001f000-\U0001faff\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u3030\u303d\u3297\u3299"
 _EMOJI = re.compile(
@@ -166,9 +164,8 @@ def _whitespace(text: str) -> Iterator[_Edit]:
 
 
 def _host(url: str) -> str:
-    parts = urlsplit(url if "://" in url else f"//{url}")
-    host = (parts.hostname or url).removeprefix("www.")
-    return host
+    """``example.com`` for ``https://www.example.com/page?q=1`` (a URL with or without scheme)."""
+    return (urlsplit(url if "://" in url else f"//{url}").hostname or url).removeprefix("www.")
 
 
 def _disjoint(edits: list[_Edit]) -> Iterator[_Edit]:
