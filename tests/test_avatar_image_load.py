@@ -171,3 +171,19 @@ def test_a_bad_face_box_is_refused_before_any_work(tmp_path: Path, box: str) -> 
 def test_a_face_box_needs_an_avatar(tmp_path: Path) -> None:
     result = runner.invoke(app, ["animate", "Hi.", "--face-box", "1,2,3,4", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "--avatar" in result.output
+
+
+def test_a_saved_procedural_face_goes_to_a_photo_only_renderer_as_a_photo(tmp_path: Path) -> None:
+    from avatarkit import AvatarBot
+    from avatarkit.ports import RendererCapabilities
+    from avatarkit.testing import FakeRenderer
+
+    class PhotoOnly(FakeRenderer):  # like D-ID: animates photos only
+        @property
+        def capabilities(self) -> RendererCapabilities:
+            return RendererCapabilities(image_kinds=("photo",), formats=("gif",), offline=True)
+
+    face = tmp_path / "face.png"
+    face.write_bytes(generate_procedural(7, size=128).data)
+    assert AvatarBot(renderer=PhotoOnly(), avatar=face).avatar_image_sync().kind == "photo"
+    assert AvatarBot(renderer="local", avatar=face).avatar_image_sync().kind == "procedural"

@@ -98,8 +98,10 @@ class AvatarBot:
         voice: Speech synthesiser (``"espeak:en-us+f3"``, ``"elevenlabs:<voice_id>"``...).
         renderer: Video renderer (``"local"``, ``"d-id"``); ``None`` for audio + timeline only.
         image: Avatar-picture generator, used when ``avatar`` is not a ready image.
-        avatar: The avatar: an AvatarImage, a path to a portrait, an AvatarPrompt, or None
-            (the image generator's default).
+        avatar: The avatar: an AvatarImage, a path to a portrait (loaded with
+            :meth:`AvatarImage.load`; a saved procedural face stays procedural unless the
+            renderer animates photos only), an AvatarPrompt, or None (the image generator's
+            default).
         preprocessor: Text preprocessing (the understanding stage's first step).
         intent: Intent classifier.
         sentiment: Sentiment analyzer.
@@ -187,7 +189,12 @@ class AvatarBot:
         if isinstance(avatar, AvatarImage):
             self._avatar_image = avatar
         elif isinstance(avatar, (str, Path)):
-            self._avatar_image = AvatarImage.load(avatar)
+            # a saved procedural face is redrawn where the renderer can; a renderer of photos
+            # only (D-ID) gets it as the picture it is
+            kinds = self.renderer.capabilities.image_kinds if self.renderer else ("procedural",)
+            self._avatar_image = AvatarImage.load(
+                avatar, kind=None if "procedural" in kinds else "photo"
+            )
         else:
             self._avatar_prompt = avatar or AvatarPrompt(self.persona.avatar_prompt, seed=seed)
             if self.renderer is not None:
