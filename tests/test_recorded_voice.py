@@ -75,3 +75,17 @@ def test_animate_with_audio_lip_syncs_the_recording(tmp_path: Path) -> None:
     spoken = [cue for cue in timeline["visemes"] if cue["viseme"] != "sil"]
     assert spoken and spoken[0]["start"] >= 0.4  # the mouth waits for the speech
     assert (out / "video.mp4").stat().st_size > 0
+
+
+def test_the_recorded_voice_is_a_provider_spec(tmp_path: Path) -> None:
+    from avatarkit.errors import ConfigurationError
+    from avatarkit.registry import create
+
+    take = tmp_path / "take.wav"
+    _speechlike(take, 0.5)
+    voice = create("voice", f"recorded:{take}")
+    assert isinstance(voice, RecordedVoice) and voice.duration == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ConfigurationError, match="recorded:<path"):
+        create("voice", "recorded")
+    listed = runner.invoke(app, ["providers"])
+    assert "recorded" in listed.output

@@ -3,19 +3,23 @@
 ``RecordedVoice`` implements :class:`avatarkit.ports.SpeechSynthesizer` by returning the
 recording instead of synthesising ``text``. A recording has no word or phoneme timings, so lip
 sync reads the mouth from the audio alone (``lipsync`` source ``"audio"``); the text still sets
-the face's expressions. ``avatarkit animate "TEXT" --audio take.wav`` uses it.
+the face's expressions. ``avatarkit animate "TEXT" --audio take.wav`` uses it, and the spec
+``"recorded:<path>"`` names it anywhere a voice spec goes (``AvatarBot(voice=...)``, a batch
+file's ``voice`` column).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from avatarkit.audio import decode_audio, encode_wav
-from avatarkit.errors import InputValidationError
+from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.ports import VoiceCapabilities
+from avatarkit.registry import Provider
 from avatarkit.types import VoiceOutput
 
-__all__ = ["RecordedVoice"]
+__all__ = ["RecordedVoice", "provider"]
 
 
 class RecordedVoice:
@@ -61,3 +65,18 @@ class RecordedVoice:
             text=text,
             voice=f"recorded:{self.path.name}",
         )
+
+
+def _factory(name: str | None, **options: Any) -> RecordedVoice:
+    if not name:
+        raise ConfigurationError("the recorded voice needs its file: 'recorded:<path>'")
+    return RecordedVoice(name, **options)
+
+
+provider = Provider(
+    "recorded",
+    voice=_factory,
+    offline=True,
+    description="a recording you already have as the voice ('recorded:<path>'); lip sync from "
+    "the audio",
+)
