@@ -368,7 +368,7 @@ class ReplyStream:
         """Chat deltas → sentences, each sent to the voice the moment it is complete."""
         from avatarkit.animation.expression import strip_emotion_tags
         from avatarkit.dialogue.sentences import SentenceSplitter
-        from avatarkit.dialogue.speakable import speakable, speakable_with_offsets
+        from avatarkit.dialogue.speakable import FencedCode, speakable, speakable_with_offsets
 
         bot, response = self._bot, self.response
         assert bot.dialogue is not None
@@ -376,16 +376,11 @@ class ReplyStream:
         splitter = SentenceSplitter(user.language or "en")
         index = 0
         raw: list[str] = []
-        in_code = False  # inside a fenced code block, which arrives one line per sentence
+        code = FencedCode()  # a code block is not read out
 
         def start(sentence: str) -> SentenceReady | None:
-            nonlocal index, in_code
-            # each ``` opens or closes a code block; what is inside is not read out
-            parts = sentence.split("```")
-            outside = [part.strip() for i, part in enumerate(parts) if (i % 2 == 0) != in_code]
-            in_code ^= len(parts) % 2 == 0
-            sentence = " ".join(part for part in outside if part)
-            clean, tags = strip_emotion_tags(sentence)  # tags for the face
+            nonlocal index
+            clean, tags = strip_emotion_tags(code.outside(sentence))  # tags for the face
             spoken, moved = speakable_with_offsets(clean, [offset for offset, _ in tags])
             if not spoken:
                 return None

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["speakable", "speakable_with_offsets"]
+__all__ = ["FencedCode", "speakable", "speakable_with_offsets"]
 
 _Edit = tuple[int, int, str]  # replace text[start:end] with the string
 
@@ -76,6 +76,26 @@ def speakable_with_offsets(text: str, offsets: Sequence[int]) -> tuple[str, list
     for edits in (_blocks, _emoji, _lines, _marks, _links, _whitespace):
         text, moved = _apply(text, list(edits(text)), moved)
     return text, moved
+
+
+class FencedCode:
+    """Fenced code blocks across a stream's sentences, which arrive one line at a time.
+
+    :func:`speakable` removes a whole block from one text; streamed, the opening fence, the
+    code and the closing fence come as separate sentences, so which side of a fence a
+    sentence is on must be remembered between them.
+    """
+
+    def __init__(self) -> None:
+        self.inside = False
+        """Whether the next sentence starts inside a code block."""
+
+    def outside(self, sentence: str) -> str:
+        """The parts of ``sentence`` outside code blocks (each ``` opens or closes one)."""
+        parts = sentence.split("```")
+        kept = [part.strip() for i, part in enumerate(parts) if (i % 2 == 0) != self.inside]
+        self.inside ^= len(parts) % 2 == 0
+        return " ".join(part for part in kept if part)
 
 
 # ----------------------------------------------------------------------------- passes
