@@ -291,7 +291,7 @@ class AvatarBot:
         """
         user = self._validate(text, "default")
         reply = DialogueResponse(text=user.text, handled_by="say")
-        _make_speakable(reply)
+        self._make_speakable(reply)
         response = Response(input=user, dialogue=reply)
         with _measured(response):
             image_task = self._start_image_task(render)
@@ -459,7 +459,25 @@ class AvatarBot:
             intent=response.intent,
             sentiment=response.sentiment,
         )
-        _make_speakable(response.dialogue)
+        self._make_speakable(response.dialogue)
+
+    @staticmethod
+    def _make_speakable(reply: DialogueResponse) -> None:
+        """Emotion tags out of the text for the face; markdown, links and emoji out for the voice.
+
+        Streamed turns clean their whole reply with it too. What was written stays in
+        ``reply.raw_text``: the face reads the tags' places from it.
+        """
+        from avatarkit.animation.expression import strip_emotion_tags
+        from avatarkit.dialogue.speakable import speakable
+
+        clean, tags = strip_emotion_tags(reply.text)
+        spoken = speakable(clean)
+        if spoken != reply.text:
+            reply.raw_text = reply.text
+            reply.text = spoken
+        if tags:
+            reply.emotion_tags = [tag for _, tag in tags]
 
     def _start_image_task(self, render: bool | None) -> asyncio.Task[AvatarImage] | None:
         if not self._will_render(render) or (self._avatar_image is not None and self._prepared):
@@ -655,20 +673,3 @@ def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | No
     raise ConfigurationError(
         f"cache must be a ReplyCache, a folder or True, not {type(value).__name__}"
     )
-
-
-def _make_speakable(reply: DialogueResponse) -> None:
-    """Emotion tags out of the text for the face; markdown, links and emoji out for the voice.
-
-    What was written stays in ``reply.raw_text`` (the face reads the tags' places from it).
-    """
-    from avatarkit.animation.expression import strip_emotion_tags
-    from avatarkit.dialogue.speakable import speakable
-
-    clean, tags = strip_emotion_tags(reply.text)
-    spoken = speakable(clean)
-    if spoken != reply.text:
-        reply.raw_text = reply.text
-        reply.text = spoken
-    if tags:
-        reply.emotion_tags = [tag for _, tag in tags]

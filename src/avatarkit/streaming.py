@@ -368,7 +368,7 @@ class ReplyStream:
         """Chat deltas → sentences, each sent to the voice the moment it is complete."""
         from avatarkit.animation.expression import strip_emotion_tags
         from avatarkit.dialogue.sentences import SentenceSplitter
-        from avatarkit.dialogue.speakable import FencedCode, speakable, speakable_with_offsets
+        from avatarkit.dialogue.speakable import FencedCode, speakable_with_offsets
 
         bot, response = self._bot, self.response
         assert bot.dialogue is not None
@@ -418,16 +418,12 @@ class ReplyStream:
             raise StageError("dialogue", exc, partial=response) from exc
         finally:
             sentences.put_nowait(None)
-        full = "".join(raw)
-        clean, tags = strip_emotion_tags(full)
-        spoken = speakable(clean)
         response.dialogue = DialogueResponse(
-            text=spoken,
-            raw_text=full if spoken != full else None,
-            emotion_tags=[t for _, t in tags],
+            text="".join(raw),
             intent=response.intent.top if response.intent else None,
             handled_by="handler" if handled is not None else type(bot.dialogue.chat).__name__,
         )
+        bot._make_speakable(response.dialogue)  # as respond() does
 
     async def _voice_segment(
         self, text: str, tags: list[tuple[int, str]]
