@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from avatarkit._validation import build
-from avatarkit.errors import AvatarKitError, StageError
+from avatarkit.errors import AvatarKitError, InputValidationError, StageError
 
 app = typer.Typer(
     name="avatarkit",
@@ -83,8 +83,6 @@ def _avatar(path: Path | None, face_box: str | None) -> Any:
 
     The path itself; with ``--face-box``, the picture loaded as a photo whose face is there.
     """
-    from avatarkit.errors import InputValidationError
-
     if face_box is None:
         return path
     if path is None:
@@ -296,16 +294,11 @@ def animate(
 ) -> None:
     """Speak and animate text as given: avatar, speech, video and timeline."""
     try:
-        portrait = _avatar(avatar, face_box)
-        if audio is not None:
-            from avatarkit.providers.recorded import RecordedVoice
-
-            recorded: Any = RecordedVoice(audio)
         bot = _bot(
-            voice=recorded if audio is not None else voice,
+            voice=f"recorded:{audio}" if audio is not None else voice,
             renderer=renderer,
             image=image_backend,
-            avatar=portrait,
+            avatar=_avatar(avatar, face_box),
             seed=seed,
             chat=None,
             preprocessor=None,
