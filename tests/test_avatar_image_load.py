@@ -187,3 +187,31 @@ def test_a_saved_procedural_face_goes_to_a_photo_only_renderer_as_a_photo(tmp_pa
     face.write_bytes(generate_procedural(7, size=128).data)
     assert AvatarBot(renderer=PhotoOnly(), avatar=face).avatar_image_sync().kind == "photo"
     assert AvatarBot(renderer="local", avatar=face).avatar_image_sync().kind == "procedural"
+
+
+def test_bytes_that_are_no_picture_get_a_message_without_a_buffer_repr() -> None:
+    from avatarkit.imaging.portrait import check_portrait
+    from avatarkit.imaging.provenance import read_provenance
+
+    for read in (read_provenance, check_portrait):
+        with pytest.raises(InputValidationError, match="not a readable image") as info:
+            read(b"<html>502 Bad Gateway</html>")
+        assert "BytesIO" not in str(info.value)
+
+
+def test_provenance_reads_the_same_record_that_loading_restores(tmp_path: Path) -> None:
+    from avatarkit.imaging.provenance import read_provenance
+    from avatarkit.types import provenance_from_text
+
+    image = generate_procedural(7, size=64)
+    record = read_provenance(image.data)
+    assert record is not None and record["seed"] == 7
+    assert AvatarImage.load(_write(tmp_path / "f.png", image.data)).provenance.items() >= (
+        record.items()
+    )
+    assert provenance_from_text("not json") == {} and provenance_from_text("[1]") == {}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -47,6 +47,7 @@ __all__ = [
     "VisemeSource",
     "VoiceOutput",
     "WordTiming",
+    "provenance_from_text",
 ]
 
 TIMELINE_VERSION = 1
@@ -471,7 +472,7 @@ class AvatarImage(_Model):
                 f"{path}: use a PNG, JPEG or WebP image (got {fmt or 'an unknown format'})",
                 field="path",
             )
-        provenance = _provenance_record(record)
+        provenance = provenance_from_text(record)
         redrawable = provenance.get("generator") == "procedural" and (
             isinstance(provenance.get("params"), dict) or isinstance(provenance.get("seed"), int)
         )
@@ -508,8 +509,12 @@ class AvatarImage(_Model):
         return self.data if self.format == "jpeg" else None
 
 
-def _provenance_record(record: object) -> dict[str, Any]:
-    """The provenance dict a PNG text chunk holds, or an empty one when it holds none."""
+def provenance_from_text(record: object) -> dict[str, Any]:
+    """The provenance dict in an ``avatarkit`` PNG text chunk; empty when it holds none.
+
+    ``record`` is the chunk's value as Pillow gives it (``image.info[PROVENANCE_KEY]``): a
+    JSON object's text. Anything else (missing, not JSON, not an object) reads as ``{}``.
+    """
     if not isinstance(record, str):
         return {}
     try:

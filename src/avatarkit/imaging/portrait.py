@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from avatarkit.errors import InputValidationError, ProviderError
 from avatarkit.types import AvatarImage
@@ -85,6 +85,10 @@ def _to_rgb(image: AvatarImage | bytes | Image.Image | NDArray[np.uint8]) -> NDA
         try:
             pil = Image.open(io.BytesIO(image))
             pil.load()
+        except UnidentifiedImageError as exc:  # its message quotes an in-memory buffer's repr
+            raise InputValidationError(
+                "not a readable image (Pillow knows no format with these bytes)", field="image"
+            ) from exc
         except Exception as exc:
             raise InputValidationError(f"not a readable image: {exc}", field="image") from exc
         image = pil

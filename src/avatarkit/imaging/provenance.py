@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from avatarkit._files import write_bytes_atomic
 from avatarkit.errors import InputValidationError
-from avatarkit.types import PROVENANCE_KEY, AvatarImage
+from avatarkit.types import PROVENANCE_KEY, AvatarImage, provenance_from_text
 
 __all__ = [
     "PARAMETERS_KEY",
@@ -151,6 +151,10 @@ def _open(data: bytes | Path) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
+    except UnidentifiedImageError as exc:  # its message quotes an in-memory buffer's repr
+        raise InputValidationError(
+            "not a readable image (Pillow knows no format with these bytes)", field="image"
+        ) from exc
     except Exception as exc:
         raise InputValidationError(f"not a readable image: {exc}", field="image") from exc
     return img
@@ -170,14 +174,9 @@ def read_provenance(data: bytes | Path) -> dict[str, Any] | None:
     ``width``, ``height``, ``model``, ``model_hash``.
     """
     img = _open(data)
-    raw = img.info.get(PROVENANCE_KEY)
-    if raw is not None:
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = None
-        if isinstance(value, dict):
-            return value
+    record = provenance_from_text(img.info.get(PROVENANCE_KEY))
+    if record:
+        return record
     text = img.info.get(PARAMETERS_KEY)
     if text is None:
         return None
