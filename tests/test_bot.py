@@ -246,3 +246,43 @@ async def test_a_failed_turn_stops_the_avatar_picture_it_started(speak: str) -> 
     await asyncio.sleep(0)  # let a cancellation land
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert all(t.done() for t in others)  # the 5 s picture is not left running in the background
+
+
+async def test_a_reply_names_the_chat_model_or_handler_that_wrote_it() -> None:
+    def hours(user: Any, state: Any) -> str:
+        return "We are open nine to five."
+
+    bot = fake_bot(
+        intent=FakeIntentClassifier({"open": "opening_hours"}),
+        handlers={"opening_hours": hours},
+        voice=None,
+        renderer=None,
+    )
+    chatted = await bot.respond("tell me a joke")
+    handled = await bot.respond("when are you open")
+    assert chatted.dialogue is not None and handled.dialogue is not None
+    assert chatted.dialogue.handled_by == "FakeChatModel"  # not the limits wrapper's class
+    assert handled.dialogue.handled_by == "handler:opening_hours"
+
+
+def test_a_handler_for_an_intent_the_classifier_cannot_give_is_refused() -> None:
+    # the shipped intents have no "opening_hours": such a handler would silently never run
+    with pytest.raises(ConfigurationError, match=r"opening_hours.*never run.*support_question"):
+        AvatarBot(
+            intent="local",
+            chat="local",
+            voice=None,
+            renderer=None,
+            handlers={"opening_hours": lambda user, state: "We are open nine to five."},
+        )
+    bot = AvatarBot(  # an intent it knows (and out_of_scope) is fine
+        intent="local",
+        chat="local",
+        voice=None,
+        renderer=None,
+        handlers={
+            "support_question": lambda u, s: "Ask at the desk.",
+            "out_of_scope": lambda u, s: None,
+        },
+    )
+    assert bot.respond_sync("I have a question about my account").text == "Ask at the desk."

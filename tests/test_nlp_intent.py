@@ -214,6 +214,31 @@ def test_tfidf_trains_from_a_custom_file():
     assert not clf.has_out_of_scope_class
 
 
+def test_the_shipped_intents_can_be_extended_with_your_own():
+    hours = IntentSpec(
+        name="opening_hours",
+        keywords=("opening hours", "closing time"),
+        examples=(
+            "what are your opening hours",
+            "when are you open",
+            "are you open on sunday",
+            "what time do you close",
+            "how late are you open today",
+        ),
+    )
+    shipped = load_intents()
+    extended = shipped.with_intents(hours)
+    assert extended.names == [*shipped.names, "opening_hours"]
+    assert extended.out_of_scope_examples == shipped.out_of_scope_examples
+    clf = TfidfIntentClassifier(extended)
+    assert clf.classify_sync("When are you open?").top == "opening_hours"
+    assert clf.classify_sync("I'd like to book an appointment").top == "book_appointment"
+    # a spec named like a shipped intent replaces it
+    greeting = IntentSpec(name="greeting", examples=("ahoy",))
+    assert shipped.with_intents(greeting).get("greeting").examples == ("ahoy",)
+    assert len(shipped.with_intents(greeting).intents) == len(shipped.intents)
+
+
 def test_tfidf_needs_examples_for_every_intent():
     f = IntentFile(intents=(IntentSpec(name="a", examples=("x",)), IntentSpec(name="b")))
     with pytest.raises(ConfigurationError, match="none for: b"):

@@ -45,6 +45,7 @@ from avatarkit.streaming import (
 from avatarkit.testing import (
     FakeChatModel,
     FakeImageGenerator,
+    FakeIntentClassifier,
     FakePreprocessor,
     FakeRenderer,
     FakeVoice,
@@ -659,3 +660,21 @@ async def test_cloud_speech_is_animated_off_the_event_loop(monkeypatch: pytest.M
     on_loop.clear()
     await collect(make_bot(voice=FunctionVoice(fake_speech)).stream("hello"))
     assert on_loop and all(on_loop)
+
+
+async def test_a_streamed_reply_names_what_wrote_it_as_respond_does() -> None:
+    def hours(user: Any, state: Any) -> str:
+        return "We are open nine to five."
+
+    bot = AvatarBot(
+        chat=FakeChatModel(REPLY),
+        voice=FakeVoice(),
+        renderer=None,
+        image=None,
+        intent=FakeIntentClassifier({"open": "opening_hours"}),
+        handlers={"opening_hours": hours},
+    )
+    chatted = (await collect(bot.stream("tell me a joke")))[-1].response
+    handled = (await collect(bot.stream("when are you open")))[-1].response
+    assert chatted.dialogue.handled_by == "FakeChatModel"
+    assert handled.dialogue.handled_by == "handler:opening_hours"

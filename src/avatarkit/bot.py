@@ -25,7 +25,6 @@ from avatarkit.cache import (
     backend_fingerprint,
     default_cache_dir,
     normalize_text,
-    unwrap,
 )
 from avatarkit.config import Settings, get_logger
 from avatarkit.dialogue.handler import Handler
@@ -51,9 +50,11 @@ from avatarkit.ports import (
     SentimentAnalyzer,
     SpeechSynthesizer,
     TextPreprocessor,
+    unwrap,
 )
 from avatarkit.registry import Registry, default_registry
 from avatarkit.types import (
+    OUT_OF_SCOPE,
     AvatarImage,
     AvatarPrompt,
     DialogueResponse,
@@ -182,6 +183,7 @@ class AvatarBot:
                     chat=chat_model, persona=persona or Persona(), handlers=handlers, store=store
                 )
         self.dialogue: DialogueManager | None = dialogue
+        self._check_handlers()
         self.persona = dialogue.persona if dialogue else (persona or Persona())
         self._avatar_image: AvatarImage | None = None
         self._avatar_prompt: AvatarPrompt | None = None
@@ -201,6 +203,20 @@ class AvatarBot:
                 self.image = self._resolve("image", image)
         self._image_lock = asyncio.Lock()
         self._prepared = False
+
+    def _check_handlers(self) -> None:
+        """Refuse a handler keyed to an intent the classifier never gives: it would never run."""
+        known = getattr(unwrap(self.intent), "names", None)
+        if self.dialogue is None or not isinstance(known, list):
+            return  # a classifier that does not list its intents is trusted
+        unknown = sorted(set(self.dialogue.handlers) - {*known, OUT_OF_SCOPE})
+        if unknown:
+            raise ConfigurationError(
+                f"handlers for {', '.join(repr(n) for n in unknown)} would never run: the "
+                f"intent classifier gives {', '.join(known)} (and {OUT_OF_SCOPE}). Add the "
+                "intent to the classifier's intents (docs/dialogue.md, Handlers) or key the "
+                "handler to one of these"
+            )
 
     def _resolve(self, role: Role, value: Backend) -> Any:
         if value is None:
@@ -227,7 +243,7 @@ class AvatarBot:
             if getattr(self, role, None) is not None
         ]
         if self.dialogue is not None:
-            parts.insert(0, f"chat={type(unwrap(self.dialogue.chat)).__name__}")
+            parts.insert(0, f"chat={self.dialogue.chat_name}")
         return f"AvatarBot({', '.join(parts)})"
 
     # ------------------------------------------------------------------ public API

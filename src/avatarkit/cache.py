@@ -27,7 +27,7 @@ from typing import Any
 
 from avatarkit._aio import cancel_requested
 from avatarkit.metrics import count
-from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities
+from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities, unwrap
 from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
 
 __all__ = ["CacheStats", "CachedRenderer", "CachedVoice", "ReplyCache", "backend_fingerprint"]
@@ -77,13 +77,6 @@ _SKIP = object()
 def _secret_name(name: str) -> bool:
     lowered = name.lower()
     return any(word in lowered for word in _SECRET_WORDS)
-
-
-def unwrap(backend: Any) -> Any:
-    """The backend inside avatarkit's wrappers (limits, caches)."""
-    while getattr(type(backend), "_avatarkit_wrapper", False):
-        backend = backend.inner
-    return backend
 
 
 def backend_fingerprint(backend: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,6 +44,7 @@ __all__ = [
     "StreamingSpeechSynthesizer",
     "TextPreprocessor",
     "VoiceCapabilities",
+    "unwrap",
 ]
 
 Role = Literal[
@@ -64,6 +65,17 @@ ROLES: tuple[Role, ...] = (
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` by long jobs (render frames, diffusion steps)."""
+
+
+def unwrap(backend: Any) -> Any:
+    """The backend inside avatarkit's wrappers (limits, caches), or ``backend`` itself.
+
+    A wrapper marks its class with ``_avatarkit_wrapper = True`` and keeps the backend it
+    wraps in ``.inner``.
+    """
+    while getattr(type(backend), "_avatarkit_wrapper", False):
+        backend = backend.inner
+    return backend
 
 
 class _Caps(BaseModel):

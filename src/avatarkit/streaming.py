@@ -391,9 +391,9 @@ class ReplyStream:
             return SentenceReady(index=index - 1, text=spoken)
 
         try:
-            handled = await bot.dialogue.handle(user, response.intent)
+            handled = await bot.dialogue.dispatch(user, response.intent)
             if handled is not None:
-                deltas: AsyncIterator[str] = _one(handled)
+                deltas: AsyncIterator[str] = _one(handled[1])
             else:
                 state = await bot.dialogue.load(user.session_id)
                 messages = bot.dialogue.messages(
@@ -421,7 +421,7 @@ class ReplyStream:
         response.dialogue = DialogueResponse(
             text="".join(raw),
             intent=response.intent.top if response.intent else None,
-            handled_by="handler" if handled is not None else type(bot.dialogue.chat).__name__,
+            handled_by=handled[0] if handled is not None else bot.dialogue.chat_name,
         )
         bot._make_speakable(response.dialogue)  # as respond() does
 

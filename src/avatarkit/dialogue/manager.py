@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Mapping
 
 from avatarkit.errors import InputValidationError
-from avatarkit.ports import ChatModel
+from avatarkit.ports import ChatModel, unwrap
 from avatarkit.types import (
     OUT_OF_SCOPE,
     ChatMessage,
@@ -252,12 +252,17 @@ class DialogueManager:
             else:
                 messages = self.messages(state, user.text, intent=intent, sentiment=sentiment)
                 text = await self.chat.complete(messages)
-                handled_by = type(self.chat).__name__
+                handled_by = self.chat_name
             self._append(state, user, text, intent, sentiment)
             await self.store.save(state)
         return DialogueResponse(
             text=text.strip(), intent=intent.top if intent else None, handled_by=handled_by
         )
+
+    @property
+    def chat_name(self) -> str:
+        """The chat model's class name, looking through avatarkit's wrappers (``handled_by``)."""
+        return type(unwrap(self.chat)).__name__
 
     async def handle(self, user: UserInput, intent: IntentPrediction | None) -> str | None:
         """Fill slots and run the active form or the intent's handler, without the chat model.
@@ -266,12 +271,19 @@ class DialogueManager:
         model with :meth:`messages` and store the turn with :meth:`record`). Slot and context
         changes are saved either way.
         """
+        handled = await self.dispatch(user, intent)
+        return None if handled is None else handled[1]
+
+    async def dispatch(
+        self, user: UserInput, intent: IntentPrediction | None
+    ) -> tuple[str, str] | None:
+        """:meth:`handle`, returning ``(handled_by, reply)``: ``handled_by`` is ``handler:NAME``."""
         self._check(user)
         async with self._lock(user.session_id):
             state = await self.store.load(user.session_id)
             handled = await self._run_handlers(user, state, intent)
             await self.store.save(state)
-        return None if handled is None else handled[1]
+        return None if handled is None else (f"handler:{handled[0]}", handled[1])
 
     async def record(
         self,

@@ -99,6 +99,16 @@ class IntentFile(BaseModel):
         """Examples declared for ``out_of_scope`` (may be empty)."""
         return next((i.examples for i in self.intents if i.name == OUT_OF_SCOPE), ())
 
+    def with_intents(self, *specs: IntentSpec) -> IntentFile:
+        """A copy with ``specs`` added; one named like an existing intent replaces it.
+
+        ``load_intents().with_intents(IntentSpec(name="opening_hours", ...))`` keeps the
+        shipped intents and adds your own.
+        """
+        added = {spec.name: spec for spec in specs}
+        kept = tuple(i for i in self.intents if i.name not in added)
+        return self.model_copy(update={"intents": kept + tuple(added.values())})
+
     def get(self, name: str) -> IntentSpec:
         """The intent called ``name``.
 
