@@ -246,6 +246,16 @@ def test_generate_many_uses_consecutive_seeds(gen: DiffusersImageGenerator) -> N
     assert np.abs(pixels(images[1]).astype(int) - single.astype(int)).max() <= 2
 
 
+def test_a_missing_folder_read_as_a_hub_id_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()  # "models/sd15" has one slash: a Hub id, by its shape
+    gen = DiffusersImageGenerator("models/sd15", local_files_only=True)
+    with pytest.raises(ConfigurationError, match=r"Hub id; no local folder \./models/sd15"):
+        gen.load()
+
+
 def test_bad_input_is_refused_before_any_work(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InputValidationError, match="does not exist"):
         DiffusersImageGenerator(tmp_path / "missing")

@@ -476,12 +476,18 @@ class DiffusersImageGenerator:
             raise
         except Exception as exc:  # diffusers raises many kinds; all mean "cannot load this"
             where = self._path or self.model
-            hint = (
-                " For a checkpoint file offline, pass config= a local diffusers folder of the "
-                "same architecture (see docs/avatars.md)."
-                if self._path is not None and self._path.is_file()
-                else ""
-            )
+            if self._path is not None and self._path.is_file():
+                hint = (
+                    " For a checkpoint file offline, pass config= a local diffusers folder of the "
+                    "same architecture (see docs/avatars.md)."
+                )
+            elif self._path is None:  # "models/sd15" reads as a Hub id: say so
+                hint = (
+                    f" It was read as a Hugging Face Hub id; no local folder ./{self.model} "
+                    "exists (write ./ before a local path)."
+                )
+            else:
+                hint = ""
             raise ConfigurationError(f"could not load model {where}: {exc}.{hint}") from exc
         return self._setup(pipe, device)
 
