@@ -286,3 +286,63 @@ def test_a_handler_for_an_intent_the_classifier_cannot_give_is_refused() -> None
         },
     )
     assert bot.respond_sync("I have a question about my account").text == "Ask at the desk."
+
+
+def test_a_sync_call_inside_a_loop_busy_with_the_same_bot_fails_fast_instead_of_hanging() -> None:
+    import asyncio
+
+    bot = fake_bot(chat=FakeChatModel("Sure.", delay=0.5), renderer=None)
+    bot.respond_sync("warm up")
+
+    async def main() -> None:
+        task = asyncio.create_task(bot.respond("hi", session_id="a"))
+        await asyncio.sleep(0.2)  # the task holds session a's lock on this loop
+        t0 = time.perf_counter()
+        with pytest.raises(ConfigurationError, match="another event loop"):
+            bot.respond_sync("hello", session_id="a")  # used to block this loop forever
+        assert time.perf_counter() - t0 < 0.2
+        assert (await task).text == "Sure."
+
+    asyncio.run(main())
+    assert bot.respond_sync("and now?", session_id="a").text == "Sure."  # free again
+
+
+def test_one_bot_serves_one_event_loop_after_another() -> None:
+    import asyncio
+
+    # concurrent turns on a fresh bot contend for the avatar picture's lock in each loop
+    bot = fake_bot(image=FakeImageGenerator(delay=0.05))
+
+    async def two() -> list[str]:
+        replies = await asyncio.gather(bot.respond("a", session_id="1"), bot.say("b"))
+        return [r.text for r in replies]
+
+    for _ in range(2):
+        bot._avatar_image, bot._prepared = None, False  # paint it again, contended again
+        assert asyncio.run(two()) == ["Hello! Pleased to meet you, my friend.", "b"]
+
+
+@pytest.mark.parametrize("text", ["😀🎉👍", "[happy]", "*smiles*", "## 🙂"])
+async def test_say_refuses_text_with_nothing_to_speak_before_any_work(text: str) -> None:
+    image = FakeImageGenerator()
+    bot = fake_bot(image=image)
+    with pytest.raises(InputValidationError, match="nothing to speak"):
+        await bot.say(text)
+    assert image.calls == []  # the picture was not even started
+
+
+async def test_a_reply_with_nothing_to_speak_leaves_no_task_behind() -> None:
+    import asyncio
+
+    bot = fake_bot(chat=FakeChatModel("👍"), image=FakeImageGenerator(delay=0.2))
+    reply = await bot.respond("thanks")
+    assert reply.voice is None and reply.video is None and reply.text == ""
+    await asyncio.sleep(0)
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert all(t.cancelled() or t.done() for t in pending)
+
+
+def test_prerender_takes_one_text_as_one_text(tmp_path: Path) -> None:
+    bot = fake_bot(chat=None, cache=tmp_path / "cache", renderer=None)
+    replies = bot.prerender_sync("Hello")
+    assert [r.text for r in replies] == ["Hello"]

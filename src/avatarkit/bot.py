@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -201,8 +203,41 @@ class AvatarBot:
             self._avatar_prompt = avatar or AvatarPrompt(self.persona.avatar_prompt, seed=seed)
             if self.renderer is not None:
                 self.image = self._resolve("image", image)
-        self._image_lock = asyncio.Lock()
+        # asyncio locks belong to one event loop: one per loop that runs this bot's turns
+        self._image_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._busy = threading.Lock()
+        self._busy_loop: asyncio.AbstractEventLoop | None = None
+        self._busy_turns = 0
         self._prepared = False
+
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """Count a turn on the running loop; refuse one from another loop while one runs.
+
+        The bot's locks, queues and in-flight tables belong to the event loop its turns run
+        on. A turn started from a second loop while the first is busy would wait on the first
+        (forever, when the first is blocked in a ``*_sync`` call); it fails at once instead.
+        """
+        loop = asyncio.get_running_loop()
+        with self._busy:
+            if self._busy_turns and self._busy_loop is not loop:
+                raise ConfigurationError(
+                    "this AvatarBot is running a turn on another event loop; a bot serves one "
+                    "loop at a time. Await the async method on the loop that runs it (a "
+                    "*_sync call blocks that loop), use only *_sync methods from threads "
+                    "(they share one loop), or make one bot per loop"
+                )
+            self._busy_loop = loop
+            self._busy_turns += 1
+        try:
+            yield
+        finally:
+            with self._busy:
+                self._busy_turns -= 1
+                if not self._busy_turns:
+                    self._busy_loop = None
 
     def _check_handlers(self) -> None:
         """Refuse a handler keyed to an intent the classifier never gives: it would never run."""
@@ -279,9 +314,9 @@ class AvatarBot:
             )
         user = self._validate(text, session_id)
         response = Response(input=user)
-        with _measured(response):
+        with self._serving(), _measured(response):
             image_task = self._start_image_task(render)
-            with _cancelled_on_failure(image_task):
+            with _settled(image_task):
                 await self._understand(response)
                 await self._stage("dialogue", response, self._reply(response))
                 _mark(response, "first_token")  # the whole reply text, at once
@@ -304,14 +339,23 @@ class AvatarBot:
 
         Emotion tags (``[happy]``, ``*smiles*``) set the face instead of being read out, and
         markdown marks, links and emoji are not spoken, as in :meth:`respond`.
+
+        Raises:
+            InputValidationError: empty or too-long text, or text with nothing left to speak
+                (only tags, emoji or markup), before any backend is called.
         """
         user = self._validate(text, "default")
         reply = DialogueResponse(text=user.text, handled_by="say")
         self._make_speakable(reply)
+        if self.voice is not None and not reply.text.strip():
+            raise InputValidationError(
+                "nothing to speak: the text has only emotion tags, emoji or markup",
+                field="text",
+            )
         response = Response(input=user, dialogue=reply)
-        with _measured(response):
+        with self._serving(), _measured(response):
             image_task = self._start_image_task(render)
-            with _cancelled_on_failure(image_task):
+            with _settled(image_task):
                 await self._voice_and_face(response, image_task, render, output, progress)
         return response
 
@@ -346,7 +390,7 @@ class AvatarBot:
         return _sync.run(self.say(text, **kwargs))
 
     async def prerender(
-        self, texts: Iterable[str], *, render: bool | None = None, concurrency: int = 2
+        self, texts: Iterable[str] | str, *, render: bool | None = None, concurrency: int = 2
     ) -> list[Response]:
         """Voice and render common replies ahead of time, so later turns are served from cache.
 
@@ -356,7 +400,8 @@ class AvatarBot:
         (expressions from the user's sentiment) matches too.
 
         Args:
-            texts: The replies, e.g. a greeting and FAQ answers (duplicates are done once).
+            texts: The replies, e.g. a greeting and FAQ answers (duplicates are done once);
+                one string is one reply.
             render: Render clips too (default: as for :meth:`say`).
             concurrency: Texts in progress at once.
 
@@ -369,7 +414,7 @@ class AvatarBot:
         """
         if self.cache is None:
             raise ConfigurationError("prerender() needs a cache: AvatarBot(cache=True)")
-        unique = list(dict.fromkeys(texts))
+        unique = [texts] if isinstance(texts, str) else list(dict.fromkeys(texts))
         for text in unique:
             self._validate(text, "default")
         gate = asyncio.Semaphore(max(1, concurrency))
@@ -380,25 +425,31 @@ class AvatarBot:
 
         return list(await asyncio.gather(*(one(t) for t in unique)))
 
-    def prerender_sync(self, texts: Iterable[str], **kwargs: Any) -> list[Response]:
+    def prerender_sync(self, texts: Iterable[str] | str, **kwargs: Any) -> list[Response]:
         """Blocking :meth:`prerender`."""
         return _sync.run(self.prerender(texts, **kwargs))
 
     async def avatar_image(self) -> AvatarImage:
         """The avatar's picture, generated once and kept (and the renderer prepared for it)."""
-        async with self._image_lock:
-            if self._avatar_image is None:
-                if self.image is None or self._avatar_prompt is None:
-                    raise ConfigurationError("no avatar image and no image generator configured")
-                self._avatar_image = await self.image.generate(self._avatar_prompt)
-            if not self._prepared and self.renderer is not None:
-                prepare = getattr(self.renderer, "prepare", None)
-                if prepare is not None and self._avatar_image.kind in (
-                    self.renderer.capabilities.image_kinds
-                ):
-                    await prepare(self._avatar_image)
-                self._prepared = True
-            return self._avatar_image
+        loop = asyncio.get_running_loop()
+        lock = self._image_locks.setdefault(loop, asyncio.Lock())
+        with self._serving():
+            async with lock:
+                return await self._make_avatar_image()
+
+    async def _make_avatar_image(self) -> AvatarImage:
+        if self._avatar_image is None:
+            if self.image is None or self._avatar_prompt is None:
+                raise ConfigurationError("no avatar image and no image generator configured")
+            self._avatar_image = await self.image.generate(self._avatar_prompt)
+        if not self._prepared and self.renderer is not None:
+            prepare = getattr(self.renderer, "prepare", None)
+            if prepare is not None and self._avatar_image.kind in (
+                self.renderer.capabilities.image_kinds
+            ):
+                await prepare(self._avatar_image)
+            self._prepared = True
+        return self._avatar_image
 
     def avatar_image_sync(self) -> AvatarImage:
         """Blocking :meth:`avatar_image`."""
@@ -660,14 +711,16 @@ _turn_started: ContextVar[float | None] = ContextVar("avatarkit_turn_started", d
 
 
 @contextlib.contextmanager
-def _cancelled_on_failure(task: asyncio.Task[Any] | None) -> Iterator[None]:
-    """Cancel ``task`` (the avatar's picture, started beside the turn) if the turn fails."""
+def _settled(task: asyncio.Task[Any] | None) -> Iterator[None]:
+    """Cancel ``task`` (the avatar's picture, started beside the turn) if the turn ends without it.
+
+    A turn that fails, or that has nothing to voice or render, leaves no task behind.
+    """
     try:
         yield
-    except BaseException:
+    finally:
         if task is not None and not task.done():
             task.cancel()
-        raise
 
 
 def _mark(response: Response, name: str) -> None:

@@ -310,7 +310,7 @@ class ReplyStream:
 
     async def _drive(self) -> None:
         try:
-            with turn_counter() as counter:
+            with self._bot._serving(), turn_counter() as counter:
                 self._counter = counter
                 try:
                     await self._run()
