@@ -124,3 +124,29 @@ async def test_a_busy_bot_sheds_load_with_overloaded_error_and_serves_the_rest()
     assert (len(served), len(shed)) == (3, 2)  # one running + two waiting; the rest refused
     assert all(r.voice is not None for r in served)
     assert bot.calls.snapshot()["voice.synthesize"] == 3
+
+
+async def test_a_renderers_idle_clip_and_text_renders_count_against_its_limit() -> None:
+    running = peak = 0
+
+    class Renderer:
+        async def _work(self) -> str:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.02)
+            running -= 1
+            return "clip"
+
+        async def render(self, *args: object, **kw: object) -> str:
+            return await self._work()
+
+        async def idle(self, *args: object, **kw: object) -> str:
+            return await self._work()
+
+        async def render_text(self, *args: object, **kw: object) -> str:
+            return await self._work()
+
+    renderer = limited(Renderer(), 1, role="renderer")
+    await asyncio.gather(renderer.render(), renderer.idle(), renderer.render_text())
+    assert peak == 1

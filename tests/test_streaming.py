@@ -22,6 +22,7 @@ from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
     InputValidationError,
+    OverloadedError,
     ProviderError,
     StageError,
 )
@@ -678,3 +679,25 @@ async def test_a_streamed_reply_names_what_wrote_it_as_respond_does() -> None:
     handled = (await collect(bot.stream("when are you open")))[-1].response
     assert chatted.dialogue.handled_by == "FakeChatModel"
     assert handled.dialogue.handled_by == "handler:opening_hours"
+
+
+async def test_one_stream_does_not_overload_its_own_voice_limit() -> None:
+    reply = "First sentence here. Second one follows. And a third to end."
+    bot = make_bot(reply, voice=FakeVoice(delay=0.05), limits={"voice": 1}, max_waiting=1)
+    events = await collect(bot.stream("Who are you?"))
+    assert [e.text for e in of(AudioSegment, events)] == [
+        "First sentence here.",
+        "Second one follows.",
+        "And a third to end.",
+    ]
+
+
+async def test_an_overloaded_voice_fails_a_stream_with_overloaded_error_unwrapped() -> None:
+    import asyncio
+
+    bot = make_bot(voice=FakeVoice(delay=0.3), limits={"voice": 1}, max_waiting=0)
+    first = asyncio.create_task(collect(bot.stream("hello", session_id="a")))
+    await asyncio.sleep(0.1)  # the first user's sentence holds the only voice slot
+    with pytest.raises(OverloadedError):
+        await collect(bot.stream("hello", session_id="b"))
+    await first

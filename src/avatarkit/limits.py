@@ -23,7 +23,8 @@ from avatarkit.metrics import count, span
 __all__ = ["CallStats", "ConcurrencyLimit", "limited"]
 
 _ASYNC_METHODS = (
-    "synthesize", "render", "complete", "generate", "plan", "classify", "analyze", "preprocess",
+    "synthesize", "render", "render_text", "idle", "complete", "generate", "generate_many",
+    "plan", "classify", "analyze", "preprocess",
 )  # fmt: skip
 _STREAM_METHODS = ("stream",)
 

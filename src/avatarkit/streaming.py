@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from avatarkit._aio import cancel_requested, cancelled_elsewhere, concurrently
 from avatarkit._files import write_bytes_atomic
 from avatarkit.audio import decode_audio, encode_wav
-from avatarkit.errors import ConfigurationError, InputValidationError, StageError
+from avatarkit.errors import ConfigurationError, InputValidationError, OverloadedError, StageError
 from avatarkit.metrics import fill_metrics, turn_counter
 from avatarkit.types import (
     AvatarImage,
@@ -189,6 +189,12 @@ class ReplyStream:
         self, bot: AvatarBot, user: UserInput, *, render: bool, output_dir: Path | None
     ) -> None:
         self._bot = bot
+        # A stream's sentences take no more of a limited voice than its limit lets run at
+        # once, so the stream never fills the voice's waiting line with its own calls.
+        voice_limit = bot._limits.get("voice")
+        self._voice_gate: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Semaphore(voice_limit.limit) if voice_limit else contextlib.nullcontext()
+        )
         self.response = Response(input=user)
         self._render = render
         self._dir = output_dir
@@ -436,13 +442,18 @@ class ReplyStream:
         expression = bot.expression
         expressions: list[FacialExpression] = []
         try:
-            if expression is None:  # one await less on the way to the first audio
-                voice = await bot.voice.synthesize(text)
-            else:
-                voice, expressions = await asyncio.gather(
-                    bot.voice.synthesize(text),
-                    expression.plan(reply, sentiment=response.sentiment, intent=response.intent),
-                )
+            async with self._voice_gate:
+                if expression is None:  # one await less on the way to the first audio
+                    voice = await bot.voice.synthesize(text)
+                else:
+                    voice, expressions = await asyncio.gather(
+                        bot.voice.synthesize(text),
+                        expression.plan(
+                            reply, sentiment=response.sentiment, intent=response.intent
+                        ),
+                    )
+        except OverloadedError:
+            raise  # not a stage failure: the caller should retry later (503)
         except Exception as exc:
             raise StageError("voice", exc, partial=response) from exc
         try:
@@ -529,6 +540,8 @@ class ReplyStream:
                     segment.timeline,
                     output=folder / f"segment-{segment.index:03d}.{self._video_format()}",
                 )
+            except OverloadedError:
+                raise
             except Exception as exc:
                 raise StageError("render", exc, partial=response) from exc
             if not self._videos:
@@ -548,6 +561,8 @@ class ReplyStream:
             video = await idle(
                 image, IDLE_SECONDS, output=self._folder() / f"idle.{self._video_format()}"
             )
+        except OverloadedError:
+            raise
         except Exception as exc:
             raise StageError("render", exc, partial=self.response) from exc
         self._emit(IdleClip(video=video))
