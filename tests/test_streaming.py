@@ -701,3 +701,35 @@ async def test_an_overloaded_voice_fails_a_stream_with_overloaded_error_unwrappe
     with pytest.raises(OverloadedError):
         await collect(bot.stream("hello", session_id="b"))
     await first
+
+
+async def test_a_failed_render_keeps_the_delivered_speech_in_the_partial_response() -> None:
+    class Broken(FakeRenderer):
+        async def render(self, *args: Any, **kw: Any) -> Any:
+            raise RuntimeError("render farm down")
+
+    bot = make_bot(renderer=Broken())
+    with pytest.raises(StageError) as info:
+        await collect(bot.stream("hello"))
+    partial = info.value.partial
+    assert info.value.stage == "render" and partial is not None
+    assert partial.voice is not None and partial.voice.duration > 0  # as respond() keeps it
+    assert partial.timeline is not None
+
+
+async def test_cancelling_the_consumer_of_a_bare_stream_interrupts_it() -> None:
+    import asyncio
+
+    bot = make_bot(token_delay=0.05, voice=FakeVoice(delay=0.05))
+
+    async def consume() -> None:
+        async for _ in bot.stream("hello", session_id="u"):
+            pass
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(consume(), 0.15)  # a web client went away
+    await asyncio.sleep(0.5)
+    calls = bot.calls.snapshot()
+    state = await bot.dialogue.load("u")  # type: ignore[union-attr]
+    assert calls.get("voice.synthesize", 0) < 3  # the stream stopped: no more sentences voiced
+    assert len(state.turns) <= 1 and all(t.assistant != REPLY for t in state.turns)

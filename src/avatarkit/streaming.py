@@ -200,6 +200,7 @@ class ReplyStream:
         self._dir = output_dir
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._stopper: asyncio.Task[Response] | None = None  # interrupt() after a cancel
         self._t0 = time.perf_counter()
         self._delivered: list[AudioSegment] = []
         self._segments: list[AudioSegment] = []
@@ -224,7 +225,14 @@ class ReplyStream:
             raise StopAsyncIteration
         if self._task is None:
             self._start()
-        item = await self._queue.get()
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            # The consumer was cancelled (a client went away, a timeout): nobody will take
+            # the rest, so stop the turn and keep only what was delivered, as interrupt() does.
+            if not self._finished:
+                self._stopper = asyncio.get_running_loop().create_task(self.interrupt())
+            raise
         if item is _END:
             self._finished = True
             raise StopAsyncIteration
@@ -332,6 +340,10 @@ class ReplyStream:
     async def _fail(self, exc: BaseException) -> None:
         """End the stream with ``exc``, delivered to the consumer, who re-raises it."""
         await self._cancel_background()
+        if self._segments and self.response.voice is None:  # keep the speech delivered so far
+            self.response.voice, self.response.timeline = join_segments(
+                [(s.voice, s.timeline) for s in self._segments]
+            )
         self._queue.put_nowait(exc)
         self._queue.put_nowait(_END)
 
