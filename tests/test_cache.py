@@ -163,3 +163,25 @@ async def test_bot_serves_a_repeated_reply_from_cache_without_provider_calls(
     fresh = await bot.say("Something new.")
     assert fresh.metrics.provider_calls == {"voice.synthesize": 1, "renderer.render": 1}
     assert fresh.metrics.cache_misses == 3
+
+
+def test_png_frame_folders_are_cached_and_saved(tmp_path: Path) -> None:
+    import avatarkit as ak
+    from avatarkit.render.local import LocalRenderer
+
+    renderer = LocalRenderer(size=64, fps=10, format="png")
+    bot = ak.AvatarBot(chat=None, renderer=renderer, cache=tmp_path / "cache")
+    first = bot.say_sync("Hi there")
+    again = bot.say_sync("Hi there")  # served from the cache: a copy of the folder
+    assert first.video is not None and again.video is not None
+    assert first.video.path.is_dir() and again.video.path.is_dir()
+    assert again.video.path != first.video.path
+    frames = sorted(p.name for p in first.video.path.glob("frame_*.png"))
+    assert frames and sorted(p.name for p in again.video.path.glob("frame_*.png")) == frames
+
+    written = again.save(tmp_path / "out")
+    assert written["video"] == tmp_path / "out" / "frames" and written["video"].is_dir()
+    assert sorted(p.name for p in written["video"].glob("frame_*.png")) == frames
+    again.save(tmp_path / "out")  # saving twice replaces the folder
+    assert sorted(p.name for p in written["video"].glob("frame_*.png")) == frames
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]

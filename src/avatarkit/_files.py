@@ -46,13 +46,38 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 
 
 def copy_atomic(src: Path, dst: Path) -> Path:
-    """Copy the file ``src`` to ``dst`` atomically."""
+    """Copy the file ``src`` to ``dst`` atomically; a folder (PNG frames) is copied whole."""
+    if src.is_dir():
+        return _copy_folder_atomic(src, dst)
 
     def _copy(fh: IO[bytes]) -> None:
         with src.open("rb") as s:
             shutil.copyfileobj(s, fh, 1 << 20)
 
     return write_atomic(dst, _copy)
+
+
+def _copy_folder_atomic(src: Path, dst: Path) -> Path:
+    """Copy the folder ``src`` beside ``dst``, then rename it into place (replacing ``dst``)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent))
+    old: Path | None = None
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if dst.is_dir():  # a folder cannot be renamed over another: move the old one aside
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+            os.replace(dst, old / dst.name)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / dst.name).exists() and not dst.exists():
+            os.replace(old / dst.name, dst)  # put the previous copy back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return dst
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:
@@ -63,10 +88,21 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
 
 def save_response(response: Response, folder: Path) -> dict[str, Path]:
     """Write every part of a Response into ``folder``; see ``Response.save``."""
-    if folder.exists() and not folder.is_dir():
-        from avatarkit.errors import InputValidationError
+    from avatarkit.errors import InputValidationError
 
+    if folder.exists() and not folder.is_dir():
         raise InputValidationError(f"{folder} exists and is not a folder", field="folder")
+    blocked = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InputValidationError(
+            f"cannot save into {folder}: {blocked} is a file", field="folder"
+        )
+    if response.video is not None and not response.video.path.exists():
+        raise InputValidationError(
+            f"the reply's video {response.video.path} no longer exists (a temporary file "
+            "that was moved or deleted); nothing was saved",
+            field="video",
+        )
     written: dict[str, Path] = {}
     if response.voice is not None:
         ext = {"pcm_s16le": "pcm", "ulaw": "ulaw"}.get(response.voice.format, response.voice.format)
@@ -75,7 +111,8 @@ def save_response(response: Response, folder: Path) -> dict[str, Path]:
         ext = "jpg" if response.image.format == "jpeg" else response.image.format
         written["image"] = write_bytes_atomic(folder / f"avatar.{ext}", response.image.data)
     if response.video is not None:
-        target = folder / f"video.{response.video.format}"
+        video_name = "frames" if response.video.path.is_dir() else f"video.{response.video.format}"
+        target = folder / video_name
         if response.video.path.resolve() != target.resolve():
             copy_atomic(response.video.path, target)
         written["video"] = target

@@ -17,6 +17,7 @@ import enum
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import unicodedata
@@ -221,7 +222,10 @@ class ReplyCache:
         """Drop every entry."""
         self._store.clear()
         for f in self._videos.iterdir():
-            f.unlink(missing_ok=True)
+            if f.is_dir():  # PNG frames
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
 
     def voice(self, backend: Any) -> CachedVoice:
         """Wrap a voice so repeated texts are served from this cache."""
@@ -370,7 +374,9 @@ class CachedRenderer(_Cached):
             )
             await asyncio.to_thread(self.cache.put_video, key, video)
             return video
-        if output is None:
+        if output is None and cached.path.is_dir():  # PNG frames: a folder of its own
+            output = Path(tempfile.mkdtemp(prefix="avatarkit-video-")) / "frames"
+        elif output is None:
             fd, name = tempfile.mkstemp(prefix="avatarkit-", suffix=cached.path.suffix)
             os.close(fd)
             output = Path(name)
