@@ -27,7 +27,7 @@ def _response(video: Path | None = None) -> Response:
 
 def test_a_folder_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(InputValidationError, match="notes.txt is a file"):
+    with pytest.raises(InputValidationError, match=r"notes\.txt is a file"):
         _response().save(tmp_path / "notes.txt" / "out")
 
 
