@@ -185,3 +185,41 @@ def test_png_frame_folders_are_cached_and_saved(tmp_path: Path) -> None:
     again.save(tmp_path / "out")  # saving twice replaces the folder
     assert sorted(p.name for p in written["video"].glob("frame_*.png")) == frames
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+async def test_a_turn_cancelled_while_its_clip_is_cached_leaves_no_temporary_video(
+    tmp_path: Path,
+) -> None:
+    import tempfile
+    import threading
+
+    import pytest
+
+    mp = pytest.MonkeyPatch()  # undone before the check: the check reads the real tempdir
+    (tmp_path / "tmp").mkdir()
+    mp.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    cache = ReplyCache(tmp_path / "cache")
+    entered, release = threading.Event(), threading.Event()
+    real = cache.put_video
+
+    def slow_put(key: str, video: object) -> object:
+        entered.set()
+        release.wait(5)
+        return real(key, video)  # type: ignore[arg-type]
+
+    mp.setattr(cache, "put_video", slow_put)
+    renderer = cache.renderer(FakeRenderer())
+    image = await FakeImageGenerator().generate(AvatarPrompt(seed=1, width=64, height=64))
+    voice = fake_speech("Hello there")
+    task = asyncio.create_task(
+        renderer.render(image, voice, Timeline(duration=voice.duration, words=voice.words))
+    )
+    while not entered.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    mp.undo()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -187,6 +187,39 @@ def test_async_task_cancellation_stops_the_render(tmp_path: Path, avatar: Avatar
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_render_that_finishes_as_it_is_cancelled_leaves_no_temporary_video(
+    tmp_path: Path, avatar: AvatarImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    voice, timeline = _speech(0.4, [(0.1, 0.3)])
+    renderer = LocalRenderer(fps=FPS, size=64)
+    real = renderer.render_sync
+    entered, release = threading.Event(), threading.Event()
+
+    def finishing_anyway(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(5)
+        kw["cancel"] = None  # too late to stop: the clip is done
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(renderer, "render_sync", finishing_anyway)
+
+    async def main() -> None:
+        task = asyncio.create_task(renderer.render(avatar, voice, timeline))
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert list(tmp_path.iterdir()) == []  # nobody receives that clip: it is not kept
+
+
 def test_other_formats(tmp_path: Path, avatar: AvatarImage) -> None:
     voice, timeline = _speech(0.8, [(0.1, 0.7)])
     r = LocalRenderer(fps=10)

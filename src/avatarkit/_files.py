@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from avatarkit.types import Response
+    from avatarkit.types import AvatarVideo, Response
 
 
 def _current_umask() -> int:
@@ -78,6 +78,20 @@ def _copy_folder_atomic(src: Path, dst: Path) -> Path:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return dst
+
+
+TEMP_VIDEO_PREFIX = "avatarkit-video-"
+"""Folders that renderers make for a video rendered without ``output=`` start with this."""
+
+
+def discard_temporary_video(video: AvatarVideo) -> None:
+    """Remove ``video`` if it lies in a temporary folder a renderer made for it, folder too.
+
+    A video anywhere else (a path the caller chose, the reply cache) is left alone.
+    """
+    folder = video.path.parent
+    if folder.name.startswith(TEMP_VIDEO_PREFIX) and folder.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from avatarkit._aio import cancel_requested
+from avatarkit._files import TEMP_VIDEO_PREFIX, discard_temporary_video
 from avatarkit.metrics import count
 from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities, unwrap
 from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
@@ -372,14 +373,16 @@ class CachedRenderer(_Cached):
             video: AvatarVideo = await self.inner.render(
                 image, voice, timeline, output=output, progress=progress
             )
-            await asyncio.to_thread(self.cache.put_video, key, video)
+            try:
+                await asyncio.to_thread(self.cache.put_video, key, video)
+            except asyncio.CancelledError:
+                if output is None:  # nobody will receive this temporary clip
+                    discard_temporary_video(video)
+                raise
             return video
-        if output is None and cached.path.is_dir():  # PNG frames: a folder of its own
-            output = Path(tempfile.mkdtemp(prefix="avatarkit-video-")) / "frames"
-        elif output is None:
-            fd, name = tempfile.mkstemp(prefix="avatarkit-", suffix=cached.path.suffix)
-            os.close(fd)
-            output = Path(name)
+        if output is None:  # a temporary folder of its own, as the renderer makes
+            name = "frames" if cached.path.is_dir() else f"video{cached.path.suffix}"
+            output = Path(tempfile.mkdtemp(prefix=TEMP_VIDEO_PREFIX)) / name
         _deliver(cached.path, Path(output))
         if progress is not None:
             progress(1, 1)

@@ -401,14 +401,10 @@ class FakeRenderer(_Recorder):
             frames.append(frame)
             if progress:
                 progress(i + 1, n)
-        if output is None:
-            fd, name = tempfile.mkstemp(prefix="avatarkit-", suffix=".gif")
-            output = Path(name)
-            with contextlib.suppress(OSError):
-                import os
+        from avatarkit._files import TEMP_VIDEO_PREFIX, write_atomic
 
-                os.close(fd)
-        from avatarkit._files import write_atomic
+        if output is None:  # a temporary folder of its own, as the local renderer makes
+            output = Path(tempfile.mkdtemp(prefix=TEMP_VIDEO_PREFIX)) / "video.gif"
 
         write_atomic(
             output,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from avatarkit._files import TEMP_VIDEO_PREFIX, discard_temporary_video
 from avatarkit.animation.face_state import FaceState
 from avatarkit.animation.sampler import TimelineSampler
 from avatarkit.audio import decode_audio, encode_wav
@@ -218,7 +219,9 @@ class LocalRenderer:
         except asyncio.CancelledError:
             token.set()
             with contextlib.suppress(BaseException):
-                await fut
+                done = await fut  # it may have finished before it saw the token
+                if output is None:  # a temporary clip that nobody will receive
+                    discard_temporary_video(done)
             raise
 
     async def prepare(self, image: AvatarImage) -> None:
@@ -309,7 +312,7 @@ class LocalRenderer:
 
         made: Path | None = None  # a folder this call made for the video, kept on success
         if out_path is None:
-            made = Path(tempfile.mkdtemp(prefix="avatarkit-video-"))
+            made = Path(tempfile.mkdtemp(prefix=TEMP_VIDEO_PREFIX))
             out_path = made / ("frames" if fmt == "png" else f"video.{fmt}")
         workdir = Path(tempfile.mkdtemp(prefix="avatarkit-render-"))
         try:
