@@ -346,3 +346,32 @@ def test_prerender_takes_one_text_as_one_text(tmp_path: Path) -> None:
     bot = fake_bot(chat=None, cache=tmp_path / "cache", renderer=None)
     replies = bot.prerender_sync("Hello")
     assert [r.text for r in replies] == ["Hello"]
+
+
+@pytest.mark.parametrize("session_id", [None, "", "   ", "x" * 200, "a\x00b"])
+async def test_a_bad_session_id_is_refused_before_any_backend_is_called(session_id: Any) -> None:
+    intent = FakeIntentClassifier()
+    bot = fake_bot(intent=intent)
+    with pytest.raises(InputValidationError, match="session id"):
+        await bot.respond("hello", session_id=session_id)
+    with pytest.raises(InputValidationError, match="session id"):
+        bot.stream("hello", session_id=session_id)
+    assert intent.calls == []
+
+
+async def test_an_output_format_the_renderer_cannot_write_is_refused_before_the_voice() -> None:
+    voice = FakeVoice()
+    bot = fake_bot(voice=voice)
+    with pytest.raises(InputValidationError, match=r"\.avi.*gif"):
+        await bot.say("Hello there", output="clip.avi")
+    assert voice.calls == []
+
+
+def test_bad_bot_options_are_refused_at_construction() -> None:
+    with pytest.raises(InputValidationError, match="avatar"):
+        fake_bot(avatar=123)
+    with pytest.raises(InputValidationError, match="limits"):
+        fake_bot(limits={"voice": "2"})
+    with pytest.raises(InputValidationError, match="settings"):
+        fake_bot(settings=42)
+    assert fake_bot(settings={"render": False}).settings.render is False  # a mapping will do

@@ -168,3 +168,20 @@ def test_builtin_only_mode_skips_third_party(site: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("AVATARKIT_PROVIDERS", "builtin")
     assert "echo2" not in Registry().names()
     assert "test" in Registry().names()
+
+
+def test_a_factory_refusing_its_options_gives_a_configuration_error() -> None:
+    from avatarkit.errors import ConfigurationError
+    from avatarkit.registry import Provider, Registry
+
+    def make_voice(name: str | None = None) -> object:
+        if name not in (None, "low"):
+            raise ValueError(f"unknown pitch {name!r}")
+        return object()
+
+    registry = Registry()
+    registry.register(Provider("beep", voice=make_voice))
+    with pytest.raises(ConfigurationError, match=r"voice 'beep:high' could not be created.*pitch"):
+        registry.create("voice", "beep:high")
+    with pytest.raises(ConfigurationError, match="unexpected keyword"):
+        registry.create("voice", "beep", colour="red")

@@ -382,3 +382,14 @@ def test_prepare_paints_the_shapes_a_reply_needs(tmp_path: Path) -> None:
         assert face.sprites_painted == painted
     finally:
         return_face(face)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"size": "256"}, "size"), ({"size": 100.5}, "size"), ({"size": (64,)}, "size"),
+     ({"fps": "25"}, "fps"), ({"fps": 0}, "fps")],
+)  # fmt: skip
+def test_bad_renderer_options_get_a_typed_error(options: dict[str, object], field: str) -> None:
+    with pytest.raises(InputValidationError) as info:
+        LocalRenderer(**options)  # type: ignore[arg-type]
+    assert info.value.field == field

@@ -19,6 +19,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import ValidationError
+
 from avatarkit import _sync
 from avatarkit._aio import concurrently
 from avatarkit.cache import (
@@ -31,7 +33,7 @@ from avatarkit.cache import (
 from avatarkit.config import Settings, get_logger
 from avatarkit.dialogue.handler import Handler
 from avatarkit.dialogue.manager import DialogueManager, Persona
-from avatarkit.dialogue.store import DialogueStore
+from avatarkit.dialogue.store import DialogueStore, check_session_id
 from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
@@ -148,15 +150,26 @@ class AvatarBot:
         handlers: Mapping[str, Handler] | None = None,
         store: DialogueStore | None = None,
         dialogue: DialogueManager | None = None,
-        settings: Settings | None = None,
+        settings: Settings | Mapping[str, Any] | None = None,
         limits: Mapping[str, int] | None = None,
         max_waiting: int | None = None,
         cache: ReplyCache | str | Path | bool | None = None,
         seed: int = 0,
         registry: Registry | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = _settings(settings)
         self.calls = CallStats()
+        if not isinstance(avatar, (AvatarImage, AvatarPrompt, str, Path, type(None))):
+            raise InputValidationError(
+                "avatar must be an AvatarImage, an AvatarPrompt, a picture's path or None, "
+                f"not {type(avatar).__name__}",
+                field="avatar",
+            )
+        for role, n in (limits or {}).items():
+            if not isinstance(n, int) or isinstance(n, bool):
+                raise InputValidationError(
+                    f"limits[{role!r}] must be a whole number of calls, not {n!r}", field="limits"
+                )
         unknown = sorted(set(limits or {}) - set(_PORTS))
         if unknown:
             raise ConfigurationError(
@@ -313,6 +326,7 @@ class AvatarBot:
                 "respond() needs a chat model; this bot was made with chat=None"
             )
         user = self._validate(text, session_id)
+        self._check_output(output, render)
         response = Response(input=user)
         with self._serving(), _measured(response):
             image_task = self._start_image_task(render)
@@ -345,6 +359,7 @@ class AvatarBot:
                 (only tags, emoji or markup), before any backend is called.
         """
         user = self._validate(text, "default")
+        self._check_output(output, render)
         reply = DialogueResponse(text=user.text, handled_by="say")
         self._make_speakable(reply)
         if self.voice is not None and not reply.text.strip():
@@ -476,9 +491,23 @@ class AvatarBot:
                 "(Settings.max_input_chars)",
                 field="text",
             )
+        check_session_id(user.session_id if user is not None else session_id)
         if user is not None:
             return user.model_copy(update={"text": cleaned})
         return UserInput(text=cleaned, session_id=session_id)
+
+    def _check_output(self, output: str | Path | None, render: bool | None) -> None:
+        """Refuse a video path whose format the renderer cannot write, before any work."""
+        if output is None or not self._will_render(render) or self.renderer is None:
+            return
+        fmt = Path(output).suffix.lower().lstrip(".") or "png"  # a folder: PNG frames
+        formats = self.renderer.capabilities.formats
+        if fmt not in formats:
+            raise InputValidationError(
+                f"cannot write {output}: {type(unwrap(self.renderer)).__name__} writes "
+                f"{', '.join(formats)} (a folder name for PNG frames)",
+                field="output",
+            )
 
     async def _stage(self, name: str, response: Response, coro: Awaitable[T]) -> T:
         t0 = time.perf_counter()
@@ -728,6 +757,22 @@ def _mark(response: Response, name: str) -> None:
     started = _turn_started.get()
     if started is not None:
         response.metrics.durations.setdefault(name, time.perf_counter() - started)
+
+
+def _settings(value: Settings | Mapping[str, Any] | None) -> Settings:
+    if value is None:
+        return Settings()
+    if isinstance(value, Settings):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return Settings(**value)
+        except ValidationError as exc:
+            raise InputValidationError(f"settings: {exc}", field="settings") from None
+    raise InputValidationError(
+        f"settings must be a Settings or a mapping of its fields, not {type(value).__name__}",
+        field="settings",
+    )
 
 
 def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | None:

@@ -241,7 +241,14 @@ class Registry:
             raise MissingExtraError(
                 f"provider {provider.name!r}", provider.extra or provider.name, ", ".join(missing)
             )
-        return factory(name, **options)
+        try:
+            return factory(name, **options)
+        except AvatarKitError:
+            raise
+        except (TypeError, ValueError) as exc:  # a bad option or name, in a third-party factory
+            raise ConfigurationError(
+                f"{role} {spec!r} could not be created: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def status(self, names: Iterable[str] | None = None) -> list[ProviderStatus]:
         """Which providers load and have what they need here (keys, extras)."""

@@ -158,11 +158,25 @@ class LocalRenderer:
         lead: float = 0.02,
         idle_blinks: bool = True,
     ) -> None:
-        if not MIN_FPS <= fps <= MAX_FPS:
-            raise InputValidationError(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], got {fps}",
-                                       field="fps")  # fmt: skip
+        if (
+            not isinstance(fps, (int, float))
+            or isinstance(fps, bool)
+            or not MIN_FPS <= fps <= MAX_FPS
+        ):
+            raise InputValidationError(f"fps must be a number in [{MIN_FPS:g}, {MAX_FPS:g}], "
+                                       f"got {fps!r}", field="fps")  # fmt: skip
         if size is not None:
-            self._check_size(*((size, size) if isinstance(size, int) else size))
+            sides = (size, size) if isinstance(size, int) else size
+            if (
+                not isinstance(sides, (tuple, list))
+                or len(sides) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in sides)
+            ):
+                raise InputValidationError(
+                    f"size must be a whole number of pixels or (width, height), got {size!r}",
+                    field="size",
+                )
+            self._check_size(*sides)
         if format is not None and format not in ("mp4", "webm", "gif", "png"):
             raise InputValidationError(f"unknown format {format!r}", field="format")
         self.fps = float(fps)
