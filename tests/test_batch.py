@@ -102,3 +102,35 @@ def test_the_same_batch_runs_on_a_local_ray_instance(tmp_path: Path) -> None:
         assert sorted(again.skipped) == ["r0", "r1", "r2"] and not again.done
     finally:
         ray.shutdown()
+
+
+# --------------------------------------------------------------------------- ids
+
+
+@pytest.mark.parametrize("bad_id", ["..", ".", "..."])
+def test_ids_made_only_of_dots_are_refused_before_anything_is_written(
+    tmp_path: Path, bad_id: str
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    f = write_jsonl(work / "s.jsonl", [{"id": bad_id, "text": "Hello"}])
+    with pytest.raises(InputValidationError, match=r"item 1.*only of dots"):
+        read_items(f)
+    with pytest.raises(InputValidationError, match="only of dots"):
+        run_batch(f, work / "out", executor="serial", **SPECS)
+    assert [p.name for p in work.iterdir()] == ["s.jsonl"]
+    with pytest.raises(ValueError, match="only of dots"):
+        BatchItem(id=bad_id, text="Hello")
+
+
+def test_an_id_changed_after_validation_is_checked_again(tmp_path: Path) -> None:
+    item = BatchItem(id="fine", text="Hello")
+    item.id = ".."
+    with pytest.raises(InputValidationError, match="only of dots"):
+        run_batch([item], tmp_path / "out", executor="serial", **SPECS)
+    assert not any(tmp_path.iterdir())
+
+
+def test_ids_with_dots_and_letters_are_fine(tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "s.jsonl", [{"id": "v1.2", "text": "a"}, {"id": ".x", "text": "b"}])
+    assert [i.id for i in read_items(f)] == ["v1.2", ".x"]

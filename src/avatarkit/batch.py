@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from avatarkit._files import write_json_atomic
 from avatarkit.errors import ConfigurationError, InputValidationError, MissingExtraError
@@ -36,13 +36,21 @@ class BatchItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=120)
-    """Folder name of the result (derived from the text when empty)."""
+    """Folder name of the result (derived from the text when empty); not only dots."""
     text: str = Field(min_length=1)
     avatar: str | None = None
     """Path of a portrait to animate (default: the procedural face for ``seed``)."""
     voice: str | None = None
     """Voice spec for this item (default: the batch's voice)."""
     seed: int = 0
+
+    @field_validator("id")
+    @classmethod
+    def _not_only_dots(cls, value: str) -> str:
+        if value and not value.strip("."):
+            # "." is the output folder itself and ".." its parent: results would land there
+            raise ValueError(f"{value!r} is made only of dots, which names no folder of its own")
+        return value
 
 
 class BatchReport(BaseModel):
@@ -84,7 +92,7 @@ def read_items(path: str | Path) -> list[BatchItem]:
         try:
             item = BatchItem.model_validate(row)
         except ValidationError as exc:
-            raise InputValidationError(f"{p} item {n}: {exc.errors()[0]['msg']}") from exc
+            raise InputValidationError(f"{p} item {n}: {_describe(exc)}") from exc
         if not item.id:
             item.id = f"{n:05d}-" + hashlib.sha1(item.text.encode()).hexdigest()[:8]
         items.append(item)
@@ -93,6 +101,16 @@ def read_items(path: str | Path) -> list[BatchItem]:
     if dupes:
         raise InputValidationError(f"{p}: duplicate ids {', '.join(dupes[:5])}", field="id")
     return items
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first problem pydantic found, with the field it is about."""
+    error = exc.errors()[0]
+    message = str(error["msg"])
+    if error["type"] == "value_error":  # our own validators: no "Value error, " prefix
+        message = str(error.get("ctx", {}).get("error", message))
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {message}" if where else message
 
 
 def _is_done(folder: Path) -> bool:
@@ -171,6 +189,11 @@ def run_batch(
     if workers is not None and workers < 1:
         raise InputValidationError(f"workers must be >= 1, got {workers}", field="workers")
     all_items = read_items(items) if isinstance(items, (str, Path)) else list(items)
+    for it in all_items:  # again: a field changed after validation is not checked by pydantic
+        try:
+            BatchItem.model_validate(it.model_dump())
+        except ValidationError as exc:
+            raise InputValidationError(f"item {it.id!r}: {_describe(exc)}", field="id") from exc
     ids = [it.id for it in all_items]
     if any(not i for i in ids) or len(set(ids)) != len(ids):
         raise InputValidationError("every item needs a unique, non-empty id", field="id")
