@@ -134,3 +134,63 @@ def test_an_id_changed_after_validation_is_checked_again(tmp_path: Path) -> None
 def test_ids_with_dots_and_letters_are_fine(tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "s.jsonl", [{"id": "v1.2", "text": "a"}, {"id": ".x", "text": "b"}])
     assert [i.id for i in read_items(f)] == ["v1.2", ".x"]
+
+
+# --------------------------------------------------------------------------- input errors
+
+
+def test_a_csv_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    f = tmp_path / "excel.csv"
+    f.write_bytes("id,text\nhi,Hello there\n".encode("utf-8-sig"))
+    assert [(i.id, i.text) for i in read_items(f)] == [("hi", "Hello there")]
+    jl = tmp_path / "bom.jsonl"
+    jl.write_bytes('{"id": "a", "text": "Hello"}\n'.encode("utf-8-sig"))
+    assert [i.id for i in read_items(jl)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        # a renamed or missing text column: say which columns there are
+        ("ID,Text\na,Hello\n", r"no 'text' column; the header has 'ID', 'Text'"),
+        ("id;text\na;Hello\n", r"no 'text' column; the header has 'id;text'.*commas"),
+        # an unknown column
+        ("id,text,speaker\na,Hello,Ann\n", r"unknown column 'speaker'"),
+        # one row with a value too many
+        ("id,text\na,Hello,extra\n", r"line 2 \(item 1\): the row has more values than the header"),
+        # an empty text on the third line
+        ("id,text\na,Hello\nb,\n", r"line 3 \(item 2\): text: Field required"),
+        ("id,text,seed\na,Hello,many\n", r"line 2 \(item 1\): seed: "),
+        ("", "no header row"),
+    ],
+)
+def test_bad_csv_files_say_what_is_wrong(tmp_path: Path, content: str, match: str) -> None:
+    f = tmp_path / "s.csv"
+    f.write_text(content)
+    with pytest.raises(InputValidationError, match=match):
+        read_items(f)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"text": "a"}\nnot json\n', r"line 2"),
+        ('{"text": "a"}\n\n{"id": "b"}\n', r"line 3 \(item 2\): text: Field required"),
+        ('{"text": "a"}\n["b"]\n', r"line 2: .*JSON object"),
+        ('{"text": "a", "speaker": "Ann"}\n', r"line 1 \(item 1\): unknown key 'speaker'"),
+    ],
+)
+def test_bad_jsonl_lines_are_reported_by_their_line_number(
+    tmp_path: Path, content: str, match: str
+) -> None:
+    f = tmp_path / "s.jsonl"
+    f.write_text(content)
+    with pytest.raises(InputValidationError, match=match):
+        read_items(f)
+
+
+def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    f = tmp_path / "s.csv"
+    f.write_bytes("id,text\na,Caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputValidationError, match="not UTF-8"):
+        read_items(f)

@@ -15,6 +15,7 @@ import json
 import os
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -67,49 +68,135 @@ class BatchReport(BaseModel):
 def read_items(path: str | Path) -> list[BatchItem]:
     """Read a CSV (header row) or JSONL file of items; ids are made unique and filled in.
 
+    The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). Problems are
+    reported with the file's line number.
+
     Raises:
         InputValidationError: unreadable file, a row without text, or duplicate ids.
     """
     p = Path(path)
     if not p.is_file():
         raise InputValidationError(f"batch file {p} does not exist", field="path")
-    rows: list[dict[str, Any]]
+    suffix = p.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv"):
+        raise InputValidationError(f"{p}: use a .csv or .jsonl file", field="path")
+    kind = "column" if suffix == ".csv" else "key"
     try:
-        if p.suffix.lower() in (".jsonl", ".ndjson"):
-            lines = p.read_text(encoding="utf-8").splitlines()
-            rows = [json.loads(line) for line in lines if line.strip()]
-        elif p.suffix.lower() == ".csv":
-            with p.open(newline="", encoding="utf-8") as fh:
-                rows = [
-                    {k: v for k, v in r.items() if v not in (None, "")} for r in csv.DictReader(fh)
-                ]
-        else:
-            raise InputValidationError(f"{p}: use a .csv or .jsonl file", field="path")
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+        rows = _csv_rows(p) if suffix == ".csv" else _jsonl_rows(p)
+    except UnicodeDecodeError as exc:
+        raise InputValidationError(
+            f"{p} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8",
+            field="path",
+        ) from exc
+    except csv.Error as exc:
         raise InputValidationError(f"cannot read {p}: {exc}", field="path") from exc
+    except OSError as exc:
+        raise InputValidationError(f"cannot read {p}: {exc.strerror or exc}", field="path") from exc
     items: list[BatchItem] = []
-    for n, row in enumerate(rows, 1):
+    for n, (line, row) in enumerate(rows, 1):
         try:
             item = BatchItem.model_validate(row)
         except ValidationError as exc:
-            raise InputValidationError(f"{p} item {n}: {_describe(exc)}") from exc
+            loc = exc.errors()[0]["loc"]
+            raise InputValidationError(
+                f"{p} line {line} (item {n}): {_describe(exc, kind)}",
+                field=str(loc[0]) if loc else None,
+            ) from exc
         if not item.id:
             item.id = f"{n:05d}-" + hashlib.sha1(item.text.encode()).hexdigest()[:8]
         items.append(item)
-    ids = [i.id for i in items]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(i.id for i in items)
+    dupes = sorted(i for i, k in counts.items() if k > 1)
     if dupes:
         raise InputValidationError(f"{p}: duplicate ids {', '.join(dupes[:5])}", field="id")
     return items
 
 
-def _describe(exc: ValidationError) -> str:
-    """The first problem pydantic found, with the field it is about."""
+_FIELDS = tuple(BatchItem.model_fields)
+
+
+def _jsonl_rows(p: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed line) for every line that is not blank."""
+    rows: list[tuple[int, Any]] = []
+    with p.open(encoding="utf-8-sig") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputValidationError(
+                    f"cannot read {p} line {line_no}: {exc.msg} (column {exc.colno})",
+                    field="path",
+                ) from exc
+            if not isinstance(row, dict):
+                raise InputValidationError(
+                    f'{p} line {line_no}: expected a JSON object such as {{"text": "Hello"}}, '
+                    f"got {type(row).__name__}",
+                    field="path",
+                )
+            rows.append((line_no, row))
+    return rows
+
+
+def _csv_rows(p: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) for every row with a value; empty cells are left out."""
+    rows: list[tuple[int, dict[str, str]]] = []
+    with p.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header: list[str] | None = None
+        start = 1
+        for record in reader:
+            line_no, start = start, reader.line_num + 1  # a quoted value may span lines
+            if not any(cell.strip() for cell in record):
+                continue  # blank lines, and Excel's rows of empty cells
+            if header is None:
+                header = [name.strip() for name in record]
+                _check_header(p, header)
+                continue
+            if len(record) > len(header):
+                raise InputValidationError(
+                    f"{p} line {line_no} (item {len(rows) + 1}): the row has more values than "
+                    f"the header has columns ({len(header)}); quote a text with commas in it",
+                    field="path",
+                )
+            rows.append((line_no, {k: v for k, v in zip(header, record, strict=False) if v}))
+    if header is None:
+        raise InputValidationError(
+            f"{p} has no header row: start it with one such as id,text", field="path"
+        )
+    return rows
+
+
+def _check_header(p: Path, header: list[str]) -> None:
+    known = ", ".join(_FIELDS)
+    if "text" not in header:
+        found = ", ".join(repr(name) for name in header)
+        if any(";" in name or "\t" in name for name in header):
+            hint = "separate columns with commas"
+        elif any(name.lower() in _FIELDS for name in header):
+            hint = f"column names are lower-case: {known}"
+        else:
+            hint = f"columns: {known}"
+        raise InputValidationError(
+            f"{p}: no 'text' column; the header has {found} ({hint})", field="text"
+        )
+    unknown = [name for name in header if name and name not in _FIELDS]
+    if unknown:
+        raise InputValidationError(
+            f"{p}: unknown column {unknown[0]!r} (columns: {known})", field=unknown[0]
+        )
+
+
+def _describe(exc: ValidationError, kind: str = "field") -> str:
+    """The first problem pydantic found, with the field (CSV column, JSON key) it is about."""
     error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown {kind} {where!r} ({kind}s: {', '.join(_FIELDS)})"
     message = str(error["msg"])
     if error["type"] == "value_error":  # our own validators: no "Value error, " prefix
         message = str(error.get("ctx", {}).get("error", message))
-    where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {message}" if where else message
 
 
