@@ -194,3 +194,47 @@ def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
     f.write_bytes("id,text\na,Caf\xe9\n".encode("latin-1"))
     with pytest.raises(InputValidationError, match="not UTF-8"):
         read_items(f)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("size", [63, 2049, 3000])
+def test_sizes_the_renderer_cannot_draw_are_refused(tmp_path: Path, size: int) -> None:
+    items = [BatchItem(id="a", text="Hello.")]
+    with pytest.raises(InputValidationError, match="64–2048"):
+        run_batch(items, tmp_path / "out", executor="serial", size=size, **SPECS)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error", "match"),
+    [
+        ("voice", "nonsense", "UnknownProviderError", "Unknown provider 'nonsense'"),
+        ("renderer", "nonsense", "UnknownProviderError", "Unknown provider 'nonsense'"),
+        ("image", "nonsense", "UnknownProviderError", "Unknown provider 'nonsense'"),
+        ("renderer", "espeak", "ConfigurationError", "has no 'renderer' backend"),
+        ("renderer", "d-id", "MissingKeyError", "DID_API_KEY"),
+    ],
+)
+def test_bad_provider_specs_are_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, value: str, error: str, match: str
+) -> None:
+    import avatarkit.errors
+
+    monkeypatch.delenv("DID_API_KEY", raising=False)
+    items = [BatchItem(id="a", text="Hello."), BatchItem(id="b", text="Again.")]
+    specs = {**SPECS, option: value}
+    with pytest.raises(getattr(avatarkit.errors, error), match=match):
+        run_batch(items, tmp_path / "out", executor="process", workers=1, **specs)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_image_backend_is_not_needed_when_every_item_has_a_portrait(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(tmp_path / "face.png")
+    items = [BatchItem(id="a", text="Hello.", avatar=str(tmp_path / "face.png"))]
+    specs = {**SPECS, "image": "nonsense"}
+    report = run_batch(items, tmp_path / "out", executor="serial", **specs)
+    assert report.done == ["a"] and not report.failed

@@ -207,30 +207,36 @@ def _is_done(folder: Path) -> bool:
 _bots: dict[tuple[Any, ...], Any] = {}
 
 
-def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tuple[str, str | None]:
-    """Render one item into ``out/<id>``; returns (id, error or None). Runs in a worker."""
+def _make_bot(
+    voice: str, avatar: str | None, seed: int, options: dict[str, Any], *, image: bool = True
+) -> Any:
+    """The bot that renders items with this voice, portrait and seed (specs resolved here)."""
     from avatarkit.bot import AvatarBot
-    from avatarkit.registry import default_registry
+    from avatarkit.registry import default_registry, parse_spec
     from avatarkit.types import AvatarPrompt
 
+    size = options.get("size")
+    renderer: Any = options["renderer"]
+    if size and parse_spec(renderer)[0] == "local":
+        renderer = default_registry.create("renderer", renderer, size=size)
+    face: Any = avatar
+    if face is None:
+        side = size or 512
+        face = AvatarPrompt(seed=seed, width=side, height=side)
+    return AvatarBot(
+        chat=None, preprocessor=None, intent=None, sentiment=None, voice=voice,
+        renderer=renderer, image=options["image"] if image else None, avatar=face, seed=seed,
+    )  # fmt: skip
+
+
+def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tuple[str, str | None]:
+    """Render one item into ``out/<id>``; returns (id, error or None). Runs in a worker."""
     it = BatchItem.model_validate(item)
     try:
         key = (it.voice, it.avatar, it.seed, tuple(sorted(options.items())))
         bot = _bots.get(key)
         if bot is None:  # one bot per voice/avatar in each worker: models load once
-            size = options.get("size")
-            renderer: Any = options["renderer"]
-            if size and renderer.split(":")[0] == "local":
-                renderer = default_registry.create("renderer", renderer, size=size)
-            avatar: Any = it.avatar
-            if avatar is None:
-                side = size or 512
-                avatar = AvatarPrompt(seed=it.seed, width=side, height=side)
-            bot = AvatarBot(
-                chat=None, preprocessor=None, intent=None, sentiment=None,
-                voice=it.voice or options["voice"], renderer=renderer, image=options["image"],
-                avatar=avatar, seed=it.seed,
-            )  # fmt: skip
+            bot = _make_bot(it.voice or options["voice"], it.avatar, it.seed, options)
             _bots[key] = bot
         reply = bot.say_sync(it.text)
         reply.save(Path(out) / it.id)  # response.json last: its presence marks the item done
@@ -263,16 +269,27 @@ def run_batch(
         voice: Voice spec for every item (an item's own ``voice`` overrides it).
         renderer: Renderer spec.
         image: Avatar image generator spec (items without an ``avatar`` portrait).
-        size: Frame side in pixels for the local renderer and generated avatars (default:
-            the avatar's own size, 512 for generated ones).
+        size: Frame side in pixels for the local renderer and generated avatars, 64–2048
+            (default: the avatar's own size, 512 for generated ones).
         progress: ``progress(done, total)`` after each item.
+
+    Raises:
+        InputValidationError: a bad item, size or worker count, before anything is written.
+        ConfigurationError: an unknown executor, or a voice, renderer or image spec that
+            cannot work here (unknown provider, missing key or extra), before anything is
+            written. An item's own ``voice`` is resolved with the item: when it fails, that
+            item fails.
     """
     if executor not in ("serial", "process", "ray"):
         raise ConfigurationError(f"unknown executor {executor!r}: use process, serial or ray")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
         raise MissingExtraError("the Ray executor", "ray", missing="ray")
-    if size is not None and not 64 <= size <= 4096:
-        raise InputValidationError(f"size must be 64-4096 pixels, got {size}", field="size")
+    from avatarkit.render.local import MAX_SIZE, MIN_SIZE  # the local renderer's limits
+
+    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+        raise InputValidationError(
+            f"size must be {MIN_SIZE}–{MAX_SIZE} pixels, got {size}", field="size"
+        )
     if workers is not None and workers < 1:
         raise InputValidationError(f"workers must be >= 1, got {workers}", field="workers")
     all_items = read_items(items) if isinstance(items, (str, Path)) else list(items)
@@ -280,15 +297,22 @@ def run_batch(
         try:
             BatchItem.model_validate(it.model_dump())
         except ValidationError as exc:
-            raise InputValidationError(f"item {it.id!r}: {_describe(exc)}", field="id") from exc
+            loc = exc.errors()[0]["loc"]
+            raise InputValidationError(
+                f"item {it.id!r}: {_describe(exc)}", field=str(loc[0]) if loc else None
+            ) from exc
     ids = [it.id for it in all_items]
     if any(not i for i in ids) or len(set(ids)) != len(ids):
         raise InputValidationError("every item needs a unique, non-empty id", field="id")
+    options: dict[str, Any] = {"voice": voice, "renderer": renderer, "image": image, "size": size}
+    # The batch's specs are resolved once here, so that an unknown provider, a missing key or
+    # extra fails at once with the error the other commands give, not once per item. The image
+    # generator is only needed for items without a portrait.
+    _make_bot(voice, None, 0, options, image=any(it.avatar is None for it in all_items))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [it for it in all_items if not _is_done(out_dir / it.id)]
     report = BatchReport(skipped=[it.id for it in all_items if _is_done(out_dir / it.id)])
-    options: dict[str, Any] = {"voice": voice, "renderer": renderer, "image": image, "size": size}
     payload = [(it.model_dump(), str(out_dir), options) for it in todo]
     total = len(all_items)
     started = time.perf_counter()
