@@ -238,3 +238,40 @@ def test_the_image_backend_is_not_needed_when_every_item_has_a_portrait(tmp_path
     specs = {**SPECS, "image": "nonsense"}
     report = run_batch(items, tmp_path / "out", executor="serial", **specs)
     assert report.done == ["a"] and not report.failed
+
+
+# --------------------------------------------------------------------------- unrenderable items
+
+
+def test_an_item_with_nothing_to_speak_fails_and_is_not_marked_done(tmp_path: Path) -> None:
+    items = [BatchItem(id="emoji", text="😀😀"), BatchItem(id="ok", text="Hello there.")]
+    report = run_batch(items, tmp_path, executor="serial", **SPECS)
+    assert report.done == ["ok"]
+    assert "nothing to speak" in report.failed["emoji"]
+    assert not (tmp_path / "emoji" / "response.json").exists()
+    # a rerun tries it again instead of skipping it
+    again = run_batch(items, tmp_path, executor="serial", **SPECS)
+    assert again.skipped == ["ok"] and list(again.failed) == ["emoji"]
+
+
+def test_a_failing_say_leaves_no_response_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avatarkit.bot import AvatarBot
+
+    def refuse(self: AvatarBot, text: str, **kwargs: object) -> None:
+        raise InputValidationError("the text has nothing to speak", field="text")
+
+    monkeypatch.setattr(AvatarBot, "say_sync", refuse)
+    report = run_batch([BatchItem(id="x", text="🙂")], tmp_path, executor="serial", **SPECS)
+    assert "nothing to speak" in report.failed["x"] and not report.done
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_negative_seed_is_refused_with_the_row(tmp_path: Path) -> None:
+    f = tmp_path / "s.csv"
+    f.write_text("id,text,seed\na,Hello,-1\n")
+    with pytest.raises(InputValidationError, match=r"line 2 \(item 1\): seed: .*greater than"):
+        read_items(f)
+    with pytest.raises(ValueError, match="seed"):
+        BatchItem(text="Hello", seed=-3)

@@ -43,7 +43,8 @@ class BatchItem(BaseModel):
     """Path of a portrait to animate (default: the procedural face for ``seed``)."""
     voice: str | None = None
     """Voice spec for this item (default: the batch's voice)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
+    """Seed of the generated face and its idle motion."""
 
     @field_validator("id")
     @classmethod
@@ -239,6 +240,13 @@ def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tupl
             bot = _make_bot(it.voice or options["voice"], it.avatar, it.seed, options)
             _bots[key] = bot
         reply = bot.say_sync(it.text)
+        if reply.voice is None:  # e.g. only emoji: the bot speaks nothing and renders nothing
+            raise InputValidationError(
+                "the text has nothing to speak (only emoji, markup or emotion tags?)",
+                field="text",
+            )
+        if reply.video is None:
+            raise InputValidationError("no video was rendered for the text", field="text")
         reply.save(Path(out) / it.id)  # response.json last: its presence marks the item done
         return it.id, None
     except Exception as exc:
