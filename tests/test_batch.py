@@ -275,3 +275,59 @@ def test_a_negative_seed_is_refused_with_the_row(tmp_path: Path) -> None:
         read_items(f)
     with pytest.raises(ValueError, match="seed"):
         BatchItem(text="Hello", seed=-3)
+
+
+# --------------------------------------------------------------------------- temporary files
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private tempfile.gettempdir() for the renderers of a serial batch."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_no_temporary_video_is_left_behind(tmp_path: Path, temp_dir: Path) -> None:
+    items = [BatchItem(id=f"t{i}", text=f"Clip {i}.") for i in range(2)]
+    report = run_batch(items, tmp_path / "out", executor="serial", **SPECS)
+    assert sorted(report.done) == ["t0", "t1"]
+    assert (tmp_path / "out" / "t0" / "video.gif").stat().st_size > 0
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_the_local_renderers_temporary_folder_is_removed(tmp_path: Path, temp_dir: Path) -> None:
+    items = [BatchItem(id="local", text="Hi.")]
+    specs = {**SPECS, "renderer": "local", "image": "local"}
+    report = run_batch(items, tmp_path / "out", executor="serial", size=64, **specs)
+    assert report.done == ["local"], report.failed
+    assert (tmp_path / "out" / "local" / "video.mp4").stat().st_size > 0
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_a_failed_save_leaves_no_temporary_or_half_written_file(
+    tmp_path: Path, temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import avatarkit._files
+
+    real_write_atomic = avatarkit._files.write_atomic
+
+    def full_disk(path: Path, writer: object) -> Path:
+        if path.name.startswith("video."):
+
+            def fail(fh: object) -> None:
+                raise OSError(28, "No space left on device")
+
+            return real_write_atomic(path, fail)
+        return real_write_atomic(path, writer)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(avatarkit._files, "write_atomic", full_disk)
+    items = [BatchItem(id="x", text="Hello.")]
+    report = run_batch(items, tmp_path / "out", executor="serial", **SPECS)
+    assert "No space left" in report.failed["x"] and not report.done
+    left = sorted(p.name for p in (tmp_path / "out" / "x").iterdir())
+    assert "response.json" not in left and not [n for n in left if n.endswith(".part")]
+    assert list(temp_dir.iterdir()) == []
