@@ -331,3 +331,34 @@ def test_a_failed_save_leaves_no_temporary_or_half_written_file(
     left = sorted(p.name for p in (tmp_path / "out" / "x").iterdir())
     assert "response.json" not in left and not [n for n in left if n.endswith(".part")]
     assert list(temp_dir.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- portrait paths
+
+
+def test_a_relative_avatar_path_is_read_from_the_batch_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    batch = tmp_path / "batch"
+    (batch / "faces").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(batch / "faces" / "ann.png")
+    f = batch / "s.csv"
+    f.write_text(f"id,text,avatar\nrel,Hello,faces/ann.png\nabs,Hi,{batch / 'faces' / 'ann.png'}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    items = read_items("../batch/s.csv")
+    face = (batch / "faces" / "ann.png").resolve()
+    assert [Path(i.avatar or "") for i in items] == [face, face]
+    report = run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    assert sorted(report.done) == ["abs", "rel"], report.failed
+
+
+def test_a_missing_avatar_file_is_refused_with_its_row(tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "s.jsonl", [{"text": "a"}, {"text": "b", "avatar": "ann.png"}])
+    with pytest.raises(
+        InputValidationError, match=r"line 2 \(item 2\): avatar: .*ann.png does not exist"
+    ):
+        read_items(f)

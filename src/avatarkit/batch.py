@@ -1,9 +1,10 @@
 """Batch rendering: many scripts to talking-avatar clips, resumable, on a process pool or Ray.
 
-Input is CSV or JSONL with a ``text`` column and optional ``id``, ``avatar`` (a portrait path),
-``voice`` (a spec) and ``seed``. Each item lands in ``<out>/<id>/``; ``response.json`` is
-written last and atomically, so a rerun skips items that finished and redoes the rest.
-Failures are collected per item in ``<out>/batch-report.json`` instead of stopping the batch.
+Input is CSV or JSONL with a ``text`` column and optional ``id``, ``avatar`` (a portrait path;
+a relative one is read from the batch file's folder), ``voice`` (a spec) and ``seed``. Each
+item lands in ``<out>/<id>/``; ``response.json`` is written last and atomically, so a rerun
+skips items that finished and redoes the rest. Failures are collected per item in
+``<out>/batch-report.json`` instead of stopping the batch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ class BatchItem(BaseModel):
     """Folder name of the result (derived from the text when empty); not only dots."""
     text: str = Field(min_length=1)
     avatar: str | None = None
-    """Path of a portrait to animate (default: the procedural face for ``seed``)."""
+    """Path of a portrait to animate (default: the procedural face for ``seed``).
+
+    :func:`read_items` makes a relative path absolute from the batch file's folder; given
+    directly to :func:`run_batch`, it is relative to the current folder."""
     voice: str | None = None
     """Voice spec for this item (default: the batch's voice)."""
     seed: int = Field(default=0, ge=0)
@@ -72,10 +76,12 @@ def read_items(path: str | Path) -> list[BatchItem]:
     """Read a CSV (header row) or JSONL file of items; ids are made unique and filled in.
 
     The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). Problems are
-    reported with the file's line number.
+    reported with the file's line number. A relative ``avatar`` path is read from the batch
+    file's folder (not the current one), and made absolute.
 
     Raises:
-        InputValidationError: unreadable file, a row without text, or duplicate ids.
+        InputValidationError: unreadable file, a row without text, a missing portrait file,
+            or duplicate ids.
     """
     p = Path(path)
     if not p.is_file():
@@ -107,6 +113,8 @@ def read_items(path: str | Path) -> list[BatchItem]:
             ) from exc
         if not item.id:
             item.id = f"{n:05d}-" + hashlib.sha1(item.text.encode()).hexdigest()[:8]
+        if item.avatar is not None:
+            item.avatar = _portrait(p, item.avatar, f"{p} line {line} (item {n})")
         items.append(item)
     counts = Counter(i.id for i in items)
     dupes = sorted(i for i, k in counts.items() if k > 1)
@@ -116,6 +124,20 @@ def read_items(path: str | Path) -> list[BatchItem]:
 
 
 _FIELDS = tuple(BatchItem.model_fields)
+
+
+def _portrait(batch_file: Path, avatar: str, where: str) -> str:
+    """The absolute path of a row's portrait: a relative one is read from the file's folder."""
+    path = Path(avatar).expanduser()
+    if not path.is_absolute():
+        path = batch_file.parent.resolve() / path
+    if not path.is_file():
+        raise InputValidationError(
+            f"{where}: avatar: {path} does not exist (a relative path is read from the batch "
+            "file's folder)",
+            field="avatar",
+        )
+    return str(path)
 
 
 def _jsonl_rows(p: Path) -> list[tuple[int, Any]]:
