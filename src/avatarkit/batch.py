@@ -9,13 +9,11 @@ skips items that finished and redoes the rest. Failures are collected per item i
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import time
 import traceback
 from collections import Counter
@@ -26,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from avatarkit._files import write_json_atomic
+from avatarkit._files import discard_temporary_video, write_json_atomic
 from avatarkit.errors import ConfigurationError, InputValidationError, MissingExtraError
 
 __all__ = ["BatchItem", "BatchReport", "read_items", "run_batch"]
@@ -254,21 +252,6 @@ def _make_bot(
     )  # fmt: skip
 
 
-def _discard_temporary(video: Path, folder: Path) -> None:
-    """Remove the video a renderer wrote to a temporary file: its caller owns it.
-
-    ``save()`` has copied it into ``folder`` (or failed); a renderer's own temporary folder
-    (``avatarkit-video-*``) goes too once it is empty.
-    """
-    with contextlib.suppress(OSError):
-        if video.resolve().is_relative_to(folder.resolve()) or not video.is_file():
-            return
-        video.unlink()
-        parent = video.parent
-        if parent.name.startswith("avatarkit-") and parent != Path(tempfile.gettempdir()):
-            parent.rmdir()  # only when empty
-
-
 def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tuple[str, str | None]:
     """Render one item into ``out/<id>``; returns (id, error or None). Runs in a worker."""
     it = BatchItem.model_validate(item)
@@ -291,8 +274,8 @@ def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tupl
             # Every file is written atomically and response.json last: its presence marks the
             # item done, so a failed save leaves the item to be redone by the next run.
             reply.save(folder)
-        finally:
-            _discard_temporary(reply.video.path, folder)
+        finally:  # the renderer's temporary copy: this item owns it
+            discard_temporary_video(reply.video)
         return it.id, None
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
