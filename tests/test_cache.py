@@ -223,3 +223,18 @@ async def test_a_turn_cancelled_while_its_clip_is_cached_leaves_no_temporary_vid
     await asyncio.sleep(0.1)
     mp.undo()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+async def test_concurrent_identical_renders_share_one_render(tmp_path: Path) -> None:
+    cache = ReplyCache(tmp_path / "cache")
+    inner = FakeRenderer(delay=0.1)
+    renderer = cache.renderer(inner)
+    image = await FakeImageGenerator().generate(AvatarPrompt(seed=1, width=64, height=64))
+    voice = fake_speech("A brand new sentence.")
+    timeline = Timeline(duration=voice.duration, words=voice.words)
+    videos = await asyncio.gather(
+        *(renderer.render(image, voice, timeline, output=tmp_path / f"{i}.gif") for i in range(4))
+    )
+    assert len(inner.calls) == 1
+    assert [v.path for v in videos] == [tmp_path / f"{i}.gif" for i in range(4)]
+    assert len({v.path.read_bytes() for v in videos}) == 1

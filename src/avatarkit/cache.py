@@ -334,9 +334,47 @@ class CachedVoice(_Cached):
 
 
 class CachedRenderer(_Cached):
-    """A renderer that serves repeated clips (same image, audio, timeline, settings) from cache."""
+    """A renderer that serves repeated clips (same image, audio, timeline, settings) from cache.
+
+    Concurrent requests for the same clip share one render; each caller gets its own copy.
+    """
 
     _role = "renderer"
+
+    def __init__(self, inner: Any, cache: ReplyCache) -> None:
+        super().__init__(inner, cache)
+        self._inflight: dict[str, asyncio.Future[AvatarVideo]] = {}
+
+    async def _render_once(
+        self,
+        key: str,
+        image: AvatarImage,
+        voice: VoiceOutput,
+        timeline: Timeline,
+        output: Path | None,
+        progress: ProgressCallback | None,
+    ) -> AvatarVideo:
+        """Render the clip for everyone asking for ``key`` now, and store it."""
+        future: asyncio.Future[AvatarVideo] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            video: AvatarVideo = await self.inner.render(
+                image, voice, timeline, output=output, progress=progress
+            )
+            try:
+                stored = await asyncio.to_thread(self.cache.put_video, key, video)
+            except asyncio.CancelledError:
+                if output is None:  # nobody will receive this temporary clip
+                    discard_temporary_video(video)
+                raise
+            future.set_result(stored)
+            return video
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._inflight.pop(key, None)
 
     @property
     def capabilities(self) -> RendererCapabilities:
@@ -369,17 +407,15 @@ class CachedRenderer(_Cached):
         with self._lookup_span() as sp:
             cached = self.cache.get_video(key)
             _set(sp, "avatarkit.cache.hit", cached is not None)
-        if cached is None:
-            video: AvatarVideo = await self.inner.render(
-                image, voice, timeline, output=output, progress=progress
-            )
-            try:
-                await asyncio.to_thread(self.cache.put_video, key, video)
+        while cached is None and (pending := self._inflight.get(key)) is not None:
+            try:  # the same clip is being rendered: wait for it, then take a copy
+                cached = await asyncio.shield(pending)
             except asyncio.CancelledError:
-                if output is None:  # nobody will receive this temporary clip
-                    discard_temporary_video(video)
-                raise
-            return video
+                if cancel_requested():
+                    raise
+                # the caller rendering it gave up, not this one: ask again
+        if cached is None:
+            return await self._render_once(key, image, voice, timeline, output, progress)
         if output is None:  # a temporary folder of its own, as the renderer makes
             name = "frames" if cached.path.is_dir() else f"video{cached.path.suffix}"
             output = Path(tempfile.mkdtemp(prefix=TEMP_VIDEO_PREFIX)) / name
