@@ -23,6 +23,7 @@ AvatarKitError
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 __all__ = [
@@ -55,6 +56,33 @@ class AvatarKitError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy without calling ``__init__`` again (its arguments differ per class).
+
+        The attributes (``message``, ``provider``, ``stage``, ``partial``...) travel as state,
+        so every subclass round-trips through pickle, ``copy`` and process pools. The
+        ``__cause__`` travels too when it pickles itself; otherwise it is left out (its text
+        is in the message already).
+        """
+        state = dict(vars(self))
+        cause = self.__cause__
+        if cause is not None and _round_trips(cause):
+            state["__cause__"] = cause
+        return (_rebuild, (type(self), self.args), state)
+
+
+def _rebuild(cls: type[AvatarKitError], args: tuple[Any, ...]) -> AvatarKitError:
+    """An instance of ``cls`` with ``args`` and no ``__init__`` run; pickle then sets its state."""
+    return cls.__new__(cls, *args)
+
+
+def _round_trips(value: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception:  # any failure to pickle or unpickle: the value stays behind
+        return False
+    return True
 
 
 class ConfigurationError(AvatarKitError):
