@@ -107,3 +107,38 @@ def test_save_failure_leaves_no_partial_file(
     with pytest.raises(OSError, match="disk full"):
         resp.save(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def _big_timeline(n: int = 2000) -> Timeline:
+    step = 0.01
+    return Timeline(
+        text="word " * n,
+        duration=n * step,
+        words=[WordTiming(text="word", start=i * step, end=(i + 1) * step) for i in range(n)],
+        phonemes=[PhonemeTiming(phoneme="a", start=i * step, end=(i + 1) * step) for i in range(n)],
+        visemes=[VisemeCue(viseme="aa", start=i * step, end=(i + 1) * step) for i in range(n)],
+        viseme_source="phonemes",
+    )
+
+
+def test_str_of_models_with_bytes_or_long_tracks_is_as_short_as_repr() -> None:
+    voice = fake_speech("Hello big world")
+    voice = voice.model_copy(update={"audio": voice.audio + b"\0" * 70_000})
+    image = AvatarImage(data=b"\x89PNG" + b"\0" * 90_000, width=512, height=512)
+    timeline = _big_timeline()
+    response = Response(
+        input=UserInput(text="hi"),
+        dialogue=DialogueResponse(text="Hello big world"),
+        voice=voice,
+        timeline=timeline,
+        image=image,
+    )
+    for model in (voice, image, timeline):
+        assert str(model) == repr(model) == f"{model}"
+        assert len(str(model)) < 300, str(model)
+    assert f"<{len(voice.audio)} bytes>" in str(voice)
+    assert f"<{len(image.data)} bytes>" in str(image)
+    assert "visemes=2000" in str(timeline) and "phonemes=2000" in str(timeline)
+    for text in (str(response), repr(response), f"{response}"):
+        assert len(text) < 2000, text[:3000]
+        assert f"<{len(voice.audio)} bytes>" in text

@@ -276,6 +276,10 @@ class VoiceOutput(_Model):
             f"phonemes={len(self.phonemes)}, voice={self.voice!r}, audio=<{len(self.audio)} bytes>)"
         )
 
+    def __str__(self) -> str:
+        """The short repr: ``print(voice)`` never dumps the audio."""
+        return repr(self)
+
     def _repr_html_(self) -> str:
         mime = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
         if self.format not in mime:
@@ -378,6 +382,20 @@ class Timeline(_Model):
                     )
                 prev_start = start
         return out
+
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 40 else self.text[:39] + "…"
+        return (
+            f"Timeline(version={self.version}, duration={self.duration:.3f}, text={text!r}, "
+            f"words={len(self.words)}, phonemes={len(self.phonemes)}, "
+            f"visemes={len(self.visemes)}, viseme_source={self.viseme_source!r}, "
+            f"expressions={len(self.expressions)}, poses={len(self.poses)}, "
+            f"audio_ref={self.audio_ref!r})"
+        )
+
+    def __str__(self) -> str:
+        """The short repr: tracks as counts (a long reply has thousands of cues)."""
+        return repr(self)
 
     def viseme_at(self, t: float) -> str:
         """The viseme shown at time ``t`` (``"sil"`` outside any cue)."""
@@ -501,6 +519,10 @@ class AvatarImage(_Model):
             f"AvatarImage(format={self.format!r}, size={self.width}x{self.height}, "
             f"kind={self.kind!r}, data=<{len(self.data)} bytes>)"
         )
+
+    def __str__(self) -> str:
+        """The short repr: ``print(image)`` never dumps the picture."""
+        return repr(self)
 
     def _repr_png_(self) -> bytes | None:
         return self.data if self.format == "png" else None
