@@ -12,7 +12,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from avatarkit._http import ConnectOptions, HttpClient
 from avatarkit.config import redact, resolve_key
-from avatarkit.errors import MissingKeyError, ProviderError
+from avatarkit.errors import InputValidationError, MissingKeyError, ProviderError
 from avatarkit.testing import fake_speech
 from avatarkit.types import DialogueResponse, Response, UserInput
 
@@ -137,3 +137,58 @@ async def test_a_malformed_answer_echoing_the_key_keeps_it_out_of_the_traceback(
     with pytest.raises(ProviderError) as info:
         http.parse(response, TypeAdapter(Answer))
     assert KEY not in _everything_about(info.value)
+
+
+def test_redact_masks_url_passwords_and_secret_query_parameters() -> None:
+    assert redact("http://admin:pw-not-registered-1@gpu-box:7860/sdapi") == (
+        "http://admin:***@gpu-box:7860/sdapi"
+    )
+    assert redact("see 'https://:tok-unregistered-2@proxy.example/v1' now") == (
+        "see 'https://:***@proxy.example/v1' now"
+    )
+    assert redact("https://x.test/v1?api_key=abc123&model=m&access_token=t0k#frag") == (
+        "https://x.test/v1?api_key=***&model=m&access_token=***#frag"
+    )
+    assert redact("https://s3.test/a.mp4?X-Amz-Signature=f00&X-Amz-Credential=AKIA1") == (
+        "https://s3.test/a.mp4?X-Amz-Signature=***&X-Amz-Credential=***"
+    )
+    plain = "http://user@gpu-box:7860/sdapi/v1/txt2img?steps=30&model=sd15 and a:b@c"
+    assert redact(plain) == plain
+
+
+URL_SECRET = "sk-URL-SECRET-5f3a9c"
+
+
+async def test_a_password_in_a_base_url_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+    from avatarkit.providers.automatic1111 import A1111ImageGenerator
+    from avatarkit.providers.openai_chat import OpenAIChat
+
+    caplog.set_level(logging.DEBUG, logger="avatarkit")
+    url = f"http://admin:{URL_SECRET}@gpu-box:7860"
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    a1111 = A1111ImageGenerator(url, transport=httpx.MockTransport(refuse))
+    chat = OpenAIChat("llama3", base_url=f"https://user:{URL_SECRET}@proxy.example/v1?key=k1")
+    http = HttpClient("acme", url + "/api", transport=httpx.MockTransport(refuse))
+    with pytest.raises(ProviderError) as refused:
+        await http.request(
+            "GET", "/v1/anything", options=ConnectOptions(max_retries=1, backoff_initial=0.01)
+        )
+    with pytest.raises(InputValidationError) as bad_url:
+        A1111ImageGenerator(f"ftp://admin:{URL_SECRET}@gpu-box")
+    logging.getLogger("avatarkit.http").warning("calling %s", url)
+
+    texts = {
+        "a1111": repr(a1111),
+        "chat": repr(chat),
+        "http": repr(http),
+        "refused": str(refused.value) + repr(refused.value),  # its cause is httpx's own
+        "bad_url": _everything_about(bad_url.value),
+        "logs": caplog.text,
+    }
+    for what, text in texts.items():
+        assert URL_SECRET not in text, what
+    assert "admin:***@gpu-box:7860" in texts["a1111"] and "gpu-box" in texts["http"]
+    assert "user:***@proxy.example/v1?key=***" in texts["chat"]

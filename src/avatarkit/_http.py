@@ -29,7 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from avatarkit.config import get_logger, redact
+from avatarkit.config import get_logger, redact, register_url_secrets
 from avatarkit.errors import (
     AuthenticationError,
     ContentModerationError,
@@ -247,6 +247,7 @@ class HttpClient:
         auth: httpx.Auth | None = None,
     ) -> None:
         self.provider = provider
+        register_url_secrets(base_url)
         self.base_url = base_url.rstrip("/")
         self.options = options
         self._headers = dict(headers or {})
@@ -258,7 +259,7 @@ class HttpClient:
         )
 
     def __repr__(self) -> str:
-        return f"HttpClient(provider={self.provider!r}, base_url={self.base_url!r})"
+        return f"HttpClient(provider={self.provider!r}, base_url={redact(self.base_url)!r})"
 
     def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()

@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from avatarkit.errors import MissingKeyError
 
-__all__ = ["Settings", "get_logger", "redact", "register_secret", "resolve_key"]
+__all__ = [
+    "Settings",
+    "get_logger",
+    "redact",
+    "register_secret",
+    "register_url_secrets",
+    "resolve_key",
+]
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -53,16 +60,45 @@ def register_secret(value: str) -> None:
             _secrets.add(value)
 
 
+def register_url_secrets(url: str | None) -> None:
+    """Register the password of ``url``'s userinfo (``http://user:PASSWORD@host``) as a secret.
+
+    ``redact`` masks it inside URLs anyway; registered, it is also masked where a server
+    echoes it on its own.
+    """
+    if url:
+        match = _URL_PASSWORD_RE.search(url)
+        if match:
+            register_secret(match.group(2))
+
+
 def redact(text: str) -> str:
-    """Replace every registered secret (and bearer/basic credentials) in ``text`` by ``***``."""
+    """``text`` with every secret replaced by ``***``.
+
+    Masks registered secrets, bearer/basic/xi-api-key credentials, the password of a URL's
+    userinfo (``http://user:***@host``) and the values of query parameters named like a
+    credential (``?api_key=***``, ``access_token``, ``X-Amz-Signature``...), registered or not.
+    """
     with _secrets_lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for s in secrets:
         text = text.replace(s, "***")
+    text = _URL_PASSWORD_RE.sub(r"\1***@", text)
+    text = _SECRET_PARAM_RE.sub(r"\1***", text)
     return _AUTH_RE.sub(r"\1***", text)
 
 
 _AUTH_RE = re.compile(r"((?:Bearer|Basic|xi-api-key:?)\s+)[^\s'\",}]+", re.IGNORECASE)
+_URL_PASSWORD_RE = re.compile(
+    r"(\b[a-z][a-z0-9+.-]*://[^\s/?#@:'\"]*:)([^\s/?#@'\"]+)@", re.IGNORECASE
+)
+"""``scheme://user:`` (group 1), then the password (group 2) up to the ``@``."""
+_SECRET_PARAM_RE = re.compile(
+    r"([?&;][^\s=&#'\"]*?(?:key|token|secret|passw|pwd|signature|sig|auth|credential)"
+    r"[^\s=&#'\"]*=)[^\s&#'\"]+",
+    re.IGNORECASE,
+)
+"""A query parameter whose name says credential (group 1: ``?name=``), then its value."""
 
 
 class RedactingFilter(logging.Filter):

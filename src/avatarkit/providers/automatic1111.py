@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from avatarkit._http import ConnectOptions, HttpClient, error_for
 from avatarkit._validation import build
-from avatarkit.config import get_logger, register_secret, resolve_key
+from avatarkit.config import get_logger, redact, register_secret, register_url_secrets, resolve_key
 from avatarkit.errors import InputValidationError, ProviderError, ProviderStatusError
 from avatarkit.ports import ImageCapabilities, ProgressCallback
 from avatarkit.registry import Provider
@@ -245,7 +245,8 @@ class A1111ImageGenerator:
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise InputValidationError(
-                f"base_url must start with http:// or https://, got {base_url!r}", field="base_url"
+                f"base_url must start with http:// or https://, got {redact(base_url)!r}",
+                field="base_url",
             )
         auth: httpx.BasicAuth | None = None
         if api_auth or os.environ.get(AUTH_ENV):
@@ -257,6 +258,7 @@ class A1111ImageGenerator:
                 )
             register_secret(password)
             auth = httpx.BasicAuth(user, password)
+        register_url_secrets(base_url)
         self.base_url = base_url.rstrip("/")
         self.sampler = sampler
         self.scheduler = scheduler
@@ -273,7 +275,7 @@ class A1111ImageGenerator:
         )
 
     def __repr__(self) -> str:
-        return f"A1111ImageGenerator(base_url={self.base_url!r}, model={self.model!r})"
+        return f"A1111ImageGenerator(base_url={redact(self.base_url)!r}, model={self.model!r})"
 
     @property
     def capabilities(self) -> ImageCapabilities:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from avatarkit.config import get_logger, redact, resolve_key
+from avatarkit.config import get_logger, redact, register_url_secrets, resolve_key
 from avatarkit.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -202,6 +202,7 @@ class OpenAIChat:
             raise ConfigurationError(f"max_tokens must be >= 1, got {max_tokens}")
         self.model = model.strip()
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").strip() or None
+        register_url_secrets(self.base_url)
         try:
             key = resolve_key(PROVIDER, api_key, "OPENAI_API_KEY")
         except MissingKeyError:
@@ -223,7 +224,8 @@ class OpenAIChat:
         )
 
     def __repr__(self) -> str:
-        return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
+        base_url = redact(self.base_url) if self.base_url else None
+        return f"OpenAIChat(model={self.model!r}, base_url={base_url!r})"
 
     @property
     def _is_openai(self) -> bool:
