@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -127,6 +128,43 @@ async def test_json_store_writes_one_readable_file_per_session(tmp_path: Path) -
     assert files == ["a%2Fb.json"]
     data = json.loads((tmp_path / "a%2Fb.json").read_text())
     assert data["session_id"] == "a/b" and data["slots"]["name"] == "Ada"
+
+
+LONG_IDS = [
+    "山田太郎のディスコードサーバーで話しているユーザーさんです",  # 30 chars, 270 bytes encoded
+    "山田太郎のディスコードサーバーで話しているユーザーさんです!",  # same long prefix
+    "/" * 128,  # ASCII, but 384 characters percent-encoded
+    "名" * 128,
+]
+
+
+async def test_json_store_keeps_long_encoded_ids_under_the_file_name_limit(
+    tmp_path: Path,
+) -> None:
+    store = JsonFileStore(tmp_path)
+    for i, sid in enumerate(LONG_IDS):
+        await store.save(_state(sid, i + 1))
+    names = [p.name for p in tmp_path.iterdir()]
+    assert len(names) == len(LONG_IDS)
+    assert all(len(name.encode()) <= 240 for name in names), names
+    prefixes = [urllib.parse.unquote(name.split("+")[0], errors="strict") for name in names]
+    assert any(len(p) >= 8 and LONG_IDS[0].startswith(p) for p in prefixes)  # recognisable
+    for i, sid in enumerate(LONG_IDS):
+        loaded = await store.load(sid)
+        assert loaded.session_id == sid and len(loaded.turns) == i + 1
+    assert await store.list_sessions() == sorted(LONG_IDS)
+    assert await store.delete(LONG_IDS[0]) is True
+    assert await store.list_sessions() == sorted(LONG_IDS[1:])
+    assert (await JsonFileStore(tmp_path).load(LONG_IDS[1])).turns  # a new store finds them
+
+
+async def test_json_store_reads_files_written_under_the_readable_name(tmp_path: Path) -> None:
+    sid = "user-" + "x" * 123  # the longest ASCII id: a readable name, as before
+    (tmp_path / f"{sid}.json").write_text(_state(sid, 2).model_dump_json())
+    store = JsonFileStore(tmp_path)
+    assert store.path_for(sid).name == f"{sid}.json"
+    assert len((await store.load(sid)).turns) == 2
+    assert await store.list_sessions() == [sid]
 
 
 async def test_json_store_reports_a_corrupt_file(tmp_path: Path) -> None:

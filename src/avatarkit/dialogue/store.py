@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import sqlite3
 import threading
 import urllib.parse
@@ -23,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from avatarkit._files import write_bytes_atomic
+from avatarkit.config import get_logger
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.types import DialogueState
 
@@ -37,6 +40,18 @@ __all__ = [
 
 MAX_SESSION_ID_CHARS = 128
 """Longest session id a store accepts."""
+
+_log = get_logger("avatarkit.dialogue.store")
+
+_NAME_MAX = 255
+"""Longest file name, in bytes, that common file systems (ext4, APFS, NTFS...) take."""
+_STEM_MAX = _NAME_MAX - len(".") - len(".json") - len(".XXXXXXXX.part")
+"""Longest readable file stem: the atomic write's temporary ``.<name>.json.XXXXXXXX.part``
+must fit too."""
+_HASHED_PREFIX = 90
+"""Characters of the encoded id kept in front of the hash when the whole does not fit."""
+_HASH_MARK = "+"
+"""Separates prefix and hash; percent-encoding never leaves a ``+``, so readable names lack it."""
 
 
 def check_session_id(session_id: str) -> str:
@@ -120,7 +135,10 @@ class JsonFileStore:
     """One indented JSON file per session in a folder, each written atomically.
 
     Readable and diffable; fine for a handful of sessions. The file name is the session id,
-    percent-encoded so any id is a safe, visible name (``"a/b"`` → ``a%2Fb.json``).
+    percent-encoded so any id is a safe, visible name (``"a/b"`` → ``a%2Fb.json``). An id whose
+    encoded name would pass the file system's 255-byte limit (30 CJK characters already do:
+    9 bytes each) is cut to its first whole characters (at most 90 bytes encoded), then ``+``
+    and a hash of the id; ``list_sessions`` reads such an id back from the file, which holds it.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -137,6 +155,8 @@ class JsonFileStore:
         name = urllib.parse.quote(session_id, safe="")
         if name.startswith("."):  # no hidden files, no "..": a leading dot is encoded too
             name = "%2E" + name[1:]
+        if len(name) > _STEM_MAX:
+            name = _hashed_name(session_id)
         return self.folder / (name + ".json")
 
     async def load(self, session_id: str) -> DialogueState:
@@ -179,13 +199,45 @@ class JsonFileStore:
         def _scan() -> list[str]:
             if not self.folder.is_dir():
                 return []
-            return sorted(
-                urllib.parse.unquote(p.name[: -len(".json")])
-                for p in self.folder.glob("*.json")
-                if not p.name.startswith(".")
-            )
+            ids: list[str] = []
+            for p in self.folder.glob("*.json"):
+                stem = p.name[: -len(".json")]
+                if p.name.startswith("."):
+                    continue
+                if _HASH_MARK not in stem:
+                    ids.append(urllib.parse.unquote(stem))
+                elif (sid := _stored_id(p)) is not None:
+                    ids.append(sid)
+            return sorted(ids)
 
         return await asyncio.to_thread(_scan)
+
+
+def _hashed_name(session_id: str) -> str:
+    """A short file stem for an id whose encoding is too long: a readable prefix and a hash."""
+    prefix = ""
+    for char in session_id:  # whole characters only: the prefix still decodes
+        piece = urllib.parse.quote(char, safe="")
+        if len(prefix) + len(piece) > _HASHED_PREFIX:
+            break
+        prefix += piece
+    if prefix.startswith("."):
+        prefix = "%2E" + prefix[1:]
+    digest = hashlib.sha256(session_id.encode()).hexdigest()[:32]
+    return f"{prefix}{_HASH_MARK}{digest}"
+
+
+def _stored_id(path: Path) -> str | None:
+    """The session id a hashed-name file holds; ``None`` (and a warning) when it is unreadable."""
+    try:
+        sid = json.loads(path.read_bytes()).get("session_id")
+    except (OSError, ValueError, AttributeError) as exc:
+        _log.warning("JsonFileStore: skipped %s: %s", path, exc)
+        return None
+    if not isinstance(sid, str):
+        _log.warning("JsonFileStore: skipped %s: it names no session_id", path)
+        return None
+    return sid
 
 
 _SCHEMA = """
