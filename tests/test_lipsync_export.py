@@ -22,7 +22,14 @@ from avatarkit.animation.plot import plot_timeline
 from avatarkit.animation.viseme import RHUBARB_SHAPES
 from avatarkit.errors import InputValidationError, MissingExtraError
 from avatarkit.providers.espeak import EspeakVoice
-from avatarkit.types import Emotion, FacialExpression, Timeline, VisemeCue, VoiceOutput
+from avatarkit.types import (
+    TIMELINE_VERSION,
+    Emotion,
+    FacialExpression,
+    Timeline,
+    VisemeCue,
+    VoiceOutput,
+)
 
 TEXT = "Maybe we should stop by the museum before the rain begins."
 
@@ -108,6 +115,32 @@ def test_exports_reject_inconsistent_timelines() -> None:
         to_rhubarb(bad)
     with pytest.raises(InputValidationError):
         to_talkinghead(bad)
+
+
+@pytest.mark.parametrize("include_silence", [False, True])
+def test_exports_name_an_unknown_viseme(include_silence: bool) -> None:
+    bad = Timeline(
+        duration=1.0,
+        visemes=[
+            VisemeCue(viseme="sil", start=0.0, end=0.1),
+            VisemeCue(viseme="pp", start=0.1, end=0.3),
+        ],
+    )
+    with pytest.raises(InputValidationError, match=r"unknown viseme 'pp' in visemes\[1\]"):
+        to_talkinghead(bad, include_silence=include_silence)
+    with pytest.raises(InputValidationError, match=r"unknown viseme 'pp' in visemes\[1\]"):
+        to_rhubarb(bad)
+
+
+def test_from_json_refuses_a_newer_timeline_version() -> None:
+    assert from_json(json.dumps({"version": TIMELINE_VERSION, "duration": 1})).duration == 1.0
+    newer = {"version": TIMELINE_VERSION + 98, "duration": 1, "gestures": []}  # unknown field too
+    with pytest.raises(InputValidationError, match=r"version 99 .*newer.*upgrade avatarkit"):
+        from_json(json.dumps(newer))
+    with pytest.raises(InputValidationError, match="version 0"):
+        from_json(b'{"version": 0, "duration": 1}')
+    with pytest.raises(InputValidationError, match="not a valid avatarkit timeline"):
+        from_json("[1, 2]")
 
 
 def test_plot_timeline(timeline: Timeline, voice: VoiceOutput, tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from avatarkit._files import write_json_atomic
+from avatarkit.animation.face_state import OCULUS_VISEMES
 from avatarkit.animation.viseme import to_rhubarb as _shape
 from avatarkit.errors import InputValidationError
-from avatarkit.types import Timeline
+from avatarkit.types import TIMELINE_VERSION, Timeline
 
 __all__ = [
     "TALKINGHEAD_VISEMES",
@@ -52,8 +53,21 @@ TALKINGHEAD_VISEMES: dict[str, str] = {
 }
 """avatarkit (Oculus) viseme → TalkingHead's code for it."""
 
+_KNOWN = frozenset(OCULUS_VISEMES)
+
 
 def _check(timeline: Timeline) -> None:
+    unknown = [(i, c.viseme) for i, c in enumerate(timeline.visemes) if c.viseme not in _KNOWN]
+    if unknown:
+        i, name = unknown[0]
+        same = [v for v in OCULUS_VISEMES if v.lower() == name.lower()]
+        hint = f" (did you mean {same[0]!r}?)" if same else ""
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise InputValidationError(
+            f"unknown viseme {name!r} in visemes[{i}]{more}{hint}; expected one of "
+            f"{', '.join(OCULUS_VISEMES)}",
+            field="timeline",
+        )
     problems = timeline.problems()
     if problems:
         raise InputValidationError(
@@ -70,14 +84,36 @@ def from_json(data: str | bytes) -> Timeline:
     """Read avatarkit Timeline JSON.
 
     Raises:
-        InputValidationError: not valid Timeline JSON.
+        InputValidationError: not valid Timeline JSON, or written by a newer avatarkit (its
+            ``version`` is above :data:`~avatarkit.types.TIMELINE_VERSION`).
     """
+    try:  # the version first: a newer layout's unknown fields would hide the real reason
+        raw = json.loads(data)
+    except ValueError:
+        raw = None
+    if isinstance(raw, dict) and isinstance(raw.get("version"), int):
+        _check_version(raw["version"])
     try:
-        return Timeline.model_validate_json(data)
+        timeline = Timeline.model_validate_json(data)
     except ValidationError as exc:
         raise InputValidationError(
             f"not a valid avatarkit timeline: {exc}", field="timeline"
         ) from exc
+    _check_version(timeline.version)
+    return timeline
+
+
+def _check_version(version: int) -> None:
+    if version > TIMELINE_VERSION:
+        raise InputValidationError(
+            f"timeline version {version} is newer than this avatarkit reads (up to "
+            f"{TIMELINE_VERSION}); upgrade avatarkit to read it",
+            field="timeline",
+        )
+    if version < 1:
+        raise InputValidationError(
+            f"timeline version {version} does not exist (versions start at 1)", field="timeline"
+        )
 
 
 def to_rhubarb(
