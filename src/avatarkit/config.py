@@ -23,6 +23,10 @@ __all__ = [
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
+# A library configures no output: without a handler of the app's, Python's last-resort handler
+# would print every warning to stderr, even for failures the caller catches and handles.
+logging.getLogger("avatarkit").addHandler(logging.NullHandler())
+
 
 class Settings(BaseModel):
     """Limits and defaults shared by a bot's stages."""
@@ -116,7 +120,8 @@ def get_logger(name: str) -> logging.Logger:
     """An avatarkit logger whose records pass through the redacting filter.
 
     (Logger filters do not apply to records propagated from child loggers, so every module's
-    logger gets its own.)
+    logger gets its own.) avatarkit adds no handler but a ``NullHandler`` on ``"avatarkit"``:
+    records show once the application configures logging (``logging.basicConfig()``).
     """
     logger = logging.getLogger(name)
     if not any(isinstance(f, RedactingFilter) for f in logger.filters):
