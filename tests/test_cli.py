@@ -62,3 +62,12 @@ def test_avatar_command_refuses_bad_settings_before_generating(tmp_path) -> None
         assert "error" in result.output.lower() and "Traceback" not in result.output
     result = runner.invoke(app, ["avatar", "--preset", "nope", "-o", str(out)])
     assert result.exit_code == 2 and "fantasy-portrait" in result.output
+
+
+@pytest.mark.parametrize("command", [["create", "hi"], ["animate", "hi"], ["avatar"]])
+def test_a_negative_seed_is_refused_before_any_work(command: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / ("a.png" if command == ["avatar"] else "out")
+    result = runner.invoke(app, [*command, "--seed", "-1", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--seed" in result.output and "greater than or equal to 0" in result.output
+    assert not out.exists()

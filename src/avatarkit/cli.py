@@ -45,7 +45,9 @@ FaceBoxOpt = Annotated[
         "the face detector misses (an illustration, a stylised face).",
     ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for the avatar and its idle motion.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, help="Seed for the avatar and its idle motion (0 or more).")
+]
 OutDir = Annotated[Path, typer.Option("--output", "-o", help="Folder to write results into.")]
 
 
