@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +76,100 @@ def test_a_negative_seed_is_refused_before_any_work(command: list[str], tmp_path
     assert result.exit_code == 2, result.output
     assert "--seed" in result.output and "greater than or equal to 0" in result.output
     assert not out.exists()
+
+
+@pytest.fixture
+def readonly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder nothing can be written into; as root (where chmod does not stop writes) the
+    file system's refusal is simulated: making a file in it raises EROFS."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:
+        real = tempfile.mkstemp
+
+        def mkstemp(*args, dir=None, **kwargs):  # type: ignore[no-untyped-def]
+            if dir is not None and Path(dir).resolve().is_relative_to(folder):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    yield folder
+    folder.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [
+        (["speak", "hi"], "out"),
+        (["animate", "hi"], "out"),
+        (["create", "hi"], "out"),
+        (["chat"], "out"),
+        (["avatar"], "face.png"),
+        (["script", "hi", "--chat", "test"], "script.txt"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(
+    command: list[str], target: str, readonly: Path
+) -> None:
+    out = readonly / target
+    result = runner.invoke(app, [*command, "-o", str(out)], input="hello\n")
+    assert result.exit_code == 2, result.output
+    assert f"error: cannot write {out}: " in result.output
+    assert ("Read-only" in result.output) or ("Permission denied" in result.output)
+    assert "Traceback" not in result.output and "rendering" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [
+        (["speak", "hi"], "out"),
+        (["chat"], "out"),
+        (["avatar", "--backend", "test"], "face.png"),
+        (["script", "hi", "--chat", "test"], "script.txt"),
+    ],
+)
+def test_a_full_disk_while_saving_is_a_clear_error(
+    command: list[str], target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import avatarkit._files
+
+    def full(path: Path, writer: object) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(avatarkit._files, "write_atomic", full)
+    out = tmp_path / target
+    result = runner.invoke(app, [*command, "-o", str(out)], input="hello\n")
+    assert result.exit_code == 2, result.output
+    shown = out / "turn-001" if command == ["chat"] else out
+    assert f"error: cannot write {shown}: No space left on device" in result.output
+
+
+@pytest.mark.parametrize(
+    "command", [["script", "hi", "--chat", "test"], ["avatar", "--backend", "test"]]
+)
+def test_a_folder_given_as_the_output_file_is_refused_before_any_work(
+    command: list[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "somedir"
+    folder.mkdir()
+    result = runner.invoke(app, [*command, "-o", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {folder} is a folder; give a file name" in result.output
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
+    result = runner.invoke(app, ["avatar", "-o", "/"])
+    assert result.exit_code == 2 and "error: / is a folder" in result.output
+
+
+def test_a_file_given_as_the_output_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+    afile = tmp_path / "afile.txt"
+    afile.write_text("keep me")
+    for command in (["speak", "hi"], ["create", "hi"], ["chat"]):
+        result = runner.invoke(app, [*command, "-o", str(afile)], input="hello\n")
+        assert result.exit_code == 2, result.output
+        assert f"error: {afile} exists and is not a folder" in result.output
+        assert "avatar>" not in result.output and "rendering" not in result.output
+    result = runner.invoke(app, ["speak", "hi", "-o", str(afile / "out")])
+    assert result.exit_code == 2 and f"{afile} is a file, not a folder" in result.output
+    assert afile.read_text() == "keep me"

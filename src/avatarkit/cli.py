@@ -8,10 +8,13 @@ Results are written to files: pictures, audio, video and timeline.json.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -51,11 +54,58 @@ SeedOpt = Annotated[
 OutDir = Annotated[Path, typer.Option("--output", "-o", help="Folder to write results into.")]
 
 
-def _fail(exc: AvatarKitError) -> None:
+def _fail(exc: AvatarKitError) -> NoReturn:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     if isinstance(exc, StageError) and exc.partial is not None:
         typer.secho("(the results of earlier stages were kept; see the output folder)", err=True)
     raise typer.Exit(code=2)
+
+
+def _error(message: str) -> NoReturn:
+    """``error: message`` on stderr and the exit code every refused command uses."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` (read-only, disk full...) as ``cannot write``."""
+    try:
+        yield
+    except OSError as exc:
+        _error(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _check_writable(folder: Path, target: Path) -> None:
+    """Refuse ``target`` before any work when ``folder`` (its folder) cannot be written.
+
+    Nothing is created: a file is made and removed in the nearest folder that exists.
+    """
+    nearest = folder
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        _error(f"cannot write {target}: {nearest} is a file, not a folder")
+    with _writing(target):
+        fd, probe = tempfile.mkstemp(prefix=".avatarkit-", suffix=".probe", dir=nearest)
+        os.close(fd)
+        os.unlink(probe)
+
+
+def _output_folder(folder: Path) -> Path:
+    """Check an output folder (``-o``) up front: not a file, writable."""
+    if folder.exists() and not folder.is_dir():
+        _error(f"{folder} exists and is not a folder; give a folder for the results")
+    _check_writable(folder, folder)
+    return folder
+
+
+def _output_file(path: Path, example: str) -> Path:
+    """Check an output file (``-o``) up front: not an existing folder, its folder writable."""
+    if path.is_dir():
+        _error(f"{path} is a folder; give a file name, e.g. {path / example}")
+    _check_writable(path.parent, path)
+    return path
 
 
 def _progress(desc: str) -> Any:
@@ -111,11 +161,17 @@ def _run_and_save(run: Callable[[], Any], output: Path) -> Any:
         reply = run()
     except StageError as exc:
         if exc.partial is not None:
-            exc.partial.save(output)
+            try:
+                exc.partial.save(output)
+            except OSError as error:
+                typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+                _error(f"cannot write {output}: {error.strerror or error}")
         raise
     if reply.text:
         typer.echo(f"{reply.text}\n")
-    for kind, path in reply.save(output).items():
+    with _writing(output):
+        saved = reply.save(output)
+    for kind, path in saved.items():
         typer.echo(f"{kind:>9}: {path}")
     return reply
 
@@ -133,6 +189,7 @@ def create(
     seed: SeedOpt = 0,
 ) -> None:
     """Make a talking-avatar reply: avatar.png, speech.wav, video.mp4 and timeline.json."""
+    _output_folder(output)
     try:
         bot = _bot(
             chat=chat, voice=voice, renderer=renderer, image=image_backend,
@@ -153,6 +210,7 @@ def chat(
     session: Annotated[str, typer.Option(help="Conversation id.")] = "cli",
 ) -> None:
     """Talk with the avatar turn by turn (empty line or Ctrl-D ends); replies are saved per turn."""
+    _output_folder(output)
     try:
         bot = _bot(chat=chat, voice=voice, renderer=renderer if render else None)
     except AvatarKitError as exc:
@@ -172,7 +230,9 @@ def chat(
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             continue
         typer.echo(f"avatar> {reply.text}")
-        reply.save(output / f"turn-{turn:03d}")
+        folder = output / f"turn-{turn:03d}"
+        with _writing(folder):
+            reply.save(folder)
 
 
 @app.command()
@@ -203,9 +263,13 @@ def avatar(
     """Make the avatar's picture (a procedural face offline, or Stable Diffusion)."""
     from avatarkit import _sync
     from avatarkit.imaging.avatar import make_avatar
+    from avatarkit.imaging.provenance import save_image
     from avatarkit.registry import create as create_backend
     from avatarkit.types import AvatarPrompt
 
+    _output_file(output, "avatar.png")
+    if output.suffix.lower() != ".png":
+        _error(f"the avatar is saved as PNG (with its parameters); {output} is not a .png")
     spec = backend or ("local" if style == "procedural" else "diffusers")
     if model:
         spec = f"{spec.split(':', 1)[0]}:{model}"
@@ -226,9 +290,11 @@ def avatar(
             **{**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}},
         )  # fmt: skip
         generator = create_backend("image", spec)
-        image = _sync.run(make_avatar(generator, request, output, progress=_progress("generating")))
+        image = _sync.run(make_avatar(generator, request, progress=_progress("generating")))
     except AvatarKitError as exc:
         _fail(exc)
+    with _writing(output):
+        save_image(image, output)
     typer.echo(f"avatar: {output} ({image.width}x{image.height}, {image.kind}, seed {seed})")
 
 
@@ -248,12 +314,15 @@ def script(
     from avatarkit.dialogue.script import write_script
     from avatarkit.registry import create as create_backend
 
+    if output is not None:
+        _output_file(output, "script.txt")
     try:
         text = _sync.run(write_script(prompt, create_backend("chat", chat)))
     except AvatarKitError as exc:
         _fail(exc)
-    if output:
-        write_bytes_atomic(output, text.encode() + b"\n")
+    if output is not None:
+        with _writing(output):
+            write_bytes_atomic(output, text.encode() + b"\n")
         typer.echo(f"script: {output}")
     else:
         typer.echo(text)
@@ -266,6 +335,7 @@ def speak(
     voice: VoiceOpt = "local",
 ) -> None:
     """Speak text: speech audio plus timeline.json (words, phonemes, visemes)."""
+    _output_folder(output)
     try:
         bot = _bot(
             voice=voice, renderer=None, chat=None, preprocessor=None, intent=None, sentiment=None
@@ -295,6 +365,7 @@ def animate(
     ] = None,
 ) -> None:
     """Speak and animate text as given: avatar, speech, video and timeline."""
+    _output_folder(output)
     try:
         bot = _bot(
             voice=f"recorded:{audio}" if audio is not None else voice,
