@@ -173,3 +173,28 @@ def test_a_file_given_as_the_output_folder_is_refused_before_any_work(tmp_path: 
     result = runner.invoke(app, ["speak", "hi", "-o", str(afile / "out")])
     assert result.exit_code == 2 and f"{afile} is a file, not a folder" in result.output
     assert afile.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["animate", "hi"],
+        ["create", "hi", "--renderer", "test"],
+        ["chat", "--render", "--renderer", "test"],
+    ],
+)
+def test_a_rendered_reply_leaves_no_video_in_the_temporary_folder(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    out = tmp_path / "out"
+    result = runner.invoke(app, [*command, "-o", str(out)], input="hello\nagain\n")
+    assert result.exit_code == 0, result.output
+    videos = sorted(p.relative_to(out).as_posix() for p in out.rglob("video.*"))
+    assert videos == (
+        ["turn-001/video.gif", "turn-002/video.gif"] if command[0] == "chat"
+        else ["video.gif" if "test" in command else "video.mp4"]
+    )  # fmt: skip
+    assert [p.name for p in temp.iterdir()] == []  # no avatarkit-video-*, no avatarkit-*.gif

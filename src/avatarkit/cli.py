@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -169,11 +170,40 @@ def _run_and_save(run: Callable[[], Any], output: Path) -> Any:
         raise
     if reply.text:
         typer.echo(f"{reply.text}\n")
-    with _writing(output):
-        saved = reply.save(output)
-    for kind, path in saved.items():
+    for kind, path in _save(reply, output).items():
         typer.echo(f"{kind:>9}: {path}")
     return reply
+
+
+def _save(reply: Any, folder: Path) -> dict[str, Path]:
+    """``reply.save(folder)``, then remove the video's temporary file.
+
+    The bot renders without ``output=``, so the clip is a temporary file that belongs to the
+    CLI (see ``AvatarBot.respond``): once copied into ``folder`` (or when saving failed) it
+    goes, with the temporary folder the renderer made for it.
+    """
+    video = reply.video.path if reply.video is not None else None
+    try:
+        with _writing(folder):
+            saved: dict[str, Path] = reply.save(folder)
+    finally:
+        if video is not None:
+            _remove_temporary(video, folder)
+    return saved
+
+
+def _remove_temporary(path: Path, folder: Path) -> None:
+    if path.parent.resolve() == folder.resolve() or not path.exists():
+        return  # rendered into the output folder itself, or already gone
+    if path.is_dir():  # PNG frames
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    parent = path.parent
+    temp = Path(tempfile.gettempdir()).resolve()
+    if parent.name.startswith("avatarkit-") and parent.resolve().parent == temp:
+        with contextlib.suppress(OSError):  # only when empty
+            parent.rmdir()
 
 
 @app.command()
@@ -230,9 +260,7 @@ def chat(
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             continue
         typer.echo(f"avatar> {reply.text}")
-        folder = output / f"turn-{turn:03d}"
-        with _writing(folder):
-            reply.save(folder)
+        _save(reply, output / f"turn-{turn:03d}")
 
 
 @app.command()
