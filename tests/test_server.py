@@ -483,7 +483,13 @@ def test_serve_command_warns_when_binding_beyond_this_machine(
     from avatarkit.cli import app
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(server, "serve", lambda app, **kw: calls.append(kw))
+
+    def fake_serve(app: Any, **kw: Any) -> None:
+        calls.append(kw)
+        kw["on_ready"]()
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    monkeypatch.setattr(server, "check_port", lambda host, port: None)  # 8000 may be taken
     runner = CliRunner()
     args = ["serve", "--chat", "test", "--voice", "test", "--renderer", "none",
             "--data-dir", str(tmp_path)]  # fmt: skip
@@ -495,6 +501,127 @@ def test_serve_command_warns_when_binding_beyond_this_machine(
     assert loud.exit_code == 0 and "WARNING" in loud.output and calls[-1]["host"] == "0.0.0.0"
     bad = runner.invoke(app, ["serve", "--chat", "nosuchprovider", "--data-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "nosuchprovider" in bad.output and len(calls) == 2
+
+
+SERVE = ["serve", "--chat", "test", "--voice", "test", "--renderer", "none"]
+
+
+@pytest.fixture
+def not_served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``avatarkit serve`` runs no server; the calls it would have made."""
+    import avatarkit.server as server
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(server, "serve", lambda app, **kw: calls.append(kw))
+    return calls
+
+
+def test_serve_command_refuses_a_data_dir_it_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_served: list[dict[str, Any]]
+) -> None:
+    import errno
+    import os
+    import tempfile
+
+    from avatarkit.cli import app
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    result = CliRunner().invoke(app, [*SERVE, "--data-dir", str(afile)])
+    assert result.exit_code == 2, result.output
+    assert f"error: the data folder {afile} is a file, not a folder" in result.output
+    result = CliRunner().invoke(app, [*SERVE, "--data-dir", str(afile / "sub")])
+    assert result.exit_code == 2 and "Not a directory" in result.output
+
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args: Any, dir: Any = None, **kwargs: Any) -> Any:  # a read-only file system
+        if dir is not None and Path(dir).is_relative_to(readonly):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    result = CliRunner().invoke(app, [*SERVE, "--data-dir", str(readonly / "d")])
+    assert result.exit_code == 2, result.output
+    assert f"error: cannot write the data folder {readonly / 'd'}: Read-only" in result.output
+    assert "http://" not in result.output and not_served == []
+
+
+def test_an_app_with_a_data_dir_it_cannot_write_fails_at_startup(tmp_path: Path) -> None:
+    from avatarkit.errors import ConfigurationError
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    bot = make_bot(tmp_path)
+    client = TestClient(create_app(lambda: bot, data_dir=afile))
+    with pytest.raises(ConfigurationError, match="is a file"), client:
+        pass
+
+
+def test_serve_command_shows_a_bad_option_without_pydantic_text(
+    tmp_path: Path, not_served: list[dict[str, Any]]
+) -> None:
+    from avatarkit.cli import app
+
+    args = [*SERVE, "--data-dir", str(tmp_path), "--embed-origin", "not a url"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "error: --embed-origin: 'not a url' is not an origin like https://" in result.output
+    assert "validation error" not in result.output and "pydantic" not in result.output
+    result = CliRunner().invoke(app, [*SERVE, "--data-dir", str(tmp_path), "--title", "x" * 81])
+    assert result.exit_code == 2 and "error: --title: " in result.output
+    assert not_served == []
+
+
+def test_serve_command_shows_its_address_only_once_listening(
+    tmp_path: Path, not_served: list[dict[str, Any]]
+) -> None:
+    import socket
+
+    from avatarkit.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [*SERVE, "--data-dir", str(tmp_path), "--port", str(port)]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+    assert "http://" not in result.output and not_served == []
+    result = CliRunner().invoke(app, args)  # the port is free again; the server "never starts"
+    assert result.exit_code == 0 and len(not_served) == 1
+    assert "http://" not in result.output  # printed by on_ready, once listening
+
+
+def test_serve_calls_on_ready_once_the_port_listens(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from avatarkit.server import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bot = make_bot(tmp_path)
+    app = create_app(lambda: bot, data_dir=tmp_path)
+    seen: list[bool] = []
+
+    def ready() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            seen.append(True)  # listening already
+        signal.raise_signal(signal.SIGINT)  # and stop (as Ctrl-C would)
+
+    serve(app, port=port, on_ready=ready, log_level="warning")
+    assert seen == [True]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(SystemExit):
+            serve(app, port=port, on_ready=ready, log_level="critical")
+    assert seen == [True]
 
 
 def test_import_avatarkit_does_not_load_the_web_stack() -> None:

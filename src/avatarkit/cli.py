@@ -491,6 +491,8 @@ def serve(
     try:
         from avatarkit.server import (
             ServerOptions,
+            check_data_dir,
+            check_port,
             create_app,
             default_bot_factory,
             default_data_dir,
@@ -498,11 +500,12 @@ def serve(
         )
         from avatarkit.server import serve as run_server
 
-        folder = data_dir or default_data_dir()
         fields: dict[str, Any] = {"title": title}
         if embed_origin:
             fields["embed_origins"] = tuple(embed_origin)
-        options = ServerOptions(**fields)
+        options = _server_options(ServerOptions, fields)
+        folder = check_data_dir(data_dir or default_data_dir())  # a file, read-only: now
+        check_port(host, port)  # in use: now, not after the warm-up
         make = default_bot_factory(
             chat=chat, voice=voice, renderer=None if renderer == "none" else renderer,
             size=size, data_dir=folder,
@@ -510,9 +513,6 @@ def serve(
         bot = make()  # fail here, with a clear message, on a bad spec or a missing key
     except AvatarKitError as exc:
         _fail(exc)
-    except ValueError as exc:  # pydantic: a bad option value
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from exc
     if not is_loopback(host):
         typer.secho(
             f"WARNING: listening on {host}, not just this machine: anyone who can reach it can "
@@ -520,10 +520,30 @@ def serve(
             fg=typer.colors.RED, bold=True, err=True,
         )  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
-    typer.echo(f"avatarkit chat: http://{shown}:{port}/  (conversations in {folder})")
-    typer.echo(f'embed it: <script src="http://{shown}:{port}/widget.js" async></script>')
+
+    def ready() -> None:  # once the port is listening, not before
+        typer.echo(f"avatarkit chat: http://{shown}:{port}/  (conversations in {folder})")
+        typer.echo(f'embed it: <script src="http://{shown}:{port}/widget.js" async></script>')
+
     run_server(create_app(lambda: bot, data_dir=folder, options=options),
-               host=host, port=port, options=options)  # fmt: skip
+               host=host, port=port, options=options, on_ready=ready)  # fmt: skip
+
+
+_SERVE_OPTIONS = {"embed_origins": "--embed-origin", "title": "--title"}
+
+
+def _server_options(model: Any, fields: dict[str, Any]) -> Any:
+    """``ServerOptions(**fields)``; a refused value is ``error: --option: why``."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        why = str(first["msg"]).removeprefix("Value error, ")
+        problem = f"{_SERVE_OPTIONS.get(name, name or 'option')}: {why}"
+    _error(problem)
 
 
 def main() -> None:

@@ -14,12 +14,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
     raise MissingExtraError("avatarkit.server", "serve", "starlette") from exc
 
-from avatarkit.server.app import create_app, default_bot_factory, default_data_dir
+from avatarkit.server.app import check_data_dir, create_app, default_bot_factory, default_data_dir
 from avatarkit.server.options import ServerOptions
-from avatarkit.server.runner import is_loopback, serve
+from avatarkit.server.runner import check_port, is_loopback, serve
 
 __all__ = [
     "ServerOptions",
+    "check_data_dir",
+    "check_port",
     "create_app",
     "default_bot_factory",
     "default_data_dir",

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from avatarkit.bot import AvatarBot
     from avatarkit.dialogue.persona import Persona
 
-__all__ = ["create_app", "default_bot_factory", "default_data_dir"]
+__all__ = ["check_data_dir", "create_app", "default_bot_factory", "default_data_dir"]
 
 _log = get_logger("avatarkit.server")
 STATIC = Path(__file__).with_name("static")
@@ -65,6 +67,31 @@ _DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 def default_data_dir() -> Path:
     """``~/.local/share/avatarkit/serve``: conversations and this run's media."""
     return Path("~/.local/share/avatarkit/serve").expanduser()
+
+
+def check_data_dir(data_dir: str | Path) -> Path:
+    """Make the data folder if needed and check a file can be written in it.
+
+    A bad folder then stops the server at startup, instead of failing every conversation.
+
+    Returns:
+        The folder, ``~`` expanded.
+
+    Raises:
+        ConfigurationError: it is a file, or it cannot be made or written (read-only...).
+    """
+    folder = Path(data_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"the data folder {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".avatarkit-", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigurationError(f"cannot write the data folder {folder}: {reason}") from None
+    return folder
 
 
 def default_bot_factory(
@@ -146,6 +173,7 @@ class _State:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(check_data_dir, self.data_dir)  # a bad folder stops startup
         bot = await self.bot()
         if bot.renderer is not None:
             with contextlib.suppress(Exception):  # warm up: the still, made once
