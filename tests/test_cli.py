@@ -198,3 +198,15 @@ def test_a_rendered_reply_leaves_no_video_in_the_temporary_folder(
         else ["video.gif" if "test" in command else "video.mp4"]
     )  # fmt: skip
     assert [p.name for p in temp.iterdir()] == []  # no avatarkit-video-*, no avatarkit-*.gif
+
+
+@pytest.mark.parametrize("preset", ["fantasy-portrait", "studio-portrait"])
+def test_a_preset_works_with_the_local_backend(preset: str, tmp_path: Path) -> None:
+    from avatarkit.types import AvatarImage
+
+    out = tmp_path / "a.png"
+    result = runner.invoke(app, ["avatar", "--preset", preset, "--seed", "3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "only its prompt" in result.output  # the user is told what the preset did
+    image = AvatarImage.load(out)
+    assert image.kind == "procedural" and image.provenance["seed"] == 3

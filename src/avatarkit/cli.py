@@ -318,12 +318,37 @@ def avatar(
             **{**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}},
         )  # fmt: skip
         generator = create_backend("image", spec)
+        if "procedural" in generator.capabilities.kinds:
+            request = _for_procedural(request, preset)
         image = _sync.run(make_avatar(generator, request, progress=_progress("generating")))
     except AvatarKitError as exc:
         _fail(exc)
     with _writing(output):
         save_image(image, output)
     typer.echo(f"avatar: {output} ({image.width}x{image.height}, {image.kind}, seed {seed})")
+
+
+def _for_procedural(request: Any, preset: str | None) -> Any:
+    """A preset's request as the procedural generator takes it: its prompt and seed.
+
+    A preset's sampler, steps, guidance and negative prompt are Stable Diffusion settings; the
+    procedural face takes the plain words of the prompt (``glasses``, ``curly``...) and the seed.
+    """
+    from dataclasses import fields
+
+    from avatarkit.render.procedural import FaceParams
+
+    known = {f.name for f in fields(FaceParams)}
+    if preset:
+        typer.secho(
+            f"note: preset {preset!r} is written for Stable Diffusion; the local backend paints "
+            "a procedural face from only its prompt's plain words (glasses, curly...) and the "
+            "seed. For the picture it describes use --backend diffusers or automatic1111.",
+            err=True,
+        )
+    return request.model_copy(
+        update={"style": {k: v for k, v in request.style.items() if k in known}}
+    )
 
 
 @app.command()
