@@ -349,6 +349,29 @@ def test_clean_script_cuts_at_a_sentence_within_the_word_limit() -> None:
     assert clean_script("Script: [happy] Hi there.") == "[happy] Hi there."
 
 
+async def test_write_script_drops_a_sentence_the_model_did_not_finish() -> None:
+    # a model that hits its token limit stops mid-sentence
+    chat = FakeChatModel("I'm Ava, a virtual guide. I'm here to help you. I'm ready to")
+    text = await write_script("Introduce yourself", chat)
+    assert text == "I'm Ava, a virtual guide. I'm here to help you."
+
+
+def test_clean_script_keeps_finished_sentences_and_a_lone_fragment() -> None:
+    assert clean_script("Hello there! How are you") == "Hello there!"
+    assert clean_script("Nice to meet you!” I said. See you") == "Nice to meet you!” I said."
+    assert clean_script("Hi, I'm Ava") == "Hi, I'm Ava"  # nothing complete before it: kept
+    for finished in (
+        "Hello there. Nice to meet you! [happy]",  # an emotion tag after the last sentence
+        'Hello there. She said "see you soon."',
+        "Hello there. Really?!",
+        "Hello there. Bye…",
+        "Hello there. See you soon 👋",
+    ):
+        assert clean_script(finished) == finished
+    # the fragment goes before the word limit counts
+    assert clean_script("One two. Three four. Five six seven", max_words=3) == "One two."
+
+
 async def test_write_script_refuses_bad_prompts_before_calling() -> None:
     chat = FakeChatModel("x")
     for bad in ["", "  ", "x" * 5000]:

@@ -10,6 +10,7 @@ them and the face uses them.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from avatarkit.errors import InputValidationError, ProviderError
 from avatarkit.ports import ChatModel
@@ -29,14 +30,19 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 _LABEL = re.compile(r"^\s*(?:script|speech|transcript|answer)\s*:\s*", re.IGNORECASE)
 _EMPHASIS = re.compile(r"(\*\*|__|`)")
 _QUOTES = ('"', "“", "”", "'")
+_TAG = re.compile(r"\[[^\[\]\n]{1,40}\]")
+_WORD = re.compile(r"\w")
+_FINAL = re.compile(r"[.!?…。！？]")
 
 
 def clean_script(text: str, *, max_words: int | None = None) -> str:
     """Turn a model's answer into plain speakable text.
 
     Removes headings, bullets, ``*stage directions*`` (single stars), emphasis marks, a leading
-    "Script:" label and quotes around the whole text; joins lines; cuts after the last whole
-    sentence that fits ``max_words`` (always keeping the first sentence).
+    "Script:" label and quotes around the whole text; joins lines; drops a last sentence left
+    unfinished (no ``.``, ``!``, ``?`` or ``…`` after its last word, as when the model ran out
+    of tokens) when a finished one comes before it; cuts after the last whole sentence that
+    fits ``max_words`` (always keeping the first sentence).
     """
     text = _HEADING.sub("", text)
     text = _EMPHASIS.sub("", text)  # **bold** first, so only *single-starred* actions remain
@@ -46,6 +52,7 @@ def clean_script(text: str, *, max_words: int | None = None) -> str:
     text = " ".join(text.split())
     while len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
         text = text[1:-1].strip()
+    text = _drop_unfinished(text)
     if max_words is not None and len(text.split()) > max_words:
         kept: list[str] = []
         count = 0
@@ -57,6 +64,21 @@ def clean_script(text: str, *, max_words: int | None = None) -> str:
             count += n
         text = " ".join(kept)
     return text
+
+
+def _drop_unfinished(text: str) -> str:
+    """``text`` without its last sentence when that one has no end mark and is not the only one."""
+    sentences = split_text(text)
+    if len(sentences) < 2:
+        return text
+    last = _TAG.sub("", sentences[-1])  # "Nice to meet you! [happy]" is finished
+    words = list(_WORD.finditer(last))
+    if not words:
+        return text
+    tail = last[words[-1].end() :]  # an end mark, or an emoji ("see you soon 👋"), ends it
+    if _FINAL.search(tail) or any(unicodedata.category(c) == "So" for c in tail):
+        return text
+    return text[: text.rindex(sentences[-1])].rstrip()
 
 
 async def write_script(
