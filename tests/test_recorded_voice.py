@@ -54,6 +54,25 @@ def test_a_missing_or_unreadable_recording_is_refused_up_front(tmp_path: Path) -
         RecordedVoice(bad)
 
 
+def test_a_folder_or_a_text_file_as_the_recording_is_named_plainly(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match="is a folder, not an audio file"):
+        RecordedVoice(tmp_path)
+    notes = tmp_path / "afile.txt"
+    notes.write_text("some notes, not a recording\n")
+    with pytest.raises(InputValidationError) as caught:
+        RecordedVoice(notes)
+    message = str(caught.value)
+    assert f"recording {notes}: cannot decode it as audio" in message
+    assert "BytesIO" not in message and "<" not in message and "Format not recognised" in message
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(InputValidationError, match=r"empty\.wav is empty"):
+        RecordedVoice(tmp_path / "empty.wav")
+    for args in (["--audio", str(tmp_path)], ["--audio", str(notes)]):
+        result = runner.invoke(app, ["animate", "hi", *args, "-o", str(tmp_path / "out")])
+        assert result.exit_code == 2 and "BytesIO" not in result.output, result.output
+        assert "does not exist" not in result.output
+
+
 def test_animate_with_audio_lip_syncs_the_recording(tmp_path: Path) -> None:
     from avatarkit.providers.espeak import EspeakVoice
 

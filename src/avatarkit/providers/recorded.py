@@ -32,14 +32,36 @@ class RecordedVoice:
         path: The recording.
 
     Raises:
-        InputValidationError: the file is missing, empty or not decodable audio.
+        InputValidationError: the file is missing, a folder, empty or not decodable audio.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputValidationError(
+                f"recording {self.path} is a folder, not an audio file", field="audio"
+            )
         if not self.path.is_file():
             raise InputValidationError(f"recording {self.path} does not exist", field="audio")
-        samples, rate = decode_audio(self.path.read_bytes())
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise InputValidationError(
+                f"cannot read recording {self.path}: {reason}", field="audio"
+            ) from None
+        if not data:
+            raise InputValidationError(f"recording {self.path} is empty", field="audio")
+        try:
+            samples, rate = decode_audio(data)
+        except InputValidationError as exc:
+            # soundfile's own message names an in-memory buffer, not the file
+            why = getattr(exc.__cause__, "error_string", None)
+            raise InputValidationError(
+                f"recording {self.path}: cannot decode it as audio (WAV, FLAC, OGG/Vorbis, "
+                f"MP3...){f': {why}' if why else ''}",
+                field="audio",
+            ) from None
         if len(samples) == 0:
             raise InputValidationError(f"recording {self.path} holds no audio", field="audio")
         self._wav = encode_wav(samples, rate)
