@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -210,3 +211,32 @@ def test_a_preset_works_with_the_local_backend(preset: str, tmp_path: Path) -> N
     assert "only its prompt" in result.output  # the user is told what the preset did
     image = AvatarImage.load(out)
     assert image.kind == "procedural" and image.provenance["seed"] == 3
+
+
+def test_avatar_refuses_size_0_and_an_unknown_style(tmp_path: Path) -> None:
+    out = tmp_path / "a.png"
+    result = runner.invoke(app, ["avatar", "--size", "0", "-o", str(out)])
+    assert result.exit_code == 2 and "--size" in result.output and not out.exists()
+    result = runner.invoke(app, ["avatar", "--style", "bogus", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "unknown style 'bogus'" in result.output and "procedural, photo" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["animate", "hi"], ["create", "hi"]])
+def test_a_folder_given_as_the_avatar_is_named_as_a_folder(
+    command: list[str], tmp_path: Path
+) -> None:
+    result = runner.invoke(app, [*command, "--avatar", str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert f"error: --avatar {tmp_path} is a folder; give a picture file" in result.output
+
+
+def test_chat_continues_the_turn_numbers_of_an_earlier_session(tmp_path: Path) -> None:
+    out = tmp_path / "chat"
+    for _ in range(2):
+        result = runner.invoke(app, ["chat", "--chat", "test", "-o", str(out)], input="hi\nyo\n")
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [f"turn-00{n}" for n in (1, 2, 3, 4)]
+    said = [json.loads((out / f"turn-00{n}" / "response.json").read_text()) for n in (1, 3)]
+    assert [s["input"]["text"] for s in said] == ["hi", "hi"]

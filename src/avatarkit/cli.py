@@ -136,6 +136,9 @@ def _avatar(path: Path | None, face_box: str | None) -> Any:
 
     The path itself; with ``--face-box``, the picture loaded as a photo whose face is there.
     """
+    if path is not None and path.is_dir():
+        raise InputValidationError(f"--avatar {path} is a folder; give a picture file",
+                                   field="avatar")  # fmt: skip
     if face_box is None:
         return path
     if path is None:
@@ -230,6 +233,17 @@ def create(
         _fail(exc)
 
 
+def _last_turn(folder: Path) -> int:
+    """The highest ``turn-NNN`` number saved in ``folder`` (0 when none)."""
+    numbers = [0]
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            prefix, _, number = entry.name.partition("-")
+            if prefix == "turn" and number.isdigit() and entry.is_dir():
+                numbers.append(int(number))
+    return max(numbers)
+
+
 @app.command()
 def chat(
     output: OutDir = Path("out/chat"),
@@ -245,7 +259,7 @@ def chat(
         bot = _bot(chat=chat, voice=voice, renderer=renderer if render else None)
     except AvatarKitError as exc:
         _fail(exc)
-    turn = 0
+    turn = _last_turn(output)  # a second session in the same folder continues the numbers
     while True:
         try:
             line = input("you> ")
@@ -261,6 +275,9 @@ def chat(
             continue
         typer.echo(f"avatar> {reply.text}")
         _save(reply, output / f"turn-{turn:03d}")
+
+
+_STYLES = ("procedural", "photo")
 
 
 @app.command()
@@ -286,7 +303,9 @@ def avatar(
     ] = None,
     seed: SeedOpt = 0,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (diffusion backends).")] = None,
-    size: Annotated[int | None, typer.Option(help="Image edge in pixels.")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Image edge in pixels (64-4096).", min=64, max=4096)
+    ] = None,
 ) -> None:
     """Make the avatar's picture (a procedural face offline, or Stable Diffusion)."""
     from avatarkit import _sync
@@ -295,6 +314,8 @@ def avatar(
     from avatarkit.registry import create as create_backend
     from avatarkit.types import AvatarPrompt
 
+    if style not in _STYLES:
+        _error(f"unknown style {style!r}; styles: {', '.join(_STYLES)}")
     _output_file(output, "avatar.png")
     if output.suffix.lower() != ".png":
         _error(f"the avatar is saved as PNG (with its parameters); {output} is not a .png")
@@ -311,7 +332,7 @@ def avatar(
                 prompt or "a friendly person, portrait, looking at the camera", seed=seed
             )
         changes: dict[str, Any] = {"prompt": prompt, "negative": negative, "steps": steps}
-        if size:
+        if size is not None:
             changes.update(width=size, height=size)
         request = build(
             AvatarPrompt, "avatar",
