@@ -240,3 +240,23 @@ def test_chat_continues_the_turn_numbers_of_an_earlier_session(tmp_path: Path) -
     assert sorted(p.name for p in out.iterdir()) == [f"turn-00{n}" for n in (1, 2, 3, 4)]
     said = [json.loads((out / f"turn-00{n}" / "response.json").read_text()) for n in (1, 3)]
     assert [s["input"]["text"] for s in said] == ["hi", "hi"]
+
+
+def test_chat_reports_a_reply_it_cannot_save_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avatarkit.errors import InputValidationError
+    from avatarkit.types import Response
+
+    calls: list[Path] = []
+
+    def save(self: Response, folder: Path) -> dict[str, Path]:
+        calls.append(folder)
+        raise InputValidationError("the reply's video no longer exists")
+
+    monkeypatch.setattr(Response, "save", save)
+    args = ["chat", "--chat", "test", "-o", str(tmp_path / "c")]
+    result = runner.invoke(app, args, input="hi\nyo\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("error: the reply's video no longer exists") == 2
+    assert [p.name for p in calls] == ["turn-001", "turn-002"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -179,34 +178,21 @@ def _run_and_save(run: Callable[[], Any], output: Path) -> Any:
 
 
 def _save(reply: Any, folder: Path) -> dict[str, Path]:
-    """``reply.save(folder)``, then remove the video's temporary file.
+    """``reply.save(folder)``, then discard the video's temporary copy.
 
     The bot renders without ``output=``, so the clip is a temporary file that belongs to the
     CLI (see ``AvatarBot.respond``): once copied into ``folder`` (or when saving failed) it
-    goes, with the temporary folder the renderer made for it.
+    goes, with the ``avatarkit-video-*`` folder the renderer made for it.
     """
-    video = reply.video.path if reply.video is not None else None
+    from avatarkit._files import discard_temporary_video
+
     try:
         with _writing(folder):
             saved: dict[str, Path] = reply.save(folder)
     finally:
-        if video is not None:
-            _remove_temporary(video, folder)
+        if reply.video is not None:
+            discard_temporary_video(reply.video)
     return saved
-
-
-def _remove_temporary(path: Path, folder: Path) -> None:
-    if path.parent.resolve() == folder.resolve() or not path.exists():
-        return  # rendered into the output folder itself, or already gone
-    if path.is_dir():  # PNG frames
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-    parent = path.parent
-    temp = Path(tempfile.gettempdir()).resolve()
-    if parent.name.startswith("avatarkit-") and parent.resolve().parent == temp:
-        with contextlib.suppress(OSError):  # only when empty
-            parent.rmdir()
 
 
 @app.command()
@@ -270,11 +256,10 @@ def chat(
         turn += 1
         try:
             reply = bot.respond_sync(line, session_id=session)
+            typer.echo(f"avatar> {reply.text}")
+            _save(reply, output / f"turn-{turn:03d}")
         except AvatarKitError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            continue
-        typer.echo(f"avatar> {reply.text}")
-        _save(reply, output / f"turn-{turn:03d}")
 
 
 _STYLES = ("procedural", "photo")
