@@ -260,3 +260,25 @@ def test_chat_reports_a_reply_it_cannot_save_and_goes_on(
     assert result.exit_code == 0, result.output
     assert result.output.count("error: the reply's video no longer exists") == 2
     assert [p.name for p in calls] == ["turn-001", "turn-002"]
+
+
+def test_the_command_shows_the_librarys_warnings_and_more_with_verbose() -> None:
+    import logging
+
+    from avatarkit.config import get_logger
+
+    logger = logging.getLogger("avatarkit")
+    try:
+        result = runner.invoke(app, ["providers"])
+        assert result.exit_code == 0
+        assert logger.level == logging.WARNING
+        shown = [h for h in logger.handlers if not isinstance(h, logging.NullHandler)]
+        assert len(shown) == 1
+        runner.invoke(app, ["-v", "providers"])
+        assert logger.level == logging.INFO
+        assert shown == [h for h in logger.handlers if not isinstance(h, logging.NullHandler)]
+        get_logger("avatarkit.test").warning("something to see")  # reaches the console handler
+    finally:
+        for h in [h for h in logger.handlers if not isinstance(h, logging.NullHandler)]:
+            logger.removeHandler(h)
+        logger.setLevel(logging.NOTSET)

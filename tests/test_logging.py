@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
         bot.respond_sync("hello")
     except ak.StageError:
         pass  # handled: nothing may reach stderr
-    logging.basicConfig(level=logging.WARNING, stream=sys.stdout)  # the app opts in
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # the app opts in
     try:
         bot.respond_sync("hello")
     except ak.StageError:

@@ -519,7 +519,7 @@ class AvatarBot:
         except InputValidationError as exc:
             raise StageError(name, exc, partial=response) from exc
         except (AvatarKitError, Exception) as exc:
-            _log.warning("stage %s failed: %s", name, exc)
+            _log.info("stage %s failed: %s", name, exc)  # raised to the caller, who reports it
             raise StageError(name, exc, partial=response) from exc
         finally:
             response.metrics.durations[name] = time.perf_counter() - t0

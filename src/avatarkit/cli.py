@@ -9,6 +9,7 @@ Results are written to files: pictures, audio, video and timeline.json.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -28,6 +29,29 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+_console = logging.StreamHandler(sys.stderr)
+_console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also show the backends' progress notes (models loaded, seeds retried).",
+        ),
+    ] = False,
+) -> None:
+    """Animated AI avatars: a face that answers in its own voice, lips in sync."""
+    # The library only logs; the command shows its warnings (retries, skipped files...).
+    logger = logging.getLogger("avatarkit")
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if _console not in logger.handlers:
+        logger.addHandler(_console)
+
 
 ChatOpt = Annotated[
     str, typer.Option("--chat", help="Chat model spec, e.g. local, openai:gpt-4o-mini.")
