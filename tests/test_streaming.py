@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import Sequence
@@ -733,3 +734,30 @@ async def test_cancelling_the_consumer_of_a_bare_stream_interrupts_it() -> None:
     state = await bot.dialogue.load("u")  # type: ignore[union-attr]
     assert calls.get("voice.synthesize", 0) < 3  # the stream stopped: no more sentences voiced
     assert len(state.turns) <= 1 and all(t.assistant != REPLY for t in state.turns)
+
+
+async def test_interrupt_with_played_after_cancelling_the_consumer_keeps_what_was_heard() -> None:
+    import asyncio
+
+    # the web server's order: cancel the task that iterates, then interrupt(played=...)
+    bot = make_bot(voice=FakeVoice())
+    stream = bot.stream("hello", session_id="u")
+    first_audio = asyncio.Event()
+    segments: list[AudioSegment] = []
+
+    async def consume() -> None:
+        async for event in stream:
+            if isinstance(event, AudioSegment):
+                segments.append(event)
+                first_audio.set()
+
+    task = asyncio.create_task(consume())
+    await first_audio.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    played = segments[0].voice.words[0].end + 0.01  # the listener heard one word
+    response = await stream.interrupt(played=played)
+    state = await bot.dialogue.load("u")  # type: ignore[union-attr]
+    heard = state.turns[-1].assistant
+    assert heard == response.text and 0 < len(heard) < len("Hello there.")

@@ -274,6 +274,12 @@ class ReplyStream:
         if played is not None and played < 0:
             raise InputValidationError(f"played must be >= 0 seconds, got {played}", field="played")
         if self._finished or self._interrupted:  # ran to its end, or being stopped already
+            stopper = self._stopper
+            if played is not None and stopper is not None and stopper is not asyncio.current_task():
+                # Stopped when its consumer was cancelled, which knew nothing of what was
+                # played; the caller does: keep only that (a server cancels, then interrupts).
+                await asyncio.shield(stopper)
+                await self._keep_heard(played)
             return self.response
         # Not finished yet: a consumer iterating meanwhile must wait for the TurnComplete below
         # rather than see a finished stream with an empty queue and stop without it.
@@ -336,6 +342,15 @@ class ReplyStream:
             await self._fail(cancelled_elsewhere(exc))  # or the consumer would wait forever
         except BaseException as exc:
             await self._fail(exc)
+
+    async def _keep_heard(self, played: float) -> None:
+        """Cut the recorded reply back to the words heard by ``played`` seconds."""
+        text = self._delivered_text(played)
+        response = self.response
+        if response.dialogue is not None:
+            response.dialogue.text = text
+        if self._bot.dialogue is not None and self._recorded:
+            await self._bot.dialogue.amend_last(response.input, text)
 
     async def _fail(self, exc: BaseException) -> None:
         """End the stream with ``exc``, delivered to the consumer, who re-raises it."""
