@@ -215,3 +215,8 @@ def test_provenance_reads_the_same_record_that_loading_restores(tmp_path: Path) 
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_a_folder_given_as_the_avatar_says_it_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match="is a folder"):
+        AvatarImage.load(tmp_path)

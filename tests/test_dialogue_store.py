@@ -293,3 +293,11 @@ def test_a_restarted_bot_continues_the_same_conversation(tmp_path: Path) -> None
         "tomorrow at 3pm please",
     ]
     assert second["slots"] == {"name": "Grace"}  # the form's own slots are cleared on submit
+
+
+def test_a_session_id_with_a_lone_surrogate_is_refused() -> None:
+    from avatarkit.dialogue.store import check_session_id
+    from avatarkit.errors import InputValidationError
+
+    with pytest.raises(InputValidationError, match="surrogate"):
+        check_session_id("a\ud800")

@@ -185,3 +185,12 @@ def test_a_factory_refusing_its_options_gives_a_configuration_error() -> None:
         registry.create("voice", "beep:high")
     with pytest.raises(ConfigurationError, match="unexpected keyword"):
         registry.create("voice", "beep", colour="red")
+
+
+def test_a_malformed_spec_with_a_password_in_it_is_not_echoed() -> None:
+    from avatarkit.errors import ConfigurationError
+    from avatarkit.registry import parse_spec
+
+    with pytest.raises(ConfigurationError) as info:
+        parse_spec(":http://admin:sk-SECRET123@gpu-box:7860")
+    assert "sk-SECRET123" not in str(info.value)

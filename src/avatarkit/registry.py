@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from avatarkit.config import get_logger
+from avatarkit.config import get_logger, redact
 from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
@@ -132,7 +132,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         raise ConfigurationError(f"a provider spec must be a non-empty string, got {spec!r}")
     provider, sep, name = spec.strip().partition(":")
     if not provider:
-        raise ConfigurationError(f"provider spec {spec!r} has no provider name before ':'")
+        raise ConfigurationError(f"provider spec {redact(spec)!r} has no provider name before ':'")
     return provider.lower(), (name or None) if sep else None
 
 

@@ -468,6 +468,10 @@ class AvatarImage(_Model):
                 f"kind must be 'procedural', 'photo' or None, got {kind!r}", field="kind"
             )
         path = Path(path)
+        if path.is_dir():
+            raise InputValidationError(
+                f"avatar image {path} is a folder; give the picture's file", field="path"
+            )
         if not path.is_file():
             raise InputValidationError(f"avatar image {path} does not exist", field="path")
         data = path.read_bytes()

@@ -59,7 +59,8 @@ def check_session_id(session_id: str) -> str:
 
     Raises:
         InputValidationError: it is not a string, is empty or blank, is longer than
-            :data:`MAX_SESSION_ID_CHARS`, or contains control characters.
+            :data:`MAX_SESSION_ID_CHARS`, or contains control characters or lone
+            surrogates.
     """
     if not isinstance(session_id, str) or not session_id.strip():
         raise InputValidationError(
@@ -74,6 +75,11 @@ def check_session_id(session_id: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in session_id):
         raise InputValidationError(
             "a session id must not contain control characters", field="session_id"
+        )
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in session_id):  # not encodable as UTF-8
+        raise InputValidationError(
+            "a session id must be valid Unicode text (it holds a lone surrogate)",
+            field="session_id",
         )
     return session_id
 
