@@ -21,10 +21,10 @@ import shutil
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from avatarkit._aio import cancel_requested
 from avatarkit._files import TEMP_VIDEO_PREFIX, discard_temporary_video
@@ -35,6 +35,8 @@ from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
 __all__ = ["CacheStats", "CachedRenderer", "CachedVoice", "ReplyCache", "backend_fingerprint"]
 
 _SIMPLE = (str, int, float, bool, type(None))
+T = TypeVar("T")
+R = TypeVar("R")
 _SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credential", "cookie")
 _NOT_OUTPUT = frozenset({"max_concurrency", "max_chars", "progress_bar", "calls", "delay"})
 """Attributes that never change what a backend produces (limits, bookkeeping)."""
@@ -274,6 +276,42 @@ class _Cached:
         )
 
 
+class _InFlight(Generic[T]):
+    """Work in progress by key, so concurrent callers asking for the same thing share one call."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[T]] = {}
+
+    async def follow(self, key: str) -> T | None:
+        """The result of the call running for ``key``, or None when none is running.
+
+        A leader that fails passes its error on; one that was cancelled by its own caller, not
+        this one, leaves this caller to ask again (and lead, or follow whoever leads first).
+        """
+        while (pending := self._pending.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if cancel_requested():
+                    raise
+        return None
+
+    async def lead(self, key: str, work: Callable[[], Awaitable[tuple[R, T]]]) -> R:
+        """Run ``work`` for ``key``: its caller gets the first value, followers the second."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            mine, shared = await work()
+            future.set_result(shared)
+            return mine
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: followers re-raise it themselves
+            raise
+        finally:
+            self._pending.pop(key, None)
+
+
 class CachedVoice(_Cached):
     """A voice that answers repeated texts from a ReplyCache; its capabilities are its child's."""
 
@@ -281,7 +319,7 @@ class CachedVoice(_Cached):
 
     def __init__(self, inner: Any, cache: ReplyCache) -> None:
         super().__init__(inner, cache)
-        self._inflight: dict[str, asyncio.Future[VoiceOutput]] = {}
+        self._inflight: _InFlight[VoiceOutput] = _InFlight()
 
     @property
     def capabilities(self) -> VoiceCapabilities:
@@ -303,27 +341,15 @@ class CachedVoice(_Cached):
             _set(sp, "avatarkit.cache.hit", hit is not None)
         if hit is not None:
             return _realign(hit, text) if hit.text != text else hit
-        while (pending := self._inflight.get(key)) is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if cancel_requested():
-                    raise
-                # the caller making this call gave up, not this one: ask again (this call
-                # takes the lead, or follows whoever took it first)
-        future: asyncio.Future[VoiceOutput] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
+        if (shared := await self._inflight.follow(key)) is not None:
+            return shared
+
+        async def synthesize_once() -> tuple[VoiceOutput, VoiceOutput]:
             out: VoiceOutput = await self.inner.synthesize(text)
             await asyncio.to_thread(self.cache.put_voice, key, out)
-            future.set_result(out)
-            return out
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            self._inflight.pop(key, None)
+            return out, out
+
+        return await self._inflight.lead(key, synthesize_once)
 
     async def prerender(self, texts: Iterable[str]) -> int:
         """Synthesise every text not yet cached; returns how many were new."""
@@ -343,7 +369,7 @@ class CachedRenderer(_Cached):
 
     def __init__(self, inner: Any, cache: ReplyCache) -> None:
         super().__init__(inner, cache)
-        self._inflight: dict[str, asyncio.Future[AvatarVideo]] = {}
+        self._inflight: _InFlight[AvatarVideo] = _InFlight()
 
     async def _render_once(
         self,
@@ -353,28 +379,18 @@ class CachedRenderer(_Cached):
         timeline: Timeline,
         output: Path | None,
         progress: ProgressCallback | None,
-    ) -> AvatarVideo:
-        """Render the clip for everyone asking for ``key`` now, and store it."""
-        future: asyncio.Future[AvatarVideo] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+    ) -> tuple[AvatarVideo, AvatarVideo]:
+        """Render the clip, store it, and hand the stored copy to whoever waits for ``key``."""
+        video: AvatarVideo = await self.inner.render(
+            image, voice, timeline, output=output, progress=progress
+        )
         try:
-            video: AvatarVideo = await self.inner.render(
-                image, voice, timeline, output=output, progress=progress
-            )
-            try:
-                stored = await asyncio.to_thread(self.cache.put_video, key, video)
-            except asyncio.CancelledError:
-                if output is None:  # nobody will receive this temporary clip
-                    discard_temporary_video(video)
-                raise
-            future.set_result(stored)
-            return video
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
+            stored = await asyncio.to_thread(self.cache.put_video, key, video)
+        except asyncio.CancelledError:
+            if output is None:  # nobody will receive this temporary clip
+                discard_temporary_video(video)
             raise
-        finally:
-            self._inflight.pop(key, None)
+        return video, stored
 
     @property
     def capabilities(self) -> RendererCapabilities:
@@ -407,15 +423,12 @@ class CachedRenderer(_Cached):
         with self._lookup_span() as sp:
             cached = self.cache.get_video(key)
             _set(sp, "avatarkit.cache.hit", cached is not None)
-        while cached is None and (pending := self._inflight.get(key)) is not None:
-            try:  # the same clip is being rendered: wait for it, then take a copy
-                cached = await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if cancel_requested():
-                    raise
-                # the caller rendering it gave up, not this one: ask again
+        if cached is None:  # the same clip may be rendering now: then take a copy of it
+            cached = await self._inflight.follow(key)
         if cached is None:
-            return await self._render_once(key, image, voice, timeline, output, progress)
+            return await self._inflight.lead(
+                key, lambda: self._render_once(key, image, voice, timeline, output, progress)
+            )
         if output is None:  # a temporary folder of its own, as the renderer makes
             name = "frames" if cached.path.is_dir() else f"video{cached.path.suffix}"
             output = Path(tempfile.mkdtemp(prefix=TEMP_VIDEO_PREFIX)) / name
