@@ -761,3 +761,25 @@ async def test_interrupt_with_played_after_cancelling_the_consumer_keeps_what_wa
     state = await bot.dialogue.load("u")  # type: ignore[union-attr]
     heard = state.turns[-1].assistant
     assert heard == response.text and 0 < len(heard) < len("Hello there.")
+
+
+async def test_interrupt_without_played_after_a_cancelled_consumer_returns_once_recorded() -> None:
+    import asyncio
+
+    bot = make_bot(voice=FakeVoice())
+    stream = bot.stream("hello", session_id="u")
+    first_audio = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in stream:
+            if isinstance(event, AudioSegment):
+                first_audio.set()
+
+    task = asyncio.create_task(consume())
+    await first_audio.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await stream.interrupt()  # a server's reset: the turn must be stored before it goes on
+    state = await bot.dialogue.load("u")  # type: ignore[union-attr]
+    assert len(state.turns) == 1

@@ -275,11 +275,13 @@ class ReplyStream:
             raise InputValidationError(f"played must be >= 0 seconds, got {played}", field="played")
         if self._finished or self._interrupted:  # ran to its end, or being stopped already
             stopper = self._stopper
-            if played is not None and stopper is not None and stopper is not asyncio.current_task():
-                # Stopped when its consumer was cancelled, which knew nothing of what was
-                # played; the caller does: keep only that (a server cancels, then interrupts).
+            if stopper is not None and stopper is not asyncio.current_task():
+                # Stopped when its consumer was cancelled: return once that stop has stored
+                # the turn, and if the caller knows what was played, keep only that (a
+                # server cancels its consumer, then interrupts).
                 await asyncio.shield(stopper)
-                await self._keep_heard(played)
+                if played is not None:
+                    await self._keep_heard(played)
             return self.response
         # Not finished yet: a consumer iterating meanwhile must wait for the TurnComplete below
         # rather than see a finished stream with an empty queue and stop without it.
