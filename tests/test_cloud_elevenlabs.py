@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from avatarkit.errors import (
     InputValidationError,
     MissingKeyError,
     ProviderStatusError,
+    ProviderTimeoutError,
     QuotaExceededError,
 )
 from avatarkit.providers._chunk import TextChunk, split_text
@@ -471,3 +473,98 @@ async def test_bad_settings_are_refused_before_any_request(
         await v.synthesize("Hello there.")
     assert info.value.field == field
     assert rec.requests == []
+
+
+def _trickle(n: int = 20) -> Recorder:
+    """Audio (or, for the timestamps endpoint, NDJSON lines) sent in ``n`` separate chunks."""
+
+    async def body(timestamps: bool):  # type: ignore[no-untyped-def]
+        line = json.dumps({"audio_base64": b64(pcm_bytes(0.05, 16000)),
+                           "alignment": alignment_for("Hi ", 0.05)})  # fmt: skip
+        for _ in range(n):
+            yield (line + "\n").encode() if timestamps else pcm_bytes(0.05, 16000)
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        if r.url.path.endswith(f"{VOICE}/with-timestamps"):
+            return timestamps_answer("Four.", 0.1, pcm_bytes(0.1, 16000))
+        return httpx.Response(200, content=body(r.url.path.endswith("/with-timestamps")))
+
+    return Recorder(handler)
+
+
+def _short_deadline(rec: Recorder, deadline: float = 0.4, **kw: object) -> ElevenLabsVoice:
+    from dataclasses import replace
+
+    return ElevenLabsVoice(VOICE, api_key=KEY, transport=rec.transport, output_format="pcm_16000",
+                           options=replace(FAST, deadline=deadline), **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["stream", "stream_with_timestamps"])
+async def test_a_slow_stream_consumer_gets_a_timeout_not_a_cancellation(method: str) -> None:
+    v = _short_deadline(_trickle())
+    gen = (
+        v.stream("Hello there.")
+        if method == "stream"
+        else v.stream_with_timestamps(v._request("Hi.", split_text("Hi.", 100)[0], context=False))
+    )
+    interrupted = []
+    got = 0
+    with pytest.raises(ProviderTimeoutError, match="deadline"):
+        async for _ in gen:
+            got += 1
+            try:
+                await asyncio.sleep(0.15)  # the app plays the chunk
+            except asyncio.CancelledError:
+                interrupted.append(got)
+                raise
+    assert not interrupted and 2 <= got < 20
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert v._semaphore()._value == v.max_concurrency  # the slot is back
+
+
+async def test_leaving_a_stream_early_never_cancels_the_caller_later() -> None:
+    v = _short_deadline(_trickle(), deadline=0.2)
+    gen = v.stream("Hello there.")
+    async for _ in gen:
+        break  # stop listening; `gen` stays referenced
+    t0 = time.monotonic()
+    await asyncio.sleep(0.5)  # unrelated work, past the stream's deadline
+    assert time.monotonic() - t0 >= 0.45
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    await gen.aclose()
+
+
+async def test_abandoned_streams_give_their_concurrency_slots_back() -> None:
+    import gc
+
+    rec = _trickle()
+    v = _short_deadline(rec, deadline=0.3, max_concurrency=1)
+
+    async def first_chunk(gen):  # type: ignore[no-untyped-def]
+        async for chunk in gen:
+            return chunk
+        return None
+
+    # closed after a `break`: the slot is free at once
+    gen = v.stream("One.")
+    assert await first_chunk(gen)
+    await gen.aclose()
+    assert v._semaphore()._value == 1
+    # dropped without closing: garbage collection gives it back
+    assert await first_chunk(v.stream("Two."))
+    gc.collect()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert v._semaphore()._value == 1
+    # kept but never read again: the slot comes back when the stream's deadline passes
+    kept = v.stream("Three.")
+    assert await first_chunk(kept)
+    assert v._semaphore()._value == 0
+    await asyncio.sleep(0.5)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    out = await asyncio.wait_for(v.synthesize("Four."), 2)  # would wait for the slot forever
+    assert out.audio
+    with pytest.raises(ProviderTimeoutError):  # the kept stream is over
+        await first_chunk(kept)
+    await kept.aclose()
+    assert v._semaphore()._value == 1

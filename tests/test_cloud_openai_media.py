@@ -16,6 +16,7 @@ from avatarkit.errors import (
     ContentModerationError,
     InputValidationError,
     MissingKeyError,
+    ProviderTimeoutError,
     QuotaExceededError,
     RateLimitError,
 )
@@ -251,3 +252,35 @@ async def test_bad_image_settings_are_refused_before_any_request(
     with pytest.raises(InputValidationError) as info:
         await image(rec, **options).generate(AvatarPrompt("a friendly face"))
     assert info.value.field == field and rec.requests == []
+
+
+async def test_a_slow_speech_stream_consumer_gets_a_timeout_not_a_cancellation() -> None:
+    import asyncio
+    from dataclasses import replace
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            yield pcm_bytes(0.05, 24000)
+
+    rec = Recorder(lambda r: httpx.Response(200, content=chunks()))
+    v = OpenAISpeech(api_key=KEY, transport=rec.transport, response_format="pcm",
+                     options=replace(FAST, deadline=0.4))  # fmt: skip
+    interrupted = []
+    got = 0
+    with pytest.raises(ProviderTimeoutError, match="deadline"):
+        async for _ in v.stream("Stream me."):
+            got += 1
+            try:
+                await asyncio.sleep(0.15)  # the app plays the chunk
+            except asyncio.CancelledError:
+                interrupted.append(got)
+                raise
+    assert not interrupted and 2 <= got < 20
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    gen = v.stream("Stream me.")
+    async for _ in gen:
+        break  # stop listening, keep the generator: its deadline must not fire into us later
+    await asyncio.sleep(0.6)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    await gen.aclose()

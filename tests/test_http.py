@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -169,3 +170,48 @@ async def test_a_malformed_success_is_retried_only_where_asking_again_costs_noth
             await client(handler).request_json(method, "/tts", Answer)
         assert info.value.code == "invalid_response"
     assert seen == ["POST"] + ["GET"] * 4
+
+
+async def _chunks(n: int, size: int = 10):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield bytes([65 + i]) * size
+
+
+async def test_stream_deadline_is_checked_per_read_and_never_cancels_the_consumer() -> None:
+    # the deadline used to be an asyncio.timeout held open while the body was read: it fired
+    # into whatever the consumer awaited between chunks (playing audio, say)
+    http = client(lambda r: httpx.Response(200, content=_chunks(10)),
+                  options=ConnectOptions(deadline=0.5))  # fmt: skip
+    got: list[bytes] = []
+    interrupted = []
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeoutError, match="deadline"):
+        async with http.stream("GET", "/s") as resp:
+            async for chunk in resp.aiter_bytes():
+                try:
+                    await asyncio.sleep(0.2)  # the consumer's own work
+                except asyncio.CancelledError:
+                    interrupted.append(time.monotonic() - t0)
+                    raise
+                got.append(chunk)
+    assert not interrupted
+    assert 2 <= len(got) < 10  # read until the deadline passed, then the next read failed
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_stream_deadline_still_ends_a_read_that_hangs() -> None:
+    async def stalls():  # type: ignore[no-untyped-def]
+        yield b"first"
+        await asyncio.sleep(5)
+        yield b"never"
+
+    http = client(lambda r: httpx.Response(200, content=stalls()),
+                  options=ConnectOptions(deadline=0.3))  # fmt: skip
+    t0 = time.monotonic()
+    got: list[bytes] = []
+    with pytest.raises(ProviderTimeoutError, match="deadline"):
+        async with http.stream("GET", "/s") as resp:
+            async for chunk in resp.aiter_bytes():
+                got.append(chunk)
+    assert got == [b"first"] and time.monotonic() - t0 < 1.5
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "ConnectOptions",
     "HttpClient",
+    "aclosing_iter",
     "error_for",
     "map_status_error",
     "parse_retry_after",
@@ -220,6 +221,65 @@ class _Wait:
         if isinstance(exc, ProviderError) and exc.retry_after is not None:
             return exc.retry_after
         return float(self._backoff(state))
+
+
+@asynccontextmanager
+async def aclosing_iter(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """``contextlib.aclosing`` for iterators typed as a plain ``AsyncIterator``.
+
+    httpx's ``aiter_bytes()``/``aiter_lines()`` are generators: closed when the block ends,
+    even when it is left early, rather than whenever the garbage collector gets to them.
+    """
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class _DeadlineStream(httpx.AsyncByteStream):
+    """A response body whose every read must end before ``deadline`` (a ``time.monotonic()``).
+
+    The timeout covers one read at a time and is never held while the chunk is with the
+    consumer, so it cannot fire into the consumer's own code.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncByteStream,
+        deadline: float,
+        error: Callable[[], ProviderTimeoutError],
+    ) -> None:
+        self._inner = inner
+        self._deadline = deadline
+        self._error = error
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = aiter(self._inner)
+        try:
+            while True:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise self._error()
+                timer = asyncio.timeout(left)
+                try:
+                    async with timer:
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    if timer.expired():
+                        raise self._error() from exc
+                    raise
+                yield chunk
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class HttpClient:
@@ -463,23 +523,31 @@ class HttpClient:
     ) -> AsyncIterator[httpx.Response]:
         """Open a streaming response; retries apply until the first byte, not after.
 
-        Errors while reading the body are mapped to ProviderError subclasses.
+        The call's deadline covers the whole stream, but it is checked at each read of the body
+        rather than held over the caller: time the caller spends between reads (playing audio,
+        say) is never interrupted, and once the deadline has passed the next read raises
+        ``ProviderTimeoutError``. Errors while reading the body are mapped to ProviderError
+        subclasses.
         """
         opts = options or self.options
-        async with self._deadline(opts):
-            start = time.monotonic()
+        start = time.monotonic()
+        async with self._deadline(opts):  # the opening only: nothing is yielded inside it
             response: httpx.Response | None = None
             async for attempt in self._retrying(opts):
                 with attempt:
                     remaining = opts.deadline - (time.monotonic() - start)
                     response = await self._open_stream(method, path, opts, remaining, kwargs)
-            assert response is not None
-            try:
-                yield response
-            except httpx.HTTPError as exc:
-                raise _map_transport_error(self.provider, exc) from exc
-            finally:
-                await response.aclose()
+        assert response is not None
+        try:
+            if isinstance(response.stream, httpx.AsyncByteStream):
+                response.stream = _DeadlineStream(
+                    response.stream, start + opts.deadline, lambda: self._deadline_error(opts)
+                )
+            yield response
+        except httpx.HTTPError as exc:
+            raise _map_transport_error(self.provider, exc) from exc
+        finally:
+            await response.aclose()
 
     async def _open_stream(
         self,
@@ -509,13 +577,17 @@ class HttpClient:
 
     @asynccontextmanager
     async def _deadline(self, opts: ConnectOptions) -> AsyncIterator[None]:
+        """The call's deadline over a block that must not yield to a caller (see ``stream``)."""
         try:
             async with asyncio.timeout(opts.deadline):
                 yield
         except TimeoutError as exc:
-            raise ProviderTimeoutError(
-                f"gave up after the call's deadline of {opts.deadline:g}s", provider=self.provider
-            ) from exc
+            raise self._deadline_error(opts) from exc
+
+    def _deadline_error(self, opts: ConnectOptions) -> ProviderTimeoutError:
+        return ProviderTimeoutError(
+            f"gave up after the call's deadline of {opts.deadline:g}s", provider=self.provider
+        )
 
     def with_options(self, **changes: Any) -> ConnectOptions:
         """A copy of this client's options with ``changes`` applied (for ``options=``)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import weakref
@@ -19,7 +20,13 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
-from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
+from avatarkit._http import (
+    DEFAULT_OPTIONS,
+    ConnectOptions,
+    HttpClient,
+    aclosing_iter,
+    error_for,
+)
 from avatarkit._validation import build
 from avatarkit.config import resolve_key
 from avatarkit.errors import (
@@ -385,6 +392,33 @@ class ElevenLabsVoice:
             sem = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
         return sem
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of ``max_concurrency`` slots for a stream, held until the block ends or the deadline.
+
+        It goes back when the block ends or when the call's deadline passes, whichever is first.
+
+        A stream's block spans the ``yield``s of a generator that its consumer may leave
+        suspended (a ``break``, kept in a variable): past the deadline every read of it fails
+        anyway, so its slot goes back to the calls waiting for one.
+        """
+        sem = self._semaphore()
+        await sem.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                sem.release()
+
+        timer = asyncio.get_running_loop().call_later(self._http.options.deadline, release)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            release()
+
     # ------------------------------------------------------------------ pre-flight
 
     def _chunks(self, text: str) -> list[TextChunk]:
@@ -465,38 +499,48 @@ class ElevenLabsVoice:
     async def stream_with_timestamps(
         self, body: TextToSpeechRequest
     ) -> AsyncIterator[AudioWithTimestamps]:
-        """``POST …/stream/with-timestamps``: one parsed NDJSON object per line as it arrives."""
+        """``POST …/stream/with-timestamps``: one parsed NDJSON object per line as it arrives.
+
+        The request holds one of ``max_concurrency`` slots until the generator ends or is
+        closed (``aclose()``, garbage collection), or the call's deadline passes.
+        """
         adapter = TypeAdapter(AudioWithTimestamps)
         async with (
-            self._semaphore(),
+            self._slot(),
             self._http.stream(
                 "POST",
                 self._path("/stream/with-timestamps"),
                 params=self._params(),
                 json=body.model_dump(exclude_none=True),
             ) as response,
+            aclosing_iter(response.aiter_lines()) as lines,
         ):
             self._note(response)
-            async for line in response.aiter_lines():
+            async for line in lines:
                 if line.strip():
                     yield self._http.parse_line(response, line, adapter)
 
     async def stream(self, text: str) -> AsyncIterator[bytes]:
-        """``POST …/stream``: audio bytes as they are made (long text: request after request)."""
+        """``POST …/stream``: audio bytes as they are made (long text: request after request).
+
+        Each request holds one of ``max_concurrency`` slots until it is read to the end, the
+        generator is closed (``aclose()``, garbage collection) or the call's deadline passes.
+        """
         chunks = self._chunks(text)
         for chunk in chunks:
             body = self._request(text, chunk, context=len(chunks) > 1)
             async with (
-                self._semaphore(),
+                self._slot(),
                 self._http.stream(
                     "POST",
                     self._path("/stream"),
                     params=self._params(),
                     json=body.model_dump(exclude_none=True),
                 ) as response,
+                aclosing_iter(response.aiter_bytes()) as pieces,
             ):
                 self._note(response)
-                async for data in response.aiter_bytes():
+                async for data in pieces:
                     if data:
                         yield data
 

@@ -18,7 +18,13 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
+from avatarkit._http import (
+    DEFAULT_OPTIONS,
+    ConnectOptions,
+    HttpClient,
+    aclosing_iter,
+    error_for,
+)
 from avatarkit._validation import build
 from avatarkit.config import resolve_key
 from avatarkit.errors import (
@@ -253,8 +259,11 @@ class OpenAISpeech:
     async def stream(self, text: str) -> AsyncIterator[bytes]:
         """Audio bytes as they arrive (long text: request after request)."""
         for chunk in self._chunks(text):
-            async with self._http.stream("POST", "/audio/speech", json=self._body(chunk)) as r:
-                async for data in r.aiter_bytes():
+            async with (
+                self._http.stream("POST", "/audio/speech", json=self._body(chunk)) as r,
+                aclosing_iter(r.aiter_bytes()) as pieces,
+            ):
+                async for data in pieces:
                     if data:
                         yield data
 
