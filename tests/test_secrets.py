@@ -192,3 +192,31 @@ async def test_a_password_in_a_base_url_never_shows(caplog: pytest.LogCaptureFix
         assert URL_SECRET not in text, what
     assert "admin:***@gpu-box:7860" in texts["a1111"] and "gpu-box" in texts["http"]
     assert "user:***@proxy.example/v1?key=***" in texts["chat"]
+
+
+async def test_the_http_libraries_own_log_lines_are_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # httpx logs every request at INFO ("HTTP Request: GET https://user:pw@host/...?sig=..."),
+    # and so does httpx2 for the OpenAI SDK: an app logging at INFO printed the secrets
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="httpcore.http11")
+    password = "pw-HTTPX-LOG-71c2e9"
+    http = HttpClient(
+        "acme",
+        f"https://admin:{password}@api.acme.test/v1",
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={})),
+    )
+    signed = {"X-Amz-Signature": "sig-f00ba7c0ffee", "AWSAccessKeyId": "AKIAEXAMPLE123"}
+    await http.request("GET", "/result.mp4", params=signed)
+    logging.getLogger("httpx2").info("HTTP Request: POST https://u:%s@proxy.test/v1", password)
+    logging.getLogger("httpcore.http11").debug("send %s", f"https://u:{password}@h.test")
+
+    lines = {r.name: r.getMessage() for r in caplog.records}
+    assert "HTTP Request: GET https://admin:***@api.acme.test/v1/result.mp4?" in lines["httpx"]
+    assert "X-Amz-Signature=***" in lines["httpx"] and "u:***@proxy.test" in lines["httpx2"]
+    assert lines["httpcore.http11"] == "send https://u:***@h.test"
+    for secret in (password, *signed.values()):
+        assert secret not in caplog.text
+    for name in ("httpx", "httpx2", "httpcore", "httpcore.http11", "openai"):
+        assert not logging.getLogger(name).handlers  # filtered, but no output of ours added

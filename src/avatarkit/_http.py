@@ -29,7 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from avatarkit.config import get_logger, redact, register_url_secrets
+from avatarkit.config import get_logger, redact, redact_http_logs, register_url_secrets
 from avatarkit.errors import (
     AuthenticationError,
     ContentModerationError,
@@ -307,6 +307,7 @@ class HttpClient:
         auth: httpx.Auth | None = None,
     ) -> None:
         self.provider = provider
+        redact_http_logs()
         register_url_secrets(base_url)
         self.base_url = base_url.rstrip("/")
         self.options = options

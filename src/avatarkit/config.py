@@ -15,6 +15,7 @@ __all__ = [
     "Settings",
     "get_logger",
     "redact",
+    "redact_http_logs",
     "register_secret",
     "register_url_secrets",
     "resolve_key",
@@ -58,10 +59,14 @@ def resolve_key(provider: str, api_key: str | SecretStr | None, env_var: str) ->
 
 
 def register_secret(value: str) -> None:
-    """Remember ``value`` so that ``redact`` and avatarkit's log filter hide it."""
+    """Remember ``value`` so that ``redact`` and avatarkit's log filter hide it.
+
+    Also puts the filter on the HTTP libraries' loggers (:func:`redact_http_logs`).
+    """
     if len(value) >= 6:
         with _secrets_lock:
             _secrets.add(value)
+    redact_http_logs()
 
 
 def register_url_secrets(url: str | None) -> None:
@@ -109,11 +114,45 @@ class RedactingFilter(logging.Filter):
     """Logging filter that removes registered secrets from every record avatarkit logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record: the handler reports it, as it would unfiltered
+            return True
         clean = redact(msg)
         if clean != msg:
             record.msg, record.args = clean, None
         return True
+
+
+_HTTP_LOGGERS = (
+    "httpx", "httpx2", "openai", "openai._base_client", "openai._response",
+    "openai._legacy_response",
+    *(f"{core}{part}" for core in ("httpcore", "httpcore2")
+      for part in ("", ".connection", ".http11", ".http2", ".proxy", ".socks")),
+)  # fmt: skip
+"""Loggers of the HTTP libraries avatarkit's adapters send through (a logger's filter sees only
+the records logged on it, not those of its children, so each module's logger is listed)."""
+
+_http_logs_redacted = False
+
+
+def redact_http_logs() -> None:
+    """Put the redacting filter on the loggers of httpx, httpx2, httpcore(2) and openai.
+
+    httpx logs each request's URL at INFO, and the URL may carry a password
+    (``https://user:PASSWORD@host``) or a signature (``?X-Amz-Signature=...``). avatarkit does
+    it when it first registers a key or builds an HTTP client, so ``import avatarkit`` leaves
+    other libraries' logging alone; no handler is added. Calling it again does nothing.
+    """
+    global _http_logs_redacted
+    if _http_logs_redacted:
+        return
+    with _secrets_lock:
+        for name in _HTTP_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+                logger.addFilter(RedactingFilter())
+        _http_logs_redacted = True
 
 
 def get_logger(name: str) -> logging.Logger:
