@@ -42,7 +42,7 @@ SLACK = 1.5
 class Act:
     """One scripted answer."""
 
-    kind: str = "ok"  # ok | reset | slow | trickle | truncate | close
+    kind: str = "ok"  # ok | reset | slow | trickle | truncate | stream-reset | unframed
     status: int = 200
     body: bytes = b"{}"
     headers: dict[str, str] | None = None
@@ -94,7 +94,8 @@ class Server:
                     self.send_header(k, v)
                 cut = act.kind in ("truncate", "stream-reset")
                 declared = len(act.body) * 2 if cut else len(act.body)
-                self.send_header("Content-Length", str(declared))
+                if act.kind != "unframed":  # unframed: the body ends where the connection closes
+                    self.send_header("Content-Length", str(declared))
                 self.send_header("Connection", "close")
                 self.end_headers()
                 if act.kind == "trickle":
@@ -314,11 +315,28 @@ async def test_elevenlabs_truncated_audio_every_time_is_typed(server: Server) ->
     assert c.elapsed < OPTS.deadline + SLACK
 
 
-async def test_elevenlabs_malformed_timestamps_json_is_retried(server: Server) -> None:
+async def test_elevenlabs_timestamps_json_cut_by_a_dropped_connection_is_retried(
+    server: Server,
+) -> None:
+    # no Content-Length: the body ends where the connection closed, so a cut JSON may be a drop
     path = TTS + "/with-timestamps"
-    server.script[path] = [Act(body=b'{"audio_base64": "AAAA", "alignm'), el_answer("Hello.")]
+    server.script[path] = [
+        Act(kind="unframed", body=b'{"audio_base64": "AAAA", "alignm'),
+        el_answer("Hello."),
+    ]
     out = await el(server, output_format="pcm_16000").synthesize("Hello.")
     assert [w.text for w in out.words] == ["Hello"] and server.hits[path] == 2
+
+
+async def test_elevenlabs_complete_but_cut_json_is_not_billed_again(server: Server) -> None:
+    # the answer arrived whole (its Content-Length): the server sent it cut, and the
+    # characters were billed; asking again would bill them again, and likely get the same
+    path = TTS + "/with-timestamps"
+    server.script[path] = [Act(body=b'{"audio_base64": "AAAA", "alignm'), el_answer("Hello.")]
+    with pytest.raises(ProviderStatusError) as info:
+        await el(server, output_format="pcm_16000").synthesize("Hello.")
+    assert info.value.code == "invalid_response" and not info.value.retryable
+    assert server.hits[path] == 1
 
 
 async def test_elevenlabs_stream_broken_midway_is_typed(server: Server) -> None:
@@ -404,6 +422,18 @@ async def test_did_5xx_on_create_then_success(server: Server, tmp_path: Path) ->
     server.script["/result.mp4"] = [Act(body=b"video")]
     await did(server).render(photo(), voice(), Timeline(), output=tmp_path / "v.mp4")
     assert server.hits["/talks"] == 2
+
+
+async def test_did_empty_create_answer_does_not_make_another_talk(
+    server: Server, tmp_path: Path
+) -> None:
+    # a 201 with Content-Length: 0 is complete, not cut short: POST /talks is not sent again
+    did_ok(server)
+    server.script["/talks"] = [Act(status=201, body=b"")]
+    with pytest.raises(ProviderStatusError) as info:
+        await did(server).render(photo(), voice(), Timeline(), output=tmp_path / "v.mp4")
+    assert info.value.status == 201 and not info.value.retryable
+    assert server.hits["/talks"] == 1
 
 
 async def test_did_poll_survives_a_malformed_status(server: Server, tmp_path: Path) -> None:

@@ -215,3 +215,48 @@ async def test_stream_deadline_still_ends_a_read_that_hangs() -> None:
                 got.append(chunk)
     assert got == [b"first"] and time.monotonic() - t0 < 1.5
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("body", [b"", b'{"id": "tlk_1", "status": "cre'])
+async def test_a_complete_but_unusable_success_is_not_sent_again_when_billed(body: bytes) -> None:
+    # a 201 with Content-Length: 0 (or a JSON the server itself cut) arrived whole: the talk
+    # was created, and billed; sending the POST again would make (and bill) another each time
+    from pydantic import BaseModel
+
+    class Talk(BaseModel):
+        id: str
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return httpx.Response(201, content=body)  # framed by its Content-Length
+
+    for method in ("POST", "GET"):
+        with pytest.raises(ProviderStatusError) as info:
+            await client(handler).request_json(method, "/talks", Talk)
+        assert info.value.code == "invalid_response" and info.value.status == 201
+        assert info.value.retryable == (method == "GET")
+        if not body:
+            assert "empty" in str(info.value)
+    assert seen == ["POST"] + ["GET"] * 4  # a poll is free to ask again
+
+
+async def test_json_cut_by_a_closing_connection_is_asked_again() -> None:
+    # without a Content-Length or chunked framing the body ends where the connection closed:
+    # a drop midway looks like the end, so the cut JSON is treated as a broken connection
+    from pydantic import BaseModel
+
+    class Talk(BaseModel):
+        id: str
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) == 1:
+            return httpx.Response(201, stream=httpx.ByteStream(b'{"id": "tl'))
+        return httpx.Response(201, json={"id": "tlk_1"})
+
+    assert (await client(handler).request_json("POST", "/talks", Talk)).id == "tlk_1"
+    assert seen == ["POST", "POST"]

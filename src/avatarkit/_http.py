@@ -199,6 +199,21 @@ def error_for(
     )
 
 
+def _maybe_cut_short(response: httpx.Response, data: str | bytes) -> bool:
+    """Whether a dropped connection may have cut ``data`` (a body that ends mid-JSON) short.
+
+    Only where the body's end was the connection closing: with a ``Content-Length``, chunked
+    framing or HTTP/2, httpx raises on a drop, so a body that arrived is the whole answer. An
+    empty body was not cut mid-way either.
+    """
+    if not data.strip():
+        return False
+    if response.http_version not in ("HTTP/1.0", "HTTP/1.1"):
+        return False
+    framing = response.headers.get("transfer-encoding", "").lower()
+    return "content-length" not in response.headers and "chunked" not in framing
+
+
 def _map_transport_error(provider: str, exc: httpx.HTTPError) -> ProviderError:
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeoutError(f"no answer in time ({type(exc).__name__})", provider=provider)
@@ -461,19 +476,28 @@ class HttpClient:
         return self.parse_line(response, response.content, adapter)
 
     def parse_line(self, response: httpx.Response, data: str | bytes, adapter: TypeAdapter[T]) -> T:
-        """Validate one JSON document (a body, or one line of NDJSON) from ``response``."""
+        """Validate one JSON document (a body, or one line of NDJSON) from ``response``.
+
+        A body that does not validate raises ``ProviderStatusError(code="invalid_response")``,
+        retryable for GET and HEAD, and for other methods only when a dropped connection may
+        have cut it (see :func:`_maybe_cut_short`).
+        """
         try:
             return adapter.validate_json(data)
         except ValidationError as exc:
             errors = exc.errors()
-            if errors:
+            if not data.strip():
+                detail = "the body is empty"
+            elif errors:
                 where = ".".join(str(p) for p in errors[0]["loc"])
                 detail = f"{where}: {errors[0]['msg']}" if where else errors[0]["msg"]
             else:
                 detail = str(exc)
-            # cut off mid-way (a dropped connection) rather than the wrong kind of answer
             truncated = (
-                bool(errors) and errors[0]["type"] == "json_invalid" and ("EOF" in errors[0]["msg"])
+                bool(errors)
+                and errors[0]["type"] == "json_invalid"
+                and "EOF" in errors[0]["msg"]
+                and _maybe_cut_short(response, data)
             )
         # raised outside the handler: pydantic's error quotes the raw answer, which may echo a
         # key, so it must be neither the cause nor the context of this one
@@ -484,8 +508,10 @@ class HttpClient:
             request_id=_request_id(response),
             code="invalid_response",
             # asking again is free for a GET (a poll). Other requests that got a success answer
-            # were done, and billed, already: asked again only when the answer was cut short,
-            # not when it was the wrong kind (that would come back the same every time)
+            # were done, and billed, already: asked again only when a dropped connection may
+            # have cut the answer, not when it arrived whole but unusable (empty, the wrong
+            # kind, or cut by the server itself: each would be billed again, and likely come
+            # back the same)
             retryable=truncated or response.request.method in ("GET", "HEAD"),
         )
 
