@@ -568,3 +568,24 @@ async def test_abandoned_streams_give_their_concurrency_slots_back() -> None:
         await first_chunk(kept)
     await kept.aclose()
     assert v._semaphore()._value == 1
+
+
+async def test_audio_that_is_not_base64_is_a_typed_error() -> None:
+    bad = b64(pcm_bytes(0.2, 16000))[:-3]  # cut: a length base64 cannot have
+    rec = Recorder(lambda r: httpx.Response(
+        200, json={"audio_base64": bad, "alignment": alignment_for("Hello.", 0.2)}))  # fmt: skip
+    with pytest.raises(ProviderStatusError, match="audio_base64") as info:
+        await voice(rec, output_format="pcm_16000").synthesize("Hello.")
+    assert info.value.provider == "elevenlabs" and info.value.code == "invalid_response"
+    assert len(rec.requests) == 1  # billed already: not asked again
+
+
+async def test_a_streamed_alignment_with_missing_times_is_a_typed_error() -> None:
+    first = {"audio_base64": b64(pcm_bytes(0.2, 16000)), "alignment": alignment_for("Hi ", 0.2)}
+    second = {"audio_base64": "", "alignment": {"characters": list("you."),
+              "character_start_times_seconds": [], "character_end_times_seconds": []}}  # fmt: skip
+    body = (json.dumps(first) + "\n" + json.dumps(second) + "\n").encode()
+    rec = Recorder(lambda r: httpx.Response(200, content=body))
+    with pytest.raises(ProviderStatusError, match="alignment") as info:
+        await voice(rec, streamed=True, output_format="pcm_16000").synthesize("Hi you.")
+    assert "4 characters" in str(info.value) and info.value.code == "invalid_response"

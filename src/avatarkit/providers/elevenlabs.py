@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import json
 import re
@@ -136,8 +137,21 @@ class AudioWithTimestamps(_Wire):
     """Timings of the normalised text (numbers spelled out...)."""
 
     def audio(self) -> bytes:
-        """The decoded audio bytes."""
-        return base64.b64decode(self.audio_base64) if self.audio_base64 else b""
+        """The decoded audio bytes.
+
+        Raises:
+            ProviderStatusError: ``audio_base64`` is not base64 (``code="invalid_response"``).
+        """
+        if not self.audio_base64:
+            return b""
+        try:
+            return base64.b64decode(self.audio_base64)
+        except binascii.Error as exc:
+            raise ProviderStatusError(
+                f"audio_base64 in the answer is not valid base64 ({exc})",
+                provider="elevenlabs",
+                code="invalid_response",
+            ) from exc
 
 
 class Voice(_Wire):
@@ -574,6 +588,17 @@ class ElevenLabsVoice:
             al = piece.alignment
             if al is None or not al.characters:
                 continue
+            n = len(al.characters)
+            if len(al.character_start_times_seconds) != n or (
+                len(al.character_end_times_seconds) != n
+            ):
+                raise ProviderStatusError(
+                    f"a streamed alignment has {n} characters but "
+                    f"{len(al.character_start_times_seconds)} start and "
+                    f"{len(al.character_end_times_seconds)} end times",
+                    provider="elevenlabs",
+                    code="invalid_response",
+                )
             # Streamed chunks may restart their clock: continue from the last end.
             shift = (
                 ends[-1] if ends and al.character_start_times_seconds[0] < ends[-1] - 0.05 else 0.0
