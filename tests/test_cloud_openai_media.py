@@ -16,6 +16,7 @@ from avatarkit.errors import (
     ContentModerationError,
     InputValidationError,
     MissingKeyError,
+    ProviderStatusError,
     ProviderTimeoutError,
     QuotaExceededError,
     RateLimitError,
@@ -284,3 +285,44 @@ async def test_a_slow_speech_stream_consumer_gets_a_timeout_not_a_cancellation()
     await asyncio.sleep(0.6)
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     await gen.aclose()
+
+
+async def test_an_image_answered_as_a_url_is_downloaded_without_the_key() -> None:
+    # OpenAI-compatible servers (and DALL·E without response_format) answer with a `url`
+    png = png_bytes(72, 90)
+    files = "https://files.example.test/gen/a.png?se=2030&sig=signed-f00d"
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        if r.method == "POST":
+            return httpx.Response(200, json={"created": 1, "data": [{"url": files}]})
+        return httpx.Response(200, content=png, headers={"content-type": "image/png"})
+
+    rec = Recorder(handler)
+    g = image(rec, model="stablediffusion", base_url="http://localai.test:8080/v1")
+    pic = await g.generate(AvatarPrompt("portrait"))
+    assert pic.data == png and (pic.width, pic.height, pic.format) == (72, 90, "png")
+    post, get = rec.requests
+    assert post.method == "POST" and "response_format" not in rec.json(0)
+    assert get.method == "GET" and str(get.url) == files
+    assert "authorization" not in get.headers  # another origin: the key stays home
+
+
+async def test_an_image_url_download_is_limited_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import avatarkit.providers.openai_media as media
+
+    monkeypatch.setattr(media, "MAX_IMAGE_BYTES", 1000)
+    big = png_bytes(256, 256) + b"\0" * 2000
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        if r.method == "POST":
+            return httpx.Response(200, json={"data": [{"url": "https://f.test/big.png"}]})
+        return httpx.Response(200, content=big)
+
+    rec = Recorder(handler)
+    with pytest.raises(ProviderStatusError, match="larger than 1000 bytes") as info:
+        await image(rec, model="sd").generate(AvatarPrompt("portrait"))
+    assert not info.value.retryable and [r.method for r in rec.requests] == ["POST", "GET"]
+
+    rec = Recorder(lambda r: httpx.Response(200, json={"data": [{"url": "ftp://f.test/a.png"}]}))
+    with pytest.raises(ProviderStatusError, match="no image"):
+        await image(rec, model="sd").generate(AvatarPrompt("portrait"))

@@ -260,3 +260,17 @@ async def test_json_cut_by_a_closing_connection_is_asked_again() -> None:
 
     assert (await client(handler).request_json("POST", "/talks", Talk)).id == "tlk_1"
     assert seen == ["POST", "POST"]
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_download_stops_at_its_size_limit(declared: bool) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if declared:
+            return httpx.Response(200, content=b"x" * 5000)
+        return httpx.Response(200, content=_chunks(50, size=100))  # chunked, no length
+
+    http = client(handler)
+    assert len(await http.download("https://files.test/a", max_bytes=5000)) == 5000
+    with pytest.raises(ProviderStatusError, match="larger than 1000 bytes") as info:
+        await http.download("https://files.test/a", max_bytes=1000)
+    assert info.value.code == "too_large" and not info.value.retryable

@@ -576,6 +576,56 @@ class HttpClient:
         finally:
             await response.aclose()
 
+    async def download(
+        self, url: str, *, max_bytes: int, options: ConnectOptions | None = None
+    ) -> bytes:
+        """``GET url`` (absolute, or a path under the base URL): its body, up to ``max_bytes``.
+
+        Retried like :meth:`request`, within the call's deadline; our headers (keys among them)
+        are not sent to another origin.
+
+        Raises:
+            ProviderStatusError: the body is larger than ``max_bytes`` (``code="too_large"``).
+            ProviderError: the most specific subclass for other failures.
+        """
+        opts = options or self.options
+        async with self._deadline(opts):
+            start = time.monotonic()
+            async for attempt in self._retrying(opts):
+                with attempt:
+                    remaining = opts.deadline - (time.monotonic() - start)
+                    return await self._read_limited(url, opts, remaining, max_bytes)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_limited(
+        self, url: str, opts: ConnectOptions, remaining: float, max_bytes: int
+    ) -> bytes:
+        response = await self._open_stream("GET", url, opts, remaining, {})
+        try:
+            declared = response.headers.get("content-length", "")
+            too_large = declared.isdigit() and int(declared) > max_bytes
+            body = bytearray()
+            if not too_large:
+                async with aclosing_iter(response.aiter_bytes()) as chunks:
+                    async for chunk in chunks:
+                        body += chunk
+                        if len(body) > max_bytes:
+                            too_large = True
+                            break
+            if too_large:
+                raise ProviderStatusError(
+                    f"the download is larger than {max_bytes} bytes",
+                    provider=self.provider,
+                    status=response.status_code,
+                    request_id=_request_id(response),
+                    code="too_large",
+                )
+            return bytes(body)
+        except httpx.HTTPError as exc:
+            raise _map_transport_error(self.provider, exc) from exc
+        finally:
+            await response.aclose()
+
     async def _open_stream(
         self,
         method: str,

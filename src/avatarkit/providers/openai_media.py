@@ -41,6 +41,7 @@ from avatarkit.types import AudioFormat, AvatarImage, AvatarPrompt, VoiceOutput
 
 __all__ = [
     "BUILTIN_VOICES",
+    "MAX_IMAGE_BYTES",
     "ImageData",
     "ImageGenerationRequest",
     "ImagesResponse",
@@ -72,6 +73,8 @@ _SPEECH_FORMATS: dict[str, AudioFormat] = {
 }
 
 _PROMPT_LIMITS = {"dall-e-2": 1000, "dall-e-3": 4000}
+MAX_IMAGE_BYTES = 50 * 2**20
+"""Largest image downloaded from an answer's ``url`` (OpenAI's own images are a few MB)."""
 
 
 class _Wire(BaseModel):
@@ -398,15 +401,28 @@ class OpenAIImage:
             ImagesResponse,
             json=request.model_dump(exclude_none=True),
         )
-        if not answer.data or not answer.data[0].b64_json:
-            raise ProviderStatusError("no base64 image in the answer", provider="openai")
-        item = answer.data[0]
+        item = answer.data[0] if answer.data else None
+        if item is not None and item.b64_json:
+            try:
+                data = base64.b64decode(item.b64_json, validate=True)
+            except binascii.Error as exc:
+                raise ProviderStatusError(
+                    f"b64_json in the answer is not valid base64 ({exc})", provider="openai"
+                ) from exc
+        elif item is not None and item.url and item.url.startswith(("https://", "http://")):
+            # compatible servers, and DALL·E unless asked for b64_json, answer with a link
+            data = await self._http.download(item.url, max_bytes=MAX_IMAGE_BYTES)
+        else:
+            raise ProviderStatusError(
+                "no image in the answer (neither b64_json nor an http(s) url)",
+                provider="openai",
+                code="invalid_response",
+            )
         try:
-            data = base64.b64decode(item.b64_json or "", validate=True)
             with Image.open(io.BytesIO(data)) as im:
                 fmt = (im.format or "png").lower()
                 width, height = im.size
-        except (binascii.Error, UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError) as exc:
             raise ProviderStatusError(
                 f"the image cannot be decoded: {exc}", provider="openai"
             ) from exc
