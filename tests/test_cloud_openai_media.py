@@ -326,3 +326,37 @@ async def test_an_image_url_download_is_limited_and_typed(monkeypatch: pytest.Mo
     rec = Recorder(lambda r: httpx.Response(200, json={"data": [{"url": "ftp://f.test/a.png"}]}))
     with pytest.raises(ProviderStatusError, match="no image"):
         await image(rec, model="sd").generate(AvatarPrompt("portrait"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "model", "voice"),
+    [
+        ("openai", "gpt-4o-mini-tts", "alloy"),
+        ("openai:coral", "gpt-4o-mini-tts", "coral"),
+        ("openai:tts-1", "tts-1", "alloy"),  # the spec providers/openai.py documents
+        ("openai:tts-1-hd", "tts-1-hd", "alloy"),
+        ("openai:gpt-4o-mini-tts", "gpt-4o-mini-tts", "alloy"),
+        ("openai:tts-1-hd:nova", "tts-1-hd", "nova"),
+        ("openai:kokoro:af_bella", "kokoro", "af_bella"),  # a compatible server's own names
+    ],
+)
+async def test_voice_specs_name_a_voice_a_model_or_both(spec: str, model: str, voice: str) -> None:
+    from avatarkit.registry import create
+
+    rec = Recorder(lambda r: httpx.Response(200, content=pcm_bytes(0.1, 24000)))
+    v = create("voice", spec, api_key=KEY, transport=rec.transport, options=FAST,
+               response_format="pcm")  # fmt: skip
+    assert (v.model, v.voice) == (model, voice)
+    await v.synthesize("Hello.")
+    assert (rec.json()["model"], rec.json()["voice"]) == (model, voice)
+
+
+def test_a_voice_spec_conflicting_with_its_options_is_refused() -> None:
+    assert make_voice("tts-1", model="tts-1", api_key=KEY).model == "tts-1"
+    assert make_voice(None, model="tts-1-hd", voice="echo", api_key=KEY).voice == "echo"
+    with pytest.raises(InputValidationError, match="model"):
+        make_voice("tts-1", model="tts-1-hd", api_key=KEY)
+    with pytest.raises(InputValidationError, match="voice"):
+        make_voice("tts-1:nova", voice="echo", api_key=KEY)
+    with pytest.raises(InputValidationError, match="spec"):
+        make_voice("tts-1:nova:extra", api_key=KEY)

@@ -1,6 +1,7 @@
 """The ``openai`` provider: chat (official SDK), speech and images (plain HTTP).
 
-Spec examples: ``"openai:gpt-4o-mini"`` (chat), ``"openai:tts-1"`` or ``"openai:alloy"`` (voice),
+Spec examples: ``"openai:gpt-4o-mini"`` (chat); ``"openai:alloy"`` (a voice), ``"openai:tts-1"``
+(a speech model, voice alloy) or ``"openai:tts-1-hd:nova"`` (model and voice) for speech;
 ``"openai:gpt-image-1"`` (image). Any OpenAI-compatible server works through ``base_url=``.
 """
 

@@ -452,9 +452,44 @@ class OpenAIImage:
         await self._http.aclose()
 
 
+def _is_speech_model(name: str) -> bool:
+    """``tts-1``, ``tts-1-hd``, ``gpt-4o-mini-tts`` (and dated or later ones): not voice names."""
+    return name.startswith("tts-") or (name.startswith("gpt-") and "tts" in name)
+
+
 def make_voice(name: str | None, **options: Any) -> OpenAISpeech:
-    """Factory for ``voice="openai:<voice>"`` (e.g. ``openai:coral``)."""
-    return OpenAISpeech(name or "alloy", **options)
+    """Factory for ``voice="openai:..."``; the spec's name is a voice, a model or both.
+
+    ``openai:coral`` (a voice, with the default model), ``openai:tts-1`` / ``openai:tts-1-hd``
+    / ``openai:gpt-4o-mini-tts`` (a model, with the default voice), ``openai:tts-1-hd:nova``
+    (model and voice; also for a compatible server's own names, ``openai:kokoro:af_bella``).
+
+    Raises:
+        InputValidationError: the spec has more than two parts, or names a model or voice
+            that ``model=``/``voice=`` contradicts.
+    """
+    parts = (name or "").split(":")
+    if len(parts) > 2:
+        raise InputValidationError(
+            f"voice spec openai:{name} has too many parts; use openai:<model>:<voice>",
+            field="voice",
+        )
+    if len(parts) == 2:
+        named = {"model": parts[0], "voice": parts[1]}
+    elif _is_speech_model(parts[0]):
+        named = {"model": parts[0]}
+    else:
+        named = {"voice": parts[0]}
+    for key, value in named.items():
+        if not value:
+            continue
+        given = options.get(key)
+        if given is not None and given != value:
+            raise InputValidationError(
+                f"the spec names {key} {value!r} but {key}={given!r} was passed", field=key
+            )
+        options[key] = value
+    return OpenAISpeech(**options)
 
 
 def make_image(name: str | None, **options: Any) -> OpenAIImage:
