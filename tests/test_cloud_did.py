@@ -397,3 +397,25 @@ async def test_audio_that_is_not_what_its_format_says_is_refused_before_upload(f
     with pytest.raises(InputValidationError, match="audio"):
         await renderer(rec).render(photo(), garbage, Timeline())
     assert rec.requests == []  # no upload, no paid talk
+
+
+async def test_an_expired_result_link_is_not_an_authentication_error(tmp_path: Path) -> None:
+    fake = FakeDID()
+
+    def expired(r: httpx.Request) -> httpx.Response:
+        if r.url.host.endswith("amazonaws.com"):
+            return httpx.Response(
+                403,
+                text="<?xml version='1.0'?><Error><Code>AccessDenied</Code>"
+                "<Message>Request has expired</Message></Error>",
+                headers={"content-type": "application/xml"},
+            )
+        return fake(r)
+
+    with pytest.raises(ProviderStatusError, match="result link") as info:
+        await renderer(Recorder(expired)).render(
+            photo(), speech(), Timeline(), output=tmp_path / "x.mp4"
+        )
+    assert not isinstance(info.value, AuthenticationError)
+    assert info.value.status == 403 and not info.value.retryable
+    assert not list(tmp_path.iterdir())

@@ -26,6 +26,7 @@ from avatarkit._validation import build
 from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.config import get_logger, resolve_key
 from avatarkit.errors import (
+    AuthenticationError,
     ContentModerationError,
     InputValidationError,
     ProviderError,
@@ -262,6 +263,24 @@ def _classify(response: httpx.Response, err: ProviderError) -> ProviderError:
     return err
 
 
+def _classify_download(response: httpx.Response, err: ProviderError) -> ProviderError:
+    """A refused result link is an expired one, not a refused key.
+
+    The link is a signed S3 URL fetched without our key: a 401/403 means it expired (or was
+    revoked).
+    """
+    if isinstance(err, AuthenticationError):
+        return error_for(
+            "d-id",
+            response,
+            ProviderStatusError,
+            message="the result link has expired or was refused (no key is sent to it); "
+            "get_talk(id) gives a fresh result_url",
+            retryable=False,
+        )
+    return err
+
+
 _IMAGE_MIME = {"png": "image/png", "jpeg": "image/jpeg"}
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _AUDIO_EXTS = (".m4a", ".flac", ".mp3", ".mp4", ".wav")
@@ -359,7 +378,9 @@ class DIDRenderer:
         )
         self._uploaded_images: dict[str, str] = {}
         # Results live on S3 under signed URLs: fetch them without our credentials.
-        self._download = HttpClient("d-id", "", transport=transport, options=options)
+        self._download = HttpClient(
+            "d-id", "", transport=transport, options=options, classify=_classify_download
+        )
 
     def __repr__(self) -> str:
         return f"DIDRenderer(result_format={self.config.result_format!r}, fps={self.fps:g})"
@@ -549,7 +570,12 @@ class DIDRenderer:
             wait = min(wait * 1.5, self.poll_max_interval)
 
     async def download(self, url: str, output: Path) -> Path:
-        """Fetch ``url`` (no credentials sent) and write it to ``output`` atomically."""
+        """Fetch ``url`` (no credentials sent) and write it to ``output`` atomically.
+
+        Raises:
+            ProviderStatusError: the link is refused (401/403: a signed link that expired),
+                gone, or the video is empty.
+        """
         if not url.startswith(("https://", "http://")):
             raise ProviderStatusError(f"cannot download {url.split('?')[0]!r}", provider="d-id")
         response = await self._download.request("GET", url)
