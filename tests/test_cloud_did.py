@@ -419,3 +419,28 @@ async def test_an_expired_result_link_is_not_an_authentication_error(tmp_path: P
     assert not isinstance(info.value, AuthenticationError)
     assert info.value.status == 403 and not info.value.retryable
     assert not list(tmp_path.iterdir())
+
+
+async def test_a_failed_upload_cancels_the_other_one() -> None:
+    import asyncio
+
+    audio_started, audio_cancelled = asyncio.Event(), asyncio.Event()
+
+    async def answer(r: httpx.Request) -> httpx.Response:
+        if r.url.path == "/audios":
+            audio_started.set()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                audio_cancelled.set()
+                raise
+            return httpx.Response(503, json={"kind": "Busy", "description": "busy"})
+        await audio_started.wait()
+        return httpx.Response(400, json={"kind": "ValidationError", "description": "no face"})
+
+    rec = Recorder(answer)
+    with pytest.raises(ProviderStatusError, match="no face"):
+        await asyncio.wait_for(renderer(rec).render(photo(), speech(), Timeline()), 2)
+    assert audio_cancelled.is_set()  # not left uploading (and retrying) after render() raised
+    await asyncio.sleep(0.1)
+    assert [q.url.path for q in rec.requests].count("/audios") == 1

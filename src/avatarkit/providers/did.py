@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from avatarkit._aio import concurrently
 from avatarkit._files import write_bytes_atomic
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
 from avatarkit._validation import build
@@ -623,19 +624,24 @@ class DIDRenderer:
                 self.check_audio(voice)
             duration = voice.duration
 
-        async def image_ref() -> tuple[str, str | None]:
-            if checked is None:  # an image_url was given: nothing to upload
-                assert image_url is not None
-                return image_url, None
-            uploaded = await self._upload_image(*checked)
-            return uploaded.url, uploaded.id
+        # an image_url or audio_url given is used as it is: nothing to upload
+        source_url: str = image_url or ""
+        img_id: str | None = None
+        sound_url: str | None = audio_url
 
-        async def audio_ref() -> str | None:
-            if isinstance(voice, str) or audio_url is not None:
-                return audio_url
-            return (await self.upload_audio(voice)).url
+        async def upload_image() -> None:
+            nonlocal source_url, img_id
+            if checked is not None:
+                uploaded = await self._upload_image(*checked)
+                source_url, img_id = uploaded.url, uploaded.id
 
-        (source_url, img_id), sound_url = await asyncio.gather(image_ref(), audio_ref())
+        async def upload_audio() -> None:
+            nonlocal sound_url
+            if not isinstance(voice, str) and audio_url is None:
+                sound_url = (await self.upload_audio(voice)).url
+
+        # side by side; the first failure cancels the other upload instead of orphaning it
+        await concurrently(upload_image(), upload_audio())
         if sound_url is not None:
             script = AudioScript(audio_url=sound_url)
         config = self.config.model_copy(
