@@ -444,3 +444,35 @@ async def test_a_failed_upload_cancels_the_other_one() -> None:
     assert audio_cancelled.is_set()  # not left uploading (and retrying) after render() raised
     await asyncio.sleep(0.1)
     assert [q.url.path for q in rec.requests].count("/audios") == 1
+
+
+async def test_a_video_rendered_without_output_lives_in_a_folder_the_callers_discard() -> None:
+    import tempfile
+
+    from avatarkit._files import TEMP_VIDEO_PREFIX, discard_temporary_video
+
+    video = await renderer(Recorder(FakeDID())).render(photo(), speech(), Timeline())
+    folder = video.path.parent
+    assert folder.name.startswith(TEMP_VIDEO_PREFIX)
+    assert folder.parent == Path(tempfile.gettempdir())
+    assert video.path.read_bytes() == VIDEO and video.path.suffix == ".mp4"
+    discard_temporary_video(video)  # what the CLI and batch do after saving the reply
+    assert not folder.exists()
+
+
+async def test_a_failed_download_leaves_no_temporary_folder() -> None:
+    import tempfile
+
+    from avatarkit._files import TEMP_VIDEO_PREFIX
+
+    fake = FakeDID()
+
+    def no_result(r: httpx.Request) -> httpx.Response:
+        if r.url.host.endswith("amazonaws.com"):
+            return httpx.Response(404, text="<Error><Code>NoSuchKey</Code></Error>")
+        return fake(r)
+
+    before = set(Path(tempfile.gettempdir()).glob(f"{TEMP_VIDEO_PREFIX}*"))
+    with pytest.raises(ProviderStatusError):
+        await renderer(Recorder(no_result)).render(photo(), speech(), Timeline())
+    assert set(Path(tempfile.gettempdir()).glob(f"{TEMP_VIDEO_PREFIX}*")) == before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from avatarkit._aio import concurrently
-from avatarkit._files import write_bytes_atomic
+from avatarkit._files import TEMP_VIDEO_PREFIX, write_bytes_atomic
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
 from avatarkit._validation import build
 from avatarkit.audio import decode_audio, encode_wav
@@ -662,17 +663,28 @@ class DIDRenderer:
         output: Path | None = None,
         progress: ProgressCallback | None = None,
     ) -> AvatarVideo:
-        """Wait for a talk, download its video to ``output`` and describe it."""
+        """Wait for a talk, download its video to ``output`` and describe it.
+
+        Without ``output`` the video goes into a new temporary folder of its own (as the other
+        renderers do) that the caller owns.
+        """
         talk = await self.wait_for_talk(talk_id, progress=progress)
         fmt = self.config.result_format or "mp4"
+        made: Path | None = None  # a folder this call made for the video, kept on success
         if output is None:
-            output = Path(tempfile.gettempdir()) / f"avatarkit-d-id-{talk_id}.{fmt}"
+            made = Path(tempfile.mkdtemp(prefix=TEMP_VIDEO_PREFIX))
+            output = made / f"video.{fmt}"
         assert talk.result_url is not None
-        await self.download(talk.result_url, Path(output))
-        if progress is not None:
-            progress(3, 3)
-        if self.delete_after:
-            await self.delete_talk(talk_id)
+        try:
+            await self.download(talk.result_url, Path(output))
+            if progress is not None:
+                progress(3, 3)
+            if self.delete_after:
+                await self.delete_talk(talk_id)
+        except BaseException:  # failed or cancelled: nobody gets the video
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         meta = talk.metadata or {}
         length = talk.duration or duration or 0.0
         frames = meta.get("num_frames")
