@@ -476,3 +476,29 @@ async def test_a_failed_download_leaves_no_temporary_folder() -> None:
     with pytest.raises(ProviderStatusError):
         await renderer(Recorder(no_result)).render(photo(), speech(), Timeline())
     assert set(Path(tempfile.gettempdir()).glob(f"{TEMP_VIDEO_PREFIX}*")) == before
+
+
+async def test_a_failed_clean_up_still_returns_the_paid_video(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeDID()
+
+    def refuse_deletes(r: httpx.Request) -> httpx.Response:
+        if r.method == "DELETE":
+            return httpx.Response(409, json={"kind": "NotReadyError", "description": "not ready"})
+        return fake(r)
+
+    rec = Recorder(refuse_deletes)
+    out = tmp_path / "clip.mp4"
+    with caplog.at_level(logging.WARNING, logger="avatarkit"):
+        video = await renderer(rec, delete_after=True).render(
+            photo(), speech(), Timeline(), output=out
+        )
+    assert video.path == out and out.read_bytes() == VIDEO  # the render the caller paid for
+    deletes = [q.url.path for q in rec.requests if q.method == "DELETE"]
+    # the HTTP layer's usual retries (FAST: 3) for each, no more; the image is tried too
+    assert deletes.count("/talks/tlk_1") == FAST.max_retries + 1
+    assert deletes.count("/images/img_1") == FAST.max_retries + 1
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "delete" in r.message]
+    assert {"tlk_1", "img_1"} <= {w for r in warned for w in ("tlk_1", "img_1") if w in r.message}
+    assert all(r.name.startswith("avatarkit") for r in warned)

@@ -3,7 +3,8 @@
 Flow: pre-flight checks (nothing is sent for bad input) → ``POST /images`` and ``POST /audios``
 (multipart) → ``POST /talks`` with ``config.driver_expressions`` from our expression keyframes →
 poll ``GET /talks/{id}`` with backoff until ``done`` (or a webhook) → download ``result_url``
-into the output file atomically → optionally ``DELETE /talks/{id}``.
+into the output file atomically → optionally ``DELETE /talks/{id}`` and the uploaded image (best
+effort: a failed clean-up is logged, and the video is still returned).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -283,6 +284,9 @@ def _classify_download(response: httpx.Response, err: ProviderError) -> Provider
     return err
 
 
+_CLEANUP_DEADLINE = 30.0
+"""Seconds the clean-up after a render may take, retries included, before it is given up."""
+
 _IMAGE_MIME = {"png": "image/png", "jpeg": "image/jpeg"}
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _AUDIO_EXTS = (".m4a", ".flac", ".mp3", ".mp4", ".wav")
@@ -317,7 +321,8 @@ class DIDRenderer:
         webhook: HTTPS URL D-ID calls when a talk is done.
         poll_interval: First wait between status polls; grows 1.5× up to ``poll_max_interval``.
         render_deadline: Seconds a talk may take before :class:`ProviderTimeoutError`.
-        delete_after: Delete the talk (and uploaded image) once downloaded.
+        delete_after: Delete the talk (and uploaded image) once downloaded; best effort: a
+            failed deletion is logged as a warning and the video is still returned.
         max_image_bytes: Pre-flight limit on the uploaded image.
         max_audio_bytes: Pre-flight limit on the uploaded audio.
         max_audio_seconds: Pre-flight limit on the audio's length.
@@ -666,7 +671,8 @@ class DIDRenderer:
         """Wait for a talk, download its video to ``output`` and describe it.
 
         Without ``output`` the video goes into a new temporary folder of its own (as the other
-        renderers do) that the caller owns.
+        renderers do) that the caller owns. With ``delete_after``, the talk and the image
+        :meth:`submit` uploaded for it are then deleted, best effort.
         """
         talk = await self.wait_for_talk(talk_id, progress=progress)
         fmt = self.config.result_format or "mp4"
@@ -679,8 +685,11 @@ class DIDRenderer:
             await self.download(talk.result_url, Path(output))
             if progress is not None:
                 progress(3, 3)
+            image_id = self._uploaded_images.pop(talk_id, None)
             if self.delete_after:
-                await self.delete_talk(talk_id)
+                await self._clean_up(f"talk {talk_id}", self.delete_talk(talk_id))
+                if image_id:
+                    await self._clean_up(f"image {image_id}", self.delete_image(image_id))
         except BaseException:  # failed or cancelled: nobody gets the video
             if made is not None:
                 shutil.rmtree(made, ignore_errors=True)
@@ -752,13 +761,26 @@ class DIDRenderer:
         output: Path | None,
         progress: ProgressCallback | None,
     ) -> AvatarVideo:
-        video = await self.fetch(
+        return await self.fetch(
             talk_id, image=image, duration=duration, output=output, progress=progress
         )
-        image_id = self._uploaded_images.pop(talk_id, None)
-        if self.delete_after and image_id:
-            await self.delete_image(image_id)
-        return video
+
+    async def _clean_up(self, what: str, call: Awaitable[None]) -> None:
+        """Await a deletion after a render, best effort: the video is paid for and downloaded.
+
+        The request is retried as the HTTP layer retries any other (within
+        ``_CLEANUP_DEADLINE``); a failure then is logged, never raised.
+        """
+        try:
+            async with asyncio.timeout(_CLEANUP_DEADLINE):
+                await call
+        except (ProviderError, TimeoutError) as exc:
+            _log.warning(
+                "d-id: could not delete %s after the render (%s); the video is kept. Delete it "
+                "later (delete_talk/delete_image) or in D-ID's studio",
+                what,
+                str(exc) or "no answer in time",
+            )
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the running loop."""
