@@ -286,3 +286,47 @@ async def test_a_seed_below_minus_one_is_refused() -> None:
     with pytest.raises(InputValidationError) as info:
         await gen(rec).generate(AvatarPrompt("a face", seed=-7))
     assert info.value.field == "seed" and rec.requests == []
+
+
+def answer_with_info(info: object) -> Recorder:
+    def answer(r: httpx.Request) -> httpx.Response:
+        body = {"images": [b64(png_bytes(64, 80, PARAMS))], "parameters": {}, "info": info}
+        return httpx.Response(200, json=body)
+
+    return Recorder(answer)
+
+
+async def test_info_as_an_object_is_read_like_the_json_string() -> None:
+    info = {"seed": 5, "sd_model_name": "v1-5-pruned-emaonly", "sampler_name": "Euler a"}
+    image = await gen(answer_with_info(info)).generate(AvatarPrompt("a face"))
+    assert image.provenance["seed"] == 5 and image.provenance["model"] == "v1-5-pruned-emaonly"
+    assert image.provenance["sampler"] == "Euler a"
+
+
+@pytest.mark.parametrize(
+    "info",
+    ["Steps: 20, Sampler: Euler", "[1, 2]", None, 7, '{"seed": "not a number"}'],
+    ids=["infotext", "json-list", "null", "number", "bad-seed"],
+)
+async def test_an_unreadable_info_keeps_the_image_without_its_seed(
+    info: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = answer_with_info(info)
+    with caplog.at_level(logging.WARNING, logger="avatarkit"):
+        image = await gen(rec).generate(AvatarPrompt("a face", seed=None))
+    assert image.data == png_bytes(64, 80, PARAMS) and image.kind == "photo"  # the GPU's work
+    assert image.provenance["seed"] is None and image.provenance["model"] is None  # not -1
+    assert image.provenance["parameters"] == PARAMS  # the PNG's own record is kept
+    assert [q.url.path for q in rec.requests].count("/sdapi/v1/txt2img") == 1
+    if info is not None:
+        assert any("info" in r.message for r in caplog.records if r.levelno == logging.WARNING)
+
+
+async def test_one_bad_field_of_info_does_not_lose_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    info = json.dumps({"seed": 77, "all_seeds": [77, None], "sd_model_name": "m"})
+    with caplog.at_level(logging.WARNING, logger="avatarkit"):
+        image = await gen(answer_with_info(info)).generate(AvatarPrompt("a face"))
+    assert (image.provenance["seed"], image.provenance["model"]) == (77, "m")
+    assert any("all_seeds" in r.message for r in caplog.records)

@@ -2,7 +2,8 @@
 
 ``/sdapi/v1/txt2img`` and ``/img2img`` make the picture while ``/sdapi/v1/progress`` is polled for
 the progress bar; the base64 PNG is decoded and its ``info`` JSON (seed used, model) and PNG
-``parameters`` text become the image's provenance.
+``parameters`` text become the image's provenance. The picture is kept even when ``info`` cannot
+be read (it was made, and paid for, already): its provenance then lacks the seed and model.
 """
 
 from __future__ import annotations
@@ -107,12 +108,48 @@ class GenerationResponse(_Wire):
 
     images: list[str]
     parameters: dict[str, Any] = Field(default_factory=dict)
-    info: str = "{}"
-    """A JSON string: see :class:`GenerationInfo`."""
+    info: Any = "{}"
+    """A JSON string (an object from some forks and proxies): see :class:`GenerationInfo`."""
 
     def parsed_info(self) -> GenerationInfo:
-        """``info`` decoded."""
-        return GenerationInfo.model_validate_json(self.info or "{}")
+        """``info`` decoded; what cannot be read is left out, with a warning logged.
+
+        A JSON string or an object is read; a field of the wrong type is dropped (the others
+        are kept); anything else (an infotext, a list) gives an empty :class:`GenerationInfo`.
+        """
+        raw = self.info
+        if raw is None or raw == "":
+            return GenerationInfo()
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except (ValueError, RecursionError):
+                _log.warning(
+                    "automatic1111: the answer's info is not JSON; the image is kept, without "
+                    "the seed and model it was made with"
+                )
+                return GenerationInfo()
+        if not isinstance(raw, dict):
+            _log.warning(
+                "automatic1111: the answer's info is a %s, not a JSON object; the image is kept, "
+                "without the seed and model it was made with",
+                type(raw).__name__,
+            )
+            return GenerationInfo()
+        fields = dict(raw)
+        while True:
+            try:
+                return GenerationInfo.model_validate(fields)
+            except ValidationError as exc:
+                bad = {e["loc"][0] for e in exc.errors() if e["loc"]} & set(fields)
+            if not bad:  # nothing left to drop
+                return GenerationInfo()
+            # only the names: pydantic's message quotes the values, which may echo secrets
+            _log.warning(
+                "automatic1111: left out the info field(s) %s, which have the wrong type",
+                ", ".join(sorted(map(str, bad))),
+            )
+            fields = {k: v for k, v in fields.items() if k not in bad}
 
 
 class GenerationInfo(_Wire):
@@ -428,7 +465,7 @@ class A1111ImageGenerator:
     def _to_image(self, response: GenerationResponse, request: Txt2ImgRequest) -> AvatarImage:
         from PIL import Image, UnidentifiedImageError
 
-        info = _parsed_info(response)
+        info = response.parsed_info()
         if not response.images:
             raise ProviderStatusError(
                 "no image in the answer (send_images off?)", provider="automatic1111"
@@ -449,11 +486,12 @@ class A1111ImageGenerator:
             ) from exc
         if fmt not in ("png", "jpeg", "webp"):
             raise ProviderStatusError(f"unexpected image format {fmt}", provider="automatic1111")
+        seed = info.seed if info.seed is not None else request.seed
         provenance: dict[str, Any] = {
             "backend": "automatic1111",
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
-            "seed": info.seed if info.seed is not None else request.seed,
+            "seed": None if seed == -1 else seed,  # -1 asked for a random one, not known here
             "model": info.sd_model_name,
             "model_hash": info.sd_model_hash,
             "sampler": info.sampler_name or request.sampler_name,
@@ -484,18 +522,6 @@ provider = Provider(
     description="Stable Diffusion through a running AUTOMATIC1111 web UI (--api)",
     default_roles=("image",),
 )
-
-
-def _parsed_info(response: GenerationResponse) -> GenerationInfo:
-    """The answer's ``info`` JSON; malformed, a typed error that does not quote it."""
-    try:
-        return response.parsed_info()
-    except ValidationError:
-        pass
-    # raised outside the handler: pydantic's error quotes the raw answer (it may echo secrets)
-    raise ProviderStatusError(
-        "the info field is not valid JSON", provider="automatic1111", code="invalid_response"
-    )
 
 
 def _image_bytes(value: object, field: str) -> bytes:
