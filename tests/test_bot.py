@@ -375,3 +375,107 @@ def test_bad_bot_options_are_refused_at_construction() -> None:
     with pytest.raises(InputValidationError, match="settings"):
         fake_bot(settings=42)
     assert fake_bot(settings={"render": False}).settings.render is False  # a mapping will do
+
+
+class PhotoOnlyRenderer(FakeRenderer):
+    """Animates photos only, and checks them first, like D-ID."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: list[Any] = []
+
+    @property
+    def capabilities(self) -> Any:
+        from avatarkit.ports import RendererCapabilities
+
+        return RendererCapabilities(image_kinds=("photo",), formats=("gif",), offline=True)
+
+    def check_image(self, image: Any) -> None:
+        self.checked.append(image)
+        if not image.data.startswith(b"\x89PNG"):
+            raise InputValidationError("this renderer takes PNG images", field="image")
+
+
+def _avatar(kind: str = "photo", data: bytes | None = None) -> Any:
+    from _cloud_helpers import png_bytes
+    from avatarkit.types import AvatarImage
+
+    return AvatarImage(data=data or png_bytes(), width=64, height=80, kind=kind)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("limits", [None, {"renderer": 1}])
+async def test_an_avatar_the_renderer_cannot_animate_is_refused_before_any_paid_stage(
+    limits: dict[str, int] | None,
+) -> None:
+    chat, voice, renderer = FakeChatModel("Hi there, friend."), FakeVoice(), PhotoOnlyRenderer()
+    bot = fake_bot(chat=chat, voice=voice, renderer=renderer, avatar=_avatar("procedural"),
+                   limits=limits)  # fmt: skip
+    with pytest.raises(ConfigurationError, match="PhotoOnlyRenderer cannot animate 'procedural'"):
+        await bot.respond("hello")
+    with pytest.raises(ConfigurationError, match="PhotoOnlyRenderer"):
+        await bot.say("Hello there.")
+    with pytest.raises(ConfigurationError, match="PhotoOnlyRenderer"):
+        bot.stream("hello")
+    assert chat.calls == [] and voice.calls == [] and renderer.calls == []
+    reply = await bot.respond("hello", render=False)  # no video wanted: nothing to refuse
+    assert reply.voice is not None and reply.video is None
+
+
+async def test_the_renderers_own_image_check_runs_before_any_paid_stage() -> None:
+    chat, voice, renderer = FakeChatModel("Hi there, friend."), FakeVoice(), PhotoOnlyRenderer()
+    gif = _avatar(data=b"GIF89a" + b"\x00" * 64)
+    bot = fake_bot(chat=chat, voice=voice, renderer=renderer, avatar=gif)
+    with pytest.raises(ConfigurationError, match=r"PhotoOnlyRenderer.*PNG") as info:
+        await bot.respond("hello")
+    assert isinstance(info.value.__cause__, InputValidationError)
+    with pytest.raises(ConfigurationError, match="PNG"):
+        bot.stream("hello")
+    assert chat.calls == [] and voice.calls == []
+
+    good = fake_bot(renderer=renderer, avatar=_avatar())
+    renderer.checked.clear()
+    await good.say("Hello there.")
+    await good.say("Hello again.")
+    assert len(renderer.checked) == 1  # checked once, not every turn
+    assert len(renderer.calls) == 2
+
+
+async def test_a_generator_of_faces_the_renderer_cannot_animate_is_refused_before_any_stage() -> (
+    None
+):
+    from avatarkit.ports import ImageCapabilities
+
+    class ProceduralFaces(FakeImageGenerator):
+        @property
+        def capabilities(self) -> ImageCapabilities:
+            return ImageCapabilities(kinds=("procedural",), seed=True, offline=True)
+
+    chat, image = FakeChatModel("Hi there, friend."), ProceduralFaces(kind="procedural")
+    bot = fake_bot(chat=chat, image=image, renderer=PhotoOnlyRenderer())
+    with pytest.raises(ConfigurationError, match=r"PhotoOnlyRenderer.*ProceduralFaces"):
+        await bot.respond("hello")
+    assert chat.calls == [] and image.calls == []
+
+
+async def test_d_id_refuses_a_gif_avatar_before_chat_and_voice_are_paid_for() -> None:
+    import io
+
+    import httpx
+    from PIL import Image
+
+    from avatarkit.providers.did import DIDRenderer
+    from avatarkit.types import AvatarImage
+
+    sent: list[httpx.Request] = []
+    did = DIDRenderer(
+        api_key="u:p",
+        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(500)),
+    )
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, format="GIF")
+    chat, voice = FakeChatModel("Hi there, friend."), FakeVoice()
+    for avatar in (_avatar("procedural"), AvatarImage(data=buf.getvalue(), width=64, height=64)):
+        bot = fake_bot(chat=chat, voice=voice, renderer=did, avatar=avatar)
+        with pytest.raises(ConfigurationError, match="DIDRenderer"):
+            await bot.respond("hello")
+    assert chat.calls == [] and voice.calls == [] and sent == []
