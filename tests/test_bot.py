@@ -479,3 +479,177 @@ async def test_d_id_refuses_a_gif_avatar_before_chat_and_voice_are_paid_for() ->
         with pytest.raises(ConfigurationError, match="DIDRenderer"):
             await bot.respond("hello")
     assert chat.calls == [] and voice.calls == [] and sent == []
+
+
+class Closes:
+    """Counts its aclose() and close() calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aclosed = 0
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.aclosed += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class ClosingChat(Closes, FakeChatModel):
+    pass
+
+
+class ClosingVoice(Closes, FakeVoice):
+    pass
+
+
+class Understands(Closes, FakeIntentClassifier, FakeSentimentAnalyzer):
+    """One object as the intent classifier and the sentiment analyzer."""
+
+
+class SyncClosingRenderer(FakeRenderer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+async def test_aclose_closes_every_backend_once_through_its_wrappers(tmp_path: Path) -> None:
+    from avatarkit.cache import ReplyCache
+
+    class CountingCache(ReplyCache):
+        closed = 0
+
+        def close(self) -> None:
+            type(self).closed += 1
+            super().close()
+
+    chat, voice, both = ClosingChat("Hi there."), ClosingVoice(), Understands()
+    renderer = SyncClosingRenderer()
+    cache = CountingCache(tmp_path / "cache")
+    bot = fake_bot(chat=chat, voice=voice, intent=both, sentiment=both, renderer=renderer,
+                   cache=cache, limits={"voice": 1, "renderer": 1, "intent": 1})  # fmt: skip
+    await bot.respond("hello")
+    await bot.aclose()
+    assert (chat.aclosed, chat.closed) == (1, 0)  # aclose preferred over close
+    assert (voice.aclosed, both.aclosed, renderer.closed) == (1, 1, 1)
+    assert CountingCache.closed == 1
+    async with fake_bot(voice=voice, renderer=None) as same:  # async with closes on the way out
+        assert isinstance(same, AvatarBot)
+        await same.say("Hello there.")
+    assert voice.aclosed == 2
+
+
+async def test_aclose_closes_the_others_when_one_fails_and_then_raises() -> None:
+    class Stuck(ClosingVoice):
+        async def aclose(self) -> None:
+            raise OSError("socket stuck")
+
+    chat = ClosingChat("Hi there.")
+    bot = fake_bot(chat=chat, voice=Stuck(), renderer=None)
+    with pytest.raises(OSError, match="stuck"):
+        await bot.aclose()
+    assert chat.aclosed == 1
+
+
+def test_close_sync_closes_the_backends_the_sync_calls_used() -> None:
+    voice = ClosingVoice()
+    bot = fake_bot(voice=voice, renderer=None)
+    bot.say_sync("Hello there.")
+    bot.close_sync()
+    assert voice.aclosed == 1
+
+
+class _KeepAliveTTS:
+    """ElevenLabs' with-timestamps endpoint on 127.0.0.1, keeping connections open (HTTP/1.1)."""
+
+    def __enter__(self) -> str:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from _cloud_helpers import alignment_for, b64, mp3_bytes
+
+        body = json.dumps(
+            {"audio_base64": b64(mp3_bytes(0.5)), "alignment": alignment_for("Hello there.", 0.5)}
+        ).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("how", ["aclose", "async with"])
+def test_a_closed_bot_leaves_no_socket_open(how: str) -> None:
+    import asyncio
+    import gc
+    import warnings
+
+    from avatarkit.providers.elevenlabs import ElevenLabsVoice
+
+    def one_turn(url: str, close: str | None) -> list[str]:
+        async def turn() -> None:
+            voice = ElevenLabsVoice(api_key="el-key-123456", base_url=url)
+            bot = AvatarBot(chat=FakeChatModel("Hello there."), voice=voice, renderer=None,
+                            preprocessor=None, intent=None, sentiment=None)  # fmt: skip
+            if close == "async with":
+                async with bot:
+                    await bot.respond("hi")
+                return
+            await bot.respond("hi")
+            if close == "aclose":
+                await bot.aclose()
+
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", ResourceWarning)
+            asyncio.run(turn())
+            gc.collect()
+        return [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
+
+    with _KeepAliveTTS() as url:
+        assert one_turn(url, None), "an unclosed bot should leave its connection open"
+        assert one_turn(url, how) == []
+
+
+async def test_aclose_closes_a_real_adapters_client_with_warnings_as_errors() -> None:
+    import warnings
+
+    import httpx
+
+    from _cloud_helpers import alignment_for, b64, mp3_bytes
+    from avatarkit.providers.elevenlabs import ElevenLabsVoice
+
+    answer = {"audio_base64": b64(mp3_bytes(0.5)), "alignment": alignment_for("Hello.", 0.5)}
+    voice = ElevenLabsVoice(
+        api_key="el-key-123456",
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer)),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        async with fake_bot(voice=voice, renderer=None) as bot:
+            await bot.say("Hello.")
+            clients = list(voice._http._clients.values())
+            assert clients and not clients[0].is_closed
+        assert clients[0].is_closed and not voice._http._clients

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import threading
 import time
 import unicodedata
@@ -480,6 +481,56 @@ class AvatarBot:
     def avatar_image_sync(self) -> AvatarImage:
         """Blocking :meth:`avatar_image`."""
         return _sync.run(self.avatar_image())
+
+    # ------------------------------------------------------------------ resources
+
+    async def aclose(self) -> None:
+        """Close what the bot's backends hold open: HTTP clients, the reply cache, the store.
+
+        Every backend with an ``aclose()`` (else a ``close()``) is closed once, looked for
+        inside avatarkit's wrappers (limits, cache), as are the reply cache and the dialogue
+        store. Await it on the event loop that ran the turns (HTTP clients belong to one loop);
+        after ``*_sync`` calls use :meth:`close_sync`. HTTP backends open a new client if used
+        again; a closed ``SQLiteStore`` does not, so close the bot when its turns are done.
+        A failure to close one is logged, the others are still closed, then it is raised.
+        """
+        owned: dict[int, Any] = {}
+        chat = self.dialogue.chat if self.dialogue is not None else None
+        store = self.dialogue.store if self.dialogue is not None else None
+        for backend in (self.preprocessor, self.intent, self.sentiment, chat, self.voice,
+                        self.expression, self.image, self.renderer, self.cache, store):  # fmt: skip
+            inner = unwrap(backend)
+            if inner is not None:
+                owned.setdefault(id(inner), inner)
+        failed: BaseException | None = None
+        for resource in owned.values():
+            closer = getattr(resource, "aclose", None)
+            if not callable(closer):
+                closer = getattr(resource, "close", None)
+            if not callable(closer):
+                continue
+            try:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                _log.warning("closing %s failed: %s", type(resource).__name__, exc)
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def close_sync(self) -> None:
+        """Blocking :meth:`aclose`, for a bot used through the ``*_sync`` methods.
+
+        It closes the clients on avatarkit's own loop, the one every ``*_sync`` call runs on.
+        """
+        _sync.run(self.aclose())
+
+    async def __aenter__(self) -> AvatarBot:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------------ stages
 
