@@ -502,3 +502,38 @@ async def test_a_failed_clean_up_still_returns_the_paid_video(
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and "delete" in r.message]
     assert {"tlk_1", "img_1"} <= {w for r in warned for w in ("tlk_1", "img_1") if w in r.message}
     assert all(r.name.startswith("avatarkit") for r in warned)
+
+
+async def test_a_failed_talk_whose_error_is_plain_text_says_so(tmp_path: Path) -> None:
+    fake = FakeDID(statuses=["started", "error"], final={"error": "internal failure"})
+    with pytest.raises(ProviderStatusError, match="internal failure"):
+        await renderer(Recorder(fake)).render(
+            photo(), speech(), Timeline(), output=tmp_path / "x.mp4"
+        )
+    assert fake.polls == 2  # read once, not re-polled as an unreadable answer
+
+
+async def test_a_web_page_from_the_result_link_is_not_saved_as_the_video(tmp_path: Path) -> None:
+    fake = FakeDID()
+
+    def portal(r: httpx.Request) -> httpx.Response:
+        if r.url.host.endswith("amazonaws.com"):  # a captive portal or a proxy's page
+            return httpx.Response(
+                200, text="<html><body>Sign in</body></html>", headers={"content-type": "text/html"}
+            )
+        return fake(r)
+
+    with pytest.raises(ProviderStatusError, match="not a video"):
+        await renderer(Recorder(portal)).render(
+            photo(), speech(), Timeline(), output=tmp_path / "x.mp4"
+        )
+    assert not list(tmp_path.iterdir())
+
+
+async def test_an_unknown_talk_status_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeDID(statuses=["created", "queued", "queued", "done"])
+    await renderer(Recorder(fake)).render(photo(), speech(), Timeline(), output=tmp_path / "x.mp4")
+    notes = [r for r in caplog.records if "'queued'" in r.getMessage()]
+    assert len(notes) == 1

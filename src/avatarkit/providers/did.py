@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from avatarkit._aio import concurrently
 from avatarkit._files import TEMP_VIDEO_PREFIX, write_bytes_atomic
@@ -199,11 +199,20 @@ class CreateTalkResponse(_Wire):
     status: str = "created"
 
 
+_TALK_STATUSES = ("created", "started", "done", "error", "rejected")
+
+
 class TalkError(_Wire):
     """The ``error`` of a failed talk (not in the spec; read when present)."""
 
     kind: str | None = None
     description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        """Some failures carry the error as plain text, not as an object."""
+        return {"description": value} if isinstance(value, str) else value
 
 
 class Talk(_Wire):
@@ -545,7 +554,7 @@ class DIDRenderer:
         """
         start = time.monotonic()
         wait = self.poll_interval
-        status = "created"
+        status, unknown = "created", ""
         while True:
             talk = await self.get_talk(talk_id)
             status = talk.status
@@ -557,6 +566,14 @@ class DIDRenderer:
                         f"talk {talk_id} is done but has no result_url", provider="d-id"
                     )
                 return talk
+            if status not in _TALK_STATUSES and status != unknown:
+                unknown = status  # a status added since: keep polling, but say so
+                _log.warning(
+                    "talk %s has status %r, which avatarkit does not know; polling on until "
+                    "done or render_deadline",
+                    talk_id,
+                    status,
+                )
             if status in ("error", "rejected"):
                 why = talk.error.description if talk.error else None
                 kind = talk.error.kind if talk.error else None
@@ -588,6 +605,13 @@ class DIDRenderer:
         response = await self._download.request("GET", url)
         if not response.content:
             raise ProviderStatusError("the result video is empty", provider="d-id", retryable=True)
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind.startswith("text/") or response.content.lstrip()[:1] == b"<":
+            raise ProviderStatusError(
+                f"the result link answered with {kind or 'a page'}, not a video "
+                "(a proxy or portal in between?)",
+                provider="d-id",
+            )
         return write_bytes_atomic(output, response.content)
 
     # ------------------------------------------------------------------ Renderer
