@@ -29,6 +29,18 @@ def _nothing_stays_frozen() -> Iterator[None]:
     gc.unfreeze()
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_the_library_leaves_it() -> Iterator[None]:
+    """A CLI test sets up the command's console handler; the next test starts without it."""
+    import logging
+
+    logger = logging.getLogger("avatarkit")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _temporary_files_in_one_folder() -> Iterator[None]:
     """Renders without an ``output`` go to a temporary file the caller owns (by design), and
