@@ -48,6 +48,9 @@ class Reply:
     body: bytes = b""
     events: list[str] | None = None  # SSE data payloads, sent one by one
     delay: float = 0.0
+    raw: bytes | None = None  # an event-stream body sent as is (``event:`` lines, no [DONE])
+    trickle: float = 0.0  # seconds between 10-byte pieces of ``body``
+    event_delay: float = 0.0  # seconds between two of ``events``
 
 
 @dataclass
@@ -89,13 +92,24 @@ class FakeOpenAI:
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
+                if reply.raw is not None:
+                    if "Content-Type" not in reply.headers:
+                        self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(reply.raw)
+                    self.close_connection = True
+                    return
                 if reply.events is None:
-                    self.send_header(
-                        "Content-Type", reply.headers.get("Content-Type", "application/json")
-                    )
+                    if "Content-Type" not in reply.headers:
+                        self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    step = 10 if reply.trickle else max(len(reply.body), 1)
+                    for i in range(0, len(reply.body), step):
+                        self.wfile.write(reply.body[i : i + step])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
                     return
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
@@ -103,6 +117,7 @@ class FakeOpenAI:
                 for data in reply.events:
                     self.wfile.write(f"data: {data}\n\n".encode())
                     self.wfile.flush()
+                    time.sleep(reply.event_delay)
                 self.close_connection = True
 
         class Server(ThreadingHTTPServer):
