@@ -6,6 +6,7 @@ it gives, in order, and then checks the exact requests it received.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -478,3 +479,38 @@ async def test_complete_json_sends_the_schema(server: FakeOpenAI) -> None:
         "type": "json_schema",
         "json_schema": {"name": "intent", "schema": schema, "strict": True},
     }
+
+
+# --------------------------------------------------------------------------- event loops
+
+
+def test_usable_from_one_event_loop_after_another(server: FakeOpenAI) -> None:
+    # a script or notebook calling asyncio.run once per turn: each run is a new loop
+    server.replies += [
+        Reply(body=completion("One.")),
+        Reply(body=completion("Two.")),
+        Reply(events=[chunk({"content": "Three."}, finish="stop"), "[DONE]"]),
+    ]
+    chat = server.chat()
+
+    async def streamed_then_closed() -> list[str]:
+        deltas = [d async for d in chat.stream(MESSAGES)]
+        await chat.aclose()
+        return deltas
+
+    assert asyncio.run(chat.complete(MESSAGES)) == "One."
+    assert asyncio.run(chat.complete(MESSAGES)) == "Two."
+    assert asyncio.run(streamed_then_closed()) == ["Three."]
+    assert len(server.seen) == 3
+    # the clients of the closed loops were let go, and aclose() closed the last one
+    assert not chat._clients
+
+
+async def test_aclose_then_used_again_opens_a_new_client(server: FakeOpenAI) -> None:
+    server.replies += [Reply(body=completion("Before.")), Reply(body=completion("After."))]
+    chat = server.chat()
+    assert await chat.complete(MESSAGES) == "Before."
+    await chat.aclose()
+    await chat.aclose()  # twice is harmless
+    assert await chat.complete(MESSAGES) == "After."
+    await chat.aclose()

@@ -8,8 +8,12 @@ connections, honouring ``Retry-After``); every SDK exception comes out as the ma
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -151,6 +155,17 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
     return ProviderError(redact(str(exc)), provider=provider)
 
 
+async def _close_stale(clients: Sequence[openai.AsyncOpenAI]) -> None:
+    """Close the clients of loops that have closed, as far as that can be done from another loop.
+
+    Their connections' transports belong to the dead loop, whose scheduling now fails: closing
+    them stops at the first one, and the garbage collector reclaims the sockets it left.
+    """
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
 class OpenAIChat:
     """A chat model served over OpenAI's chat-completions API.
 
@@ -213,15 +228,20 @@ class OpenAIChat:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
-        self._client = openai.AsyncOpenAI(
-            api_key=key.get_secret_value(),
-            base_url=self.base_url,
-            organization=organization,
-            project=project,
-            timeout=openai.Timeout(timeout, connect=min(10.0, timeout)),
-            max_retries=max_retries,
-            default_headers=dict(default_headers or {}),
+        self._client_options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "organization": organization,
+            "project": project,
+            "timeout": openai.Timeout(timeout, connect=min(10.0, timeout)),
+            "max_retries": max_retries,
+            "default_headers": dict(default_headers or {}),
+        }
+        # One SDK client per event loop: its connections belong to the loop that opened them,
+        # and a second asyncio.run() would otherwise reuse them on a closed loop.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
         )
+        self._clients_lock = threading.Lock()
 
     def __repr__(self) -> str:
         base_url = redact(self.base_url) if self.base_url else None
@@ -237,6 +257,40 @@ class OpenAIChat:
         """Streams; follows JSON schemas; offline only when the server is on this machine."""
         host = urlsplit(self.base_url).hostname if self.base_url else None
         return ChatCapabilities(streaming=True, json_schema=True, offline=host in _LOCAL_HOSTS)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    async def _client(self) -> openai.AsyncOpenAI:
+        """The SDK client of the running loop, made on first use; those of closed loops go."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            stale = self._take_stale_clients()
+            client = self._clients.get(loop)
+            if client is None or client.is_closed():
+                client = openai.AsyncOpenAI(
+                    api_key=self._key.get_secret_value(), **self._client_options
+                )
+                self._clients[loop] = client
+        await _close_stale(stale)
+        return client
+
+    def _take_stale_clients(self) -> list[openai.AsyncOpenAI]:
+        stale = [(loop, c) for loop, c in list(self._clients.items()) if loop.is_closed()]
+        for loop, _ in stale:
+            del self._clients[loop]
+        return [c for _, c in stale]
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the running loop (and let go of closed loops' ones).
+
+        The object stays usable: a later call opens new connections.
+        """
+        with self._clients_lock:
+            stale = self._take_stale_clients()
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+        await _close_stale(stale)
+        if client is not None:
+            await client.close()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -273,7 +327,8 @@ class OpenAIChat:
             ProviderError: the request failed (a subclass says how).
         """
         params = self._params(messages)
-        response = await _mapped(self._client.chat.completions.create(**params))
+        client = await self._client()
+        response = await _mapped(client.chat.completions.create(**params))
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise ProviderStatusError(
@@ -301,7 +356,9 @@ class OpenAIChat:
             ProviderError: the request failed, or the server sent an error event mid-stream.
         """
         params = self._params(messages)
-        stream = await _mapped(self._client.chat.completions.create(**params, stream=True))
+        stream = await _mapped(
+            (await self._client()).chat.completions.create(**params, stream=True)
+        )
         failure: ProviderError | None = None
         try:
             async for chunk in stream:
@@ -334,7 +391,8 @@ class OpenAIChat:
             "type": "json_schema",
             "json_schema": {"name": name, "schema": dict(schema), "strict": True},
         }
-        response = await _mapped(self._client.chat.completions.create(**params))
+        client = await self._client()
+        response = await _mapped(client.chat.completions.create(**params))
         content = response.choices[0].message.content if response.choices else None
         try:
             return json.loads(content or "")
@@ -344,10 +402,6 @@ class OpenAIChat:
                 provider=PROVIDER,
                 code="malformed_response",
             ) from exc
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.close()
 
 
 def make_chat(name: str | None = None, **options: Any) -> OpenAIChat:
