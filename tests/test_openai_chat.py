@@ -514,3 +514,55 @@ async def test_aclose_then_used_again_opens_a_new_client(server: FakeOpenAI) -> 
     await chat.aclose()  # twice is harmless
     assert await chat.complete(MESSAGES) == "After."
     await chat.aclose()
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+@pytest.fixture
+def other_server() -> Iterator[FakeOpenAI]:
+    srv = FakeOpenAI()
+    srv.thread.start()
+    try:
+        yield srv
+    finally:
+        srv.server.shutdown()
+        srv.server.server_close()
+        srv.thread.join(5)
+
+
+async def test_redirect_to_another_origin_carries_no_credentials(
+    server: FakeOpenAI, other_server: FakeOpenAI
+) -> None:
+    # Azure-style "api-key" and a proxy's token ride in default_headers
+    headers = {"api-key": KEY, "X-Proxy-Token": "tok-123456", "X-Trace": "t1"}
+    server.replies.append(
+        Reply(status=307, headers={"Location": other_server.base_url + "/chat/completions"})
+    )
+    other_server.replies.append(Reply(body=completion("Moved.")))
+    chat = server.chat(default_headers=headers, organization="org-1", project="proj-1")
+
+    assert await chat.complete(MESSAGES) == "Moved."
+
+    [home] = server.seen
+    assert home.headers["api-key"] == KEY and home.headers["x-proxy-token"] == "tok-123456"
+    assert home.headers["openai-organization"] == "org-1"
+    [away] = other_server.seen
+    assert away.body == home.body
+    for name in ("api-key", "x-proxy-token", "x-trace", "authorization", "openai-organization",
+                 "openai-project"):  # fmt: skip
+        assert name not in away.headers, name
+    assert KEY not in json.dumps(away.headers)
+    await chat.aclose()
+
+
+async def test_redirect_within_the_same_origin_keeps_the_headers(server: FakeOpenAI) -> None:
+    server.replies += [
+        Reply(status=307, headers={"Location": server.base_url + "/chat/completions?moved=1"}),
+        Reply(body=completion("Same place.")),
+    ]
+    chat = server.chat(default_headers={"api-key": KEY})
+    assert await chat.complete(MESSAGES) == "Same place."
+    assert [s.headers["api-key"] for s in server.seen] == [KEY, KEY]
+    assert server.seen[1].headers["authorization"] == f"Bearer {KEY}"
+    await chat.aclose()

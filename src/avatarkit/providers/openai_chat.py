@@ -242,6 +242,11 @@ class OpenAIChat:
             weakref.WeakKeyDictionary()
         )
         self._clients_lock = threading.Lock()
+        # the headers a request to another origin (a redirect) must not carry
+        self._own_headers = {"authorization", "openai-organization", "openai-project"} | {
+            name.lower() for name in default_headers or {}
+        }
+        self._home: tuple[str, str, int | None] | None = None
 
     def __repr__(self) -> str:
         base_url = redact(self.base_url) if self.base_url else None
@@ -268,11 +273,29 @@ class OpenAIChat:
             client = self._clients.get(loop)
             if client is None or client.is_closed():
                 client = openai.AsyncOpenAI(
-                    api_key=self._key.get_secret_value(), **self._client_options
+                    api_key=self._key.get_secret_value(),
+                    http_client=openai.DefaultAsyncHttpxClient(
+                        event_hooks={"request": [self._keep_headers_home]}
+                    ),
+                    **self._client_options,
                 )
+                home = client.base_url
+                self._home = (home.scheme, home.host, home.port)
                 self._clients[loop] = client
         await _close_stale(stale)
         return client
+
+    async def _keep_headers_home(self, request: Any) -> None:
+        """Drop our headers (keys among them) from a request to another origin (a redirect).
+
+        The HTTP client drops ``Authorization`` on a cross-origin redirect but forwards the
+        other headers: an Azure-style ``api-key`` or a proxy's token in ``default_headers``.
+        """
+        url = request.url
+        if (url.scheme, url.host, url.port) == self._home:
+            return
+        for name in self._own_headers:
+            request.headers.pop(name, None)
 
     def _take_stale_clients(self) -> list[openai.AsyncOpenAI]:
         stale = [(loop, c) for loop, c in list(self._clients.items()) if loop.is_closed()]
