@@ -7,6 +7,8 @@ it gives, in order, and then checks the exact requests it received.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import threading
 import time
@@ -566,3 +568,85 @@ async def test_redirect_within_the_same_origin_keeps_the_headers(server: FakeOpe
     assert [s.headers["api-key"] for s in server.seen] == [KEY, KEY]
     assert server.seen[1].headers["authorization"] == f"Bearer {KEY}"
     await chat.aclose()
+
+
+# --------------------------------------------------------------------------- error bodies
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "error", "words"),
+    [
+        # Ollama and LM Studio put the reason in a bare string
+        (404, {"error": 'model "llama9" not found, try pulling it first'}, None,
+         ProviderStatusError, 'model "llama9" not found, try pulling it first'),
+        (400, {"error": "No models loaded. Please load a model."}, None,
+         ProviderStatusError, "No models loaded. Please load a model."),
+        # FastAPI-style servers
+        (404, {"detail": "Not Found"}, None, ProviderStatusError, "Not Found"),
+        (422, {"detail": [{"loc": ["body", "messages"], "msg": "Field required",
+                           "type": "missing"}]}, None,
+         ProviderStatusError, "body.messages: Field required"),
+        # a proxy's plain-text page
+        (502, "upstream connect error", "text/plain", ProviderStatusError,
+         "upstream connect error"),
+        (400, {"error": {"message": "Your request was rejected by the safety system.",
+                         "type": "image_generation_user_error", "code": "moderation_blocked"}},
+         None, ContentModerationError, "rejected by the safety system"),
+        (402, {"error": {"message": "Payment required"}}, None, QuotaExceededError,
+         "Payment required"),
+        (451, {"error": {"message": "Unavailable for legal reasons"}}, None,
+         ContentModerationError, "Unavailable for legal reasons"),
+    ],
+)  # fmt: skip
+async def test_error_bodies_of_compatible_servers_keep_their_reason(
+    server: FakeOpenAI,
+    status: int,
+    body: object,
+    content_type: str | None,
+    error: type[Exception],
+    words: str,
+) -> None:
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    server.replies.append(Reply(status=status, headers=headers, body=raw))
+    with pytest.raises(error) as info:
+        await server.chat().complete(MESSAGES)
+    assert type(info.value) is error
+    assert words in str(info.value)
+    assert info.value.status == status  # type: ignore[attr-defined]
+
+
+async def test_insufficient_quota_is_asked_once_however_many_retries(server: FakeOpenAI) -> None:
+    quota = error_body("You exceeded your quota", "insufficient_quota", "insufficient_quota")
+    server.replies += [Reply(status=429, body=quota)] * 3
+    with pytest.raises(QuotaExceededError) as info:
+        await server.chat(max_retries=2).complete(MESSAGES)
+    assert len(server.seen) == 1, "a used-up quota does not clear by retrying"
+    assert info.value.code == "insufficient_quota" and info.value.retryable is False
+
+
+async def test_insufficient_quota_in_a_stream_request_is_asked_once(server: FakeOpenAI) -> None:
+    quota = error_body("You exceeded your quota", "insufficient_quota", "insufficient_quota")
+    server.replies += [Reply(status=429, body=quota)] * 3
+    with pytest.raises(QuotaExceededError):
+        _ = [d async for d in server.chat(max_retries=2).stream(MESSAGES)]
+    assert len(server.seen) == 1
+
+
+async def test_retry_after_as_an_http_date(server: FakeOpenAI) -> None:
+    when = email.utils.format_datetime(
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30), usegmt=True
+    )
+    server.replies.append(
+        Reply(status=429, headers={"Retry-After": when}, body=error_body("Slow down", "requests"))
+    )
+    with pytest.raises(RateLimitError) as info:
+        await server.chat().complete(MESSAGES)
+    assert info.value.retry_after is not None and 25 <= info.value.retry_after <= 31
+
+
+async def test_a_bare_string_error_that_echoes_the_key_is_redacted(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(status=404, body=json.dumps({"error": f"no key {KEY}"}).encode()))
+    with pytest.raises(ProviderStatusError) as info:
+        await server.chat().complete(MESSAGES)
+    assert "no key" in str(info.value) and KEY not in str(info.value)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from avatarkit._http import parse_retry_after
 from avatarkit.config import get_logger, redact, register_url_secrets, resolve_key
 from avatarkit.errors import (
     AuthenticationError,
@@ -56,17 +57,67 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
 def _error_details(body: object) -> tuple[str | None, str | None, str | None]:
-    """``(message, code, type)`` from an OpenAI error body (``{"error": {...}}`` or its inside)."""
-    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
-        body = body["error"]
+    """``(message, code, type)`` from an error body, or ``None`` for each part it lacks.
+
+    Reads OpenAI's ``{"error": {"message", "type", "code"}}`` (or its inside, which the SDK
+    hands over), Ollama's and LM Studio's ``{"error": "<text>"}``, FastAPI's ``{"detail": ...}``
+    and a plain-text body. The code and type are redacted here; the message is redacted by the
+    caller (the server's words: a careless one echoes the key in any of them).
+    """
+    if isinstance(body, Mapping):
+        if body.get("error"):
+            body = body["error"]
+        elif body.get("detail") and not body.get("message"):
+            body = body["detail"]
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):  # FastAPI's 422
+        first = body[0]
+        where = ".".join(str(part) for part in first.get("loc") or ())
+        text = f"{where}: {first.get('msg') or ''}".strip(": ")
+        kind = first.get("type")
+        return text or None, None, redact(str(kind)) if kind is not None else None
+    if isinstance(body, str):
+        return body.strip() or None, None, None
     if not isinstance(body, Mapping):
         return None, None, None
-    message, code, kind = body.get("message"), body.get("code"), body.get("type")
-    return (  # the server's words: a careless one echoes the key in any of them
-        message if isinstance(message, str) else None,
+    message = None
+    for name in ("message", "description", "msg", "detail"):
+        value = body.get(name)
+        if isinstance(value, str) and value.strip():
+            message = value
+            break
+    code, kind = body.get("code"), body.get("type")
+    return (
+        message,
         redact(str(code)) if code is not None else None,
         redact(str(kind)) if kind is not None else None,
     )
+
+
+def _server_words(message: str | None, fallback: str) -> str:
+    """The server's message redacted, then cut short (a key cut in two would escape redaction)."""
+    return redact(message)[:300] if message else fallback
+
+
+_QUOTA_CODES = {"insufficient_quota"}
+_MODERATION_CODES = {"content_filter", "content_policy_violation", "moderation_blocked"}
+
+
+async def _quota_is_final(response: Any) -> None:
+    """Tell the SDK not to retry a 429 ``insufficient_quota``: waiting never refills a quota.
+
+    The SDK retries every 429 unless the answer carries ``x-should-retry: false``, its own
+    switch for this; the header is added here, before the SDK decides.
+    """
+    if response.status_code != 429 or "x-should-retry" in response.headers:
+        return
+    await response.aread()
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return
+    _, code, kind = _error_details(body)
+    if {code, kind} & _QUOTA_CODES:
+        response.headers["x-should-retry"] = "false"
 
 
 async def _mapped(call: Awaitable[T]) -> T:
@@ -83,18 +134,6 @@ async def _mapped(call: Awaitable[T]) -> T:
     raise failure  # outside the handler: no __context__
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) / scale)
-        except ValueError:
-            continue
-    return None
-
-
 def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> ProviderError:
     """The avatarkit error for an ``openai`` SDK exception (or a malformed-body decode error)."""
     if isinstance(exc, openai.APITimeoutError):
@@ -105,24 +144,30 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
         )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
+        headers = exc.response.headers
         message, code, kind = _error_details(exc.body)
-        text = redact(message or f"the server answered HTTP {status}")
-        request_id = getattr(exc, "request_id", None) or exc.response.headers.get("x-request-id")
+        text = _server_words(message, f"the server answered HTTP {status}")
+        request_id = getattr(exc, "request_id", None) or headers.get("x-request-id")
         request_id = redact(request_id) if request_id else None
-        retry_after = _retry_after(exc.response.headers)
+        retry_after = parse_retry_after(headers)
         common: dict[str, Any] = {"provider": provider, "status": status, "request_id": request_id}
-        if code == "insufficient_quota" or kind == "insufficient_quota":
+        if {code, kind} & _QUOTA_CODES:
             return QuotaExceededError(text, code=code or kind, **common)
+        if status == 402:
+            return QuotaExceededError(text, code=code, **common)
         if status == 429:
             return RateLimitError(text, code=code, retry_after=retry_after, **common)
         if status in (401, 403):
             return AuthenticationError(text, code=code, **common)
-        if code == "content_filter" or code == "content_policy_violation":
+        if code in _MODERATION_CODES or status == 451:
             return ContentModerationError(text, code=code, **common)
+        if status == 408:
+            return ProviderTimeoutError(text, code=code, retry_after=retry_after, **common)
+        retryable = status >= 500 or status == 409 or headers.get("x-should-retry") == "true"
         return ProviderStatusError(
             text,
             code=code,
-            retryable=status >= 500 or status in (408, 409),
+            retryable=retryable and headers.get("x-should-retry") != "false",
             retry_after=retry_after,
             **common,
         )
@@ -135,10 +180,12 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
         )
     if isinstance(exc, openai.APIError):  # e.g. an {"error": ...} event in the middle of a stream
         message, code, kind = _error_details(exc.body)
-        text = redact(message or exc.message or "the server reported an error")
+        text = _server_words(message or exc.message, "the server reported an error")
+        if {code, kind} & _QUOTA_CODES:
+            return QuotaExceededError(text, provider=provider, code=code or kind)
         if code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
             return RateLimitError(text, provider=provider, code=code)
-        if code == "content_filter":
+        if code in _MODERATION_CODES:
             return ContentModerationError(text, provider=provider, code=code)
         return ProviderStatusError(
             text,
@@ -275,7 +322,10 @@ class OpenAIChat:
                 client = openai.AsyncOpenAI(
                     api_key=self._key.get_secret_value(),
                     http_client=openai.DefaultAsyncHttpxClient(
-                        event_hooks={"request": [self._keep_headers_home]}
+                        event_hooks={
+                            "request": [self._keep_headers_home],
+                            "response": [_quota_is_final],
+                        }
                     ),
                     **self._client_options,
                 )
