@@ -650,3 +650,66 @@ async def test_a_bare_string_error_that_echoes_the_key_is_redacted(server: FakeO
     with pytest.raises(ProviderStatusError) as info:
         await server.chat().complete(MESSAGES)
     assert "no key" in str(info.value) and KEY not in str(info.value)
+
+
+# --------------------------------------------------------------------------- answer shapes
+
+
+def sse(*payloads: object, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return b"".join(f"{head}data: {json.dumps(p)}\n\n".encode() for p in payloads)
+
+
+async def test_stream_skips_chunks_without_choices(server: FakeOpenAI) -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    server.replies.append(
+        Reply(
+            raw=sse(
+                {"choices": [{"index": 0, "delta": {"content": "Hello"}}]},
+                {"object": "chat.completion.chunk"},  # a keep-alive
+                {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                {"id": "x", "object": "chat.completion.chunk", "usage": usage},  # no "choices"
+            )
+            + b"data: [DONE]\n\n"
+        )
+    )
+    assert [d async for d in server.chat().stream(MESSAGES)] == ["Hello"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "words"),
+    [
+        (sse({"message": "The engine stalled", "type": "server_error"}, event="error"),
+         ProviderStatusError, "The engine stalled"),
+        (sse({"error": "model crashed"}), ProviderStatusError, "model crashed"),
+        (sse({"error": {"message": "Too many", "code": "rate_limit_exceeded"}}),
+         RateLimitError, "Too many"),
+    ],
+)  # fmt: skip
+async def test_stream_error_payloads_raise_the_mapped_error(
+    server: FakeOpenAI, raw: bytes, error: type[Exception], words: str
+) -> None:
+    first = sse({"choices": [{"index": 0, "delta": {"content": "x"}}]})
+    server.replies.append(Reply(raw=first + raw))
+    got: list[str] = []
+    with pytest.raises(error) as info:
+        async for delta in server.chat().stream(MESSAGES):
+            got.append(delta)
+    assert got == ["x"]
+    assert type(info.value) is error and words in str(info.value)
+
+
+LEGACY = json.dumps(
+    {"object": "text_completion", "choices": [{"index": 0, "text": "Hi", "finish_reason": "stop"}]}
+).encode()
+
+
+async def test_a_choice_without_a_message_is_a_typed_error(server: FakeOpenAI) -> None:
+    server.replies += [Reply(body=LEGACY), Reply(body=LEGACY)]
+    chat = server.chat()
+    with pytest.raises(ProviderStatusError) as info:
+        await chat.complete(MESSAGES)
+    assert info.value.code == "malformed_response" and "no message" in str(info.value)
+    with pytest.raises(ProviderStatusError) as info:
+        await chat.complete_json(MESSAGES, {"type": "object"})
+    assert info.value.code == "malformed_response" and "no message" in str(info.value)

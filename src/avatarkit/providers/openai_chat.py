@@ -202,6 +202,55 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
     return ProviderError(redact(str(exc)), provider=provider)
 
 
+def _first_message(response: object) -> tuple[Any, str | None]:
+    """The first choice's message and finish reason, or ProviderStatusError naming what lacks."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise ProviderStatusError(
+            "the answer has no choices", provider=PROVIDER, code="malformed_response"
+        )
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    if message is None:
+        problem = "the answer's choice has no message"
+        if getattr(choice, "text", None) is not None:
+            problem += " (it is a text completion: base_url must serve /chat/completions)"
+        raise ProviderStatusError(problem, provider=PROVIDER, code="malformed_response")
+    finish = getattr(choice, "finish_reason", None)
+    return message, finish if isinstance(finish, str) else None
+
+
+def _reply_text(response: object) -> str:
+    """The text of a chat completion's first choice (its refusal when it has no content)."""
+    message, finish = _first_message(response)
+    content = getattr(message, "content", None)
+    if finish == "content_filter" and not content:
+        raise ContentModerationError(
+            "the reply was withheld by the content filter", provider=PROVIDER
+        )
+    text = content or getattr(message, "refusal", None)
+    if not isinstance(text, str):
+        raise ProviderStatusError(
+            "the answer has no text content", provider=PROVIDER, code="empty_response"
+        )
+    return text
+
+
+def _error_payload(chunk: object, request: Any) -> ProviderError | None:
+    """The error a streamed chunk without choices reports, or ``None`` (usage, a keep-alive).
+
+    The SDK raises for ``{"error": ...}`` itself; an ``event: error`` whose data is the error
+    object (``{"message": ...}``) comes through as a chunk with no choices.
+    """
+    extra = getattr(chunk, "model_extra", None) or {}
+    if not any(extra.get(name) for name in ("error", "message", "detail")):
+        return None
+    message, _, _ = _error_details(extra)
+    return map_openai_error(
+        openai.APIError(message or "the server reported an error", request, body=dict(extra))
+    )
+
+
 async def _close_stale(clients: Sequence[openai.AsyncOpenAI]) -> None:
     """Close the clients of loops that have closed, as far as that can be done from another loop.
 
@@ -402,23 +451,7 @@ class OpenAIChat:
         params = self._params(messages)
         client = await self._client()
         response = await _mapped(client.chat.completions.create(**params))
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise ProviderStatusError(
-                "the answer has no choices", provider=PROVIDER, code="malformed_response"
-            )
-        choice = choices[0]
-        message = choice.message
-        if choice.finish_reason == "content_filter" and not message.content:
-            raise ContentModerationError(
-                "the reply was withheld by the content filter", provider=PROVIDER
-            )
-        text = message.content or getattr(message, "refusal", None)
-        if text is None:
-            raise ProviderStatusError(
-                "the answer has no text content", provider=PROVIDER, code="empty_response"
-            )
-        return str(text)
+        return _reply_text(response)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         """Yield the reply as text deltas as the server sends them.
@@ -435,12 +468,25 @@ class OpenAIChat:
         failure: ProviderError | None = None
         try:
             async for chunk in stream:
-                for choice in chunk.choices:
-                    if choice.index != 0:
+                choices = getattr(chunk, "choices", None)
+                if not choices:  # usage (stream_options.include_usage), a keep-alive, an error
+                    error = _error_payload(chunk, stream.response.request)
+                    if error is not None:
+                        raise error
+                    continue
+                if not isinstance(choices, list):
+                    raise ProviderStatusError(
+                        "a streamed chunk's choices are not a list",
+                        provider=PROVIDER,
+                        code="malformed_response",
+                    )
+                for choice in choices:
+                    if getattr(choice, "index", None) != 0:
                         continue
-                    if choice.delta is not None and choice.delta.content:
-                        yield choice.delta.content
-                    if choice.finish_reason == "content_filter":
+                    content = getattr(getattr(choice, "delta", None), "content", None)
+                    if isinstance(content, str) and content:
+                        yield content
+                    if getattr(choice, "finish_reason", None) == "content_filter":
                         raise ContentModerationError(
                             "the content filter stopped the reply", provider=PROVIDER
                         )
@@ -466,9 +512,10 @@ class OpenAIChat:
         }
         client = await self._client()
         response = await _mapped(client.chat.completions.create(**params))
-        content = response.choices[0].message.content if response.choices else None
+        message, _ = _first_message(response)
+        content = getattr(message, "content", None)
         try:
-            return json.loads(content or "")
+            return json.loads(content if isinstance(content, str) else "")
         except ValueError as exc:
             raise ProviderStatusError(
                 "the reply is not the JSON the schema asked for",
