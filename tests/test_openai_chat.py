@@ -713,3 +713,71 @@ async def test_a_choice_without_a_message_is_a_typed_error(server: FakeOpenAI) -
     with pytest.raises(ProviderStatusError) as info:
         await chat.complete_json(MESSAGES, {"type": "object"})
     assert info.value.code == "malformed_response" and "no message" in str(info.value)
+
+
+async def test_stream_chunks_without_an_index_are_the_first_choice(server: FakeOpenAI) -> None:
+    # Ollama and some proxies leave "index" out
+    server.replies.append(
+        Reply(
+            raw=sse(
+                {"object": "chat.completion.chunk", "choices": [{"delta": {"content": "hi"}}]},
+                {"choices": [{"delta": {"content": " there"}}]},
+                {"choices": [{"index": 1, "delta": {"content": " (second choice)"}}]},
+            )
+            + b"data: [DONE]\n\n"
+        )
+    )
+    assert [d async for d in server.chat().stream(MESSAGES)] == ["hi", " there"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "words"),
+    [
+        (Reply(headers={"Content-Type": "text/html"}, body=b"<html>Please log in</html>"),
+         "malformed_response", "text/html"),
+        (Reply(raw=b"data: [DONE]\n\n"), "empty_response", "no streamed content"),
+        (Reply(raw=sse({"choices": [{"index": 1, "delta": {"content": "x"}}]})),
+         "empty_response", "no streamed content"),
+    ],
+)  # fmt: skip
+async def test_stream_with_nothing_streamed_is_an_error_not_an_empty_reply(
+    server: FakeOpenAI, reply: Reply, code: str, words: str
+) -> None:
+    server.replies.append(reply)
+    with pytest.raises(ProviderStatusError) as info:
+        _ = [d async for d in server.chat().stream(MESSAGES)]
+    assert "no streamed content" in str(info.value) and words in str(info.value)
+    assert info.value.code == code and info.value.status == 200
+
+
+async def test_stream_of_an_empty_reply_that_finished_is_empty(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(events=[chunk({"role": "assistant", "content": ""}), chunk({}, "stop"), "[DONE]"])
+    )
+    assert [d async for d in server.chat().stream(MESSAGES)] == []
+
+
+async def test_stream_ignored_by_the_server_reads_its_one_json_completion(
+    server: FakeOpenAI,
+) -> None:
+    server.replies.append(Reply(body=completion("Hello there.")))
+    assert [d async for d in server.chat().stream(MESSAGES)] == ["Hello there."]
+    assert server.seen[0].body["stream"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "words"),
+    [
+        (error_body("Overloaded", "server_error"), ProviderStatusError, "Overloaded"),
+        (LEGACY, ProviderStatusError, "no message"),
+        (b"{not json", ProviderStatusError, "not valid JSON"),
+        (completion("", finish="content_filter"), ContentModerationError, "content filter"),
+    ],
+)
+async def test_stream_ignored_by_the_server_with_a_bad_json_answer(
+    server: FakeOpenAI, body: bytes, error: type[Exception], words: str
+) -> None:
+    server.replies.append(Reply(body=body))
+    with pytest.raises(error) as info:
+        _ = [d async for d in server.chat().stream(MESSAGES)]
+    assert type(info.value) is error and words in str(info.value)

@@ -41,6 +41,7 @@ from avatarkit.types import ChatMessage
 
 try:
     import openai
+    from openai.types.chat import ChatCompletion
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("the OpenAI chat model", "openai", "openai") from _exc
 
@@ -249,6 +250,54 @@ def _error_payload(chunk: object, request: Any) -> ProviderError | None:
     return map_openai_error(
         openai.APIError(message or "the server reported an error", request, body=dict(extra))
     )
+
+
+def _media_type(response: Any) -> str:
+    """The response's media type, lower case and without parameters (``""`` when untyped)."""
+    value = str(response.headers.get("content-type") or "")
+    return redact(value.split(";")[0].strip().lower())[:100]
+
+
+def _request_id(response: Any) -> str | None:
+    value = response.headers.get("x-request-id")
+    return redact(str(value)) if value else None
+
+
+async def _whole_completion(response: Any) -> object:
+    """A whole chat completion read from a response that was to be an event stream.
+
+    Raises:
+        ProviderError: the body broke off, or is an error or not a chat completion.
+        ValueError: the body is not JSON (mapped by the caller).
+    """
+    failure: ProviderError | None = None
+    try:
+        await response.aread()
+    except Exception as exc:  # the HTTP library's own error (httpx2 for openai 3, else httpx)
+        kind = type(exc).__name__
+        failure = (
+            ProviderTimeoutError(f"the answer did not arrive in time ({kind})", provider=PROVIDER)
+            if "Timeout" in kind
+            else ProviderConnectionError(f"the answer broke off ({kind})", provider=PROVIDER)
+        )
+    if failure is not None:
+        raise failure  # outside the handler: its text may quote the URL
+    body = json.loads(response.content)
+    if isinstance(body, Mapping) and body.get("error"):
+        message, _, _ = _error_details(body)
+        raise map_openai_error(
+            openai.APIError(
+                message or "the server reported an error", response.request, body=body["error"]
+            )
+        )
+    if not isinstance(body, dict):
+        raise ProviderStatusError(
+            "the server's answer is not a chat completion",
+            provider=PROVIDER,
+            status=response.status_code,
+            code="malformed_response",
+        )
+    return ChatCompletion.construct(**body)
 
 
 async def _close_stale(clients: Sequence[openai.AsyncOpenAI]) -> None:
@@ -462,11 +511,19 @@ class OpenAIChat:
             ProviderError: the request failed, or the server sent an error event mid-stream.
         """
         params = self._params(messages)
-        stream = await _mapped(
-            (await self._client()).chat.completions.create(**params, stream=True)
-        )
+        client = await self._client()
+        stream = await _mapped(client.chat.completions.create(**params, stream=True))
+        response = stream.response
+        content_type = _media_type(response)
         failure: ProviderError | None = None
+        streamed = finished = False
         try:
+            if content_type == "application/json" or content_type.endswith("+json"):
+                # the server ignored stream=true and answered with the whole completion
+                text = _reply_text(await _whole_completion(response))
+                if text:
+                    yield text
+                return
             async for chunk in stream:
                 choices = getattr(chunk, "choices", None)
                 if not choices:  # usage (stream_options.include_usage), a keep-alive, an error
@@ -481,12 +538,15 @@ class OpenAIChat:
                         code="malformed_response",
                     )
                 for choice in choices:
-                    if getattr(choice, "index", None) != 0:
+                    if getattr(choice, "index", None) not in (0, None):  # no index: Ollama's
                         continue
                     content = getattr(getattr(choice, "delta", None), "content", None)
                     if isinstance(content, str) and content:
+                        streamed = True
                         yield content
-                    if getattr(choice, "finish_reason", None) == "content_filter":
+                    finish = getattr(choice, "finish_reason", None)
+                    finished = finished or bool(finish)
+                    if finish == "content_filter":
                         raise ContentModerationError(
                             "the content filter stopped the reply", provider=PROVIDER
                         )
@@ -496,6 +556,18 @@ class OpenAIChat:
             await stream.close()
         if failure is not None:
             raise failure  # outside the handler: see _mapped
+        if not streamed and not finished:
+            # A proxy's HTML page, or an event stream with nothing in it: an error, not an empty
+            # reply (a reply that is empty on purpose still says how it finished)
+            event_stream = content_type == "text/event-stream"
+            what = "" if event_stream else f" (its answer is {content_type or 'untyped'})"
+            raise ProviderStatusError(
+                f"the server sent no streamed content{what}",
+                provider=PROVIDER,
+                status=response.status_code,
+                request_id=_request_id(response),
+                code="empty_response" if event_stream else "malformed_response",
+            )
 
     async def complete_json(
         self, messages: Sequence[ChatMessage], schema: Mapping[str, Any], *, name: str = "answer"
