@@ -781,3 +781,46 @@ async def test_stream_ignored_by_the_server_with_a_bad_json_answer(
     with pytest.raises(error) as info:
         _ = [d async for d in server.chat().stream(MESSAGES)]
     assert type(info.value) is error and words in str(info.value)
+
+
+# --------------------------------------------------------------------------- the whole-call timeout
+
+
+async def test_timeout_bounds_a_body_that_trickles_in(server: FakeOpenAI) -> None:
+    # every piece comes well within the read timeout, the whole body takes ~3 s
+    server.replies.append(Reply(body=completion("Slowly."), trickle=0.1))
+    start = time.monotonic()
+    with pytest.raises(ProviderTimeoutError) as info:
+        await server.chat(timeout=0.5).complete(MESSAGES)
+    assert time.monotonic() - start < 1.5
+    assert "0.5" in str(info.value)
+
+
+async def test_timeout_bounds_a_stream_that_trickles_in(server: FakeOpenAI) -> None:
+    server.replies.append(
+        Reply(events=[chunk({"content": f"{i} "}) for i in range(12)], event_delay=0.15)
+    )
+    got: list[str] = []
+    start = time.monotonic()
+    with pytest.raises(ProviderTimeoutError):
+        async for delta in server.chat(timeout=0.6).stream(MESSAGES):
+            got.append(delta)
+    assert time.monotonic() - start < 1.5
+    assert 1 <= len(got) < 12
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+
+
+async def test_the_consumers_own_time_between_deltas_is_not_the_servers(
+    server: FakeOpenAI,
+) -> None:
+    # an app that plays each sentence before asking for the next: the stream's deadline must
+    # neither fire in the app's own awaits nor count them
+    server.replies.append(
+        Reply(events=[*(chunk({"content": f"{i} "}) for i in range(4)), chunk({}, "stop")])
+    )
+    got: list[str] = []
+    async for delta in server.chat(timeout=0.5).stream(MESSAGES):
+        got.append(delta)
+        await asyncio.sleep(0.25)  # 1 s in all, twice the timeout
+    assert got == ["0 ", "1 ", "2 ", "3 "]

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -300,6 +301,35 @@ async def _whole_completion(response: Any) -> object:
     return ChatCompletion.construct(**body)
 
 
+class _ServerTime:
+    """The seconds the server has left to answer: ``timeout`` for the whole call.
+
+    Only the time spent waiting on the server counts. In ``stream()`` each wait for the next
+    chunk gets its own ``asyncio.timeout`` of what is left, closed before the chunk is yielded:
+    a timeout open across ``yield`` would fire in the caller's code between chunks and cancel
+    the caller's task.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.left = seconds
+
+    async def wait(self, step: Awaitable[T]) -> T:
+        start = time.monotonic()
+        scope = asyncio.timeout(max(0.0, self.left))
+        try:
+            async with scope:
+                return await step
+        except TimeoutError:
+            if not scope.expired():
+                raise
+        finally:
+            self.left -= time.monotonic() - start
+        raise ProviderTimeoutError(  # outside the handler: nothing to chain
+            f"no complete answer within timeout={self.seconds:g}s", provider=PROVIDER
+        )
+
+
 async def _close_stale(clients: Sequence[openai.AsyncOpenAI]) -> None:
     """Close the clients of loops that have closed, as far as that can be done from another loop.
 
@@ -322,7 +352,9 @@ class OpenAIChat:
             Defaults to ``OPENAI_BASE_URL`` or OpenAI's API.
         organization: ``OpenAI-Organization`` header.
         project: ``OpenAI-Project`` header.
-        timeout: Seconds for the whole request (connecting takes at most 10 of them).
+        timeout: Seconds the server may take over the whole call, its retries included
+            (connecting takes at most 10 of them). For ``stream()`` the time the caller
+            spends between two deltas does not count.
         max_retries: Retries the SDK makes on 408/409/429/5xx and connection errors.
         temperature: Sampling temperature (0-2); server default when ``None``.
         max_tokens: Longest reply in tokens (sent as ``max_completion_tokens``, or as
@@ -373,6 +405,7 @@ class OpenAIChat:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
+        self.timeout = timeout
         self._client_options: dict[str, Any] = {
             "base_url": self.base_url,
             "organization": organization,
@@ -499,7 +532,8 @@ class OpenAIChat:
         """
         params = self._params(messages)
         client = await self._client()
-        response = await _mapped(client.chat.completions.create(**params))
+        call = _mapped(client.chat.completions.create(**params))
+        response = await _ServerTime(self.timeout).wait(call)
         return _reply_text(response)
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
@@ -512,7 +546,10 @@ class OpenAIChat:
         """
         params = self._params(messages)
         client = await self._client()
-        stream = await _mapped(client.chat.completions.create(**params, stream=True))
+        server_time = _ServerTime(self.timeout)
+        stream = await server_time.wait(
+            _mapped(client.chat.completions.create(**params, stream=True))
+        )
         response = stream.response
         content_type = _media_type(response)
         failure: ProviderError | None = None
@@ -520,11 +557,15 @@ class OpenAIChat:
         try:
             if content_type == "application/json" or content_type.endswith("+json"):
                 # the server ignored stream=true and answered with the whole completion
-                text = _reply_text(await _whole_completion(response))
+                text = _reply_text(await server_time.wait(_whole_completion(response)))
                 if text:
                     yield text
                 return
-            async for chunk in stream:
+            while True:
+                try:
+                    chunk = await server_time.wait(anext(stream))
+                except StopAsyncIteration:
+                    break
                 choices = getattr(chunk, "choices", None)
                 if not choices:  # usage (stream_options.include_usage), a keep-alive, an error
                     error = _error_payload(chunk, stream.response.request)
@@ -583,7 +624,8 @@ class OpenAIChat:
             "json_schema": {"name": name, "schema": dict(schema), "strict": True},
         }
         client = await self._client()
-        response = await _mapped(client.chat.completions.create(**params))
+        call = _mapped(client.chat.completions.create(**params))
+        response = await _ServerTime(self.timeout).wait(call)
         message, _ = _first_message(response)
         content = getattr(message, "content", None)
         try:
