@@ -508,6 +508,18 @@ def test_usable_from_one_event_loop_after_another(server: FakeOpenAI) -> None:
     assert not chat._clients
 
 
+def test_a_bot_answers_through_one_event_loop_after_another(server: FakeOpenAI) -> None:
+    from avatarkit import AvatarBot
+    from avatarkit.testing import FakePreprocessor, FakeVoice
+
+    server.replies += [Reply(body=completion("First.")), Reply(body=completion("Second."))]
+    bot = AvatarBot(
+        chat=server.chat(), voice=FakeVoice(), renderer=None, preprocessor=FakePreprocessor()
+    )
+    assert asyncio.run(bot.respond("Hello")).dialogue.text == "First."
+    assert asyncio.run(bot.respond("Again")).dialogue.text == "Second."
+
+
 async def test_aclose_then_used_again_opens_a_new_client(server: FakeOpenAI) -> None:
     server.replies += [Reply(body=completion("Before.")), Reply(body=completion("After."))]
     chat = server.chat()

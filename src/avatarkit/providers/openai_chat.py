@@ -1,9 +1,12 @@
 """Chat completions through the official ``openai`` package, for OpenAI or any compatible server.
 
 Any server that speaks OpenAI's ``/chat/completions`` (Ollama, vLLM, llama.cpp's server, LM
-Studio...) works through ``base_url``. The SDK does the retrying (429, 408, 409, 5xx and broken
-connections, honouring ``Retry-After``); every SDK exception comes out as the matching
-:mod:`avatarkit.errors` class, and the API key never appears in a repr, a log line or an error.
+Studio...) works through ``base_url``. The SDK does the retrying (429 but ``insufficient_quota``,
+408, 409, 5xx and broken connections, honouring ``Retry-After``) within ``timeout``; every SDK
+exception comes out as the matching :mod:`avatarkit.errors` class, error bodies read as the
+plain-HTTP adapters read them, and the API key never appears in a repr, a log line or an error,
+nor (with the other ``default_headers``) in a request redirected to another origin. Each event
+loop gets its own SDK client, so one object serves one ``asyncio.run()`` after another.
 """
 
 from __future__ import annotations
@@ -338,7 +341,8 @@ async def _close_stale(clients: Sequence[openai.AsyncOpenAI]) -> None:
     """
     for client in clients:
         with contextlib.suppress(Exception):
-            await client.close()
+            async with asyncio.timeout(1.0):
+                await client.close()
 
 
 class OpenAIChat:
