@@ -836,3 +836,10 @@ async def test_the_consumers_own_time_between_deltas_is_not_the_servers(
         got.append(delta)
         await asyncio.sleep(0.25)  # 1 s in all, twice the timeout
     assert got == ["0 ", "1 ", "2 ", "3 "]
+
+
+async def test_an_error_object_in_a_200_answer_keeps_its_reason(server: FakeOpenAI) -> None:
+    server.replies.append(Reply(body=error_body("The model is overloaded", "server_error")))
+    with pytest.raises(ProviderStatusError) as info:
+        await server.chat().complete(MESSAGES)
+    assert "The model is overloaded" in str(info.value) and info.value.retryable is True

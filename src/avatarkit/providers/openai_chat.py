@@ -184,20 +184,7 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
             code="malformed_response",
         )
     if isinstance(exc, openai.APIError):  # e.g. an {"error": ...} event in the middle of a stream
-        message, code, kind = _error_details(exc.body)
-        text = _server_words(message or exc.message, "the server reported an error")
-        if {code, kind} & _QUOTA_CODES:
-            return QuotaExceededError(text, provider=provider, code=code or kind)
-        if code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
-            return RateLimitError(text, provider=provider, code=code)
-        if code in _MODERATION_CODES:
-            return ContentModerationError(text, provider=provider, code=code)
-        return ProviderStatusError(
-            text,
-            provider=provider,
-            code=code or kind,
-            retryable=kind in ("server_error", "internal_error"),
-        )
+        return _in_band_error(exc.body, exc.message, provider=provider)
     if isinstance(exc, ValueError):  # json.JSONDecodeError and friends: a body that is not JSON
         return ProviderStatusError(
             f"the server's answer is not valid JSON ({redact(str(exc))[:200]})",
@@ -207,10 +194,33 @@ def map_openai_error(exc: BaseException, *, provider: str = PROVIDER) -> Provide
     return ProviderError(redact(str(exc)), provider=provider)
 
 
+def _in_band_error(
+    body: object, fallback: str | None = None, *, provider: str = PROVIDER
+) -> ProviderError:
+    """The error for an error object inside a successful answer (a stream event, a 200 body)."""
+    message, code, kind = _error_details(body)
+    text = _server_words(message or fallback, "the server reported an error")
+    if {code, kind} & _QUOTA_CODES:
+        return QuotaExceededError(text, provider=provider, code=code or kind)
+    if code == "rate_limit_exceeded" or kind == "rate_limit_exceeded":
+        return RateLimitError(text, provider=provider, code=code)
+    if code in _MODERATION_CODES:
+        return ContentModerationError(text, provider=provider, code=code)
+    return ProviderStatusError(
+        text,
+        provider=provider,
+        code=code or kind,
+        retryable=kind in ("server_error", "internal_error"),
+    )
+
+
 def _first_message(response: object) -> tuple[Any, str | None]:
     """The first choice's message and finish reason, or ProviderStatusError naming what lacks."""
     choices = getattr(response, "choices", None)
     if not isinstance(choices, list) or not choices:
+        extra = getattr(response, "model_extra", None) or {}
+        if extra.get("error"):  # {"error": {...}} with HTTP 200
+            raise _in_band_error(extra)
         raise ProviderStatusError(
             "the answer has no choices", provider=PROVIDER, code="malformed_response"
         )
@@ -241,7 +251,7 @@ def _reply_text(response: object) -> str:
     return text
 
 
-def _error_payload(chunk: object, request: Any) -> ProviderError | None:
+def _error_payload(chunk: object) -> ProviderError | None:
     """The error a streamed chunk without choices reports, or ``None`` (usage, a keep-alive).
 
     The SDK raises for ``{"error": ...}`` itself; an ``event: error`` whose data is the error
@@ -250,10 +260,7 @@ def _error_payload(chunk: object, request: Any) -> ProviderError | None:
     extra = getattr(chunk, "model_extra", None) or {}
     if not any(extra.get(name) for name in ("error", "message", "detail")):
         return None
-    message, _, _ = _error_details(extra)
-    return map_openai_error(
-        openai.APIError(message or "the server reported an error", request, body=dict(extra))
-    )
+    return _in_band_error(extra)
 
 
 def _media_type(response: Any) -> str:
@@ -288,12 +295,7 @@ async def _whole_completion(response: Any) -> object:
         raise failure  # outside the handler: its text may quote the URL
     body = json.loads(response.content)
     if isinstance(body, Mapping) and body.get("error"):
-        message, _, _ = _error_details(body)
-        raise map_openai_error(
-            openai.APIError(
-                message or "the server reported an error", response.request, body=body["error"]
-            )
-        )
+        raise _in_band_error(body)
     if not isinstance(body, dict):
         raise ProviderStatusError(
             "the server's answer is not a chat completion",
@@ -572,7 +574,7 @@ class OpenAIChat:
                     break
                 choices = getattr(chunk, "choices", None)
                 if not choices:  # usage (stream_options.include_usage), a keep-alive, an error
-                    error = _error_payload(chunk, stream.response.request)
+                    error = _error_payload(chunk)
                     if error is not None:
                         raise error
                     continue
