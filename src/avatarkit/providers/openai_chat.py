@@ -534,6 +534,8 @@ class OpenAIChat:
         Raises:
             InputValidationError: ``messages`` is empty.
             ContentModerationError: the reply was stopped by the content filter.
+            ProviderTimeoutError: no whole answer within ``timeout``.
+            ProviderStatusError: the answer is not a chat completion (``malformed_response``).
             ProviderError: the request failed (a subclass says how).
         """
         params = self._params(messages)
@@ -545,9 +547,15 @@ class OpenAIChat:
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         """Yield the reply as text deltas as the server sends them.
 
+        A server that ignores ``stream=true`` and answers one JSON completion gives its text as
+        one delta.
+
         Raises:
             InputValidationError: ``messages`` is empty.
             ContentModerationError: the content filter stopped the reply.
+            ProviderTimeoutError: the server took more than ``timeout`` in all.
+            ProviderStatusError: the server sent no content and no finish reason (a proxy's
+                HTML page, an empty stream).
             ProviderError: the request failed, or the server sent an error event mid-stream.
         """
         params = self._params(messages)
