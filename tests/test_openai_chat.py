@@ -510,11 +510,23 @@ def test_usable_from_one_event_loop_after_another(server: FakeOpenAI) -> None:
 
 def test_a_bot_answers_through_one_event_loop_after_another(server: FakeOpenAI) -> None:
     from avatarkit import AvatarBot
-    from avatarkit.testing import FakePreprocessor, FakeVoice
+    from avatarkit.testing import (
+        FakeExpressionPolicy,
+        FakeIntentClassifier,
+        FakePreprocessor,
+        FakeSentimentAnalyzer,
+        FakeVoice,
+    )
 
     server.replies += [Reply(body=completion("First.")), Reply(body=completion("Second."))]
     bot = AvatarBot(
-        chat=server.chat(), voice=FakeVoice(), renderer=None, preprocessor=FakePreprocessor()
+        chat=server.chat(),
+        voice=FakeVoice(),
+        renderer=None,
+        preprocessor=FakePreprocessor(),
+        intent=FakeIntentClassifier(),
+        sentiment=FakeSentimentAnalyzer(),
+        expression=FakeExpressionPolicy(),
     )
     assert asyncio.run(bot.respond("Hello")).dialogue.text == "First."
     assert asyncio.run(bot.respond("Again")).dialogue.text == "Second."
