@@ -783,3 +783,19 @@ async def test_interrupt_without_played_after_a_cancelled_consumer_returns_once_
     await stream.interrupt()  # a server's reset: the turn must be stored before it goes on
     state = await bot.dialogue.load("u")  # type: ignore[union-attr]
     assert len(state.turns) == 1
+
+
+async def test_a_stream_asked_not_to_join_its_clips_runs_no_join(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import avatarkit.render.encode as encode
+
+    joins: list[Any] = []
+    real = encode.concat_videos
+    monkeypatch.setattr(encode, "concat_videos", lambda *a, **k: joins.append(a) or real(*a, **k))
+    bot = make_bot(voice="espeak", renderer=LocalRenderer(size=64),
+                   avatar=generate_procedural(5, size=64))  # fmt: skip
+    events = await collect(bot.stream("hello", output_dir=tmp_path, join_video=False))
+    final = events[-1].response
+    assert len(of(VideoSegment, events)) > 1 and joins == []
+    assert final.video is None and final.voice is not None  # the audio is still joined

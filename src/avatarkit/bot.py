@@ -389,11 +389,14 @@ class AvatarBot:
         session_id: str = "default",
         render: bool | None = None,
         output_dir: str | Path | None = None,
+        join_video: bool = True,
     ) -> ReplyStream:
         """Run one turn as a stream of events (text, sentences, audio, video, final).
 
         Sentences are voiced while the chat model is still writing; events arrive in spoken
         order. Use ``async for event in bot.stream(...)``; ``await stream.interrupt()`` stops it.
+        ``join_video=False`` leaves the final Response without a joined clip (a player that
+        shows each VideoSegment as it comes saves the ffmpeg pass).
 
         Raises:
             InputValidationError: empty or too-long text, at once, before any backend call.
@@ -410,7 +413,9 @@ class AvatarBot:
         if check is not None:  # here, on the loop: once per avatar, one picture's decoding
             check()
         folder = Path(output_dir) if output_dir else None
-        return ReplyStream(self, user, render=self._will_render(render), output_dir=folder)
+        return ReplyStream(
+            self, user, render=self._will_render(render), output_dir=folder, join_video=join_video
+        )
 
     def say_sync(self, text: str, **kwargs: Any) -> Response:
         """Blocking :meth:`say`."""

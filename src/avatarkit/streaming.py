@@ -186,9 +186,16 @@ class ReplyStream:
     """
 
     def __init__(
-        self, bot: AvatarBot, user: UserInput, *, render: bool, output_dir: Path | None
+        self,
+        bot: AvatarBot,
+        user: UserInput,
+        *,
+        render: bool,
+        output_dir: Path | None,
+        join_video: bool = True,
     ) -> None:
         self._bot = bot
+        self._join_video = join_video
         # A stream's sentences take no more of a limited voice than its limit lets run at
         # once, so the stream never fills the voice's waiting line with its own calls.
         voice_limit = bot._limits.get("voice")
@@ -618,7 +625,7 @@ class ReplyStream:
         response.voice, response.timeline = join_segments(
             [(s.voice, s.timeline) for s in self._segments]
         )
-        if not self._videos:
+        if not self._videos or not self._join_video:
             return
         first = self._videos[0].video
         if len(self._videos) == 1:
