@@ -644,3 +644,40 @@ def test_the_warmed_up_heap_is_frozen_out_of_garbage_collection(data: Path, free
             assert (gc.get_freeze_count() > 0) is freeze
     finally:
         gc.unfreeze()
+
+
+def test_a_refused_message_spends_no_token_of_either_bucket(data: Path) -> None:
+    # A session past its own budget must not drain its address's budget with refused
+    # messages: a second session from the same address still gets its turn.
+    chat = FakeChatModel(REPLY)
+    bot = make_bot(data, chat)
+    options = ServerOptions(messages_per_minute=1, burst=1, client_messages_per_minute=1,
+                            client_burst=2)  # fmt: skip
+    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "hi"})
+            until(ws, "final")
+            for _ in range(5):  # refused by the session's bucket: the address's is untouched
+                ws.send_json({"type": "say", "text": "again"})
+                assert ws.receive_json()["code"] == "rate_limited"
+        other = TestClient(c.app)
+        other.get("/")
+        with other.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "hi"})
+            assert until(ws, "final", "error")[-1]["type"] == "final"
+            ws.send_json({"type": "say", "text": "hi"})  # both budgets are spent now
+            assert ws.receive_json()["code"] == "rate_limited"
+    assert len(chat.calls) == 2
+
+
+def test_throttle_wait_reports_without_spending() -> None:
+    now = [0.0]
+    throttle = Throttle(per_minute=60, burst=1, clock=lambda: now[0])
+    assert throttle.wait("a") == 0 and throttle.wait("a") == 0  # nothing spent
+    assert throttle.take("a") == 0
+    assert throttle.wait("a") == pytest.approx(1.0) and throttle.take("a") == pytest.approx(1.0)
+    now[0] = 1.0
+    assert throttle.wait("a") == 0 and throttle.take("a") == 0

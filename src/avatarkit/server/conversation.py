@@ -284,7 +284,9 @@ class Conversation:
                 "invalid_input", f"the message is {len(cleaned)} characters; the limit is {limit}"
             )
             return
-        wait = max(self.throttle.take(self.session.key), self.client_throttle.take(self.client))
+        # Both budgets are checked before either is spent: a message the session's bucket
+        # refuses must not use up its address's (nor the other way round).
+        wait = max(self.throttle.wait(self.session.key), self.client_throttle.wait(self.client))
         if wait > 0:
             await self.error(
                 "rate_limited",
@@ -292,6 +294,8 @@ class Conversation:
                 retry_after=round(wait, 2),
             )
             return
+        self.throttle.take(self.session.key)
+        self.client_throttle.take(self.client)
         await self._stop(None)  # a new message interrupts the reply still running
         try:
             folder = self.sessions.new_turn_folder(self.session)

@@ -50,13 +50,19 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
-    def take(self, tokens: float = 1.0) -> float:
-        """Take ``tokens`` if there are enough; return 0.0, or the seconds to wait (none taken)."""
+    def wait(self, tokens: float = 1.0) -> float:
+        """Seconds until ``tokens`` could be taken (0.0: now); takes none."""
         self._refill()
         if self._tokens >= tokens:
-            self._tokens -= tokens
             return 0.0
         return (tokens - self._tokens) / self.rate
+
+    def take(self, tokens: float = 1.0) -> float:
+        """Take ``tokens`` if there are enough; return 0.0, or the seconds to wait (none taken)."""
+        wait = self.wait(tokens)
+        if wait == 0.0:
+            self._tokens -= tokens
+        return wait
 
 
 class Throttle:
@@ -86,6 +92,15 @@ class Throttle:
 
     def __repr__(self) -> str:
         return f"Throttle({self.per_minute:g}/min, burst={self.burst})"
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` may send a message (0.0: now); spends nothing.
+
+        Check every throttle a message is subject to with this first, then :meth:`take` from
+        each only if all allow it: a message one of them refuses then costs nothing in the others.
+        """
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else bucket.wait()
 
     def take(self, key: str) -> float:
         """Spend one message for ``key``; 0.0 when allowed, else the seconds until it would be."""
