@@ -438,6 +438,21 @@ def test_request_bodies_and_long_urls_are_refused(client: TestClient) -> None:
     assert client.post("/").status_code == 405
 
 
+def test_refusals_carry_the_security_headers_too(client: TestClient) -> None:
+    refused = [
+        client.post("/", content=b"x" * 20_000),
+        client.post("/", content=iter([b"x"])),
+        client.get("/?" + "q" * 3000),
+        client.get("/nope"),
+    ]
+    assert [r.status_code for r in refused] == [413, 413, 414, 404]
+    for r in refused:
+        assert r.headers["content-security-policy"].startswith("default-src 'none'")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["cross-origin-resource-policy"] == "same-origin"
+
+
 def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
     client.get("/")
     evil = {"origin": "http://evil.example"}

@@ -203,6 +203,16 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                out = MutableHeaders(scope=message)
+                out.setdefault("content-security-policy", _DEFAULT_CSP)
+                out.setdefault("x-content-type-options", "nosniff")
+                out.setdefault("referrer-policy", "no-referrer")
+                out.setdefault("cross-origin-resource-policy", "same-origin")
+            await send(message)
+
         headers = Headers(scope=scope)
         length = headers.get("content-length", "0")
         url_chars = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
@@ -213,19 +223,9 @@ class _Guard:
         elif url_chars > MAX_URL_CHARS:
             reply = PlainTextResponse("URL too long", status_code=414)
         else:
-
-            async def send_secured(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    out = MutableHeaders(scope=message)
-                    out.setdefault("content-security-policy", _DEFAULT_CSP)
-                    out.setdefault("x-content-type-options", "nosniff")
-                    out.setdefault("referrer-policy", "no-referrer")
-                    out.setdefault("cross-origin-resource-policy", "same-origin")
-                await send(message)
-
             await self.app(scope, receive, send_secured)
             return
-        await reply(scope, receive, send)
+        await reply(scope, receive, send_secured)  # refusals carry the same headers
 
 
 def create_app(
