@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 
@@ -30,6 +31,20 @@ from avatarkit.server.throttle import Throttle, TokenBucket
 from avatarkit.streaming import AudioSegment
 from avatarkit.testing import FakeChatModel, FakeVoice, FunctionChatModel, fake_speech
 from avatarkit.types import Timeline
+
+LOCAL = "http://127.0.0.1"  # the apps answer to the loopback names unless told otherwise
+
+
+class Client(TestClient):
+    """A TestClient for ``http://127.0.0.1`` (TestClient's own ``testserver`` is a foreign host)."""
+
+    def __init__(self, app: Any, base_url: str = LOCAL, **kwargs: Any) -> None:
+        super().__init__(app, base_url=base_url, **kwargs)
+
+    def websocket_connect(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        base = str(self.base_url).replace("http", "ws", 1)
+        return super().websocket_connect(urljoin(base + "/", url), *args, **kwargs)
+
 
 REPLY = "Hello there. I am a test avatar. Nice to meet you."
 SECRET = "sk-widget-SECRET-0123456789abcdef"
@@ -56,7 +71,7 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(data: Path) -> Iterator[TestClient]:
     bot = make_bot(data)
-    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
         yield c
 
 
@@ -112,7 +127,7 @@ def test_page_sets_an_httponly_session_cookie_and_a_strict_csp(client: TestClien
 def test_embed_page_may_be_framed_only_by_the_configured_sites(data: Path) -> None:
     bot = make_bot(data)
     options = ServerOptions(embed_origins=("https://shop.example",))
-    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
         assert (
             "frame-ancestors 'self' https://shop.example"
             in c.get("/embed").headers["content-security-policy"]
@@ -135,7 +150,7 @@ def test_embed_origins_must_be_origins(origin: str) -> None:
 
 def test_embed_cookie_over_https_is_partitioned_and_cross_site(data: Path) -> None:
     bot = make_bot(data)
-    with TestClient(create_app(lambda: bot, data_dir=data), base_url="https://chat.example") as c:
+    with Client(create_app(lambda: bot, data_dir=data), base_url="https://localhost") as c:
         cookie = c.get("/embed").headers["set-cookie"]
         assert "Secure" in cookie and "SameSite=none" in cookie and "Partitioned" in cookie
         assert "SameSite=lax" in c.get("/").headers["set-cookie"]
@@ -148,7 +163,7 @@ def test_no_key_reaches_any_page_or_message(data: Path) -> None:
         raise ProviderError(f"upstream refused key {SECRET}", provider="acme")
 
     bot = make_bot(data, FunctionChatModel(leaky))
-    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
         bodies = [c.get(p).text for p in ("/", "/embed", "/widget.js", "/static/chat.js",
                                           "/static/chat.css", "/healthz")]  # fmt: skip
         with c.websocket_connect("/ws") as ws:
@@ -201,7 +216,7 @@ def test_another_browser_does_not_see_the_conversation(client: TestClient, data:
         ws.receive_json()
         ws.send_json({"type": "say", "text": "my secret plan"})
         until(ws, "final")
-    other = TestClient(client.app)
+    other = Client(client.app)
     other.get("/")
     with other.websocket_connect("/ws") as ws:
         assert ws.receive_json()["history"] == []
@@ -235,7 +250,7 @@ def test_without_a_cookie_the_conversation_lasts_one_connection(
 def test_bad_input_gets_a_typed_error_and_nothing_runs(data: Path, message: Any, code: str) -> None:
     chat = FakeChatModel(REPLY)
     bot = make_bot(data, chat)
-    with TestClient(create_app(lambda: bot, data_dir=data)) as c, c.websocket_connect("/ws") as ws:
+    with Client(create_app(lambda: bot, data_dir=data)) as c, c.websocket_connect("/ws") as ws:
         ws.receive_json()
         ws.send_json(message)
         error = ws.receive_json()
@@ -255,7 +270,7 @@ def test_invalid_json_is_refused(client: TestClient) -> None:
 def test_oversized_websocket_message_closes_the_socket(data: Path) -> None:
     bot = make_bot(data)
     options = ServerOptions(max_message_bytes=2048)
-    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
         with c.websocket_connect("/ws") as ws:
             ws.receive_json()
             ws.send_json({"type": "say", "text": "y" * 3000})
@@ -270,7 +285,7 @@ def test_rate_limit_is_a_token_bucket_per_session(data: Path) -> None:
     chat = FakeChatModel(REPLY)
     bot = make_bot(data, chat)
     options = ServerOptions(messages_per_minute=1, burst=2)
-    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
         c.get("/")
         with c.websocket_connect("/ws") as ws:
             ws.receive_json()
@@ -281,7 +296,7 @@ def test_rate_limit_is_a_token_bucket_per_session(data: Path) -> None:
             error = ws.receive_json()
         assert error["type"] == "error" and error["code"] == "rate_limited"
         assert 50 < error["retry_after"] <= 60
-        other = TestClient(c.app)  # another browser has its own bucket
+        other = Client(c.app)  # another browser has its own bucket
         other.get("/")
         with other.websocket_connect("/ws") as ws:
             ws.receive_json()
@@ -333,7 +348,7 @@ def test_heard_text_keeps_only_finished_words() -> None:
 def test_interrupt_mid_reply_records_only_what_was_heard(data: Path) -> None:
     chat = FakeChatModel("One two three four. Five six seven eight. Nine ten.", token_delay=0.05)
     bot = make_bot(data, chat)
-    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
         c.get("/")
         with c.websocket_connect("/ws") as ws:
             ws.receive_json()
@@ -358,7 +373,7 @@ def test_interrupt_mid_reply_records_only_what_was_heard(data: Path) -> None:
 
 def test_interrupt_after_the_reply_finished_cuts_the_stored_turn(data: Path) -> None:
     bot = make_bot(data)
-    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
         c.get("/")
         with c.websocket_connect("/ws") as ws:
             ws.receive_json()
@@ -462,15 +477,78 @@ def test_websocket_from_another_site_is_refused(client: TestClient) -> None:
     ):
         pass
     assert refused.value.code == 1008
-    with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:
+    with client.websocket_connect("/ws", headers={"origin": LOCAL}) as ws:
         assert ws.receive_json()["type"] == "hello"
+
+
+def test_only_the_servers_own_host_names_are_answered(client: TestClient) -> None:
+    # DNS rebinding: a foreign page whose name resolves to this server sends its own name as
+    # Host and a matching Origin; the Origin check alone lets it through.
+    rebound = {"host": "evil.test:8000", "origin": "http://evil.test:8000"}
+    refused = client.get("/", headers={"host": "evil.test:8000"})
+    assert refused.status_code == 400 and "set-cookie" not in refused.headers
+    assert refused.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/healthz", headers={"host": "evil.test"}).status_code == 400
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        client.websocket_connect("/ws", headers=rebound),
+    ):
+        pass
+    assert closed.value.code == 1008
+    for host in ("localhost:8000", "127.0.0.1", "LOCALHOST.", "[::1]:8000"):
+        assert client.get("/healthz", headers={"host": host}).status_code == 200, host
+        with client.websocket_connect(
+            "/ws", headers={"host": host, "origin": f"http://{host}"}
+        ) as ws:
+            assert ws.receive_json()["type"] == "hello"
+
+
+def test_allowed_hosts_can_be_configured_for_a_proxy(data: Path) -> None:
+    bot = make_bot(data)
+    options = ServerOptions(allowed_hosts=("Chat.Example.com", "*.apps.example", "::1"))
+    assert options.allowed_hosts == ("chat.example.com", "*.apps.example", "[::1]")
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        for host, status in [("chat.example.com", 200), ("chat.example.com:443", 200),
+                             ("eu.apps.example", 200), ("apps.example", 400),
+                             ("evilapps.example", 400), ("[::1]", 200), ("127.0.0.1", 400),
+                             ("", 400), ("a:b:c", 400)]:  # fmt: skip
+            assert c.get("/healthz", headers={"host": host}).status_code == status, host
+    with Client(create_app(lambda: bot, data_dir=data, options=ServerOptions(
+        allowed_hosts=("*",)
+    ))) as c:  # fmt: skip
+        assert c.get("/healthz", headers={"host": "anything.example"}).status_code == 200
+    for bad in ("http://chat.example.com", "chat.example.com:443", "a b", "*.", "[nope]"):
+        with pytest.raises(ValueError, match="is not a host name"):
+            ServerOptions(allowed_hosts=(bad,))
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "status"),
+    [("192.168.1.5", "192.168.1.5:8000", 200), ("192.168.1.5", "evil.test", 400),
+     ("127.0.0.2", "127.0.0.2", 200), ("0.0.0.0", "my-laptop.lan", 200),
+     ("::", "anything.example", 200), ("::1", "[::1]", 200)],
+)  # fmt: skip
+def test_serve_answers_to_the_address_it_binds(
+    data: Path, monkeypatch: pytest.MonkeyPatch, bind: str, host: str, status: int
+) -> None:
+    import uvicorn
+
+    from avatarkit.server import serve
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # no server: just the setup
+    bot = make_bot(data)
+    app = create_app(lambda: bot, data_dir=data)
+    with pytest.raises(SystemExit):  # "never started"
+        serve(app, host=bind, port=8000)
+    with Client(app) as c:
+        assert c.get("/healthz", headers={"host": host}).status_code == status
 
 
 def test_video_segments_are_served_as_mp4(data: Path) -> None:
     from avatarkit.render.local import LocalRenderer
 
     bot = make_bot(data, renderer=LocalRenderer(size=64))
-    with TestClient(create_app(lambda: bot, data_dir=data)) as c:
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
         c.get("/")
         assert c.get("/avatar.png").headers["content-type"] == "image/png"
         with c.websocket_connect("/ws") as ws:
@@ -570,7 +648,7 @@ def test_an_app_with_a_data_dir_it_cannot_write_fails_at_startup(tmp_path: Path)
     afile = tmp_path / "afile.txt"
     afile.write_text("x")
     bot = make_bot(tmp_path)
-    client = TestClient(create_app(lambda: bot, data_dir=afile))
+    client = Client(create_app(lambda: bot, data_dir=afile))
     with pytest.raises(ConfigurationError, match="is a file"), client:
         pass
 
@@ -655,7 +733,7 @@ def test_the_warmed_up_heap_is_frozen_out_of_garbage_collection(data: Path, free
     bot = make_bot(data)
     options = ServerOptions(freeze_gc_after_warmup=freeze)
     try:
-        with TestClient(create_app(lambda: bot, data_dir=data, options=options)):
+        with Client(create_app(lambda: bot, data_dir=data, options=options)):
             assert (gc.get_freeze_count() > 0) is freeze
     finally:
         gc.unfreeze()
@@ -668,7 +746,7 @@ def test_a_refused_message_spends_no_token_of_either_bucket(data: Path) -> None:
     bot = make_bot(data, chat)
     options = ServerOptions(messages_per_minute=1, burst=1, client_messages_per_minute=1,
                             client_burst=2)  # fmt: skip
-    with TestClient(create_app(lambda: bot, data_dir=data, options=options)) as c:
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
         c.get("/")
         with c.websocket_connect("/ws") as ws:
             ws.receive_json()
@@ -677,7 +755,7 @@ def test_a_refused_message_spends_no_token_of_either_bucket(data: Path) -> None:
             for _ in range(5):  # refused by the session's bucket: the address's is untouched
                 ws.send_json({"type": "say", "text": "again"})
                 assert ws.receive_json()["code"] == "rate_limited"
-        other = TestClient(c.app)
+        other = Client(c.app)
         other.get("/")
         with other.websocket_connect("/ws") as ws:
             ws.receive_json()

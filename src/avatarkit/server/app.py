@@ -11,7 +11,8 @@ Routes::
     GET  /healthz     liveness
     WS   /ws          the conversation (see :mod:`avatarkit.server.conversation`)
 
-Every response carries a Content-Security-Policy (pages: scripts, styles and media only from
+Requests for a host name that is not the server's own are refused (``allowed_hosts``: DNS
+rebinding). Every response carries a Content-Security-Policy (pages: scripts, styles and media only from
 this server, no inline script; everything else: nothing at all), ``nosniff`` and
 ``Referrer-Policy: no-referrer``. Request bodies are refused (the app takes none; 413), long
 URLs too (414). The pages hold no configuration and no secret: keys stay in the server process.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -42,7 +44,7 @@ from starlette.websockets import WebSocket
 from avatarkit.config import get_logger
 from avatarkit.errors import ConfigurationError
 from avatarkit.server.conversation import Conversation
-from avatarkit.server.options import ServerOptions
+from avatarkit.server.options import ServerOptions, normalize_host
 from avatarkit.server.session import SessionRegistry
 from avatarkit.server.throttle import Throttle
 
@@ -62,6 +64,7 @@ _PAGE_CSP = (
     "object-src 'none'; frame-ancestors {ancestors}"
 )
 _DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 def default_data_dir() -> Path:
@@ -141,6 +144,53 @@ def default_bot_factory(
     return make
 
 
+class _Hosts:
+    """The host names the app answers to (``ServerOptions.allowed_hosts``): DNS rebinding.
+
+    A page on a foreign site whose name an attacker points at this server sends that name in
+    ``Host`` (and a matching ``Origin``): only a list of the server's own names tells them apart.
+    """
+
+    def __init__(self, allowed: tuple[str, ...] | None) -> None:
+        self.configured = allowed is not None
+        self.patterns = set(LOOPBACK_HOSTS if allowed is None else allowed)
+
+    def bound(self, host: str) -> None:
+        """The server listens on ``host``: without a configured list, answer to it too.
+
+        A wildcard bind (``0.0.0.0``, ``::``) has no one name: any host is then accepted.
+        """
+        if self.configured:
+            return
+        try:
+            wildcard = host == "" or ipaddress.ip_address(host.strip("[]")).is_unspecified
+        except ValueError:
+            wildcard = False
+        if wildcard:
+            self.patterns.add("*")
+            return
+        with contextlib.suppress(ValueError):
+            self.patterns.add(normalize_host(host))
+
+    def allows(self, header: str | None) -> bool:
+        """Whether a request with this ``Host`` header is for this server."""
+        if "*" in self.patterns:
+            return True
+        if not header:
+            return False
+        name = header.strip().lower()
+        if name.startswith("["):  # [v6]:port
+            name = name[: name.find("]") + 1]
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        elif ":" in name:
+            return False
+        name = name.removesuffix(".")
+        if name in self.patterns:
+            return True
+        return any(p.startswith("*.") and name.endswith(p[1:]) for p in self.patterns)
+
+
 class _State:
     """What every route shares: the bot (made once, on first need), sessions and throttles."""
 
@@ -150,6 +200,7 @@ class _State:
         self.bot_factory = bot_factory
         self.data_dir = data_dir
         self.options = options
+        self.hosts = _Hosts(options.allowed_hosts)
         self.throttle = Throttle(options.messages_per_minute, options.burst)
         self.client_throttle = Throttle(options.client_messages_per_minute, options.client_burst)
         self._bot: AvatarBot | None = None
@@ -193,13 +244,18 @@ class _State:
 
 
 class _Guard:
-    """Refuses request bodies and long URLs; adds security headers to every HTTP response."""
+    """Refuses foreign hosts, bodies and long URLs; adds security headers to HTTP responses."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, hosts: _Hosts) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not self.hosts.allows(Headers(scope=scope).get("host")):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})  # the server answers 403
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -216,8 +272,10 @@ class _Guard:
         headers = Headers(scope=scope)
         length = headers.get("content-length", "0")
         url_chars = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-        if not length.isdigit() or int(length) > self.max_body_bytes:
-            reply: Response = PlainTextResponse("request body too large", status_code=413)
+        if not self.hosts.allows(headers.get("host")):
+            reply: Response = PlainTextResponse("unknown host", status_code=400)
+        elif not length.isdigit() or int(length) > self.max_body_bytes:
+            reply = PlainTextResponse("request body too large", status_code=413)
         elif "transfer-encoding" in headers:  # a body of unknown length: this app takes none
             reply = PlainTextResponse("chunked request bodies are not accepted", status_code=413)
         elif url_chars > MAX_URL_CHARS:
@@ -376,7 +434,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=state.lifespan,
-        middleware=[Middleware(_Guard, max_body_bytes=opts.max_body_bytes)],
+        middleware=[Middleware(_Guard, max_body_bytes=opts.max_body_bytes, hosts=state.hosts)],
     )
     app.state.avatarkit = state
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = ["ServerOptions"]
 
 _ORIGIN = re.compile(r"\*|https?://(\*\.)?[A-Za-z0-9.-]+(:(\d{1,5}|\*))?")
+_HOST = re.compile(r"\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class ServerOptions(BaseModel):
@@ -42,6 +44,14 @@ class ServerOptions(BaseModel):
     embed_origins: tuple[str, ...] = ("http://localhost:*", "http://127.0.0.1:*")
     """Origins allowed to frame the chat (CSP ``frame-ancestors`` of ``/embed``): sites that
     may show the widget. ``("*",)`` allows any site."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host names the server answers to (the ``Host`` header, port aside): names and addresses
+    (``chat.example.com``, ``192.168.1.5``, ``[::1]``), ``*.example.com`` for its subdomains, or
+    ``*`` for any. Requests for any other host are refused (400; a WebSocket: 403), which stops
+    DNS rebinding: a foreign page whose name points at this server cannot talk to it. Default
+    (None): ``localhost``, ``127.0.0.1`` and ``[::1]``, plus the address :func:`serve` binds; a
+    wildcard bind (``0.0.0.0``, ``::``) accepts any host. Behind a reverse proxy, list the public
+    name the proxy forwards (the list replaces the default)."""
     cookie_name: str = Field(default="avatarkit_session", pattern=r"^[A-Za-z0-9_]{1,40}$")
     """Name of the httponly session cookie."""
     cookie_max_age: int = Field(default=30 * 24 * 3600, ge=60)
@@ -63,3 +73,31 @@ class ServerOptions(BaseModel):
                     "http://localhost:*, https://*.example.com or *"
                 )
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        return tuple(normalize_host(host) for host in value)
+
+
+def normalize_host(host: str) -> str:
+    """A host name as the allowed-hosts check compares it: lower case, IPv6 in brackets.
+
+    Raises:
+        ValueError: not a host name, an IP address or a ``*.`` pattern (a port, a scheme...).
+    """
+    name = re.sub(r"(?<=[a-z0-9])\.$", "", host.strip().lower())  # the root's dot
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    if ":" in bare:
+        try:
+            return f"[{ipaddress.IPv6Address(bare)}]"
+        except ValueError:
+            pass
+    elif _HOST.fullmatch(name):
+        return name
+    raise ValueError(
+        f"{host!r} is not a host name like chat.example.com, 192.168.1.5, [::1], "
+        "*.example.com or * (no scheme, no port)"
+    )

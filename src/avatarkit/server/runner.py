@@ -64,7 +64,8 @@ def serve(
 
     Binding anything but a loopback address logs a warning: the chat then answers anyone who
     can reach this machine, spending its backends' quota. Put it behind HTTPS and a login
-    before doing that on purpose.
+    before doing that on purpose. Unless ``ServerOptions.allowed_hosts`` says otherwise, the app
+    answers to ``host`` as well as to the loopback names (a wildcard bind: to any host name).
 
     Args:
         app: The app from :func:`avatarkit.server.create_app`.
@@ -86,6 +87,9 @@ def serve(
             host,
         )
     opts = options or ServerOptions()
+    state = getattr(app.state, "avatarkit", None)  # an app from create_app (not a parent app)
+    if state is not None:
+        state.hosts.bound(host)  # answer to the address it is reached at
     settings: dict[str, Any] = {
         "ws_max_size": opts.max_message_bytes,
         "ws_max_queue": 8,
