@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -437,11 +438,74 @@ def test_session_registry_serves_only_files_it_made(tmp_path: Path) -> None:
         folder = registry.new_turn_folder(session)
         (folder / "clip.mp4").write_bytes(b"video")
         ids.append(registry.register(session, folder / "clip.mp4"))
+        registry.end_turn(session, folder)
     assert registry.media(ids[0]) is None  # the oldest turn's media expired
     kept = registry.media(ids[2])
     assert kept is not None and kept.read_bytes() == b"video"
     registry.close()
     assert not registry.root.exists() and outside.exists()
+
+
+def test_made_up_session_cookies_evict_no_live_session(data: Path) -> None:
+    # Connections with random well-formed tokens that send nothing must neither push a live
+    # session out of memory (deleting its media) nor be kept themselves.
+    bot = make_bot(data)
+    options = ServerOptions(max_sessions=3)
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        c.get("/")
+        attacker = Client(c.app)
+
+        def made_up() -> dict[str, str]:
+            return {"cookie": f"avatarkit_session={SessionRegistry.new_token()}"}
+
+        with c.websocket_connect("/ws") as victim:
+            victim.receive_json()
+            victim.send_json({"type": "say", "text": "hi"})
+            url = next(m["url"] for m in until(victim, "final") if m["type"] == "clip")
+            for _ in range(10):  # one after another
+                with attacker.websocket_connect("/ws", headers=made_up()) as ws:
+                    ws.receive_json()
+            assert c.get(url).status_code == 200
+            with contextlib.ExitStack() as held:  # all open at once
+                for _ in range(5):
+                    held.enter_context(attacker.websocket_connect("/ws", headers=made_up()))
+                assert c.get(url).status_code == 200
+        registry = c.app.state.avatarkit.sessions
+        assert len(registry) == 1  # the victim's; the made-up ones were never kept
+        assert c.get(url).status_code == 200
+
+
+def test_registry_evicts_only_idle_sessions(tmp_path: Path) -> None:
+    registry = SessionRegistry(tmp_path, max_sessions=1)
+
+    def with_media(session: Any) -> str:
+        folder = registry.new_turn_folder(session)
+        (folder / "clip.wav").write_bytes(b"RIFF")
+        return registry.register(session, folder / "clip.wav")
+
+    connected = registry.open(registry.new_token())
+    connected_id = with_media(connected)
+    registry.end_turn(connected, connected.turns[-1].folder)
+    busy = registry.open(registry.new_token())
+    busy_id = with_media(busy)  # its turn is still running...
+    registry.release(busy)  # ...when its connection goes
+    for _ in range(5):  # never sent a message: dropped when the connection ends
+        registry.release(registry.open(registry.new_token()))
+    assert len(registry) == 2
+    idle = [registry.open(registry.new_token()) for _ in range(2)]
+    idle_ids = [with_media(s) for s in idle]
+    for session in idle:
+        registry.end_turn(session, session.turns[-1].folder)
+        registry.release(session)
+    # One idle session is kept (max_sessions): the least recently used goes; sessions in use
+    # (a connection, a running turn) are never evicted, however many there are.
+    assert len(registry) == 3 and registry.media(idle_ids[0]) is None
+    assert registry.media(idle_ids[1]) is not None
+    assert registry.media(connected_id) is not None and registry.media(busy_id) is not None
+    registry.end_turn(busy, busy.turns[-1].folder)  # idle now: the other idle one is older
+    assert len(registry) == 2 and registry.media(idle_ids[1]) is None
+    assert registry.media(busy_id) is not None
+    registry.close()
 
 
 def test_request_bodies_and_long_urls_are_refused(client: TestClient) -> None:

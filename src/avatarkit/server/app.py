@@ -12,8 +12,8 @@ Routes::
     WS   /ws          the conversation (see :mod:`avatarkit.server.conversation`)
 
 Requests for a host name that is not the server's own are refused (``allowed_hosts``: DNS
-rebinding). Every response carries a Content-Security-Policy (pages: scripts, styles and media only from
-this server, no inline script; everything else: nothing at all), ``nosniff`` and
+rebinding). Every response carries a Content-Security-Policy (pages: scripts, styles and media
+only from this server, no inline script; everything else: nothing at all), ``nosniff`` and
 ``Referrer-Policy: no-referrer``. Request bodies are refused (the app takes none; 413), long
 URLs too (414). The pages hold no configuration and no secret: keys stay in the server process.
 """
@@ -396,8 +396,10 @@ def create_app(
         sessions = state.sessions
         token = ws.cookies.get(opts.cookie_name)
         persistent = SessionRegistry.is_token(token)
-        session = sessions.get(token if persistent and token else sessions.new_token(),
-                               persistent=persistent)  # fmt: skip
+        # Opened, the session is not evicted while this connection lasts; released, it is
+        # kept only if it made media (a made-up token that sends nothing leaves nothing).
+        session = sessions.open(token if persistent and token else sessions.new_token(),
+                                persistent=persistent)  # fmt: skip
         bot = await state.bot()
         client = ws.client.host if ws.client else "unknown"
         await ws.accept()
@@ -407,7 +409,10 @@ def create_app(
         )  # fmt: skip
 
         async def end() -> None:
-            await conversation.close()
+            try:
+                await conversation.close()
+            finally:
+                sessions.release(session)
             if not persistent:  # a connection-only conversation ends with its connection
                 sessions.forget(session)
                 if bot.dialogue is not None:

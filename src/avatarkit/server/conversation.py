@@ -33,6 +33,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -136,6 +137,8 @@ class _Turn:
     user: str
     stream: ReplyStream
     started: dt.datetime
+    folder: Path
+    """This turn's own media folder (another tab of the session has its own)."""
     task: asyncio.Task[None] | None = None
     segments: list[AudioSegment] = field(default_factory=list)
     complete: bool = False
@@ -297,28 +300,30 @@ class Conversation:
         self.throttle.take(self.session.key)
         self.client_throttle.take(self.client)
         await self._stop(None)  # a new message interrupts the reply still running
+        folder = self.sessions.new_turn_folder(self.session)
         try:
-            folder = self.sessions.new_turn_folder(self.session)
             user = UserInput(text=cleaned, session_id=self.session.key)
             stream = self.bot.stream(user, render=True, output_dir=folder)
-        except InputValidationError as exc:
-            await self.error("invalid_input", str(exc))
-            return
-        except ConfigurationError as exc:
-            await self.error("failed", str(exc))
+        except (InputValidationError, ConfigurationError) as exc:
+            self.sessions.end_turn(self.session, folder)
+            code = "invalid_input" if isinstance(exc, InputValidationError) else "failed"
+            await self.error(code, str(exc))
             return
         turn = _Turn(
-            id=secrets.token_hex(8), user=cleaned, stream=stream, started=dt.datetime.now(dt.UTC)
-        )
+            id=secrets.token_hex(8), user=cleaned, stream=stream,
+            started=dt.datetime.now(dt.UTC), folder=folder,
+        )  # fmt: skip
         self.turn = turn
         await self.send("turn", turn=turn.id, user=cleaned)
         turn.task = asyncio.get_running_loop().create_task(self._pump(turn))
 
     async def _pump(self, turn: _Turn) -> None:
+        stopped = False
         try:
             async for event in turn.stream:
                 await self._forward(turn, event)
         except asyncio.CancelledError:
+            stopped = True  # by _stop, which ends the turn once its stream has stopped
             raise
         except StageError as exc:
             cause = exc.__cause__
@@ -332,6 +337,8 @@ class Conversation:
             _log.exception("turn failed")
             await self.error("internal", f"the reply failed ({type(exc).__name__})", turn=turn.id)
         finally:
+            if not stopped:  # the stream ran to its end (or failed): it writes nothing more
+                self.sessions.end_turn(self.session, turn.folder)
             if self.turn is turn and not turn.complete:
                 self.turn = None
 
@@ -371,11 +378,8 @@ class Conversation:
 
     async def _audio_clip(self, turn: _Turn, event: AudioSegment) -> None:
         """Without a renderer, each sentence's speech is served as an audio clip instead."""
-        folder = self.session.turns[-1][0] if self.session.turns else None
-        if folder is None:
-            return
         voice = event.voice
-        path = folder / f"segment-{event.index:03d}.{voice.format}"
+        path = turn.folder / f"segment-{event.index:03d}.{voice.format}"
         await asyncio.to_thread(write_bytes_atomic, path, voice.audio)
         media_id = self.sessions.register(self.session, path)
         await self.send("clip", turn=turn.id, index=event.index, offset=round(event.offset, 3),
@@ -404,7 +408,10 @@ class Conversation:
             turn.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await turn.task
-        await turn.stream.interrupt(played=played)
+        try:
+            await turn.stream.interrupt(played=played)
+        finally:
+            self.sessions.end_turn(self.session, turn.folder)  # stopped: no more writes
         return heard
 
     async def _amend(self, turn: _Turn, heard: str) -> None:

@@ -36,7 +36,8 @@ class ServerOptions(BaseModel):
     max_body_bytes: int = Field(default=16_384, ge=0)
     """Largest HTTP request body accepted (413 above)."""
     max_sessions: int = Field(default=1000, ge=1)
-    """Browser sessions kept in memory (least recently used dropped; conversations stay)."""
+    """Browser sessions kept in memory once no connection uses them (least recently used
+    dropped with their media; conversations stay). Sessions in use are never dropped."""
     keep_turns: int = Field(default=4, ge=1)
     """Turns per session whose video segments stay servable."""
     history_turns: int = Field(default=20, ge=0)

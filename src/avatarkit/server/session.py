@@ -7,8 +7,9 @@ copy of the conversation database cannot be used to take over a browser's conver
 Each reply's clips are written to a folder of their own under one media root made for this
 server run; they are served by unguessable ids (128 random bits) that map to files this registry
 wrote, so a media URL can never name any other file. Only the last few turns' media are kept
-per session and only the most recently active sessions are kept in memory; the media root is
-removed when the server stops (conversations themselves live in the bot's dialogue store).
+per session. Sessions in use (an open connection, a running turn) stay in memory; of the others
+only the most recently used are kept. The media root is removed when the server stops
+(conversations themselves live in the bot's dialogue store).
 """
 
 from __future__ import annotations
@@ -25,10 +26,20 @@ from pathlib import Path
 
 from avatarkit.errors import InputValidationError
 
-__all__ = ["Session", "SessionRegistry"]
+__all__ = ["Session", "SessionRegistry", "TurnMedia"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+@dataclass(eq=False)
+class TurnMedia:
+    """One turn's media folder and the ids it serves."""
+
+    folder: Path
+    ids: list[str] = field(default_factory=list)
+    running: bool = True
+    """The turn is still writing into ``folder`` (its files are never deleted meanwhile)."""
 
 
 @dataclass(eq=False)
@@ -41,20 +52,33 @@ class Session:
     """Where this session's reply media are written."""
     persistent: bool = True
     """False for a connection-only session (the browser sent no usable cookie)."""
-    turns: deque[tuple[Path, list[str]]] = field(default_factory=deque)
-    """(folder, media ids) of the turns whose media are still kept, oldest first."""
+    turns: deque[TurnMedia] = field(default_factory=deque)
+    """The turns whose media are still kept, oldest first."""
+    connections: int = 0
+    """Open connections (browser tabs) using this session."""
 
     def __repr__(self) -> str:
         return f"Session(key={self.key[:8]}…, turns={len(self.turns)})"
+
+    @property
+    def in_use(self) -> bool:
+        """A connection is open or a turn is running: the session may not be evicted."""
+        return self.connections > 0 or any(turn.running for turn in self.turns)
 
 
 class SessionRegistry:
     """Sessions by cookie token, and the media files their replies made.
 
+    A connection uses its session through :meth:`open` and :meth:`release`. A session in use
+    (an open connection, a running turn) is never evicted. Once unused, it is kept only if its
+    replies made media, and of those only the ``max_sessions`` most recently used: so
+    connections with made-up tokens that never send a message leave nothing behind, and cannot
+    push anyone else's session out.
+
     Args:
         data_dir: Folder under which this server run makes its media root.
-        max_sessions: Sessions kept in memory; the least recently used is dropped (its
-            media deleted; its conversation stays in the dialogue store).
+        max_sessions: Unused sessions kept in memory; beyond it the least recently used is
+            dropped (its media deleted; its conversation stays in the dialogue store).
         keep_turns: Turns per session whose media stay servable.
     """
 
@@ -65,7 +89,8 @@ class SessionRegistry:
         self.root = Path(tempfile.mkdtemp(prefix="media-", dir=data_dir)).resolve()
         self.max_sessions = max_sessions
         self.keep_turns = keep_turns
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._sessions: dict[str, Session] = {}
+        self._idle: OrderedDict[str, Session] = OrderedDict()  # not in use: least recent first
         self._media: dict[str, tuple[str, Path]] = {}
 
     def __repr__(self) -> str:
@@ -89,7 +114,33 @@ class SessionRegistry:
         return hashlib.sha256(token.encode()).hexdigest()[:32]
 
     def get(self, token: str, *, persistent: bool = True) -> Session:
-        """The session of ``token``, made on first use (raises on a malformed token)."""
+        """The session of ``token``, made on first use (raises on a malformed token).
+
+        A session got this way (not through :meth:`open`) counts as unused: it may be evicted.
+        """
+        session = self._lookup(token, persistent)
+        if not session.in_use:
+            self._idle[session.key] = session
+            self._idle.move_to_end(session.key)
+            self._evict()
+        return session
+
+    def open(self, token: str, *, persistent: bool = True) -> Session:
+        """A connection starts using the session of ``token`` (made on first use).
+
+        It is not evicted until every connection has called :meth:`release`.
+        """
+        session = self._lookup(token, persistent)
+        session.connections += 1
+        self._idle.pop(session.key, None)
+        return session
+
+    def release(self, session: Session) -> None:
+        """A connection opened with :meth:`open` has ended."""
+        session.connections = max(0, session.connections - 1)
+        self._settle(session)
+
+    def _lookup(self, token: str, persistent: bool) -> Session:
         if not self.is_token(token):
             raise InputValidationError("malformed session token", field="session")
         key = self.key_for(token)
@@ -97,12 +148,23 @@ class SessionRegistry:
         if session is None:
             session = Session(key=key, folder=self.root / key, persistent=persistent)
             self._sessions[key] = session
-            while len(self._sessions) > self.max_sessions:
-                _, old = self._sessions.popitem(last=False)
-                self.clear(old)
-        else:
-            self._sessions.move_to_end(key)
         return session
+
+    def _settle(self, session: Session) -> None:
+        """Keep a session no longer in use (least recent dropped); without media, drop it."""
+        if session.in_use or self._sessions.get(session.key) is not session:
+            return
+        if not session.turns:  # it never made anything: nothing to keep
+            self.forget(session)
+            return
+        self._idle[session.key] = session
+        self._idle.move_to_end(session.key)
+        self._evict()
+
+    def _evict(self) -> None:
+        while len(self._idle) > self.max_sessions:
+            _, old = self._idle.popitem(last=False)
+            self.forget(old)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -110,13 +172,37 @@ class SessionRegistry:
     # ------------------------------------------------------------------ media
 
     def new_turn_folder(self, session: Session) -> Path:
-        """A fresh folder for one turn's media; the oldest turns beyond ``keep_turns`` go."""
+        """A fresh folder for one turn's media, running until :meth:`end_turn`.
+
+        The oldest turns beyond ``keep_turns`` go, except those still running.
+        """
         folder = session.folder / secrets.token_hex(8)
         folder.mkdir(parents=True)
-        session.turns.append((folder, []))
-        while len(session.turns) > self.keep_turns:
-            self._drop_turn(session.turns.popleft())
+        session.turns.append(TurnMedia(folder))
+        self._idle.pop(session.key, None)
+        self._trim(session)
         return folder
+
+    def end_turn(self, session: Session, folder: Path) -> None:
+        """The turn writing into ``folder`` has ended: its media may expire from now on."""
+        for turn in session.turns:
+            if turn.folder == folder:
+                turn.running = False
+        self._trim(session)
+        self._settle(session)
+
+    def _trim(self, session: Session) -> None:
+        excess = len(session.turns) - self.keep_turns
+        if excess <= 0:
+            return
+        kept: deque[TurnMedia] = deque()
+        for turn in session.turns:  # oldest first
+            if excess > 0 and not turn.running:
+                self._drop_turn(turn)
+                excess -= 1
+            else:
+                kept.append(turn)
+        session.turns = kept
 
     def register(self, session: Session, path: Path) -> str:
         """Make ``path`` (a file in one of the session's turn folders) servable; its media id.
@@ -125,11 +211,11 @@ class SessionRegistry:
             InputValidationError: ``path`` is not inside a kept turn folder of this session.
         """
         resolved = path.resolve()
-        for folder, ids in reversed(session.turns):
-            if resolved.is_relative_to(folder.resolve()) and resolved.is_file():
+        for turn in reversed(session.turns):
+            if resolved.is_relative_to(turn.folder.resolve()) and resolved.is_file():
                 media_id = secrets.token_urlsafe(16)
                 self._media[media_id] = (session.key, resolved)
-                ids.append(media_id)
+                turn.ids.append(media_id)
                 return media_id
         raise InputValidationError("media outside the session's turn folders", field="path")
 
@@ -155,16 +241,18 @@ class SessionRegistry:
     def forget(self, session: Session) -> None:
         """Drop ``session`` from memory and delete its media (a connection-only session ends)."""
         self.clear(session)
-        self._sessions.pop(session.key, None)
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+            self._idle.pop(session.key, None)
 
-    def _drop_turn(self, turn: tuple[Path, list[str]]) -> None:
-        folder, ids = turn
-        for media_id in ids:
+    def _drop_turn(self, turn: TurnMedia) -> None:
+        for media_id in turn.ids:
             self._media.pop(media_id, None)
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(turn.folder, ignore_errors=True)
 
     def close(self) -> None:
         """Forget every session and remove this run's media root."""
         self._sessions.clear()
+        self._idle.clear()
         self._media.clear()
         shutil.rmtree(self.root, ignore_errors=True)
