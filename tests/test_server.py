@@ -400,6 +400,53 @@ def test_reset_forgets_the_conversation(client: TestClient, data: Path) -> None:
     assert client.get(clips[0]["url"]).status_code == 404
 
 
+@pytest.mark.parametrize("video", [False, True], ids=["audio-only", "video"])
+def test_new_chat_in_one_tab_does_not_break_the_reply_playing_in_another(
+    data: Path, video: bool
+) -> None:
+    from avatarkit.render.local import LocalRenderer
+
+    chat = FakeChatModel(REPLY, token_delay=0.05)
+    bot = make_bot(data, chat, renderer=LocalRenderer(size=64) if video else None)
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as tab1, c.websocket_connect("/ws") as tab2:
+            tab1.receive_json(), tab2.receive_json()
+            tab1.send_json({"type": "say", "text": "tell me"})
+            messages = until(tab1, "clip")
+            tab2.send_json({"type": "reset"})  # "New chat" in the other tab, mid-reply
+            assert until(tab2, "reset")[-1]["type"] == "reset"
+            messages += until(tab1, "final", "error")
+            assert messages[-1]["type"] == "final", messages[-1]
+            audio = sorted(m["index"] for m in messages if m["type"] == "audio")
+            clips = [m for m in messages if m["type"] == "clip"]
+            assert sorted(m["index"] for m in clips) == audio == [0, 1, 2]
+            assert all(c.get(m["url"]).status_code == 200 for m in clips)
+            tab2.send_json({"type": "reset"})  # the reply has ended: now its media go
+            until(tab2, "reset")
+            assert all(c.get(m["url"]).status_code == 404 for m in clips)
+
+
+def test_error_messages_carry_no_server_paths(data: Path) -> None:
+    from avatarkit.server.conversation import without_paths
+
+    where = data / "media-x1" / "0123abcd" / "segment-001.mp4"
+
+    def failing(messages: Any) -> str:
+        raise ProviderError(f"cannot open {where}: No such file or directory", provider="acme")
+
+    bot = make_bot(data, FunctionChatModel(failing))
+    with Client(create_app(lambda: bot, data_dir=data)) as c, c.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "say", "text": "hi"})
+        error = until(ws, "error", "final")[-1]
+    assert error["type"] == "error" and "segment-001.mp4" in error["message"]
+    assert str(data) not in error["message"] and "/media-x1/" not in error["message"]
+    assert without_paths("'/usr/lib/x.so' and C:\\Users\\me\\f.txt") == "'x.so' and f.txt"
+    kept = "see https://example.com/a/b, 50/min, and/or 3/4 of /ws"
+    assert without_paths(kept) == kept
+
+
 # ---------------------------------------------------------------------- media and limits
 
 

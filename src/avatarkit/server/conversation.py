@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from avatarkit.server.session import Session, SessionRegistry
     from avatarkit.server.throttle import Throttle
 
-__all__ = ["Conversation", "heard_text"]
+__all__ = ["Conversation", "heard_text", "without_paths"]
 
 _log = get_logger("avatarkit.server")
 
@@ -81,6 +82,24 @@ _MIME = {
     "flac": "audio/flac",
     "aac": "audio/aac",
 }
+
+
+# An absolute file path: POSIX (two or more parts, not inside a URL or a fraction like 3/4)
+# or Windows (C:\...). The browser is shown its last part only.
+_PATH = re.compile(
+    r"(?<![\w.:/~-])(?:/[^\s/'\"`:;,()\[\]{}<>]+){2,}/?"
+    r"|\b[A-Za-z]:\\(?:[^\s\\'\"`<>|]+\\)*[^\s\\'\"`<>|]*"
+)
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute file path cut to its last part (no server layout shown)."""
+
+    def last_part(match: re.Match[str]) -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group()) if p and not p.endswith(":")]
+        return parts[-1] if parts else "…"
+
+    return _PATH.sub(last_part, text)
 
 
 class _Say(BaseModel):
@@ -198,7 +217,7 @@ class Conversation:
 
     async def error(self, code: str, message: str, **fields: Any) -> None:
         """Send a typed error the page shows to the user."""
-        await self.send("error", code=code, message=redact(message), **fields)
+        await self.send("error", code=code, message=without_paths(redact(message)), **fields)
 
     async def run(self) -> None:
         """Greet the browser, then answer its messages until it disconnects (then: close)."""

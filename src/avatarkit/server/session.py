@@ -232,15 +232,25 @@ class SessionRegistry:
         return path
 
     def clear(self, session: Session) -> None:
-        """Delete every kept media file of ``session``."""
+        """Delete the media of ``session``'s finished turns ("New chat").
+
+        A turn still running (in another tab of the same browser) keeps its folder and media:
+        that tab is still writing and playing them. They expire like any turn's, later.
+        """
+        for turn in session.turns:
+            if not turn.running:
+                self._drop_turn(turn)
+        session.turns = deque(turn for turn in session.turns if turn.running)
+        with contextlib.suppress(OSError):
+            session.folder.rmdir()
+        self._settle(session)
+
+    def forget(self, session: Session) -> None:
+        """Drop ``session`` from memory with all its media (it ended, or was evicted)."""
         while session.turns:
             self._drop_turn(session.turns.popleft())
         with contextlib.suppress(OSError):
             session.folder.rmdir()
-
-    def forget(self, session: Session) -> None:
-        """Drop ``session`` from memory and delete its media (a connection-only session ends)."""
-        self.clear(session)
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
             self._idle.pop(session.key, None)
