@@ -471,9 +471,33 @@ def test_media_and_static_routes_cannot_leave_their_folder(
     assert b"import" not in r.content and b"SQLite" not in r.content
 
 
+def test_media_are_served_only_to_the_session_that_made_them(
+    client: TestClient, data: Path
+) -> None:
+    client.get("/")
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "say", "text": "tell me a secret"})
+        url = next(m["url"] for m in until(ws, "final") if m["type"] == "clip")
+    assert client.get(url).status_code == 200
+    assert client.get(url, headers={"range": "bytes=0-9"}).status_code == 206  # <video> seeks
+    other = Client(client.app)
+    other.get("/")  # another browser, with a cookie of its own
+    assert other.get(url).status_code == 404
+    assert Client(client.app).get(url).status_code == 404  # no cookie at all
+    # A browser that keeps no cookie (a cross-site iframe over plain HTTP) has a session for
+    # its connection only: its media are served by their unguessable URL alone.
+    with Client(client.app).websocket_connect("/ws") as ws:
+        assert ws.receive_json()["persistent"] is False
+        ws.send_json({"type": "say", "text": "hi"})
+        url = next(m["url"] for m in until(ws, "final") if m["type"] == "clip")
+        assert Client(client.app).get(url).status_code == 200
+
+
 def test_session_registry_serves_only_files_it_made(tmp_path: Path) -> None:
     registry = SessionRegistry(tmp_path, keep_turns=2)
-    session = registry.get(registry.new_token())
+    token = registry.new_token()
+    session = registry.get(token)
     outside = tmp_path / "secret.txt"
     outside.write_text("no")
     with pytest.raises(InputValidationError):
@@ -486,9 +510,11 @@ def test_session_registry_serves_only_files_it_made(tmp_path: Path) -> None:
         (folder / "clip.mp4").write_bytes(b"video")
         ids.append(registry.register(session, folder / "clip.mp4"))
         registry.end_turn(session, folder)
-    assert registry.media(ids[0]) is None  # the oldest turn's media expired
-    kept = registry.media(ids[2])
+    assert registry.media(ids[0], token=token) is None  # the oldest turn's media expired
+    kept = registry.media(ids[2], token=token)
     assert kept is not None and kept.read_bytes() == b"video"
+    assert registry.media(ids[2], token=None) is None
+    assert registry.media(ids[2], token=registry.new_token()) is None  # not this session's
     registry.close()
     assert not registry.root.exists() and outside.exists()
 
@@ -524,34 +550,44 @@ def test_made_up_session_cookies_evict_no_live_session(data: Path) -> None:
 
 def test_registry_evicts_only_idle_sessions(tmp_path: Path) -> None:
     registry = SessionRegistry(tmp_path, max_sessions=1)
+    tokens: dict[str, str] = {}
+
+    def opened() -> Any:
+        token = registry.new_token()
+        session = registry.open(token)
+        tokens[session.key] = token
+        return session
+
+    def served(session: Any, media_id: str) -> bool:
+        return registry.media(media_id, token=tokens[session.key]) is not None
 
     def with_media(session: Any) -> str:
         folder = registry.new_turn_folder(session)
         (folder / "clip.wav").write_bytes(b"RIFF")
         return registry.register(session, folder / "clip.wav")
 
-    connected = registry.open(registry.new_token())
+    connected = opened()
     connected_id = with_media(connected)
     registry.end_turn(connected, connected.turns[-1].folder)
-    busy = registry.open(registry.new_token())
+    busy = opened()
     busy_id = with_media(busy)  # its turn is still running...
     registry.release(busy)  # ...when its connection goes
     for _ in range(5):  # never sent a message: dropped when the connection ends
-        registry.release(registry.open(registry.new_token()))
+        registry.release(opened())
     assert len(registry) == 2
-    idle = [registry.open(registry.new_token()) for _ in range(2)]
+    idle = [opened() for _ in range(2)]
     idle_ids = [with_media(s) for s in idle]
     for session in idle:
         registry.end_turn(session, session.turns[-1].folder)
         registry.release(session)
     # One idle session is kept (max_sessions): the least recently used goes; sessions in use
     # (a connection, a running turn) are never evicted, however many there are.
-    assert len(registry) == 3 and registry.media(idle_ids[0]) is None
-    assert registry.media(idle_ids[1]) is not None
-    assert registry.media(connected_id) is not None and registry.media(busy_id) is not None
+    assert len(registry) == 3 and not served(idle[0], idle_ids[0])
+    assert served(idle[1], idle_ids[1])
+    assert served(connected, connected_id) and served(busy, busy_id)
     registry.end_turn(busy, busy.turns[-1].folder)  # idle now: the other idle one is older
-    assert len(registry) == 2 and registry.media(idle_ids[1]) is None
-    assert registry.media(busy_id) is not None
+    assert len(registry) == 2 and not served(idle[1], idle_ids[1])
+    assert served(busy, busy_id)
     registry.close()
 
 

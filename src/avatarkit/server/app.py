@@ -6,7 +6,8 @@ Routes::
     GET  /embed       the same page for the widget's iframe (framable by ``embed_origins``)
     GET  /widget.js   the embeddable widget: a floating button that opens /embed in an iframe
     GET  /avatar.png  the avatar's still, shown between clips
-    GET  /media/{id}  one reply segment (ids are unguessable and expire with the turn)
+    GET  /media/{id}  one reply segment, for its session's cookie (ids are unguessable and
+                      expire with the turn)
     GET  /static/...  the page's script and style sheet
     GET  /healthz     liveness
     WS   /ws          the conversation (see :mod:`avatarkit.server.conversation`)
@@ -372,7 +373,8 @@ def create_app(
         )
 
     async def media(request: Request) -> Response:
-        path = state.sessions.media(str(request.path_params["media_id"]))
+        token = request.cookies.get(opts.cookie_name)  # same origin: <video> sends it too
+        path = state.sessions.media(str(request.path_params["media_id"]), token=token)
         if path is None:
             return PlainTextResponse("not found", status_code=404)
         kind = {".mp4": "video/mp4", ".webm": "video/webm", ".wav": "audio/wav",

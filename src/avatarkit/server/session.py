@@ -6,7 +6,8 @@ copy of the conversation database cannot be used to take over a browser's conver
 
 Each reply's clips are written to a folder of their own under one media root made for this
 server run; they are served by unguessable ids (128 random bits) that map to files this registry
-wrote, so a media URL can never name any other file. Only the last few turns' media are kept
+wrote, so a media URL can never name any other file, and only to the cookie of the session that
+made them. Only the last few turns' media are kept
 per session. Sessions in use (an open connection, a running turn) stay in memory; of the others
 only the most recently used are kept. The media root is removed when the server stops
 (conversations themselves live in the bot's dialogue store).
@@ -91,7 +92,7 @@ class SessionRegistry:
         self.keep_turns = keep_turns
         self._sessions: dict[str, Session] = {}
         self._idle: OrderedDict[str, Session] = OrderedDict()  # not in use: least recent first
-        self._media: dict[str, tuple[str, Path]] = {}
+        self._media: dict[str, tuple[Session, Path]] = {}
 
     def __repr__(self) -> str:
         return f"SessionRegistry(sessions={len(self._sessions)}, media={len(self._media)})"
@@ -214,19 +215,26 @@ class SessionRegistry:
         for turn in reversed(session.turns):
             if resolved.is_relative_to(turn.folder.resolve()) and resolved.is_file():
                 media_id = secrets.token_urlsafe(16)
-                self._media[media_id] = (session.key, resolved)
+                self._media[media_id] = (session, resolved)
                 turn.ids.append(media_id)
                 return media_id
         raise InputValidationError("media outside the session's turn folders", field="path")
 
-    def media(self, media_id: str) -> Path | None:
-        """The file of a media id, or None (unknown, malformed, expired or gone)."""
+    def media(self, media_id: str, *, token: str | None) -> Path | None:
+        """The file of ``media_id`` for the browser holding ``token``, or None.
+
+        None when the id is malformed, unknown, expired or gone, or is another session's: a
+        session's media go only to the cookie that made them. A connection-only session's
+        browser keeps no cookie: its media are served by their unguessable id alone.
+        """
         if _MEDIA_ID.fullmatch(media_id) is None:
             return None
         entry = self._media.get(media_id)
         if entry is None:
             return None
-        path = entry[1]
+        session, path = entry
+        if session.persistent and (token is None or self.key_for(token) != session.key):
+            return None
         if not path.is_relative_to(self.root) or not path.is_file():
             return None
         return path
