@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 import subprocess
 import sys
 import time
@@ -589,6 +591,73 @@ def test_registry_evicts_only_idle_sessions(tmp_path: Path) -> None:
     assert len(registry) == 2 and not served(idle[1], idle_ids[1])
     assert served(busy, busy_id)
     registry.close()
+
+
+MOUNTED = """
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+from test_server import LOCAL, REPLY, make_bot
+from avatarkit.server import create_app
+
+data = Path(sys.argv[1])
+bot = make_bot(data)
+parent = Starlette(routes=[Mount("/chat", app=create_app(lambda: bot, data_dir=data))])
+with TestClient(parent, base_url=LOCAL) as c:  # runs the parent's lifespan, not the chat's
+    c.get("/chat/")
+    with c.websocket_connect("ws://127.0.0.1/chat/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "say", "text": "hi"})
+        while (m := ws.receive_json())["type"] != "final":
+            if m["type"] == "clip":
+                assert c.get("/chat/" + m["url"]).status_code == 200
+    print(*sorted(p.name for p in data.glob("media-*")))
+"""
+
+
+def test_a_mounted_app_leaves_no_media_behind(data: Path) -> None:
+    # Starlette runs no lifespan of a mounted app: its media root must go all the same.
+    data.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    here = Path(__file__).parents[1]
+    run = subprocess.run([sys.executable, "-c", MOUNTED, str(data)], capture_output=True,
+                         text=True, env=env, timeout=120, cwd=here)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("media-")  # it had one while serving
+    assert list(data.glob("media-*")) == []
+
+
+def test_media_of_a_crashed_run_are_swept_at_startup(data: Path) -> None:
+    data.mkdir(parents=True)
+    crash = (
+        "import os, sys; from pathlib import Path; "
+        "from avatarkit.server.session import SessionRegistry; "
+        "r = SessionRegistry(Path(sys.argv[1])); "
+        "f = r.new_turn_folder(r.get(r.new_token())); (f / 'clip.mp4').write_bytes(b'x'); "
+        "print(r.root.name); os._exit(9)"  # killed: nothing cleaned up
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", crash, str(data)], capture_output=True,
+                         text=True, env=env, timeout=60)  # fmt: skip
+    stale = data / run.stdout.strip()
+    assert run.returncode == 9 and stale.is_dir()
+    live = SessionRegistry(data)  # another server on the same folder, still running
+    theirs = [data / "media-abcdefgh", data / "media-NOTOURS", data / "media"]
+    for folder in theirs:  # folders this server's naming did not make (no lock file)
+        (folder / "x").mkdir(parents=True)
+    (data / "media-12345678").write_text("a file")
+    fresh = SessionRegistry(data)
+    assert not stale.exists()  # the crashed run's
+    assert live.root.is_dir() and fresh.root.is_dir()  # a running server's, and its own
+    assert all(folder.is_dir() for folder in theirs) and (data / "media-12345678").is_file()
+    live.close()
+    root = fresh.root
+    del fresh
+    gc.collect()  # dropped without close(): its folder goes with it
+    assert not root.exists() and not live.root.exists()
 
 
 def test_request_bodies_and_long_urls_are_refused(client: TestClient) -> None:

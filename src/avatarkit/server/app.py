@@ -210,6 +210,7 @@ class _State:
 
     @property
     def sessions(self) -> SessionRegistry:
+        """Made at startup, or on first need where the lifespan does not run (a mounted app)."""
         if self._sessions is None:
             self._sessions = SessionRegistry(
                 self.data_dir, max_sessions=self.options.max_sessions,
@@ -226,6 +227,7 @@ class _State:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(check_data_dir, self.data_dir)  # a bad folder stops startup
+        await asyncio.to_thread(lambda: self.sessions)  # its media root; an old run's swept
         bot = await self.bot()
         if bot.renderer is not None:
             with contextlib.suppress(Exception):  # warm up: the still, made once

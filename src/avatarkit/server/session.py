@@ -9,28 +9,96 @@ server run; they are served by unguessable ids (128 random bits) that map to fil
 wrote, so a media URL can never name any other file, and only to the cookie of the session that
 made them. Only the last few turns' media are kept
 per session. Sessions in use (an open connection, a running turn) stay in memory; of the others
-only the most recently used are kept. The media root is removed when the server stops
-(conversations themselves live in the bot's dialogue store).
+only the most recently used are kept. The media root is removed when the server stops (or, if
+its lifespan never ran, when the registry is collected or the process exits), and the roots a
+crashed run left are removed when the next one starts (conversations themselves live in the
+bot's dialogue store).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import secrets
 import shutil
 import tempfile
+import time
+import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avatarkit.config import get_logger
 from avatarkit.errors import InputValidationError
 
-__all__ = ["Session", "SessionRegistry", "TurnMedia"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, so no sweeping either
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Session", "SessionRegistry", "TurnMedia", "sweep_media_roots"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+_ROOT = re.compile(r"media-[a-z0-9_]{8}")  # what tempfile.mkdtemp(prefix="media-") makes
+_LOCK = ".lock"  # held (flock) for as long as the run that made the root lives
+_log = get_logger("avatarkit.server")
+
+
+def _lock_root(root: Path) -> int | None:
+    """Make ``root``'s lock file, already locked (the name appears only once held)."""
+    if fcntl is None:
+        return None
+    fd, temp = tempfile.mkstemp(prefix=".lock-", dir=root)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(temp, root / _LOCK)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_root(root: Path, fd: int | None) -> None:
+    """Delete a media root and let go of its lock (close, a finalizer, or exit)."""
+    shutil.rmtree(root, ignore_errors=True)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def sweep_media_roots(data_dir: Path, *, before: float, keep: Path | None = None) -> list[Path]:
+    """Delete the media roots a crashed run left in ``data_dir``; the folders deleted.
+
+    Only folders named as this registry names them, holding its lock file, made before
+    ``before`` (Unix seconds) and whose lock no running server holds (their run has ended
+    without cleaning up) are touched.
+    """
+    if fcntl is None:
+        return []
+    swept: list[Path] = []
+    for folder in data_dir.iterdir():
+        lock = folder / _LOCK
+        if folder == keep or not _ROOT.fullmatch(folder.name) or folder.is_symlink():
+            continue
+        try:
+            if not folder.is_dir() or not lock.is_file() or lock.stat().st_mtime >= before:
+                continue
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused: a live server holds it
+        except OSError:
+            os.close(fd)
+            continue
+        _remove_root(folder, fd)
+        swept.append(folder)
+    if swept:
+        _log.info("removed %d media folder(s) left by an earlier run", len(swept))
+    return swept
 
 
 @dataclass(eq=False)
@@ -87,7 +155,13 @@ class SessionRegistry:
         if max_sessions < 1 or keep_turns < 1:
             raise InputValidationError("max_sessions and keep_turns must be >= 1")
         data_dir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
         self.root = Path(tempfile.mkdtemp(prefix="media-", dir=data_dir)).resolve()
+        lock = _lock_root(self.root)
+        # The root goes with the registry: on close(), when it is collected, or at exit (a
+        # mounted app's lifespan never runs, so close() may never be called).
+        self._finalizer = weakref.finalize(self, _remove_root, self.root, lock)
+        sweep_media_roots(self.root.parent, before=started, keep=self.root)
         self.max_sessions = max_sessions
         self.keep_turns = keep_turns
         self._sessions: dict[str, Session] = {}
@@ -273,4 +347,4 @@ class SessionRegistry:
         self._sessions.clear()
         self._idle.clear()
         self._media.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
+        self._finalizer()
