@@ -127,6 +127,28 @@ def test_page_sets_an_httponly_session_cookie_and_a_strict_csp(client: TestClien
     assert client.cookies["avatarkit_session"] == token
 
 
+@pytest.mark.parametrize("video", [False, True], ids=["audio-only", "video"])
+def test_the_page_references_no_missing_resource(data: Path, video: bool) -> None:
+    import re
+
+    from avatarkit.render.local import LocalRenderer
+
+    bot = make_bot(data, renderer=LocalRenderer(size=64) if video else None)
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
+        page = c.get("/").text
+        assert re.search(r'<link rel="icon" href="data:,">', page)  # no /favicon.ico request
+        for url in re.findall(r'(?:src|href)="([^"]+)"', page):
+            if not url.startswith("data:"):
+                assert c.get(url).status_code == 200, url
+        assert "avatar.png" not in page  # asked for by the script, only if there is one
+        css = c.get("/static/chat.css").text
+        assert all(".has-avatar" in line for line in css.splitlines() if "avatar.png" in line)
+        with c.websocket_connect("/ws") as ws:
+            hello = ws.receive_json()
+        assert hello["avatar"] is video and hello["video"] is video
+        assert c.get("/avatar.png").status_code == (200 if video else 404)
+
+
 def test_embed_page_may_be_framed_only_by_the_configured_sites(data: Path) -> None:
     bot = make_bot(data)
     options = ServerOptions(embed_origins=("https://shop.example",))

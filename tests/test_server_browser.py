@@ -88,6 +88,15 @@ def _host_site(html: str) -> Iterator[str]:
         httpd.server_close()
 
 
+def _console_errors(page: Any) -> list[str]:
+    """What the page reports as failing: script errors, console errors, HTTP errors."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return errors
+
+
 def _trace(page: Any) -> dict[str, Any]:
     result: dict[str, Any] = page.evaluate("() => JSON.parse(JSON.stringify(window.avatarkitChat))")
     return result
@@ -107,8 +116,7 @@ def test_reply_streams_plays_with_audio_and_subtitles_then_interrupt(
 ) -> None:
     url, data = server
     page = browser.new_page(viewport={"width": 760, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = _console_errors(page)
     page.goto(url)
     page.wait_for_selector("#dot.online", timeout=10_000)
 
@@ -223,6 +231,32 @@ def test_reply_streams_plays_with_audio_and_subtitles_then_interrupt(
         heard,
     ]
     page.close()
+
+
+def test_audio_only_chat_plays_and_requests_nothing_missing(tmp_path: Path, browser: Any) -> None:
+    from avatarkit.bot import AvatarBot
+    from avatarkit.dialogue.manager import DialogueManager
+    from avatarkit.testing import FakeChatModel
+
+    dialogue = DialogueManager(
+        chat=FakeChatModel("Hi there."), store=SQLiteStore(tmp_path / "conversations.db")
+    )
+    bot = AvatarBot(dialogue=dialogue, voice="espeak", renderer=None, preprocessor=None,
+                    intent=None, sentiment=None)  # fmt: skip
+    with running_server(bot, tmp_path) as url:
+        page = browser.new_page(viewport={"width": 760, "height": 900})
+        errors = _console_errors(page)
+        page.goto(url)
+        page.wait_for_selector("#dot.online", timeout=10_000)
+        assert page.is_hidden("#still")  # no avatar image: none asked for
+        page.fill("#text", "Hello")
+        page.press("#text", "Enter")
+        page.wait_for_function(
+            "() => window.avatarkitChat.events.some(e => e.kind === 'finished')", timeout=20_000
+        )
+        assert _trace(page)["subtitles"] == ["Hi there."]
+        page.close()
+    assert errors == []  # no /favicon.ico, no /avatar.png, no script error
 
 
 def test_widget_script_opens_the_chat_on_another_site(

@@ -8,7 +8,8 @@ model is still writing the last.
 
 Messages from the server (every one carries ``type`` and ``server_time``, Unix seconds)::
 
-    hello        max_chars, history [{user, assistant}], speech_input, persistent, title
+    hello        max_chars, history [{user, assistant}], speech_input, persistent, title,
+                 video, avatar
     turn         turn, user                      a reply has started
     text         turn, text                      a piece of the reply as the model writes it
     sentence     turn, index, text               a sentence is complete
@@ -269,7 +270,16 @@ class Conversation:
             "speech_input": self.options.speech_input,
             "persistent": self.session.persistent,
             "video": self._renders(),
+            "avatar": await self._has_avatar(),
         }
+
+    async def _has_avatar(self) -> bool:
+        """Whether the avatar's still (``/avatar.png``) exists: the page asks for it only then."""
+        try:
+            await self.bot.avatar_image()
+        except AvatarKitError:
+            return False
+        return True
 
     def _renders(self) -> bool:
         return self.bot.renderer is not None and self.bot.voice is not None

@@ -116,6 +116,11 @@
     maxChars = m.max_chars || maxChars;
     ui.text.maxLength = maxChars;
     ui.stage.classList.toggle("audio-only", !m.video);
+    if (m.avatar && !ui.still.getAttribute("src")) { // only when there is a still to show
+      ui.still.src = new URL("avatar.png", base).href;
+      ui.still.hidden = false;
+      ui.stage.classList.add("has-avatar"); // and its blurred backdrop
+    }
     ui.log.replaceChildren();
     for (const t of m.history || []) {
       addMessage("user", t.user).classList.add("past");
