@@ -182,8 +182,10 @@ def test_reply_streams_plays_with_audio_and_subtitles_then_interrupt(
         " return v && !v.paused && v.currentTime > 0.6; }",
         timeout=20_000,
     )
-    page.click("#stop")
+    page.focus("#stop")  # from the keyboard: focus moves on to the message box
+    page.keyboard.press("Enter")
     page.wait_for_selector(".msg.bot.cut", timeout=5_000)
+    assert page.evaluate("() => document.activeElement.id") == "text"
     time.sleep(0.8)
     state = page.evaluate(
         "() => Array.from(document.querySelectorAll('video.clip'))"

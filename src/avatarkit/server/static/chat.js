@@ -296,6 +296,7 @@
       if (!complete) { c.removeAttribute("src"); delete c.dataset.src; c.load(); }
     }
     turn = null;
+    if (document.activeElement === ui.stop) ui.text.focus(); // keyboard users stay in the chat
     ui.stop.hidden = true;
     ui.unmute.hidden = true;
     thinking(false);
