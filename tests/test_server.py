@@ -285,6 +285,16 @@ def test_bad_input_gets_a_typed_error_and_nothing_runs(data: Path, message: Any,
     assert len(chat.calls) == 1
 
 
+@pytest.mark.parametrize("played", ["NaN", "Infinity", "-Infinity"])
+def test_played_must_be_a_finite_number(client: TestClient, played: str) -> None:
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_text(f'{{"type": "interrupt", "turn": "t", "played": {played}}}')
+        error = ws.receive_json()
+    assert error["code"] == "bad_message" and "finite number" in error["message"], error
+    assert "86400" not in error["message"]
+
+
 def test_invalid_json_is_refused(client: TestClient) -> None:
     with client.websocket_connect("/ws") as ws:
         ws.receive_json()

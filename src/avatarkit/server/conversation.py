@@ -113,7 +113,7 @@ class _Interrupt(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["interrupt"]
     turn: str = Field(max_length=64)
-    played: float | None = Field(default=None, ge=0.0, le=86_400.0)
+    played: float | None = Field(default=None, ge=0.0, le=86_400.0, allow_inf_nan=False)
 
 
 class _Reset(BaseModel):
