@@ -149,6 +149,26 @@ def test_the_page_references_no_missing_resource(data: Path, video: bool) -> Non
         assert c.get("/avatar.png").status_code == (200 if video else 404)
 
 
+def test_a_missing_avatar_image_is_not_retried_by_every_connection(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avatarkit.errors import ProviderError
+
+    bot = make_bot(data)
+    calls: list[int] = []
+
+    async def failing() -> Any:  # an image generator that is down (each call may cost quota)
+        calls.append(1)
+        raise ProviderError("image service unavailable", provider="acme")
+
+    monkeypatch.setattr(bot, "avatar_image", failing)
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
+        for _ in range(3):
+            with c.websocket_connect("/ws") as ws:
+                assert ws.receive_json()["avatar"] is False
+    assert len(calls) <= 2  # the warm-up's try, then one for the hellos of the next minute
+
+
 def test_embed_page_may_be_framed_only_by_the_configured_sites(data: Path) -> None:
     bot = make_bot(data)
     options = ServerOptions(embed_origins=("https://shop.example",))

@@ -27,6 +27,7 @@ import gc
 import ipaddress
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,6 +208,7 @@ class _State:
         self._bot: AvatarBot | None = None
         self._bot_lock = asyncio.Lock()
         self._sessions: SessionRegistry | None = None
+        self._no_avatar_until = 0.0
 
     @property
     def sessions(self) -> SessionRegistry:
@@ -223,6 +225,23 @@ class _State:
             if self._bot is None:
                 self._bot = await asyncio.to_thread(self.bot_factory)
             return self._bot
+
+    async def has_avatar(self) -> bool:
+        """Whether the avatar's still (``/avatar.png``) exists.
+
+        A failure is remembered for a minute, so that connections do not each retry making it
+        (spending an image generator's quota).
+        """
+        now = time.monotonic()
+        if now < self._no_avatar_until:
+            return False
+        bot = await self.bot()
+        try:
+            await bot.avatar_image()
+        except Exception:
+            self._no_avatar_until = now + 60.0
+            return False
+        return True
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -400,16 +419,18 @@ def create_app(
         sessions = state.sessions
         token = ws.cookies.get(opts.cookie_name)
         persistent = SessionRegistry.is_token(token)
-        # Opened, the session is not evicted while this connection lasts; released, it is
-        # kept only if it made media (a made-up token that sends nothing leaves nothing).
-        session = sessions.open(token if persistent and token else sessions.new_token(),
-                                persistent=persistent)  # fmt: skip
         bot = await state.bot()
+        avatar = await state.has_avatar()
         client = ws.client.host if ws.client else "unknown"
         await ws.accept()
+        # Opened, the session is not evicted while this connection lasts; released (below, in
+        # end), it is kept only if it made media: a made-up token that sends nothing leaves
+        # nothing behind.
+        session = sessions.open(token if persistent and token else sessions.new_token(),
+                                persistent=persistent)  # fmt: skip
         conversation = Conversation(
             ws, bot=bot, session=session, sessions=sessions, throttle=state.throttle,
-            client_throttle=state.client_throttle, client=client, options=opts,
+            client_throttle=state.client_throttle, client=client, options=opts, avatar=avatar,
         )  # fmt: skip
 
         async def end() -> None:

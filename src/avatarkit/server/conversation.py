@@ -177,6 +177,7 @@ class Conversation:
         client_throttle: Messages per client address.
         client: The client's address (the key of ``client_throttle``).
         options: Limits and the page title.
+        avatar: The avatar's still exists (``hello`` tells the page to show it).
     """
 
     def __init__(
@@ -190,6 +191,7 @@ class Conversation:
         client_throttle: Throttle,
         client: str,
         options: ServerOptions,
+        avatar: bool = False,
     ) -> None:
         self.ws = ws
         self.bot = bot
@@ -199,6 +201,7 @@ class Conversation:
         self.client_throttle = client_throttle
         self.client = client
         self.options = options
+        self.avatar = avatar
         self.turn: _Turn | None = None
         self._send_lock = asyncio.Lock()
         self._closed = False
@@ -270,16 +273,8 @@ class Conversation:
             "speech_input": self.options.speech_input,
             "persistent": self.session.persistent,
             "video": self._renders(),
-            "avatar": await self._has_avatar(),
+            "avatar": self.avatar,
         }
-
-    async def _has_avatar(self) -> bool:
-        """Whether the avatar's still (``/avatar.png``) exists: the page asks for it only then."""
-        try:
-            await self.bot.avatar_image()
-        except AvatarKitError:
-            return False
-        return True
 
     def _renders(self) -> bool:
         return self.bot.renderer is not None and self.bot.voice is not None

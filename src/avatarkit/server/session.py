@@ -7,12 +7,11 @@ copy of the conversation database cannot be used to take over a browser's conver
 Each reply's clips are written to a folder of their own under one media root made for this
 server run; they are served by unguessable ids (128 random bits) that map to files this registry
 wrote, so a media URL can never name any other file, and only to the cookie of the session that
-made them. Only the last few turns' media are kept
-per session. Sessions in use (an open connection, a running turn) stay in memory; of the others
-only the most recently used are kept. The media root is removed when the server stops (or, if
-its lifespan never ran, when the registry is collected or the process exits), and the roots a
-crashed run left are removed when the next one starts (conversations themselves live in the
-bot's dialogue store).
+made them. Only the last few turns' media are kept per session. Sessions in use (an open
+connection, a running turn) stay in memory; of the others only the most recently used are kept.
+The media root is removed when the server stops (or, if its lifespan never ran, when the
+registry is collected or the process exits), and the roots a crashed run left are removed when
+the next one starts (conversations themselves live in the bot's dialogue store).
 """
 
 from __future__ import annotations
