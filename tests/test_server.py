@@ -1042,3 +1042,38 @@ def test_throttle_wait_reports_without_spending() -> None:
     assert throttle.wait("a") == pytest.approx(1.0) and throttle.take("a") == pytest.approx(1.0)
     now[0] = 1.0
     assert throttle.wait("a") == 0 and throttle.take("a") == 0
+
+
+def test_serve_command_passes_allowed_hosts_and_refuses_a_bad_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, not_served: list[dict[str, Any]]
+) -> None:
+    import avatarkit.server as server
+    from avatarkit.cli import app
+
+    made: list[Any] = []
+    real = server.create_app
+    monkeypatch.setattr(
+        server, "create_app", lambda *a, **kw: made.append(kw["options"]) or real(*a, **kw)
+    )
+    args = [*SERVE, "--data-dir", str(tmp_path), "--allowed-host", "Chat.Example.com"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert made[0].allowed_hosts == ("chat.example.com",) and len(not_served) == 1
+    bad = CliRunner().invoke(app, [*SERVE, "--data-dir", str(tmp_path), "--allowed-host", "a b"])
+    assert bad.exit_code == 2 and "error: --allowed-host: " in bad.output
+
+
+def test_the_server_closes_its_bot_at_shutdown(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path)
+    closed: list[bool] = []
+    real = bot.aclose
+
+    async def counting_aclose() -> None:
+        closed.append(True)
+        await real()
+
+    bot.aclose = counting_aclose  # type: ignore[method-assign]
+    with Client(create_app(lambda: bot, data_dir=tmp_path)) as client:
+        assert client.get("/").status_code == 200
+        assert closed == []
+    assert closed == [True]

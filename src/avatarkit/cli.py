@@ -541,6 +541,13 @@ def serve(
     title: Annotated[
         str | None, typer.Option(help="Name shown in the chat's header (default: the persona's).")
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A host name browsers may reach the server by, e.g. chat.example.com behind a "
+            "proxy (repeatable; default: the loopback names and the bound address)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the chat page and the embeddable widget (needs the serve extra)."""
     try:
@@ -558,6 +565,8 @@ def serve(
         fields: dict[str, Any] = {"title": title}
         if embed_origin:
             fields["embed_origins"] = tuple(embed_origin)
+        if allowed_host:
+            fields["allowed_hosts"] = tuple(allowed_host)
         options = _server_options(ServerOptions, fields)
         folder = check_data_dir(data_dir or default_data_dir())  # a file, read-only: now
         check_port(host, port)  # in use: now, not after the warm-up
@@ -584,7 +593,11 @@ def serve(
                host=host, port=port, options=options, on_ready=ready)  # fmt: skip
 
 
-_SERVE_OPTIONS = {"embed_origins": "--embed-origin", "title": "--title"}
+_SERVE_OPTIONS = {
+    "embed_origins": "--embed-origin",
+    "title": "--title",
+    "allowed_hosts": "--allowed-host",
+}
 
 
 def _server_options(model: Any, fields: dict[str, Any]) -> Any:

@@ -260,6 +260,8 @@ class _State:
         try:
             yield
         finally:
+            with contextlib.suppress(Exception):  # its HTTP clients, its store: let go
+                await bot.aclose()
             if self._sessions is not None:
                 self._sessions.close()
                 self._sessions = None

@@ -327,7 +327,8 @@ class Conversation:
         folder = self.sessions.new_turn_folder(self.session)
         try:
             user = UserInput(text=cleaned, session_id=self.session.key)
-            stream = self.bot.stream(user, render=True, output_dir=folder)
+            # the page plays each segment's clip: no joined video (an ffmpeg pass it never shows)
+            stream = self.bot.stream(user, render=True, output_dir=folder, join_video=False)
         except (InputValidationError, ConfigurationError) as exc:
             self.sessions.end_turn(self.session, folder)
             code = "invalid_input" if isinstance(exc, InputValidationError) else "failed"
