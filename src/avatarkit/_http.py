@@ -13,7 +13,7 @@ import email.utils
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -54,6 +54,7 @@ __all__ = [
 _log = get_logger("avatarkit.http")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-trace-id", "x-amzn-requestid")
 
@@ -420,12 +421,17 @@ class HttpClient:
             ProviderError: the most specific subclass, after retries where they apply.
         """
         opts = options or self.options
+        return await self._retried(
+            opts, lambda remaining: self._send_once(method, path, opts, remaining, kwargs)
+        )
+
+    async def _retried(self, opts: ConnectOptions, once: Callable[[float], Awaitable[R]]) -> R:
+        """``once(seconds left)`` within the call's deadline, retried as ``opts`` says."""
         async with self._deadline(opts):
             start = time.monotonic()
             async for attempt in self._retrying(opts):
                 with attempt:
-                    remaining = opts.deadline - (time.monotonic() - start)
-                    return await self._send_once(method, path, opts, remaining, kwargs)
+                    return await once(opts.deadline - (time.monotonic() - start))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def request_json(
@@ -589,13 +595,9 @@ class HttpClient:
             ProviderError: the most specific subclass for other failures.
         """
         opts = options or self.options
-        async with self._deadline(opts):
-            start = time.monotonic()
-            async for attempt in self._retrying(opts):
-                with attempt:
-                    remaining = opts.deadline - (time.monotonic() - start)
-                    return await self._read_limited(url, opts, remaining, max_bytes)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._retried(
+            opts, lambda remaining: self._read_limited(url, opts, remaining, max_bytes)
+        )
 
     async def _read_limited(
         self, url: str, opts: ConnectOptions, remaining: float, max_bytes: int
