@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +105,24 @@ def multipart_fields(request: httpx.Request) -> dict[str, tuple[str | None, byte
         filename = attrs.get("filename", "").strip('"') or None
         out[name] = (filename, body[:-2] if body.endswith(b"\r\n") else body)
     return out
+
+
+@dataclass
+class Playback:
+    """What :func:`play` saw: chunks received, and at which one its own wait was cancelled."""
+
+    chunks: int = 0
+    cancelled_at: list[int] = field(default_factory=list)
+
+
+async def play(stream: AsyncIterator[Any], playback: Playback) -> None:
+    """Consume ``stream`` as a player would, 0.15 s a chunk; the stream's error propagates."""
+    import asyncio
+
+    async for _ in stream:
+        playback.chunks += 1
+        try:
+            await asyncio.sleep(0.15)  # the app plays the chunk
+        except asyncio.CancelledError:
+            playback.cancelled_at.append(playback.chunks)
+            raise

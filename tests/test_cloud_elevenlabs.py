@@ -10,7 +10,16 @@ import time
 import httpx
 import pytest
 
-from _cloud_helpers import FAST, Recorder, alignment_for, b64, mp3_bytes, pcm_bytes
+from _cloud_helpers import (
+    FAST,
+    Playback,
+    Recorder,
+    alignment_for,
+    b64,
+    mp3_bytes,
+    pcm_bytes,
+    play,
+)
 from _loop import largest_loop_gap
 from avatarkit.audio import decode_audio
 from avatarkit.errors import (
@@ -507,17 +516,10 @@ async def test_a_slow_stream_consumer_gets_a_timeout_not_a_cancellation(method: 
         if method == "stream"
         else v.stream_with_timestamps(v._request("Hi.", split_text("Hi.", 100)[0], context=False))
     )
-    interrupted = []
-    got = 0
+    playback = Playback()
     with pytest.raises(ProviderTimeoutError, match="deadline"):
-        async for _ in gen:
-            got += 1
-            try:
-                await asyncio.sleep(0.15)  # the app plays the chunk
-            except asyncio.CancelledError:
-                interrupted.append(got)
-                raise
-    assert not interrupted and 2 <= got < 20
+        await play(gen, playback)
+    assert not playback.cancelled_at and 2 <= playback.chunks < 20
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
     assert v._semaphore()._value == v.max_concurrency  # the slot is back
 

@@ -9,7 +9,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _cloud_helpers import FAST, Recorder, b64, mp3_bytes, pcm_bytes, png_bytes
+from _cloud_helpers import (
+    FAST,
+    Playback,
+    Recorder,
+    b64,
+    mp3_bytes,
+    pcm_bytes,
+    play,
+    png_bytes,
+)
 from _loop import largest_loop_gap
 from avatarkit.errors import (
     AuthenticationError,
@@ -266,17 +275,10 @@ async def test_a_slow_speech_stream_consumer_gets_a_timeout_not_a_cancellation()
     rec = Recorder(lambda r: httpx.Response(200, content=chunks()))
     v = OpenAISpeech(api_key=KEY, transport=rec.transport, response_format="pcm",
                      options=replace(FAST, deadline=0.4))  # fmt: skip
-    interrupted = []
-    got = 0
+    playback = Playback()
     with pytest.raises(ProviderTimeoutError, match="deadline"):
-        async for _ in v.stream("Stream me."):
-            got += 1
-            try:
-                await asyncio.sleep(0.15)  # the app plays the chunk
-            except asyncio.CancelledError:
-                interrupted.append(got)
-                raise
-    assert not interrupted and 2 <= got < 20
+        await play(v.stream("Stream me."), playback)
+    assert not playback.cancelled_at and 2 <= playback.chunks < 20
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
     gen = v.stream("Stream me.")

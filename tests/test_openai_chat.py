@@ -144,8 +144,7 @@ class FakeOpenAI:
         return OpenAIChat("gpt-test", base_url=self.base_url, **kw)
 
 
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
+def _running() -> Iterator[FakeOpenAI]:
     srv = FakeOpenAI()
     srv.thread.start()
     try:
@@ -154,6 +153,11 @@ def server() -> Iterator[FakeOpenAI]:
         srv.server.shutdown()
         srv.server.server_close()
         srv.thread.join(5)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    yield from _running()
 
 
 def completion(text: str, finish: str = "stop") -> bytes:
@@ -547,14 +551,7 @@ async def test_aclose_then_used_again_opens_a_new_client(server: FakeOpenAI) -> 
 
 @pytest.fixture
 def other_server() -> Iterator[FakeOpenAI]:
-    srv = FakeOpenAI()
-    srv.thread.start()
-    try:
-        yield srv
-    finally:
-        srv.server.shutdown()
-        srv.server.server_close()
-        srv.thread.join(5)
+    yield from _running()
 
 
 async def test_redirect_to_another_origin_carries_no_credentials(

@@ -736,14 +736,12 @@ async def test_cancelling_the_consumer_of_a_bare_stream_interrupts_it() -> None:
     assert len(state.turns) <= 1 and all(t.assistant != REPLY for t in state.turns)
 
 
-async def test_interrupt_with_played_after_cancelling_the_consumer_keeps_what_was_heard() -> None:
+async def _consumer_cancelled_after_first_audio(stream: ReplyStream) -> AudioSegment:
+    """Iterate ``stream`` in a task, cancel that task at the first audio; return that audio."""
     import asyncio
 
-    # the web server's order: cancel the task that iterates, then interrupt(played=...)
-    bot = make_bot(voice=FakeVoice())
-    stream = bot.stream("hello", session_id="u")
-    first_audio = asyncio.Event()
     segments: list[AudioSegment] = []
+    first_audio = asyncio.Event()
 
     async def consume() -> None:
         async for event in stream:
@@ -756,7 +754,15 @@ async def test_interrupt_with_played_after_cancelling_the_consumer_keeps_what_wa
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    played = segments[0].voice.words[0].end + 0.01  # the listener heard one word
+    return segments[0]
+
+
+async def test_interrupt_with_played_after_cancelling_the_consumer_keeps_what_was_heard() -> None:
+    # the web server's order: cancel the task that iterates, then interrupt(played=...)
+    bot = make_bot(voice=FakeVoice())
+    stream = bot.stream("hello", session_id="u")
+    first = await _consumer_cancelled_after_first_audio(stream)
+    played = first.voice.words[0].end + 0.01  # the listener heard one word
     response = await stream.interrupt(played=played)
     state = await bot.dialogue.load("u")  # type: ignore[union-attr]
     heard = state.turns[-1].assistant
@@ -764,22 +770,9 @@ async def test_interrupt_with_played_after_cancelling_the_consumer_keeps_what_wa
 
 
 async def test_interrupt_without_played_after_a_cancelled_consumer_returns_once_recorded() -> None:
-    import asyncio
-
     bot = make_bot(voice=FakeVoice())
     stream = bot.stream("hello", session_id="u")
-    first_audio = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in stream:
-            if isinstance(event, AudioSegment):
-                first_audio.set()
-
-    task = asyncio.create_task(consume())
-    await first_audio.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _consumer_cancelled_after_first_audio(stream)
     await stream.interrupt()  # a server's reset: the turn must be stored before it goes on
     state = await bot.dialogue.load("u")  # type: ignore[union-attr]
     assert len(state.turns) == 1
