@@ -609,8 +609,7 @@ class AvatarBot:
                     "renderer"
                 )
             return None
-        if image.kind not in kinds:
-            raise ConfigurationError(_cannot_animate(name, image.kind, kinds))
+        self._refuse_unanimatable(image)
         check = getattr(renderer, "check_image", None)
         if not callable(check) or self._checked_image is image:
             return None
@@ -623,6 +622,17 @@ class AvatarBot:
             self._checked_image = image
 
         return run
+
+    def _refuse_unanimatable(self, image: AvatarImage) -> None:
+        """Raise ConfigurationError when the renderer does not take ``image``'s kind."""
+        assert self.renderer is not None
+        kinds = self.renderer.capabilities.image_kinds
+        if image.kind not in kinds:
+            raise ConfigurationError(
+                f"{type(unwrap(self.renderer)).__name__} cannot animate {image.kind!r} images "
+                f"(it takes {' and '.join(kinds)} images); give the bot an avatar of that "
+                "kind, or another renderer"
+            )
 
     async def _stage(self, name: str, response: Response, coro: Awaitable[T]) -> T:
         t0 = time.perf_counter()
@@ -746,18 +756,10 @@ class AvatarBot:
         renderer = self.renderer
         image = await self._stage("image", response, image_task or self.avatar_image())
         response.image = image
-        if image.kind not in renderer.capabilities.image_kinds:
-            raise StageError(
-                "render",
-                ConfigurationError(
-                    _cannot_animate(
-                        type(unwrap(renderer)).__name__,
-                        image.kind,
-                        renderer.capabilities.image_kinds,
-                    )
-                ),
-                partial=response,
-            )
+        try:
+            self._refuse_unanimatable(image)
+        except ConfigurationError as exc:
+            raise StageError("render", exc, partial=response) from exc
         planned_timeline, spoken = response.timeline, response.voice
         assert planned_timeline is not None and spoken is not None
         response.video = await self._stage(
@@ -868,13 +870,6 @@ def _settled(task: asyncio.Task[Any] | None) -> Iterator[None]:
     finally:
         if task is not None and not task.done():
             task.cancel()
-
-
-def _cannot_animate(renderer: str, kind: str, kinds: Iterable[str]) -> str:
-    return (
-        f"{renderer} cannot animate {kind!r} images (it takes {' and '.join(kinds)} images); "
-        "give the bot an avatar of that kind, or another renderer"
-    )
 
 
 def _mark(response: Response, name: str) -> None:

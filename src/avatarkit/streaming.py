@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from avatarkit._aio import cancel_requested, cancelled_elsewhere, concurrently
 from avatarkit._files import write_bytes_atomic
 from avatarkit.audio import decode_audio, encode_wav
-from avatarkit.errors import ConfigurationError, InputValidationError, OverloadedError, StageError
+from avatarkit.errors import InputValidationError, OverloadedError, StageError
 from avatarkit.metrics import fill_metrics, turn_counter
 from avatarkit.types import (
     AvatarImage,
@@ -548,13 +548,7 @@ class ReplyStream:
         bot, response = self._bot, self.response
         if response.image is None:
             image = await (image_task or bot.avatar_image())
-            assert bot.renderer is not None
-            kinds = bot.renderer.capabilities.image_kinds
-            if image.kind not in kinds:
-                raise ConfigurationError(
-                    f"{type(getattr(bot.renderer, 'inner', bot.renderer)).__name__} cannot "
-                    f"animate {image.kind!r} images (it accepts {kinds})"
-                )
+            bot._refuse_unanimatable(image)  # as respond() does
             response.image = image
         return response.image
 
