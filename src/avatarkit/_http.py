@@ -272,8 +272,7 @@ class _DeadlineStream(httpx.AsyncByteStream):
         self._error = error
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        chunks = aiter(self._inner)
-        try:
+        async with aclosing_iter(aiter(self._inner)) as chunks:
             while True:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
@@ -289,10 +288,6 @@ class _DeadlineStream(httpx.AsyncByteStream):
                         raise self._error() from exc
                     raise
                 yield chunk
-        finally:
-            close = getattr(chunks, "aclose", None)
-            if close is not None:
-                await close()
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from avatarkit._http import ConnectOptions, HttpClient, error_for
 from avatarkit._validation import build
-from avatarkit.config import get_logger, redact, register_secret, register_url_secrets, resolve_key
+from avatarkit.config import get_logger, redact, register_secret, resolve_key
 from avatarkit.errors import InputValidationError, ProviderError, ProviderStatusError
 from avatarkit.ports import ImageCapabilities, ProgressCallback
 from avatarkit.registry import Provider
@@ -295,8 +295,7 @@ class A1111ImageGenerator:
                 )
             register_secret(password)
             auth = httpx.BasicAuth(user, password)
-        register_url_secrets(base_url)
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url.rstrip("/")  # its password is registered by HttpClient
         self.sampler = sampler
         self.scheduler = scheduler
         self.model = model

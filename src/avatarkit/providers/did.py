@@ -762,7 +762,9 @@ class DIDRenderer:
         talk_id = await self.submit(
             image, voice, timeline.expressions, image_url=image_url, audio_url=audio_url
         )
-        return await self._finish(talk_id, image, voice.duration, output, progress)
+        return await self.fetch(
+            talk_id, image=image, duration=voice.duration, output=output, progress=progress
+        )
 
     async def render_text(
         self,
@@ -775,19 +777,7 @@ class DIDRenderer:
     ) -> AvatarVideo:
         """Render ``image`` speaking ``text`` with D-ID's provider voice (``self.voice``)."""
         talk_id = await self.submit(image, text, expressions)
-        return await self._finish(talk_id, image, None, output, progress)
-
-    async def _finish(
-        self,
-        talk_id: str,
-        image: AvatarImage,
-        duration: float | None,
-        output: Path | None,
-        progress: ProgressCallback | None,
-    ) -> AvatarVideo:
-        return await self.fetch(
-            talk_id, image=image, duration=duration, output=output, progress=progress
-        )
+        return await self.fetch(talk_id, image=image, output=output, progress=progress)
 
     async def _clean_up(self, what: str, call: Awaitable[None]) -> None:
         """Await a deletion after a render, best effort: the video is paid for and downloaded.
