@@ -40,6 +40,13 @@ def write_atomic(path: Path, writer: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
+def probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``; raises the ``OSError`` a write would meet."""
+    fd, probe = tempfile.mkstemp(prefix=".avatarkit-", suffix=".probe", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return write_atomic(path, lambda fh: fh.write(data))

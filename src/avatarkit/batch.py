@@ -101,14 +101,7 @@ def read_items(path: str | Path) -> list[BatchItem]:
         raise InputValidationError(f"cannot read {p}: {exc.strerror or exc}", field="path") from exc
     items: list[BatchItem] = []
     for n, (line, row) in enumerate(rows, 1):
-        try:
-            item = BatchItem.model_validate(row)
-        except ValidationError as exc:
-            loc = exc.errors()[0]["loc"]
-            raise InputValidationError(
-                f"{p} line {line} (item {n}): {_describe(exc, kind)}",
-                field=str(loc[0]) if loc else None,
-            ) from exc
+        item = _validated(row, f"{p} line {line} (item {n})", kind)
         if not item.id:
             item.id = f"{n:05d}-" + hashlib.sha1(item.text.encode()).hexdigest()[:8]
         if item.avatar is not None:
@@ -282,6 +275,17 @@ def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tupl
         return it.id, detail
 
 
+def _validated(fields: Any, where: str, kind: str = "field") -> BatchItem:
+    """``fields`` as a BatchItem, or an InputValidationError naming ``where`` and the field."""
+    try:
+        return BatchItem.model_validate(fields)
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        raise InputValidationError(
+            f"{where}: {_describe(exc, kind)}", field=str(loc[0]) if loc else None
+        ) from exc
+
+
 def run_batch(
     items: Sequence[BatchItem] | str | Path,
     out: str | Path,
@@ -328,15 +332,10 @@ def run_batch(
         )
     if workers is not None and workers < 1:
         raise InputValidationError(f"workers must be >= 1, got {workers}", field="workers")
-    all_items = read_items(items) if isinstance(items, (str, Path)) else list(items)
-    for it in all_items:  # again: a field changed after validation is not checked by pydantic
-        try:
-            BatchItem.model_validate(it.model_dump())
-        except ValidationError as exc:
-            loc = exc.errors()[0]["loc"]
-            raise InputValidationError(
-                f"item {it.id!r}: {_describe(exc)}", field=str(loc[0]) if loc else None
-            ) from exc
+    if isinstance(items, (str, Path)):
+        all_items = read_items(items)  # validated as read
+    else:  # again: a field changed after validation is not checked by pydantic
+        all_items = [_validated(it.model_dump(), f"item {it.id!r}") for it in items]
     ids = [it.id for it in all_items]
     if any(not i for i in ids) or len(set(ids)) != len(ids):
         raise InputValidationError("every item needs a unique, non-empty id", field="id")

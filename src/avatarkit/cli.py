@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from avatarkit._files import probe_writable
 from avatarkit._validation import build
 from avatarkit.errors import AvatarKitError, InputValidationError, StageError
 
@@ -111,9 +110,7 @@ def _check_writable(folder: Path, target: Path) -> None:
     if not nearest.is_dir():
         _error(f"cannot write {target}: {nearest} is a file, not a folder")
     with _writing(target):
-        fd, probe = tempfile.mkstemp(prefix=".avatarkit-", suffix=".probe", dir=nearest)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(nearest)
 
 
 def _output_folder(folder: Path) -> Path:

@@ -25,8 +25,6 @@ import asyncio
 import contextlib
 import gc
 import ipaddress
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -43,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from avatarkit._files import probe_writable
 from avatarkit.config import get_logger
 from avatarkit.errors import ConfigurationError
 from avatarkit.server.conversation import Conversation
@@ -90,9 +89,7 @@ def check_data_dir(data_dir: str | Path) -> Path:
         raise ConfigurationError(f"the data folder {folder} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".avatarkit-", suffix=".probe", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigurationError(f"cannot write the data folder {folder}: {reason}") from None
