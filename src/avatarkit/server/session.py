@@ -194,9 +194,7 @@ class SessionRegistry:
         """
         session = self._lookup(token, persistent)
         if not session.in_use:
-            self._idle[session.key] = session
-            self._idle.move_to_end(session.key)
-            self._evict()
+            self._keep_idle(session)
         return session
 
     def open(self, token: str, *, persistent: bool = True) -> Session:
@@ -231,6 +229,10 @@ class SessionRegistry:
         if not session.turns:  # it never made anything: nothing to keep
             self.forget(session)
             return
+        self._keep_idle(session)
+
+    def _keep_idle(self, session: Session) -> None:
+        """Count ``session`` as the most recently used of the unused ones; drop the oldest."""
         self._idle[session.key] = session
         self._idle.move_to_end(session.key)
         self._evict()
