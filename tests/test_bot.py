@@ -653,3 +653,16 @@ async def test_aclose_closes_a_real_adapters_client_with_warnings_as_errors() ->
             clients = list(voice._http._clients.values())
             assert clients and not clients[0].is_closed
         assert clients[0].is_closed and not voice._http._clients
+
+
+async def test_an_output_named_like_a_frames_folder_is_the_renderers_png_sequence(
+    tmp_path: Path,
+) -> None:
+    from avatarkit.render.local import LocalRenderer
+    from avatarkit.render.procedural import generate_procedural
+
+    bot = fake_bot(
+        chat=None, renderer=LocalRenderer(size=64, fps=10), avatar=generate_procedural(3, size=64)
+    )
+    reply = await bot.say("Hi there", output=tmp_path / "clip.frames")  # as the renderer reads it
+    assert reply.video is not None and reply.video.format == "png"

@@ -68,6 +68,7 @@ from avatarkit.types import (
     Timeline,
     UserInput,
     VoiceOutput,
+    video_format_of,
 )
 
 if TYPE_CHECKING:
@@ -567,9 +568,8 @@ class AvatarBot:
         """Refuse a video path whose format the renderer cannot write, before any work."""
         if output is None or not self._will_render(render) or self.renderer is None:
             return
-        fmt = Path(output).suffix.lower().lstrip(".") or "png"  # a folder: PNG frames
         formats = self.renderer.capabilities.formats
-        if fmt not in formats:
+        if video_format_of(output) not in formats:
             raise InputValidationError(
                 f"cannot write {output}: {type(unwrap(self.renderer)).__name__} writes "
                 f"{', '.join(formats)} (a folder name for PNG frames)",

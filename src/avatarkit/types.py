@@ -48,6 +48,7 @@ __all__ = [
     "VoiceOutput",
     "WordTiming",
     "provenance_from_text",
+    "video_format_of",
 ]
 
 TIMELINE_VERSION = 1
@@ -548,6 +549,15 @@ def provenance_from_text(record: object) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def video_format_of(path: str | Path) -> str:
+    """The video format an output path names: its suffix, or ``png`` for a folder of frames.
+
+    A name without a suffix, or ending in ``.png`` or ``.frames``, is a PNG sequence.
+    """
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return "png" if suffix in ("", "png", "frames") else suffix
 
 
 class AvatarVideo(_Model):

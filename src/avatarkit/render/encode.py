@@ -37,6 +37,7 @@ from avatarkit.errors import (
     InputValidationError,
     ProviderError,
 )
+from avatarkit.types import video_format_of
 
 __all__ = [
     "VIDEO_FORMATS",
@@ -117,11 +118,9 @@ def format_for_path(path: Path) -> VideoFormat:
     Raises:
         InputValidationError: the suffix names no supported format.
     """
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix in ("mp4", "webm", "gif"):
-        return suffix  # type: ignore[return-value]
-    if suffix in ("", "png", "frames"):
-        return "png"
+    fmt = video_format_of(path)
+    if fmt in ("mp4", "webm", "gif", "png"):
+        return fmt  # type: ignore[return-value]
     raise InputValidationError(
         f"cannot tell the video format from {path.name!r}: use .mp4, .webm, .gif or a folder "
         "name (PNG sequence)",
