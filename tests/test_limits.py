@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from avatarkit.errors import OverloadedError
+from avatarkit.errors import InputValidationError, OverloadedError
 from avatarkit.limits import ConcurrencyLimit, limited
 from avatarkit.metrics import turn_counter
 from avatarkit.testing import FakeChatModel, FakeVoice
@@ -150,3 +150,9 @@ async def test_a_renderers_idle_clip_and_text_renders_count_against_its_limit() 
     renderer = limited(Renderer(), 1, role="renderer")
     await asyncio.gather(renderer.render(), renderer.idle(), renderer.render_text())
     assert peak == 1
+
+
+def test_a_limit_that_is_not_a_whole_number_is_refused() -> None:
+    for bad in ("2", 2.5, True):
+        with pytest.raises(InputValidationError, match="whole numbers"):
+            limited(FakeVoice(), bad, role="voice")  # type: ignore[arg-type]

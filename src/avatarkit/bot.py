@@ -167,21 +167,16 @@ class AvatarBot:
                 f"not {type(avatar).__name__}",
                 field="avatar",
             )
-        for role, n in (limits or {}).items():
-            if not isinstance(n, int) or isinstance(n, bool):
-                raise InputValidationError(
-                    f"limits[{role!r}] must be a whole number of calls, not {n!r}", field="limits"
-                )
         unknown = sorted(set(limits or {}) - set(_PORTS))
         if unknown:
             raise ConfigurationError(
                 f"limits: unknown role(s) {', '.join(unknown)}; use {', '.join(_PORTS)}"
             )
-        self.cache: ReplyCache | None = _make_cache(cache)
-        self._limits = {
+        self._limits = {  # before the cache, which may make its folder
             role: ConcurrencyLimit(n, max_waiting=max_waiting, name=role)
             for role, n in (limits or {}).items()
         }
+        self.cache: ReplyCache | None = _make_cache(cache)
         self.seed = seed
         self._registry = registry or default_registry
         self.preprocessor: TextPreprocessor | None = self._resolve("preprocessor", preprocessor)

@@ -54,12 +54,16 @@ class ConcurrencyLimit:
         name: Used in error messages.
 
     Raises:
-        InputValidationError: ``limit`` < 1 or ``max_waiting`` < 0.
+        InputValidationError: ``limit`` is not a whole number or is < 1, or ``max_waiting`` < 0.
     """
 
     def __init__(
         self, limit: int, *, max_waiting: int | None = None, name: str = "backend"
     ) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise InputValidationError(
+                f"{name}: limits are whole numbers of calls, not {limit!r}", field="limit"
+            )
         if limit < 1:
             raise InputValidationError(f"{name}: limit must be >= 1, got {limit}", field="limit")
         if max_waiting is not None and max_waiting < 0:
@@ -210,6 +214,6 @@ def limited(
     stats: CallStats | None = None,
 ) -> Any:
     """Wrap ``backend`` so its async calls respect ``limit`` and are counted in ``stats``."""
-    if isinstance(limit, int):
-        limit = ConcurrencyLimit(limit, name=role)
+    if limit is not None and not isinstance(limit, ConcurrencyLimit):
+        limit = ConcurrencyLimit(limit, name=role)  # checks it is a whole number
     return _Limited(backend, limit, role, stats or CallStats())
