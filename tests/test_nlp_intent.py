@@ -5,7 +5,7 @@ from avatarkit.nlp.intent import decide, make_intent, split_clauses
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, IntentSpec, load_intents
 from avatarkit.nlp.intent_llm import LLMIntentClassifier
 from avatarkit.nlp.intent_rule import RuleIntentClassifier
-from avatarkit.nlp.intent_tfidf import TfidfIntentClassifier
+from avatarkit.nlp.intent_tfidf import TfidfIntentClassifier, training_pairs
 from avatarkit.nlp.preprocess import LocalPreprocessor, make_preprocessor
 from avatarkit.nlp.sentiment import VaderSentiment, make_sentiment
 from avatarkit.ports import IntentClassifier
@@ -174,6 +174,48 @@ def test_classifiers_satisfy_the_port(tfidf, rules):
     ],
 )
 def test_tfidf_classifies_unseen_utterances(tfidf, text, intent):
+    assert tfidf.classify_sync(text).top == intent
+
+
+THIRD_PARTY_QUESTIONS = [
+    "Who wrote Hamlet?",
+    "Who directed Jaws?",
+    "Who discovered penicillin?",
+    "Who built the pyramids?",
+    "Who made the first computer?",
+    "Who designed the Eiffel Tower?",
+    "Who created Mickey Mouse?",
+    "Who is Taylor Swift?",
+]
+
+
+@pytest.mark.parametrize("text", THIRD_PARTY_QUESTIONS)
+def test_tfidf_does_not_take_questions_about_third_parties_for_questions_about_itself(tfidf, text):
+    # "who" starts most questions about the avatar, but "Who wrote Hamlet?" is not one of them
+    assert tfidf.classify_sync(text).top == OUT_OF_SCOPE
+
+
+def test_the_third_party_questions_are_not_training_examples():
+    def norm(text: str) -> str:
+        return " ".join(text.lower().strip("?!. ").split())
+
+    train = {norm(t) for t in training_pairs(load_intents())[0]}
+    assert not {norm(t) for t in THIRD_PARTY_QUESTIONS} & train
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("Who are you?", "ask_about_avatar"),
+        ("Who made you?", "ask_about_avatar"),
+        ("Who created you?", "ask_about_avatar"),
+        ("Who built you?", "ask_about_avatar"),
+        ("Who designed you?", "ask_about_avatar"),
+        ("Who is your creator?", "ask_about_avatar"),
+        ("What can you do?", "help"),
+    ],
+)
+def test_tfidf_still_knows_questions_about_the_avatar(tfidf, text, intent):
     assert tfidf.classify_sync(text).top == intent
 
 
