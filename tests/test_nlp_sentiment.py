@@ -1,7 +1,7 @@
 import pytest
 
 from avatarkit.errors import InputValidationError
-from avatarkit.nlp.sentiment import VaderSentiment, emotion_for, label_for
+from avatarkit.nlp.sentiment import SERVICE_LEXICON, VaderSentiment, emotion_for, label_for
 from avatarkit.ports import SentimentAnalyzer
 from avatarkit.types import Emotion
 
@@ -92,3 +92,64 @@ async def test_a_long_message_is_scored_off_the_event_loop(monkeypatch, vader):
     await vader.analyze("I love this!")
     await vader.analyze("What a wonderful, terrible, surprising day it was. " * 60)
     assert on_loop == [True, False]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want a refund",
+        "I want my money back",
+        "Can I get a refund?",
+        "this is broken",
+        "I was charged twice",
+        "I was overcharged",
+        "The app keeps crashing",
+        "It doesn't work",
+        "It doesn’t work",
+        "IT DOESNT WORK",
+        "My order never arrived",
+    ],
+)
+def test_complaints_read_negative(vader, text):
+    s = vader.analyze_sync(text)
+    assert s.label == "negative" and s.emotion is Emotion.SAD
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("I got my refund, thanks!", "positive"),
+        ("The crash course was great", "positive"),
+        ("I don't want my money back, I love it", "positive"),
+        ("I want to book an appointment", "positive"),
+        ("The meeting is at three.", "neutral"),
+    ],
+)
+def test_the_service_lexicon_leaves_other_messages_alone(vader, text, label):
+    assert vader.analyze_sync(text).label == label
+
+
+def test_the_lexicon_can_be_replaced_or_extended():
+    # VADER alone reads "I want a refund" as positive: its "want" is +0.3
+    assert VaderSentiment(lexicon={}).analyze_sync("I want a refund").label == "positive"
+    on_hold = VaderSentiment(lexicon={**SERVICE_LEXICON, "on hold": -1.3})
+    assert on_hold.analyze_sync("I've been ON HOLD for an hour").label == "negative"
+    assert on_hold.analyze_sync("I want a refund").label == "negative"
+
+
+@pytest.mark.parametrize(
+    "lexicon",
+    [
+        {"Refund": -1.2},
+        {"money  back": -1.2},
+        {"": -1.0},
+        {"refund": -5.0},
+        {"refund": float("nan")},
+        {"refund": True},
+        {"refund": "bad"},
+        ["refund"],
+    ],
+)
+def test_a_bad_lexicon_is_refused(lexicon):
+    with pytest.raises(InputValidationError, match="lexicon"):
+        VaderSentiment(lexicon=lexicon)
