@@ -191,11 +191,49 @@ async def test_introduce_yourself_script_with_the_local_model() -> None:
 
 async def test_an_entry_that_needs_the_users_name_waits_until_it_is_known() -> None:
     manager = DialogueManager(LocalChatModel(), persona=ADA)
-    before = await manager.respond(UserInput(text="What's my name?"))
+    before = await manager.respond(UserInput(text="My name is"))
     fallback = next(e for e in LocalChatModel().entries if e.id == "fallback")
     assert before.text in fallback.answers  # not "Nice to meet you, !"
     named = await manager.respond(UserInput(text="Hello, my name is Grace"))
     assert "Grace" in named.text
+
+
+async def test_asked_their_name_the_user_hears_it_once_known_and_honestly_before() -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    for text in ("What's my name?", "Do you know my name?"):
+        before = await manager.respond(UserInput(text=text))
+        assert before.text == "You haven't told me your name yet."
+    await manager.respond(UserInput(text="Hi, my name is Alice"))
+    for text in (
+        "What is my name?",
+        "What's my name?",
+        "Do you know my name?",
+        "Ada, what's my name again?",
+    ):
+        assert (await manager.respond(UserInput(text=text))).text == "Your name is Alice."
+    both = await manager.respond(UserInput(text="Hi! What's my name?"))
+    assert both.text == "Hello! Your name is Alice."
+
+
+@pytest.mark.parametrize(
+    "text", ["What's a good name for my cat?", "What's my dog's name?", "What is your name?"]
+)
+async def test_questions_like_what_is_my_name_are_not_taken_for_it(text: str) -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    await manager.respond(UserInput(text="Hi, my name is Alice"))
+    reply = (await manager.respond(UserInput(text=text))).text
+    assert "Your name is" not in reply and "your name yet" not in reply
+    if text == "What is your name?":
+        assert reply.startswith("Hi, I'm Ada.")
+
+
+async def test_the_users_name_is_remembered_beyond_the_history_sent() -> None:
+    # only the last turn reaches the model; the name comes from the session's slots
+    manager = DialogueManager(LocalChatModel(), persona=ADA, max_history_turns=1)
+    await manager.respond(UserInput(text="Call me Alice"))
+    await manager.respond(UserInput(text="How are you?"))
+    await manager.respond(UserInput(text="Tell me a joke"))
+    assert (await manager.respond(UserInput(text="What's my name?"))).text == "Your name is Alice."
 
 
 async def test_local_model_in_a_manager_conversation() -> None:

@@ -56,6 +56,10 @@ __all__ = [
 _EMOTIONS = frozenset(e.value for e in Emotion)
 FALLBACK_ID = "fallback"
 GREETING_ID = "greeting"
+USER_NAME_ID = "user_name"
+"""The entry answering a question about the user's own name ("What's my name?"), which is
+recognised by its wording, not by example questions: "What's a good name for my cat?" shares
+most of its words."""
 _EPOCH = dt.datetime(2000, 1, 1)  # extract_name ignores the clock
 
 
@@ -193,6 +197,15 @@ def _normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+_ASKS_OWN_NAME = re.compile(
+    r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"
+    r"(?:what(?:'s| is| was)\s+my\s+name"
+    r"|(?:do|did)\s+you\s+(?:still\s+)?(?:know|remember|get|catch)\s+my\s+name"
+    r"|(?:can|could|will|would)\s+you\s+(?:tell\s+me|remember|say)\s+my\s+name"
+    r"|(?:tell\s+me|say|remember)\s+my\s+name"
+    r"|(?:did\s+i\s+tell|have\s+i\s+told)\s+you\s+my\s+name)"
+    r"(?:\s+(?:again|please|then|now))*"
+)  # matched whole on normalised text: "my name" itself, never "my dog's name"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FACTS = re.compile(rf"^{re.escape(USER_FACTS)}: (?P<v>.+)\.$", re.MULTILINE)
 _FACT_FIELDS = ("date", "time", "email", "phone")  # the user's name is {user_name}
@@ -220,17 +233,23 @@ def _spoken_time(hhmm: str) -> str:
     return f"{hour}{minutes} {'am' if t.hour < 12 else 'pm'}"
 
 
-def _facts(messages: Sequence[ChatMessage]) -> dict[str, str]:
-    """What the dialogue manager told the model about the user (dates and times as spoken)."""
+def _told(messages: Sequence[ChatMessage]) -> dict[str, str]:
+    """Every ``key: value`` the dialogue manager told the model about the user (its slots)."""
     system = next((m.content for m in messages if m.role == "system"), "")
     found = _FACTS.search(system)
     if found is None:
         return {}
-    facts: dict[str, str] = {}
+    told: dict[str, str] = {}
     for pair in found.group("v").split("; "):
         key, sep, value = pair.partition(": ")
-        if sep and key in _FACT_FIELDS and value:
-            facts[key] = value
+        if sep and value:
+            told[key] = value
+    return told
+
+
+def _facts(messages: Sequence[ChatMessage]) -> dict[str, str]:
+    """What the dialogue manager told the model about the user (dates and times as spoken)."""
+    facts = {k: v for k, v in _told(messages).items() if k in _FACT_FIELDS}
     if "date" in facts:
         facts["date"] = _spoken_date(facts["date"])
     if "time" in facts:
@@ -390,20 +409,32 @@ class LocalChatModel:
         """The best entry for ``text`` and its similarity; the fallback entry below threshold.
 
         With ``fields`` (the template fields known), a best entry whose every answer needs
-        another field gives the fallback too: "What's my name?" before the user has said it
-        must not get "Nice to meet you, !" (nor a lesser match on another topic).
+        another field gives the fallback too: "Nice to meet you, !" is never an answer (nor a
+        lesser match on another topic). A question about the user's own name ("What's my
+        name?", "Do you know my name?") gets the ``user_name`` entry, similarity 1.
         """
-        name = extract_name(text, _EPOCH)
-        ignore = frozenset(_normalize(name).split()) if name else frozenset()
         index = self._get_index()
-        scores = index.scores(text, ignore)
-        best = max(range(len(scores)), key=lambda i: scores[i]) if scores else -1
-        if best < 0 or scores[best] < self.threshold:
-            return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
-        entry = self.entries[best]
+        if USER_NAME_ID in index.by_id and self._asks_own_name(text):
+            entry, score = index.by_id[USER_NAME_ID], 1.0
+        else:
+            name = extract_name(text, _EPOCH)
+            ignore = frozenset(_normalize(name).split()) if name else frozenset()
+            scores = index.scores(text, ignore)
+            best = max(range(len(scores)), key=lambda i: scores[i]) if scores else -1
+            if best < 0 or scores[best] < self.threshold:
+                return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
+            entry, score = self.entries[best], scores[best]
         if fields is not None and not any(_fields_of(a) <= set(fields) for a in entry.answers):
-            return index.by_id[FALLBACK_ID], scores[best]
-        return entry, scores[best]
+            return index.by_id[FALLBACK_ID], score
+        return entry, score
+
+    def _asks_own_name(self, text: str) -> bool:
+        """Whether ``text`` asks for the user's own name, also addressed to the persona."""
+        words = _normalize(text)
+        if self.persona is not None:
+            avatar = re.escape(_normalize(self.persona.name))
+            words = re.sub(rf"^{avatar}\s+|\s+{avatar}$", "", words)
+        return _ASKS_OWN_NAME.fullmatch(words) is not None
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -454,7 +485,11 @@ class LocalChatModel:
         if not matched:
             matched = [self._unmatched(users[-1])]
 
-        answers = [self._fill(e, fields, turn, set(facts)) for e in matched[:2]]
+        # Asked their name, a user who gave it hears it back, not "You haven't told me".
+        answers = [
+            self._fill(e, fields, turn, {*facts, *(["user_name"] if e.id == USER_NAME_ID else [])})
+            for e in matched[:2]
+        ]
         reply = " ".join(a for a in answers if a)
         if greet and not re.match(r"(?i)(hi|hello|hey)\b", reply):
             reply = "Hello! " + reply
@@ -468,13 +503,14 @@ class LocalChatModel:
         """The answer-template fields a conversation fills, and the user's facts among them.
 
         Fields: the persona's (``name``, ``backstory``...), ``user_name`` once the user has
-        said it, and the facts (``date``, ``time``, ``email``, ``phone``) the user gave.
+        said it (in the messages, or among the facts the dialogue manager passes on), and the
+        facts (``date``, ``time``, ``email``, ``phone``) the user gave.
         """
         fields: dict[str, Any] = dict(self._persona_for(messages).template_fields())
         users = [m for m in messages if m.role == "user"]
         user_name = next(
             (n for m in reversed(users) if (n := extract_name(m.content, _EPOCH)) is not None),
-            None,
+            _told(messages).get("name"),
         )
         if user_name:
             fields["user_name"] = user_name
