@@ -12,8 +12,9 @@ import pytest
 from avatarkit.dialogue.handler import SlotForm, call_handler
 from avatarkit.dialogue.history import build_messages, estimate_tokens, tokenizer_counter
 from avatarkit.dialogue.manager import DialogueManager, Persona
+from avatarkit.dialogue.persona import PAST_NOTE
 from avatarkit.dialogue.script import clean_script, write_script
-from avatarkit.dialogue.slot import extract_slots
+from avatarkit.dialogue.slot import already_past, extract_slots
 from avatarkit.dialogue.store import InMemoryStore, SQLiteStore
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.testing import FakeChatModel, FunctionChatModel
@@ -157,6 +158,49 @@ def test_slots_are_extracted_and_normalised() -> None:
 def test_todays_weekday_at_a_time_already_past_means_next_week(text: str, date: str) -> None:
     evening = dt.datetime(2026, 11, 27, 21, 11)  # a Friday, after 3 pm
     assert extract_slots(text, now=evening)["date"] == date
+
+
+EVENING = dt.datetime(2026, 11, 27, 21, 11)  # a Friday, after 3 pm
+
+
+@pytest.mark.parametrize(
+    ("slots", "past"),
+    [
+        ({"date": "2026-11-27", "time": "15:00"}, True),  # "today at 3 pm" said at 9 pm
+        ({"date": "2026-11-27", "time": "21:11"}, True),  # this very minute
+        ({"date": "2026-11-27", "time": "22:00"}, False),
+        ({"date": "2026-11-27"}, False),  # today, no time: not past
+        ({"date": "2026-11-26"}, True),
+        ({"date": "2026-11-28", "time": "09:00"}, False),
+        ({"time": "15:00"}, False),  # no day: cannot tell
+        ({"date": "next friday", "time": "15:00"}, False),  # not ISO (a custom extractor's)
+        ({"date": "2026-11-26", "time": "3pm"}, True),  # the day alone has passed
+    ],
+)
+def test_already_past_compares_the_date_and_time_slots_with_now(
+    slots: dict[str, str], past: bool
+) -> None:
+    assert already_past(slots, EVENING) is past
+    aware = EVENING.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5)))  # the wall clock counts
+    assert already_past(slots, aware) is past
+
+
+def test_today_at_a_time_already_past_stays_today() -> None:
+    # the user said "today": the day is kept, and the dialogue is told it has passed
+    assert extract_slots("today at 3 pm", now=EVENING) == {"date": "2026-11-27", "time": "15:00"}
+
+
+async def test_the_system_prompt_says_when_the_users_date_and_time_have_passed() -> None:
+    now = [EVENING]
+    manager = DialogueManager(FakeChatModel("ok"), clock=lambda: now[0])
+    await manager.respond(user("today at 3 pm"))
+    state = await manager.load("s")
+    note = f"{PAST_NOTE} (it is now 2026-11-27 21:11)."
+    assert manager.system_prompt(state).endswith(note)
+    await manager.respond(user("at 10 pm then"))
+    assert PAST_NOTE not in manager.system_prompt(await manager.load("s"))
+    now[0] = dt.datetime(2026, 11, 27, 22, 30)  # later the same evening, still talking
+    assert PAST_NOTE in manager.system_prompt(await manager.load("s"))
 
 
 # --------------------------------------------------------------------------- handlers and forms

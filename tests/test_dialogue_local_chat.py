@@ -340,6 +340,22 @@ def test_answers_use_the_date_and_time_the_user_gave() -> None:
     assert "noon" in booking("date: 2026-11-28; time: 12:00")
 
 
+async def test_a_time_already_past_is_not_noted_but_said_to_have_passed() -> None:
+    import datetime as dt
+
+    now = [dt.datetime(2026, 11, 27, 21, 11)]  # a Friday evening
+    model = LocalChatModel(ADA, emotion_tags=False)
+    manager = DialogueManager(model, persona=ADA, clock=lambda: now[0])
+    late = await manager.respond(UserInput(text="Book me in today at 3 pm", session_id="a"))
+    assert late.text == "3 pm today has already passed, I'm afraid. When else would suit you?"
+    ahead = await manager.respond(UserInput(text="Book me in today at 10 pm", session_id="b"))
+    assert ahead.text.startswith("Friday, November 27 at 10 pm: I've made a note")
+    # the next morning, the day before's booking has passed too
+    now[0] = dt.datetime(2026, 11, 28, 9, 0)
+    again = await manager.respond(UserInput(text="I'd like to book an appointment", session_id="b"))
+    assert again.text.startswith("Friday, November 27 at 10 pm has already passed")
+
+
 async def test_a_manager_passes_intent_and_sentiment_to_the_local_model() -> None:
     from avatarkit.types import Intent, IntentPrediction, Sentiment
 

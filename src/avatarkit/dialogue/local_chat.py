@@ -42,7 +42,7 @@ from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.ports import ChatCapabilities
 from avatarkit.types import ChatMessage, Emotion
 
-from .persona import DEFAULT_PERSONA, USER_FACTS, Persona
+from .persona import DEFAULT_PERSONA, PAST_NOTE, USER_FACTS, Persona
 from .slot import extract_name
 
 __all__ = [
@@ -208,6 +208,9 @@ _ASKS_OWN_NAME = re.compile(
 )  # matched whole on normalised text: "my name" itself, never "my dog's name"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FACTS = re.compile(rf"^{re.escape(USER_FACTS)}: (?P<v>.+)\.$", re.MULTILINE)
+_PAST = re.compile(
+    rf"^{re.escape(PAST_NOTE)} \(it is now (?P<day>\d{{4}}-\d\d-\d\d)[ T]", re.MULTILINE
+)
 _FACT_FIELDS = ("date", "time", "email", "phone")  # the user's name is {user_name}
 SYMPATHY_ID = "sympathy"
 """The entry answering a negative message that matches nothing else."""
@@ -245,6 +248,20 @@ def _told(messages: Sequence[ChatMessage]) -> dict[str, str]:
         if sep and value:
             told[key] = value
     return told
+
+
+def _past(messages: Sequence[ChatMessage]) -> str | None:
+    """The user's date and time, spoken ("3 pm today"), when the manager says they have passed."""
+    system = next((m.content for m in messages if m.role == "system"), "")
+    found = _PAST.search(system)
+    told = _told(messages)
+    if found is None or "date" not in told:
+        return None
+    day = "today" if told["date"] == found.group("day") else _spoken_date(told["date"])
+    if "time" not in told:
+        return day
+    time = _spoken_time(told["time"])
+    return f"{time} today" if day == "today" else f"{day} at {time}"
 
 
 def _facts(messages: Sequence[ChatMessage]) -> dict[str, str]:
@@ -504,7 +521,9 @@ class LocalChatModel:
 
         Fields: the persona's (``name``, ``backstory``...), ``user_name`` once the user has
         said it (in the messages, or among the facts the dialogue manager passes on), and the
-        facts (``date``, ``time``, ``email``, ``phone``) the user gave.
+        facts (``date``, ``time``, ``email``, ``phone``) the user gave. When the manager says
+        the date and time have passed, ``past`` ("3 pm today") counts as a fact instead of them,
+        so an answer that says so wins over one that notes them.
         """
         fields: dict[str, Any] = dict(self._persona_for(messages).template_fields())
         users = [m for m in messages if m.role == "user"]
@@ -516,6 +535,11 @@ class LocalChatModel:
             fields["user_name"] = user_name
         facts = _facts(messages)
         fields.update(facts)
+        past = _past(messages)
+        if past is not None:
+            fields["past"] = past
+            facts = {k: v for k, v in facts.items() if k not in ("date", "time")}
+            facts["past"] = past
         return fields, facts
 
     def _unmatched(self, message: ChatMessage) -> KnowledgeEntry:

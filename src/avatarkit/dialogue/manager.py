@@ -38,8 +38,8 @@ from avatarkit.types import (
 from .handler import ACTIVE_FORM_KEY, Handler, SlotForm, call_handler
 from .history import TokenCounter, build_messages, estimate_tokens
 from .local_chat import LocalChatModel
-from .persona import USER_FACTS, Persona
-from .slot import DEFAULT_EXTRACTORS, SlotExtractor, extract_slots
+from .persona import PAST_NOTE, USER_FACTS, Persona
+from .slot import DEFAULT_EXTRACTORS, SlotExtractor, already_past, extract_slots
 from .store import DialogueStore, InMemoryStore, check_session_id
 
 __all__ = ["DialogueManager", "Handler", "Persona", "SlotForm"]
@@ -145,11 +145,18 @@ class DialogueManager:
             return await self.store.delete(check_session_id(session_id))
 
     def system_prompt(self, state: DialogueState | None = None) -> str:
-        """The persona's system prompt, plus what the session knows about the user."""
+        """The persona's system prompt, plus what the session knows about the user.
+
+        When the date (and time) the user gave have already passed ("today at 3 pm" said at
+        9 pm), a line says so, with the clock's time, so the reply can tell the user.
+        """
         prompt = self.persona.system_prompt()
         if state is not None and state.slots:
             facts = "; ".join(f"{k}: {v}" for k, v in sorted(state.slots.items()))
             prompt += f"\n{USER_FACTS}: {facts}."
+            now = self._clock()
+            if already_past(state.slots, now):
+                prompt += f"\n{PAST_NOTE} (it is now {now:%Y-%m-%d %H:%M})."
         return prompt
 
     def messages(

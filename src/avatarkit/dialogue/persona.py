@@ -21,10 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from avatarkit.errors import ConfigurationError
 from avatarkit.types import AvatarPrompt, Emotion
 
-__all__ = ["DEFAULT_PERSONA", "USER_FACTS", "Persona"]
+__all__ = ["DEFAULT_PERSONA", "PAST_NOTE", "USER_FACTS", "Persona"]
 
 USER_FACTS = "What you know about the user so far"
 """How the system prompt introduces the slots the conversation has filled (``key: value; ...``)."""
+
+PAST_NOTE = "The date and time the user gave have already passed"
+"""How the system prompt says that the slots' date (and time) lie in the past, followed by
+`` (it is now YYYY-MM-DD HH:MM).``"""
 
 
 class Persona(BaseModel):

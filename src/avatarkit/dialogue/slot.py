@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 __all__ = [
     "DEFAULT_EXTRACTORS",
     "SlotExtractor",
+    "already_past",
     "extract_date",
     "extract_email",
     "extract_name",
@@ -113,7 +114,8 @@ def extract_date(text: str, now: dt.datetime) -> str | None:
     ``tonight``, ``tomorrow``, ``the day after tomorrow``, ``(next|this) Friday``. A month and
     day with no year means the next such date from today. Today's weekday alone means today,
     unless the text names a time that has already passed ("Friday at 3 pm" said on a Friday
-    evening is next week's); ``this Friday`` is always today's.
+    evening is next week's); ``this Friday`` is always today's, and ``today`` is today even at
+    a time already past (see :func:`already_past`).
     """
     today = now.date()
     if m := _ISO_DATE.search(text):
@@ -182,6 +184,27 @@ def extract_name(text: str, now: dt.datetime) -> str | None:
         return None
     words = [w for w in words if w.lower() not in _NOT_NAMES][:2]
     return " ".join(w[:1].upper() + w[1:] for w in words) or None
+
+
+def already_past(slots: Mapping[str, str], now: dt.datetime) -> bool:
+    """Whether the ``date`` slot (at the ``time`` slot, if any) lies before ``now``'s minute.
+
+    "today at 3 pm" said at 9 pm keeps today's date, as the user said it; this tells the
+    dialogue that the moment has passed. A time with no date, or a value that is not ISO
+    (``YYYY-MM-DD``, ``HH:MM``), is never past.
+    """
+    try:
+        day = dt.date.fromisoformat(slots["date"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if "time" not in slots:
+        return day < now.date()
+    try:
+        at = dt.time.fromisoformat(slots["time"])
+    except (TypeError, ValueError):
+        return day < now.date()
+    # as extract_date reads "Friday at 3 pm": a time that is this very minute has passed
+    return dt.datetime.combine(day, at) <= now.replace(tzinfo=None, second=0, microsecond=0)
 
 
 DEFAULT_EXTRACTORS: Mapping[str, SlotExtractor] = {
