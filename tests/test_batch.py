@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,14 @@ def test_bad_batch_files_are_refused(tmp_path: Path, content: str, match: str) -
 
 def test_batch_renders_collects_failures_and_resumes(tmp_path: Path) -> None:
     items = [BatchItem(id=f"item{i}", text=f"Script number {i}.") for i in range(4)]
-    items.append(BatchItem(id="broken", text="Uses a voice that is not installed.", voice="nope"))
+    items.append(BatchItem(id="broken", text="😀😀"))  # fails as it renders: nothing to speak
     out = tmp_path / "out"
     seen: list[tuple[int, int]] = []
     report = run_batch(
         items, out, executor="serial", progress=lambda d, t: seen.append((d, t)), **SPECS
     )
     assert sorted(report.done) == [f"item{i}" for i in range(4)]
-    assert "Unknown provider 'nope'" in report.failed["broken"]
+    assert "nothing to speak" in report.failed["broken"]
     assert seen[-1] == (5, 5)
     for i in range(4):
         assert {p.name for p in (out / f"item{i}").iterdir()} >= {
@@ -91,12 +92,12 @@ def test_bad_options_are_refused_before_any_file_is_written(tmp_path: Path) -> N
 def test_the_same_batch_runs_on_a_local_ray_instance(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")  # about 6 s (Ray's start-up) on a 2-core machine
     items = [BatchItem(id=f"r{i}", text=f"Ray item {i}.") for i in range(3)]
-    items.append(BatchItem(id="bad", text="No such voice.", voice="nope"))
+    items.append(BatchItem(id="bad", text="😀😀"))  # fails in its worker: nothing to speak
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         report = run_batch(items, tmp_path, executor="ray", **SPECS)
         assert sorted(report.done) == ["r0", "r1", "r2"]
-        assert "Unknown provider 'nope'" in report.failed["bad"]
+        assert "nothing to speak" in report.failed["bad"]
         assert (tmp_path / "r1" / "video.gif").stat().st_size > 0
         again = run_batch(items, tmp_path, executor="ray", **SPECS)
         assert sorted(again.skipped) == ["r0", "r1", "r2"] and not again.done
@@ -362,3 +363,97 @@ def test_a_missing_avatar_file_is_refused_with_its_row(tmp_path: Path) -> None:
         InputValidationError, match=r"line 2 \(item 2\): avatar: .*ann.png does not exist"
     ):
         read_items(f)
+
+
+# --------------------------------------------------------------------------- rows checked up front
+
+
+@pytest.fixture
+def paid_voice() -> object:
+    """A voice provider ``paid`` that counts what it is asked to say (serial batches only)."""
+    from avatarkit.registry import Provider, default_registry
+    from avatarkit.testing import FakeVoice
+
+    voice = FakeVoice()
+    default_registry.register(Provider("paid", voice=lambda name=None, **kw: voice))
+    yield voice
+    default_registry.unregister("paid")
+
+
+def test_a_misspelt_row_voice_refuses_the_file_before_any_row_is_paid_for(
+    tmp_path: Path, paid_voice: object
+) -> None:
+    rows = [{"id": f"r{i}", "text": f"Row {i}.", "voice": "paid"} for i in range(5)]
+    rows.append({"id": "last", "text": "The last row.", "voice": "piad"})
+    f = write_jsonl(tmp_path / "s.jsonl", rows)
+    with pytest.raises(
+        InputValidationError, match=r"s.jsonl line 6 \(item 6\): voice: Unknown provider 'piad'"
+    ) as caught:
+        run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    assert caught.value.field == "voice"
+    assert paid_voice.calls == []  # type: ignore[attr-defined]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_voice_in_an_item_given_in_python_is_refused_up_front(tmp_path: Path) -> None:
+    items = [BatchItem(id="a", text="Hello."), BatchItem(id="b", text="Hi.", voice="nope")]
+    with pytest.raises(InputValidationError, match=r"item 'b': voice: Unknown provider 'nope'"):
+        run_batch(items, tmp_path / "out", executor="serial", **SPECS)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_row_voice_without_its_api_key_is_refused_with_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ELEVENLABS_API_KEY", raising=False)
+    f = tmp_path / "s.csv"
+    f.write_text("id,text,voice\na,Hello,\nb,Hi,elevenlabs:21m00Tcm4TlvDq8ikWAM\n")
+    with pytest.raises(
+        InputValidationError, match=r"line 3 \(item 2\): voice: .*ELEVENLABS_API_KEY"
+    ):
+        run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_bad_row_is_listed_with_its_line_and_reason(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(tmp_path / "face.png")
+    (tmp_path / "notes.png").write_text("not a picture")
+    f = tmp_path / "s.csv"
+    f.write_text(
+        "id,text,voice,avatar\n"
+        "ok,Fine,test,face.png\n"
+        "notext,,test,\n"  # line 3
+        "voice,Hi,nope,\n"  # line 4
+        "face,Hi,,gone.png\n"  # line 5
+        "picture,Hi,,notes.png\n"  # line 6
+    )
+    with pytest.raises(InputValidationError) as caught:
+        run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    message = str(caught.value)
+    assert message.startswith(f"{f}: 4 rows cannot be rendered")
+    for expected in (
+        r"line 3 \(item 2\): text: Field required",
+        r"line 4 \(item 3\): voice: Unknown provider 'nope'",
+        r"line 5 \(item 4\): avatar: .*gone.png does not exist",
+        r"line 6 \(item 5\): avatar: .*notes.png is not a readable image",
+    ):
+        assert re.search(expected, message), (expected, message)
+    assert "line 2 " not in message
+    assert not (tmp_path / "out").exists()
+    # read_items checks what needs no backend: fields and that the files exist
+    with pytest.raises(InputValidationError) as read:
+        read_items(f)
+    assert "2 rows cannot be rendered" in str(read.value)
+    assert "line 4" not in str(read.value) and "line 6" not in str(read.value)
+
+
+def test_many_rows_with_the_same_problem_are_listed_once(tmp_path: Path) -> None:
+    f = write_jsonl(tmp_path / "s.jsonl", [{"text": "Hi", "voice": "nope"} for _ in range(40)])
+    with pytest.raises(InputValidationError) as caught:
+        run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    message = str(caught.value)
+    assert message.count("Unknown provider") == 1
+    assert "40 rows cannot be rendered" in message and "line 1 (item 1)" in message
+    assert "and 37 more" in message and len(message) < 1000

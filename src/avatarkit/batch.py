@@ -1,10 +1,10 @@
 """Batch rendering: many scripts to talking-avatar clips, resumable, on a process pool or Ray.
 
 Input is CSV or JSONL with a ``text`` column and optional ``id``, ``avatar`` (a portrait path;
-a relative one is read from the batch file's folder), ``voice`` (a spec) and ``seed``. Each
-item lands in ``<out>/<id>/``; ``response.json`` is written last and atomically, so a rerun
-skips items that finished and redoes the rest. Failures are collected per item in
-``<out>/batch-report.json`` instead of stopping the batch.
+a relative one is read from the batch file's folder), ``voice`` (a spec) and ``seed``. Every
+row is checked before any work. Each item lands in
+``<out>/<id>/``; ``response.json`` is written last and atomically, so a rerun skips items that
+finished and redoes the rest. Failures are collected per item in ``<out>/batch-report.json``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from avatarkit._files import discard_temporary_video, write_json_atomic
-from avatarkit.errors import ConfigurationError, InputValidationError, MissingExtraError
+from avatarkit.errors import (
+    AvatarKitError,
+    ConfigurationError,
+    InputValidationError,
+    MissingExtraError,
+)
 
 __all__ = ["BatchItem", "BatchReport", "read_items", "run_batch"]
 
@@ -73,21 +78,43 @@ class BatchReport(BaseModel):
 def read_items(path: str | Path) -> list[BatchItem]:
     """Read a CSV (header row) or JSONL file of items; ids are made unique and filled in.
 
-    The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). Problems are
-    reported with the file's line number. A relative ``avatar`` path is read from the batch
-    file's folder (not the current one), and made absolute.
+    The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). Every row is
+    checked, and one error lists each bad row with the file's line number and the reason. A
+    relative ``avatar`` path is read from the batch file's folder (not the current one), and
+    made absolute.
 
     Raises:
-        InputValidationError: unreadable file, a row without text, a missing portrait file,
-            or duplicate ids.
+        InputValidationError: unreadable file, rows without text or with a bad field, a
+            missing portrait file, or duplicate ids.
     """
+    p, rows = _read(path)
+    items, problems = _check_fields(rows, p)
+    _refuse(problems, p)
+    _refuse_duplicates(items, p)
+    return [it for _, it in items]
+
+
+_FIELDS = tuple(BatchItem.model_fields)
+
+
+class _Problem(NamedTuple):
+    """Why one row cannot be rendered."""
+
+    where: str
+    """``line 3 (item 2)`` in a file, ``item 'a'`` for items given in Python."""
+    reason: str
+    field: str | None
+    cause: BaseException | None
+
+
+def _read(path: str | Path) -> tuple[Path, list[tuple[str, Any]]]:
+    """The file and its rows, each with where it is (``line 3 (item 2)``)."""
     p = Path(path)
     if not p.is_file():
         raise InputValidationError(f"batch file {p} does not exist", field="path")
     suffix = p.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".csv"):
         raise InputValidationError(f"{p}: use a .csv or .jsonl file", field="path")
-    kind = "column" if suffix == ".csv" else "key"
     try:
         rows = _csv_rows(p) if suffix == ".csv" else _jsonl_rows(p)
     except UnicodeDecodeError as exc:
@@ -99,36 +126,124 @@ def read_items(path: str | Path) -> list[BatchItem]:
         raise InputValidationError(f"cannot read {p}: {exc}", field="path") from exc
     except OSError as exc:
         raise InputValidationError(f"cannot read {p}: {exc.strerror or exc}", field="path") from exc
-    items: list[BatchItem] = []
-    for n, (line, row) in enumerate(rows, 1):
-        item = _validated(row, f"{p} line {line} (item {n})", kind)
-        if not item.id:
+    return p, [(f"line {line} (item {n})", row) for n, (line, row) in enumerate(rows, 1)]
+
+
+def _check_fields(
+    rows: Sequence[tuple[str, Any]], batch_file: Path | None
+) -> tuple[list[tuple[str, BatchItem]], list[_Problem]]:
+    """Validate every row and make its paths absolute; no backend is built.
+
+    Rows of a file (``batch_file``) are told apart by their line, get an id when they have
+    none, and their relative paths are read from the file's folder; items given in Python
+    (``batch_file`` None) keep their ids, and their paths are read from the current folder.
+    """
+    kind, base, hint = "field", Path.cwd(), "the current folder"
+    if batch_file is not None:
+        kind = "column" if batch_file.suffix.lower() == ".csv" else "key"
+        base, hint = batch_file.parent.resolve(), "the batch file's folder"
+    items: list[tuple[str, BatchItem]] = []
+    problems: list[_Problem] = []
+    for n, (where, row) in enumerate(rows, 1):
+        try:
+            item = _validated(row, kind)
+        except InputValidationError as exc:
+            problems.append(_Problem(where, str(exc), exc.field, exc.__cause__))
+            continue
+        if batch_file is not None and not item.id:
             item.id = f"{n:05d}-" + hashlib.sha1(item.text.encode()).hexdigest()[:8]
         if item.avatar is not None:
-            item.avatar = _portrait(p, item.avatar, f"{p} line {line} (item {n})")
-        items.append(item)
-    counts = Counter(i.id for i in items)
+            path = _absolute(item.avatar, base)
+            item.avatar = str(path)
+            if not path.is_file():
+                reason = f"avatar: {path} does not exist (a relative path is read from {hint})"
+                problems.append(_Problem(where, reason, "avatar", None))
+        items.append((where, item))
+    return items, problems
+
+
+def _absolute(value: str, base: Path) -> Path:
+    """``value`` as a path, ``~`` expanded; a relative one is read from ``base``."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _check_backends(
+    items: Sequence[tuple[str, BatchItem]], options: dict[str, Any], known: Sequence[_Problem]
+) -> list[_Problem]:
+    """Build each distinct row voice and portrait as the workers will; no backend is called.
+
+    A voice is built alone (an unknown provider, a missing key or extra, a recording that does
+    not decode); a portrait with the batch's renderer, which must be able to animate it. A
+    field with a ``known`` problem (a missing file) is left out.
+    """
+    from avatarkit.bot import AvatarBot
+
+    def build(field: str, value: str) -> AvatarKitError | None:
+        try:
+            if field == "voice":
+                AvatarBot(
+                    chat=None, preprocessor=None, intent=None, sentiment=None, expression=None,
+                    renderer=None, image=None, voice=value,
+                )  # fmt: skip
+            else:
+                check = _make_bot(None, value, 0, options, image=False)._avatar_checks(True)
+                if check is not None:
+                    check()
+        except AvatarKitError as exc:
+            return exc
+        return None
+
+    skip = {(problem.where, problem.field) for problem in known}
+    built: dict[tuple[str, str], AvatarKitError | None] = {}
+    problems: list[_Problem] = []
+    for where, it in items:
+        for field, value in (("voice", it.voice), ("avatar", it.avatar)):
+            if not value or (where, field) in skip:
+                continue
+            if (field, value) not in built:
+                built[field, value] = build(field, value)
+            error = built[field, value]
+            if error is not None:
+                problems.append(_Problem(where, f"{field}: {error}", field, error))
+    return problems
+
+
+_LISTED = 10
+"""Most distinct problems one error lists."""
+
+
+def _refuse(problems: Sequence[_Problem], batch_file: Path | None) -> None:
+    """Raise one InputValidationError listing every bad row (rows with one reason together)."""
+    if not problems:
+        return
+    first = problems[0]
+    if len(problems) == 1:
+        message = f"{batch_file} {first.where}" if batch_file else first.where
+        message += f": {first.reason}"
+    else:
+        by_reason: dict[str, list[str]] = {}
+        for problem in problems:
+            by_reason.setdefault(problem.reason, []).append(problem.where)
+        count = len({problem.where for problem in problems})
+        noun = ("row" if batch_file else "item") + ("s" if count > 1 else "")
+        lines = [f"{f'{batch_file}: ' if batch_file else ''}{count} {noun} cannot be rendered:"]
+        for reason, wheres in list(by_reason.items())[:_LISTED]:
+            more = f" and {len(wheres) - 3} more" if len(wheres) > 3 else ""
+            lines.append(f"  {', '.join(wheres[:3])}{more}: {reason}")
+        if len(by_reason) > _LISTED:
+            lines.append(f"  and {len(by_reason) - _LISTED} more problems")
+        message = "\n".join(lines)
+    raise InputValidationError(message, field=first.field) from first.cause
+
+
+def _refuse_duplicates(items: Sequence[tuple[str, BatchItem]], batch_file: Path) -> None:
+    counts = Counter(it.id for _, it in items)
     dupes = sorted(i for i, k in counts.items() if k > 1)
     if dupes:
-        raise InputValidationError(f"{p}: duplicate ids {', '.join(dupes[:5])}", field="id")
-    return items
-
-
-_FIELDS = tuple(BatchItem.model_fields)
-
-
-def _portrait(batch_file: Path, avatar: str, where: str) -> str:
-    """The absolute path of a row's portrait: a relative one is read from the file's folder."""
-    path = Path(avatar).expanduser()
-    if not path.is_absolute():
-        path = batch_file.parent.resolve() / path
-    if not path.is_file():
         raise InputValidationError(
-            f"{where}: avatar: {path} does not exist (a relative path is read from the batch "
-            "file's folder)",
-            field="avatar",
+            f"{batch_file}: duplicate ids {', '.join(dupes[:5])}", field="id"
         )
-    return str(path)
 
 
 def _jsonl_rows(p: Path) -> list[tuple[int, Any]]:
@@ -224,7 +339,7 @@ _bots: dict[tuple[Any, ...], Any] = {}
 
 
 def _make_bot(
-    voice: str, avatar: str | None, seed: int, options: dict[str, Any], *, image: bool = True
+    voice: str | None, avatar: str | None, seed: int, options: dict[str, Any], *, image: bool = True
 ) -> Any:
     """The bot that renders items with this voice, portrait and seed (specs resolved here)."""
     from avatarkit.bot import AvatarBot
@@ -275,14 +390,14 @@ def render_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> tupl
         return it.id, detail
 
 
-def _validated(fields: Any, where: str, kind: str = "field") -> BatchItem:
-    """``fields`` as a BatchItem, or an InputValidationError naming ``where`` and the field."""
+def _validated(fields: Any, kind: str = "field") -> BatchItem:
+    """``fields`` as a BatchItem, or an InputValidationError naming the field (column, key)."""
     try:
         return BatchItem.model_validate(fields)
     except ValidationError as exc:
         loc = exc.errors()[0]["loc"]
         raise InputValidationError(
-            f"{where}: {_describe(exc, kind)}", field=str(loc[0]) if loc else None
+            _describe(exc, kind), field=str(loc[0]) if loc else None
         ) from exc
 
 
@@ -313,12 +428,17 @@ def run_batch(
             (default: the avatar's own size, 512 for generated ones).
         progress: ``progress(done, total)`` after each item.
 
+    Every item is checked before anything is written: its fields, and that its own ``voice``
+    and ``avatar`` can be built here and rendered (no backend is called for that). A relative
+    path is read from the batch file's folder, or from the current folder for items given in
+    Python.
+
     Raises:
-        InputValidationError: a bad item, size or worker count, before anything is written.
+        InputValidationError: a bad size or worker count; bad items (one error lists each
+            with its line or id and the reason: a bad field, a missing or unreadable portrait
+            or recording, a voice that cannot work here); duplicate ids.
         ConfigurationError: an unknown executor, or a voice, renderer or image spec that
-            cannot work here (unknown provider, missing key or extra), before anything is
-            written. An item's own ``voice`` is resolved with the item: when it fails, that
-            item fails.
+            cannot work here (unknown provider, missing key or extra).
     """
     if executor not in ("serial", "process", "ray"):
         raise ConfigurationError(f"unknown executor {executor!r}: use process, serial or ray")
@@ -332,18 +452,28 @@ def run_batch(
         )
     if workers is not None and workers < 1:
         raise InputValidationError(f"workers must be >= 1, got {workers}", field="workers")
+    batch_file: Path | None = None
     if isinstance(items, (str, Path)):
-        all_items = read_items(items)  # validated as read
-    else:  # again: a field changed after validation is not checked by pydantic
-        all_items = [_validated(it.model_dump(), f"item {it.id!r}") for it in items]
-    ids = [it.id for it in all_items]
-    if any(not i for i in ids) or len(set(ids)) != len(ids):
-        raise InputValidationError("every item needs a unique, non-empty id", field="id")
+        batch_file, rows = _read(items)
+    else:  # validated again: a field changed after validation is not checked by pydantic
+        rows = [(f"item {it.id!r}", it.model_dump()) for it in items]
+    checked, problems = _check_fields(rows, batch_file)
+    all_items = [it for _, it in checked]
     options: dict[str, Any] = {"voice": voice, "renderer": renderer, "image": image, "size": size}
     # The batch's specs are resolved once here, so that an unknown provider, a missing key or
     # extra fails at once with the error the other commands give, not once per item. The image
     # generator is only needed for items without a portrait.
     _make_bot(voice, None, 0, options, image=any(it.avatar is None for it in all_items))
+    # So is each row's own voice and portrait: a misspelt voice in the last row would
+    # otherwise be found after every other row was paid for. One error lists every bad row.
+    order = {where: n for n, (where, _) in enumerate(rows)}
+    problems += _check_backends(checked, options, problems)
+    _refuse(sorted(problems, key=lambda problem: order[problem.where]), batch_file)
+    if batch_file is not None:
+        _refuse_duplicates(checked, batch_file)
+    ids = [it.id for it in all_items]
+    if any(not i for i in ids) or len(set(ids)) != len(ids):
+        raise InputValidationError("every item needs a unique, non-empty id", field="id")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [it for it in all_items if not _is_done(out_dir / it.id)]
