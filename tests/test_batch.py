@@ -428,16 +428,18 @@ def test_every_bad_row_is_listed_with_its_line_and_reason(tmp_path: Path) -> Non
         "voice,Hi,nope,\n"  # line 4
         "face,Hi,,gone.png\n"  # line 5
         "picture,Hi,,notes.png\n"  # line 6
+        "take,Hi,recorded:takes/gone.wav,\n"  # line 7
     )
     with pytest.raises(InputValidationError) as caught:
         run_batch(f, tmp_path / "out", executor="serial", **SPECS)
     message = str(caught.value)
-    assert message.startswith(f"{f}: 4 rows cannot be rendered")
+    assert message.startswith(f"{f}: 5 rows cannot be rendered")
     for expected in (
         r"line 3 \(item 2\): text: Field required",
         r"line 4 \(item 3\): voice: Unknown provider 'nope'",
         r"line 5 \(item 4\): avatar: .*gone.png does not exist",
         r"line 6 \(item 5\): avatar: .*notes.png is not a readable image",
+        r"line 7 \(item 6\): voice: .*takes/gone.wav does not exist",
     ):
         assert re.search(expected, message), (expected, message)
     assert "line 2 " not in message
@@ -445,7 +447,7 @@ def test_every_bad_row_is_listed_with_its_line_and_reason(tmp_path: Path) -> Non
     # read_items checks what needs no backend: fields and that the files exist
     with pytest.raises(InputValidationError) as read:
         read_items(f)
-    assert "2 rows cannot be rendered" in str(read.value)
+    assert "3 rows cannot be rendered" in str(read.value)
     assert "line 4" not in str(read.value) and "line 6" not in str(read.value)
 
 
@@ -457,3 +459,55 @@ def test_many_rows_with_the_same_problem_are_listed_once(tmp_path: Path) -> None
     assert message.count("Unknown provider") == 1
     assert "40 rows cannot be rendered" in message and "line 1 (item 1)" in message
     assert "and 37 more" in message and len(message) < 1000
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+def _recording(path: Path) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(8000) / 16_000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16_000)
+    return path
+
+
+def test_a_relative_recording_is_read_from_the_batch_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = tmp_path / "batch"
+    take = _recording(batch / "takes" / "ann.wav").resolve()
+    f = batch / "s.csv"
+    f.write_text(f"id,text,voice\nrel,Hello,recorded:takes/ann.wav\nabs,Hi,recorded:{take}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert [i.voice for i in read_items("../batch/s.csv")] == [f"recorded:{take}"] * 2
+    report = run_batch("../batch/s.csv", tmp_path / "out", executor="serial", **SPECS)
+    assert sorted(report.done) == ["abs", "rel"], report.failed
+    saved = json.loads((tmp_path / "out" / "rel" / "response.json").read_text())
+    assert saved["voice"]["voice"] == "recorded:ann.wav"
+
+
+def test_paths_of_items_given_in_python_are_read_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    _recording(tmp_path / "takes" / "ann.wav")
+    Image.new("RGB", (64, 64), (200, 150, 120)).save(tmp_path / "face.png")
+    items = [BatchItem(id="a", text="Hello.", voice="recorded:takes/ann.wav", avatar="face.png")]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(InputValidationError) as caught:
+        run_batch(items, tmp_path / "out", executor="serial", **SPECS)
+    assert re.search(r"item 'a': voice: .*does not exist.*current folder", str(caught.value))
+    assert re.search(r"item 'a': avatar: .*does not exist.*current folder", str(caught.value))
+    assert not (tmp_path / "out").exists()
+    monkeypatch.chdir(tmp_path)
+    report = run_batch(items, tmp_path / "out", executor="serial", **SPECS)
+    assert report.done == ["a"], report.failed
+    assert items[0].voice == "recorded:takes/ann.wav"  # the caller's item is left as it was

@@ -1,8 +1,8 @@
 """Batch rendering: many scripts to talking-avatar clips, resumable, on a process pool or Ray.
 
-Input is CSV or JSONL with a ``text`` column and optional ``id``, ``avatar`` (a portrait path;
-a relative one is read from the batch file's folder), ``voice`` (a spec) and ``seed``. Every
-row is checked before any work. Each item lands in
+Input is CSV or JSONL with a ``text`` column and optional ``id``, ``avatar`` (a portrait path),
+``voice`` (a spec, e.g. ``recorded:<path>``) and ``seed``; a relative path in a file is read
+from the file's folder. Every row is checked before any work. Each item lands in
 ``<out>/<id>/``; ``response.json`` is written last and atomically, so a rerun skips items that
 finished and redoes the rest. Failures are collected per item in ``<out>/batch-report.json``.
 """
@@ -51,7 +51,9 @@ class BatchItem(BaseModel):
     :func:`read_items` makes a relative path absolute from the batch file's folder; given
     directly to :func:`run_batch`, it is relative to the current folder."""
     voice: str | None = None
-    """Voice spec for this item (default: the batch's voice)."""
+    """Voice spec for this item (default: the batch's voice).
+
+    A ``recorded:<path>`` voice's path is read like ``avatar``'s."""
     seed: int = Field(default=0, ge=0)
     """Seed of the generated face and its idle motion."""
 
@@ -80,12 +82,12 @@ def read_items(path: str | Path) -> list[BatchItem]:
 
     The file is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). Every row is
     checked, and one error lists each bad row with the file's line number and the reason. A
-    relative ``avatar`` path is read from the batch file's folder (not the current one), and
-    made absolute.
+    relative path in a row (``avatar``, a ``recorded:<path>`` voice) is read from the batch
+    file's folder (not the current one), and made absolute.
 
     Raises:
         InputValidationError: unreadable file, rows without text or with a bad field, a
-            missing portrait file, or duplicate ids.
+            missing portrait or recording file, or duplicate ids.
     """
     p, rows = _read(path)
     items, problems = _check_fields(rows, p)
@@ -158,6 +160,15 @@ def _check_fields(
             if not path.is_file():
                 reason = f"avatar: {path} does not exist (a relative path is read from {hint})"
                 problems.append(_Problem(where, reason, "avatar", None))
+        recording = _recording(item.voice)
+        if recording is not None:
+            path = _absolute(recording, base)
+            item.voice = f"recorded:{path}"
+            if not path.is_file():
+                reason = (
+                    f"voice: recording {path} does not exist (a relative path is read from {hint})"
+                )
+                problems.append(_Problem(where, reason, "voice", None))
         items.append((where, item))
     return items, problems
 
@@ -166,6 +177,19 @@ def _absolute(value: str, base: Path) -> Path:
     """``value`` as a path, ``~`` expanded; a relative one is read from ``base``."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def _recording(voice: str | None) -> str | None:
+    """The path of a ``recorded:<path>`` voice spec, else None."""
+    from avatarkit.registry import parse_spec
+
+    if not voice or not voice.strip():
+        return None
+    try:
+        provider, name = parse_spec(voice)
+    except ConfigurationError:  # reported when the voice is built
+        return None
+    return name if provider == "recorded" and name else None
 
 
 def _check_backends(
