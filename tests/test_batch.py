@@ -45,14 +45,16 @@ def test_bad_batch_files_are_refused(tmp_path: Path, content: str, match: str) -
 
 def test_batch_renders_collects_failures_and_resumes(tmp_path: Path) -> None:
     items = [BatchItem(id=f"item{i}", text=f"Script number {i}.") for i in range(4)]
-    items.append(BatchItem(id="broken", text="😀😀"))  # fails as it renders: nothing to speak
+    items.append(BatchItem(id="broken", text="This one cannot be saved."))
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "broken").write_text("a file where the item's folder goes")  # fails as it is saved
     seen: list[tuple[int, int]] = []
     report = run_batch(
         items, out, executor="serial", progress=lambda d, t: seen.append((d, t)), **SPECS
     )
     assert sorted(report.done) == [f"item{i}" for i in range(4)]
-    assert "nothing to speak" in report.failed["broken"]
+    assert "broken" in report.failed["broken"]
     assert seen[-1] == (5, 5)
     for i in range(4):
         assert {p.name for p in (out / f"item{i}").iterdir()} >= {
@@ -92,12 +94,13 @@ def test_bad_options_are_refused_before_any_file_is_written(tmp_path: Path) -> N
 def test_the_same_batch_runs_on_a_local_ray_instance(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")  # about 6 s (Ray's start-up) on a 2-core machine
     items = [BatchItem(id=f"r{i}", text=f"Ray item {i}.") for i in range(3)]
-    items.append(BatchItem(id="bad", text="😀😀"))  # fails in its worker: nothing to speak
+    items.append(BatchItem(id="bad", text="Saved where a file is."))  # fails in its worker
+    (tmp_path / "bad").write_text("a file where the item's folder goes")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         report = run_batch(items, tmp_path, executor="ray", **SPECS)
         assert sorted(report.done) == ["r0", "r1", "r2"]
-        assert "nothing to speak" in report.failed["bad"]
+        assert "bad" in report.failed["bad"]
         assert (tmp_path / "r1" / "video.gif").stat().st_size > 0
         again = run_batch(items, tmp_path, executor="ray", **SPECS)
         assert sorted(again.skipped) == ["r0", "r1", "r2"] and not again.done
@@ -244,15 +247,36 @@ def test_the_image_backend_is_not_needed_when_every_item_has_a_portrait(tmp_path
 # --------------------------------------------------------------------------- unrenderable items
 
 
-def test_an_item_with_nothing_to_speak_fails_and_is_not_marked_done(tmp_path: Path) -> None:
-    items = [BatchItem(id="emoji", text="😀😀"), BatchItem(id="ok", text="Hello there.")]
+def test_rows_with_nothing_to_speak_or_too_much_are_refused_before_any_work(
+    tmp_path: Path, paid_voice: object
+) -> None:
+    rows = [
+        {"id": "ok", "text": "Hello there.", "voice": "paid"},
+        {"id": "emoji", "text": "😀😀"},
+        {"id": "tags", "text": "[happy] *smiles*"},
+        {"id": "long", "text": "word " * 2000},
+    ]
+    f = write_jsonl(tmp_path / "s.jsonl", rows)
+    with pytest.raises(InputValidationError) as caught:
+        run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    message = str(caught.value)
+    assert "line 2 (item 2)" in message and "line 3 (item 3)" in message
+    assert "nothing to speak" in message
+    assert "line 4 (item 4): text:" in message and "max_input_chars" in message
+    assert paid_voice.calls == []  # type: ignore[attr-defined]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_item_that_fails_is_not_marked_done_and_is_tried_again(tmp_path: Path) -> None:
+    items = [BatchItem(id="blocked", text="Hi there."), BatchItem(id="ok", text="Hello there.")]
+    (tmp_path / "blocked").write_text("a file where the item's folder goes")
     report = run_batch(items, tmp_path, executor="serial", **SPECS)
-    assert report.done == ["ok"]
-    assert "nothing to speak" in report.failed["emoji"]
-    assert not (tmp_path / "emoji" / "response.json").exists()
+    assert report.done == ["ok"] and list(report.failed) == ["blocked"]
     # a rerun tries it again instead of skipping it
+    (tmp_path / "blocked").unlink()
     again = run_batch(items, tmp_path, executor="serial", **SPECS)
-    assert again.skipped == ["ok"] and list(again.failed) == ["emoji"]
+    assert again.skipped == ["ok"] and again.done == ["blocked"]
+    assert (tmp_path / "blocked" / "response.json").is_file()
 
 
 def test_a_failing_say_leaves_no_response_json(
@@ -264,7 +288,7 @@ def test_a_failing_say_leaves_no_response_json(
         raise InputValidationError("the text has nothing to speak", field="text")
 
     monkeypatch.setattr(AvatarBot, "say_sync", refuse)
-    report = run_batch([BatchItem(id="x", text="🙂")], tmp_path, executor="serial", **SPECS)
+    report = run_batch([BatchItem(id="x", text="Hi.")], tmp_path, executor="serial", **SPECS)
     assert "nothing to speak" in report.failed["x"] and not report.done
     assert not (tmp_path / "x").exists()
 

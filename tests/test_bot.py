@@ -331,6 +331,19 @@ async def test_say_refuses_text_with_nothing_to_speak_before_any_work(text: str)
     assert image.calls == []  # the picture was not even started
 
 
+def test_spoken_text_is_what_say_speaks_and_refuses_what_say_refuses() -> None:
+    bot = fake_bot()
+    assert bot.spoken_text("[happy] **Welcome** to [the docs](https://x.io) 🎉") == (
+        "Welcome to the docs"
+    )
+    assert bot.say_sync("[happy] **Welcome** 🎉", render=False).text == bot.spoken_text(
+        "[happy] **Welcome** 🎉"
+    )
+    for text, reason in [("😀🎉", "nothing to speak"), ("  ", "empty"), ("x" * 5000, "limit")]:
+        with pytest.raises(InputValidationError, match=reason):
+            bot.spoken_text(text)
+
+
 async def test_a_reply_with_nothing_to_speak_leaves_no_task_behind() -> None:
     import asyncio
 

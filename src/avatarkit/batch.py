@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,6 +31,9 @@ from avatarkit.errors import (
     InputValidationError,
     MissingExtraError,
 )
+
+if TYPE_CHECKING:
+    from avatarkit.bot import AvatarBot
 
 __all__ = ["BatchItem", "BatchReport", "read_items", "run_batch"]
 
@@ -190,6 +193,17 @@ def _recording(voice: str | None) -> str | None:
     except ConfigurationError:  # reported when the voice is built
         return None
     return name if provider == "recorded" and name else None
+
+
+def _check_texts(items: Sequence[tuple[str, BatchItem]], bot: AvatarBot) -> list[_Problem]:
+    """Each row's text as the bot would speak it: not too long, with something to speak."""
+    problems: list[_Problem] = []
+    for where, it in items:
+        try:
+            bot.spoken_text(it.text)
+        except InputValidationError as exc:
+            problems.append(_Problem(where, f"text: {exc}", "text", exc))
+    return problems
 
 
 def _check_backends(
@@ -487,10 +501,12 @@ def run_batch(
     # The batch's specs are resolved once here, so that an unknown provider, a missing key or
     # extra fails at once with the error the other commands give, not once per item. The image
     # generator is only needed for items without a portrait.
-    _make_bot(voice, None, 0, options, image=any(it.avatar is None for it in all_items))
-    # So is each row's own voice and portrait: a misspelt voice in the last row would
-    # otherwise be found after every other row was paid for. One error lists every bad row.
+    bot = _make_bot(voice, None, 0, options, image=any(it.avatar is None for it in all_items))
+    # So is each row's own voice and portrait, and its text: a misspelt voice or a row of
+    # emoji in the last row would otherwise be found after every other row was paid for.
+    # One error lists every bad row.
     order = {where: n for n, (where, _) in enumerate(rows)}
+    problems += _check_texts(checked, bot)
     problems += _check_backends(checked, options, problems)
     _refuse(sorted(problems, key=lambda problem: order[problem.where]), batch_file)
     if batch_file is not None:

@@ -363,13 +363,7 @@ class AvatarBot:
         """
         user = self._validate(text, "default")
         self._check_output(output, render)
-        reply = DialogueResponse(text=user.text, handled_by="say")
-        self._make_speakable(reply)
-        if self.voice is not None and not reply.text.strip():
-            raise InputValidationError(
-                "nothing to speak: the text has only emotion tags, emoji or markup",
-                field="text",
-            )
+        reply = self._said(user.text)
         await self._check_avatar(render)
         response = Response(input=user, dialogue=reply)
         with self._serving(), _measured(response):
@@ -412,6 +406,28 @@ class AvatarBot:
         return ReplyStream(
             self, user, render=self._will_render(render), output_dir=folder, join_video=join_video
         )
+
+    def spoken_text(self, text: str) -> str:
+        """What :meth:`say` would speak for ``text``, as the voice gets it; calls no backend.
+
+        Emotion tags, markdown marks, links and emoji are taken out.
+
+        Raises:
+            InputValidationError: ``text`` that :meth:`say` refuses: empty, longer than
+                ``Settings.max_input_chars``, or with nothing left to speak.
+        """
+        return self._said(self._validate(text, "default").text).text
+
+    def _said(self, text: str) -> DialogueResponse:
+        """``say``'s reply for validated ``text``, made speakable; refused if nothing is left."""
+        reply = DialogueResponse(text=text, handled_by="say")
+        self._make_speakable(reply)
+        if self.voice is not None and not reply.text.strip():
+            raise InputValidationError(
+                "nothing to speak: the text has only emotion tags, emoji or markup",
+                field="text",
+            )
+        return reply
 
     def say_sync(self, text: str, **kwargs: Any) -> Response:
         """Blocking :meth:`say`."""
