@@ -123,9 +123,10 @@ def test_exports_name_an_unknown_viseme(include_silence: bool) -> None:
         duration=1.0,
         visemes=[
             VisemeCue(viseme="sil", start=0.0, end=0.1),
-            VisemeCue(viseme="pp", start=0.1, end=0.3),
+            VisemeCue(viseme="PP", start=0.1, end=0.3),
         ],
     )
+    bad.visemes[1].viseme = "pp"  # renamed after the timeline checked its cues
     with pytest.raises(InputValidationError, match=r"unknown viseme 'pp' in visemes\[1\]"):
         to_talkinghead(bad, include_silence=include_silence)
     with pytest.raises(InputValidationError, match=r"unknown viseme 'pp' in visemes\[1\]"):

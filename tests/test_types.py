@@ -9,6 +9,7 @@ from avatarkit.testing import fake_speech
 from avatarkit.types import (
     AvatarImage,
     DialogueResponse,
+    LipSync,
     PhonemeTiming,
     Response,
     Timeline,
@@ -142,3 +143,39 @@ def test_str_of_models_with_bytes_or_long_tracks_is_as_short_as_repr() -> None:
     for text in (str(response), repr(response), f"{response}"):
         assert len(text) < 2000, text[:3000]
         assert f"<{len(voice.audio)} bytes>" in text
+
+
+def test_a_timeline_refuses_a_viseme_no_set_knows() -> None:
+    from pydantic import ValidationError
+
+    from avatarkit.types import OCULUS_VISEMES
+
+    cues = [
+        VisemeCue(viseme="sil", start=0.0, end=0.1),
+        VisemeCue(viseme="zz", start=0.1, end=0.2),
+        VisemeCue(viseme="pp", start=0.2, end=0.3),
+    ]
+    with pytest.raises(ValidationError) as info:
+        Timeline(duration=1.0, visemes=cues)
+    message = str(info.value)
+    assert "unknown viseme 'zz' in visemes[1] and 1 more" in message
+    assert ", ".join(OCULUS_VISEMES) in message
+    with pytest.raises(ValidationError, match=r"unknown viseme 'pp' in cues\[0\] \(did you mean"):
+        LipSync(cues=cues[2:])
+    # every name of the set is accepted, built or loaded
+    known = [
+        VisemeCue(viseme=v, start=i / 10, end=(i + 1) / 10) for i, v in enumerate(OCULUS_VISEMES)
+    ]
+    timeline = Timeline(duration=1.5, visemes=known)
+    assert Timeline.model_validate_json(timeline.model_dump_json()) == timeline
+
+
+def test_loading_a_timeline_with_an_unknown_viseme_names_the_cue() -> None:
+    from avatarkit.animation.export import from_json
+    from avatarkit.errors import InputValidationError
+
+    data = {"duration": 1.0, "visemes": [{"viseme": "aa", "start": 0, "end": 0.5},
+                                         {"viseme": "zz", "start": 0.5, "end": 1}]}  # fmt: skip
+    with pytest.raises(InputValidationError, match=r"^unknown viseme 'zz' in visemes\[1\]; "
+                       r"expected one of sil, PP, .*, ou$"):  # fmt: skip
+        from_json(json.dumps(data))

@@ -12,13 +12,17 @@ import html
 import io
 import json
 import uuid
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from avatarkit.errors import InputValidationError
 
 __all__ = [
+    "OCULUS_VISEMES",
     "OUT_OF_SCOPE",
     "PROVENANCE_KEY",
     "TIMELINE_VERSION",
@@ -47,6 +51,7 @@ __all__ = [
     "VisemeSource",
     "VoiceOutput",
     "WordTiming",
+    "check_visemes",
     "provenance_from_text",
     "video_format_of",
 ]
@@ -289,6 +294,27 @@ class VoiceOutput(_Model):
         return f'<audio controls src="data:{mime[self.format]};base64,{b64}"></audio>'
 
 
+OCULUS_VISEMES: tuple[str, ...] = (
+    "sil",
+    "PP",
+    "FF",
+    "TH",
+    "DD",
+    "kk",
+    "CH",
+    "SS",
+    "nn",
+    "RR",
+    "aa",
+    "E",
+    "ih",
+    "oh",
+    "ou",
+)
+"""The 15 Oculus/Meta visemes, in their index order (sil = 0 … ou = 14): the names cues carry."""
+
+_KNOWN_VISEMES = frozenset(OCULUS_VISEMES)
+
 VisemeSource = Literal["phonemes", "words", "audio", "provider", "none"]
 """Where viseme cues came from, best first: voice phonemes, word timings + G2P, the waveform."""
 
@@ -305,12 +331,42 @@ class VisemeCue(_Model):
     source: VisemeSource = "phonemes"
 
 
+def check_visemes(cues: Sequence[VisemeCue], *, track: str = "visemes") -> None:
+    """Refuse cues whose viseme is not one of :data:`OCULUS_VISEMES`.
+
+    Timelines and LipSync results check their cues when built or loaded; this is for cues
+    edited in place afterwards. ``track`` names the list in the message (``visemes[3]``).
+
+    Raises:
+        InputValidationError: naming the first unknown cue and the known names.
+    """
+    unknown = [(i, c.viseme) for i, c in enumerate(cues) if c.viseme not in _KNOWN_VISEMES]
+    if not unknown:
+        return
+    i, name = unknown[0]
+    same = [v for v in OCULUS_VISEMES if v.lower() == name.lower()]
+    hint = f" (did you mean {same[0]!r}?)" if same else ""
+    more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+    raise InputValidationError(
+        f"unknown viseme {name!r} in {track}[{i}]{more}{hint}; expected one of "
+        f"{', '.join(OCULUS_VISEMES)}",
+        field=track,
+    )
+
+
 class LipSync(_Model):
     """Viseme cues for one utterance and where they came from."""
 
     cues: list[VisemeCue] = Field(default_factory=list)
+    """Oculus visemes only: a cue with another name is refused."""
     source: VisemeSource = "none"
     duration: float = 0.0
+
+    @field_validator("cues")
+    @classmethod
+    def _known_visemes(cls, cues: list[VisemeCue]) -> list[VisemeCue]:
+        check_visemes(cues, track="cues")
+        return cues
 
 
 class FacialExpression(_Model):
@@ -350,11 +406,18 @@ class Timeline(_Model):
     words: list[WordTiming] = Field(default_factory=list)
     phonemes: list[PhonemeTiming] = Field(default_factory=list)
     visemes: list[VisemeCue] = Field(default_factory=list)
+    """Oculus visemes only (:data:`OCULUS_VISEMES`): a cue with another name is refused."""
     viseme_source: VisemeSource = "none"
     expressions: list[FacialExpression] = Field(default_factory=list)
     poses: list[AvatarPose] = Field(default_factory=list)
     audio_ref: str | None = None
     """File name of the audio this timeline belongs to, when saved beside it."""
+
+    @field_validator("visemes")
+    @classmethod
+    def _known_visemes(cls, cues: list[VisemeCue]) -> list[VisemeCue]:
+        check_visemes(cues)
+        return cues
 
     def problems(self) -> list[str]:
         """Consistency problems: unsorted or overlapping cues, times outside the audio.
@@ -461,8 +524,6 @@ class AvatarImage(_Model):
                 WebP image; or ``kind="procedural"`` for a picture without a procedural record.
         """
         from PIL import Image, UnidentifiedImageError
-
-        from avatarkit.errors import InputValidationError
 
         if kind not in (None, "procedural", "photo"):
             raise InputValidationError(

@@ -20,10 +20,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from avatarkit._files import write_json_atomic
-from avatarkit.animation.face_state import OCULUS_VISEMES
 from avatarkit.animation.viseme import to_rhubarb as _shape
 from avatarkit.errors import InputValidationError
-from avatarkit.types import TIMELINE_VERSION, Timeline
+from avatarkit.types import TIMELINE_VERSION, Timeline, check_visemes
 
 __all__ = [
     "TALKINGHEAD_VISEMES",
@@ -53,21 +52,9 @@ TALKINGHEAD_VISEMES: dict[str, str] = {
 }
 """avatarkit (Oculus) viseme → TalkingHead's code for it."""
 
-_KNOWN = frozenset(OCULUS_VISEMES)
-
 
 def _check(timeline: Timeline) -> None:
-    unknown = [(i, c.viseme) for i, c in enumerate(timeline.visemes) if c.viseme not in _KNOWN]
-    if unknown:
-        i, name = unknown[0]
-        same = [v for v in OCULUS_VISEMES if v.lower() == name.lower()]
-        hint = f" (did you mean {same[0]!r}?)" if same else ""
-        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-        raise InputValidationError(
-            f"unknown viseme {name!r} in visemes[{i}]{more}{hint}; expected one of "
-            f"{', '.join(OCULUS_VISEMES)}",
-            field="timeline",
-        )
+    check_visemes(timeline.visemes)  # a cue renamed after the timeline was built
     problems = timeline.problems()
     if problems:
         raise InputValidationError(
@@ -96,6 +83,16 @@ def from_json(data: str | bytes) -> Timeline:
     try:
         timeline = Timeline.model_validate_json(data)
     except ValidationError as exc:
+        own = next(
+            (
+                e["ctx"]["error"]
+                for e in exc.errors()
+                if isinstance(e.get("ctx", {}).get("error"), InputValidationError)
+            ),
+            None,
+        )
+        if own is not None:  # the model's own check (an unknown viseme): its message as is
+            raise InputValidationError(own.message, field=own.field) from None
         raise InputValidationError(
             f"not a valid avatarkit timeline: {exc}", field="timeline"
         ) from exc

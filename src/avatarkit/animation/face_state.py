@@ -4,28 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avatarkit.types import Emotion
+from avatarkit.types import OCULUS_VISEMES, Emotion
 
 __all__ = ["OCULUS_VISEMES", "FaceState"]
-
-OCULUS_VISEMES: tuple[str, ...] = (
-    "sil",
-    "PP",
-    "FF",
-    "TH",
-    "DD",
-    "kk",
-    "CH",
-    "SS",
-    "nn",
-    "RR",
-    "aa",
-    "E",
-    "ih",
-    "oh",
-    "ou",
-)
-"""The 15 Oculus/Meta visemes, in their index order (sil = 0 … ou = 14)."""
 
 
 @dataclass
