@@ -179,3 +179,46 @@ def test_loading_a_timeline_with_an_unknown_viseme_names_the_cue() -> None:
     with pytest.raises(InputValidationError, match=r"^unknown viseme 'zz' in visemes\[1\]; "
                        r"expected one of sil, PP, .*, ou$"):  # fmt: skip
         from_json(json.dumps(data))
+
+
+def test_loading_a_response_refuses_a_newer_version() -> None:
+    from pydantic import ValidationError
+
+    from avatarkit.errors import InputValidationError
+    from avatarkit.types import RESPONSE_VERSION, TIMELINE_VERSION
+
+    voice = fake_speech("Hi there")
+    resp = Response(
+        input=UserInput(text="hi"),
+        voice=voice,
+        timeline=Timeline(duration=voice.duration, words=voice.words),
+    )
+    data = json.loads(resp.model_dump_json())
+    assert data["version"] == RESPONSE_VERSION
+    assert Response.from_json(json.dumps(data)) == resp
+    newer = {**data, "version": RESPONSE_VERSION + 1, "gestures": []}  # a later layout's field
+    message = (
+        rf"^response version {RESPONSE_VERSION + 1} is newer than this avatarkit reads "
+        rf"\(up to {RESPONSE_VERSION}\); upgrade avatarkit to read it$"
+    )
+    with pytest.raises(InputValidationError, match=message):
+        Response.from_json(json.dumps(newer))
+    with pytest.raises(ValidationError, match="newer than this avatarkit reads"):
+        Response.model_validate_json(json.dumps(newer))
+    inner = {**data, "timeline": {**data["timeline"], "version": TIMELINE_VERSION + 1}}
+    with pytest.raises(InputValidationError, match=rf"^timeline version {TIMELINE_VERSION + 1} "):
+        Response.from_json(json.dumps(inner).encode())
+    with pytest.raises(InputValidationError, match="response version 0 does not exist"):
+        Response.from_json(json.dumps({**data, "version": 0}))
+    with pytest.raises(InputValidationError, match=r"^not a valid avatarkit response: "):
+        Response.from_json("[1, 2]")
+    # a Response written before it carried a version reads as the first one
+    del data["version"]
+    assert Response.from_json(json.dumps(data)).version == 1
+
+
+def test_response_json_on_disk_carries_its_version(tmp_path: Path) -> None:
+    from avatarkit.types import RESPONSE_VERSION
+
+    Response(input=UserInput(text="hi")).save(tmp_path)
+    assert json.loads((tmp_path / "response.json").read_text())["version"] == RESPONSE_VERSION

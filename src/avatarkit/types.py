@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avatarkit.errors import InputValidationError
 
@@ -25,6 +25,7 @@ __all__ = [
     "OCULUS_VISEMES",
     "OUT_OF_SCOPE",
     "PROVENANCE_KEY",
+    "RESPONSE_VERSION",
     "TIMELINE_VERSION",
     "AudioFormat",
     "AvatarImage",
@@ -59,6 +60,9 @@ __all__ = [
 TIMELINE_VERSION = 1
 """Version of the Timeline JSON layout; bumped on incompatible change."""
 
+RESPONSE_VERSION = 1
+"""Version of the Response JSON layout (also ``response.json``'s); bumped on incompatible change."""
+
 PROVENANCE_KEY = "avatarkit"
 """PNG text chunk holding an avatar's provenance dict as JSON (how the picture was made)."""
 
@@ -69,6 +73,46 @@ class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", ser_json_bytes="base64", val_json_bytes="base64", frozen=False
     )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _known_version(kind: str, version: int, current: int) -> int:
+    """``version`` of a ``kind`` layout, refused when newer than ``current`` or below 1."""
+    if version > current:
+        raise InputValidationError(
+            f"{kind} version {version} is newer than this avatarkit reads (up to {current}); "
+            "upgrade avatarkit to read it",
+            field=kind,
+        )
+    if version < 1:
+        raise InputValidationError(
+            f"{kind} version {version} does not exist (versions start at 1)", field=kind
+        )
+    return version
+
+
+def _from_json(model: type[_M], data: str | bytes, kind: str) -> _M:
+    """``model`` read from JSON; any refusal is an InputValidationError.
+
+    A refusal by the models' own checks (a newer version, an unknown viseme) keeps its message:
+    a newer layout's unknown fields would otherwise hide the real reason among pydantic's.
+    """
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        own: InputValidationError | None = next(
+            (
+                e["ctx"]["error"]
+                for e in exc.errors()
+                if isinstance(e.get("ctx", {}).get("error"), InputValidationError)
+            ),
+            None,
+        )
+        if own is None:
+            raise InputValidationError(f"not a valid avatarkit {kind}: {exc}", field=kind) from exc
+    raise InputValidationError(own.message, field=own.field)
 
 
 def _new_id() -> str:
@@ -401,6 +445,7 @@ class Timeline(_Model):
     """
 
     version: int = TIMELINE_VERSION
+    """Layout version; one above :data:`TIMELINE_VERSION` (a newer avatarkit's) is refused."""
     text: str = ""
     duration: float = Field(default=0.0, ge=0.0)
     words: list[WordTiming] = Field(default_factory=list)
@@ -413,11 +458,26 @@ class Timeline(_Model):
     audio_ref: str | None = None
     """File name of the audio this timeline belongs to, when saved beside it."""
 
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        return _known_version("timeline", version, TIMELINE_VERSION)
+
     @field_validator("visemes")
     @classmethod
     def _known_visemes(cls, cues: list[VisemeCue]) -> list[VisemeCue]:
         check_visemes(cues)
         return cues
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Self:
+        """Read Timeline JSON (``timeline.json``, ``model_dump_json()``).
+
+        Raises:
+            InputValidationError: not valid Timeline JSON, a cue with an unknown viseme, or
+                written by a newer avatarkit (``version`` above :data:`TIMELINE_VERSION`).
+        """
+        return _from_json(cls, data, "timeline")
 
     def problems(self) -> list[str]:
         """Consistency problems: unsorted or overlapping cues, times outside the audio.
@@ -675,6 +735,8 @@ class StageMetrics(_Model):
 class Response(_Model):
     """Everything one turn produced. Fields of stages that were not run stay ``None``."""
 
+    version: int = RESPONSE_VERSION
+    """Layout version; one above :data:`RESPONSE_VERSION` (a newer avatarkit's) is refused."""
     id: str = Field(default_factory=_new_id)
     input: UserInput
     processed: ProcessedText | None = None
@@ -691,6 +753,24 @@ class Response(_Model):
     def text(self) -> str:
         """The avatar's spoken reply ("" before the dialogue stage ran)."""
         return self.dialogue.text if self.dialogue else ""
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        return _known_version("response", version, RESPONSE_VERSION)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Self:
+        """Read Response JSON as ``model_dump_json()`` writes it (media inline, as base64).
+
+        (``response.json`` from :meth:`save` is a summary: its media are the files beside it.)
+
+        Raises:
+            InputValidationError: not valid Response JSON, or written by a newer avatarkit
+                (its ``version`` above :data:`RESPONSE_VERSION`, or its timeline's above
+                :data:`TIMELINE_VERSION`).
+        """
+        return _from_json(cls, data, "response")
 
     @model_validator(mode="after")
     def _check_timeline(self) -> Response:

@@ -17,12 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from avatarkit._files import write_json_atomic
 from avatarkit.animation.viseme import to_rhubarb as _shape
 from avatarkit.errors import InputValidationError
-from avatarkit.types import TIMELINE_VERSION, Timeline, check_visemes
+from avatarkit.types import Timeline, check_visemes
 
 __all__ = [
     "TALKINGHEAD_VISEMES",
@@ -68,49 +66,14 @@ def to_json(timeline: Timeline, *, indent: int | None = 2) -> str:
 
 
 def from_json(data: str | bytes) -> Timeline:
-    """Read avatarkit Timeline JSON.
+    """Read avatarkit Timeline JSON (the same as :meth:`Timeline.from_json`).
 
     Raises:
-        InputValidationError: not valid Timeline JSON, or written by a newer avatarkit (its
-            ``version`` is above :data:`~avatarkit.types.TIMELINE_VERSION`).
+        InputValidationError: not valid Timeline JSON, a cue with an unknown viseme, or written
+            by a newer avatarkit (its ``version`` is above
+            :data:`~avatarkit.types.TIMELINE_VERSION`).
     """
-    try:  # the version first: a newer layout's unknown fields would hide the real reason
-        raw = json.loads(data)
-    except ValueError:
-        raw = None
-    if isinstance(raw, dict) and isinstance(raw.get("version"), int):
-        _check_version(raw["version"])
-    try:
-        timeline = Timeline.model_validate_json(data)
-    except ValidationError as exc:
-        own = next(
-            (
-                e["ctx"]["error"]
-                for e in exc.errors()
-                if isinstance(e.get("ctx", {}).get("error"), InputValidationError)
-            ),
-            None,
-        )
-        if own is not None:  # the model's own check (an unknown viseme): its message as is
-            raise InputValidationError(own.message, field=own.field) from None
-        raise InputValidationError(
-            f"not a valid avatarkit timeline: {exc}", field="timeline"
-        ) from exc
-    _check_version(timeline.version)
-    return timeline
-
-
-def _check_version(version: int) -> None:
-    if version > TIMELINE_VERSION:
-        raise InputValidationError(
-            f"timeline version {version} is newer than this avatarkit reads (up to "
-            f"{TIMELINE_VERSION}); upgrade avatarkit to read it",
-            field="timeline",
-        )
-    if version < 1:
-        raise InputValidationError(
-            f"timeline version {version} does not exist (versions start at 1)", field="timeline"
-        )
+    return Timeline.from_json(data)
 
 
 def to_rhubarb(
