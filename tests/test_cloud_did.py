@@ -226,6 +226,19 @@ async def test_pcm_and_webp_are_converted_before_upload() -> None:
     assert aud[0] == "speech.wav" and aud[1][:4] == b"RIFF"
 
 
+def test_a_camera_jpeg_is_uploaded_as_a_jpeg(tmp_path: Path) -> None:
+    # cameras' JPEGs often append a second picture (MPO); avatarkit calls them "jpeg"
+    buf = io.BytesIO()
+    first, second = Image.new("RGB", (96, 128), "tan"), Image.new("RGB", (96, 128), "gray")
+    first.save(buf, format="MPO", save_all=True, append_images=[second])
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(buf.getvalue())
+    image = AvatarImage.load(path)
+    assert image.format == "jpeg"
+    data, mime = renderer(Recorder(FakeDID())).check_image(image)
+    assert (data, mime) == (image.data, "image/jpeg")
+
+
 def test_credit_estimate() -> None:
     r = DIDRenderer(api_key=KEY, pad_audio=1.0)
     assert r.estimate_credits(speech(14.0)) == 1  # 14 s + 1 s of padding

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 import json
 import uuid
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from avatarkit._image import read_picture
 from avatarkit.errors import InputValidationError
 
 __all__ = [
@@ -583,8 +583,6 @@ class AvatarImage(_Model):
             InputValidationError: the file is missing or unreadable, or is not a PNG, JPEG or
                 WebP image; or ``kind="procedural"`` for a picture without a procedural record.
         """
-        from PIL import Image, UnidentifiedImageError
-
         if kind not in (None, "procedural", "photo"):
             raise InputValidationError(
                 f"kind must be 'procedural', 'photo' or None, got {kind!r}", field="kind"
@@ -598,25 +596,18 @@ class AvatarImage(_Model):
             raise InputValidationError(f"avatar image {path} does not exist", field="path")
         data = path.read_bytes()
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                fmt = (img.format or "").lower()
-                width, height = img.size
-                record = img.info.get(PROVENANCE_KEY)
-        except UnidentifiedImageError as exc:  # its message names an in-memory buffer
+            picture = read_picture(data)
+        except InputValidationError as exc:
             raise InputValidationError(
-                f"{path} is not a readable image (use a PNG, JPEG or WebP image)", field="path"
+                f"{path} is {exc}; use a PNG, JPEG or WebP image", field="path"
             ) from exc
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise InputValidationError(
-                f"{path} is not a readable image: {exc}", field="path"
-            ) from exc
-        fmt = "jpeg" if fmt == "mpo" else fmt  # cameras' JPEGs with a second picture inside
+        fmt = picture.format
         if fmt not in ("png", "jpeg", "webp"):
             raise InputValidationError(
                 f"{path}: use a PNG, JPEG or WebP image (got {fmt or 'an unknown format'})",
                 field="path",
             )
-        provenance = provenance_from_text(record)
+        provenance = provenance_from_text(picture.text.get(PROVENANCE_KEY))
         redrawable = provenance.get("generator") == "procedural" and (
             isinstance(provenance.get("params"), dict) or isinstance(provenance.get("seed"), int)
         )
@@ -633,8 +624,8 @@ class AvatarImage(_Model):
         return cls(
             data=data,
             format=fmt,  # one of the three, checked above
-            width=width,
-            height=height,
+            width=picture.width,
+            height=picture.height,
             kind=kind or ("procedural" if redrawable else "photo"),
             face_box=face_box,
             provenance={**provenance, "source": str(path)},

@@ -7,7 +7,6 @@ renderers want.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from avatarkit._image import decode_picture, encode_png
 from avatarkit.errors import InputValidationError, ProviderError
 from avatarkit.types import AvatarImage
 
@@ -82,16 +82,7 @@ def _to_rgb(image: AvatarImage | bytes | Image.Image | NDArray[np.uint8]) -> NDA
     if isinstance(image, AvatarImage):
         image = image.data
     if isinstance(image, bytes):
-        try:
-            pil = Image.open(io.BytesIO(image))
-            pil.load()
-        except UnidentifiedImageError as exc:  # its message quotes an in-memory buffer's repr
-            raise InputValidationError(
-                "not a readable image (Pillow knows no format with these bytes)", field="image"
-            ) from exc
-        except Exception as exc:
-            raise InputValidationError(f"not a readable image: {exc}", field="image") from exc
-        image = pil
+        image = decode_picture(image)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     arr = np.asarray(image)
@@ -229,12 +220,10 @@ def portrait_crop(
     )
     k = size / side
     new_box = (round((x - left) * k), round((y - top) * k), round(fw * k), round(fh * k))
-    buf = io.BytesIO()
-    crop.save(buf, format="PNG")
     provenance = dict(image.provenance)
     provenance["crop"] = {"left": left, "top": top, "side": side, "size": size}
     return AvatarImage(
-        data=buf.getvalue(),
+        data=encode_png(crop),
         format="png",
         width=size,
         height=size,

@@ -7,17 +7,16 @@ sampler, CFG scale, seed, size and model of an image saved here; avatarkit's own
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image
 
 from avatarkit._files import write_bytes_atomic
-from avatarkit.errors import InputValidationError
+from avatarkit._image import decode_picture, encode_png
 from avatarkit.types import PROVENANCE_KEY, AvatarImage, provenance_from_text
 
 __all__ = [
@@ -137,27 +136,18 @@ def png_with_provenance(image: Image.Image, provenance: dict[str, Any]) -> bytes
     ``provenance["parameters"]``, when set, is written as is; otherwise it is built from the
     other fields with :func:`infotext_from_provenance`.
     """
-    info = PngImagePlugin.PngInfo()
     parameters = provenance.get("parameters") or infotext_from_provenance(provenance).format()
-    info.add_text(PARAMETERS_KEY, str(parameters))
-    info.add_text(PROVENANCE_KEY, json.dumps(provenance, ensure_ascii=False, default=str))
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
+    return encode_png(
+        image,
+        {
+            PARAMETERS_KEY: str(parameters),
+            PROVENANCE_KEY: json.dumps(provenance, ensure_ascii=False, default=str),
+        },
+    )
 
 
 def _open(data: bytes | Path) -> Image.Image:
-    raw = data.read_bytes() if isinstance(data, Path) else data
-    try:
-        img = Image.open(io.BytesIO(raw))
-        img.load()
-    except UnidentifiedImageError as exc:  # its message quotes an in-memory buffer's repr
-        raise InputValidationError(
-            "not a readable image (Pillow knows no format with these bytes)", field="image"
-        ) from exc
-    except Exception as exc:
-        raise InputValidationError(f"not a readable image: {exc}", field="image") from exc
-    return img
+    return decode_picture(data.read_bytes() if isinstance(data, Path) else data)
 
 
 def read_parameters(data: bytes | Path) -> str | None:

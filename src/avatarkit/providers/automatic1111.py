@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import json
 import os
 from typing import Any
@@ -20,6 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from avatarkit._http import ConnectOptions, HttpClient, error_for
+from avatarkit._image import read_picture
 from avatarkit._validation import build
 from avatarkit.config import get_logger, redact, register_secret, resolve_key
 from avatarkit.errors import InputValidationError, ProviderError, ProviderStatusError
@@ -462,8 +462,6 @@ class A1111ImageGenerator:
                 bar.close()
 
     def _to_image(self, response: GenerationResponse, request: Txt2ImgRequest) -> AvatarImage:
-        from PIL import Image, UnidentifiedImageError
-
         info = response.parsed_info()
         if not response.images:
             raise ProviderStatusError(
@@ -475,14 +473,12 @@ class A1111ImageGenerator:
             encoded = encoded.partition(",")[2]
         try:
             data = base64.b64decode(encoded, validate=True)
-            with Image.open(io.BytesIO(data)) as im:
-                fmt = (im.format or "png").lower()
-                width, height = im.size
-                parameters = im.info.get("parameters")
-        except (binascii.Error, UnidentifiedImageError, OSError) as exc:
+            picture = read_picture(data)
+        except (binascii.Error, InputValidationError) as exc:
             raise ProviderStatusError(
                 f"the image cannot be decoded: {exc}", provider="automatic1111"
             ) from exc
+        fmt, parameters = picture.format, picture.text.get("parameters")
         if fmt not in ("png", "jpeg", "webp"):
             raise ProviderStatusError(f"unexpected image format {fmt}", provider="automatic1111")
         seed = info.seed if info.seed is not None else request.seed
@@ -503,7 +499,12 @@ class A1111ImageGenerator:
         elif info.infotexts:
             provenance["parameters"] = info.infotexts[0]
         return AvatarImage(
-            data=data, format=fmt, width=width, height=height, kind="photo", provenance=provenance
+            data=data,
+            format=fmt,
+            width=picture.width,
+            height=picture.height,
+            kind="photo",
+            provenance=provenance,
         )
 
     async def aclose(self) -> None:
@@ -525,14 +526,11 @@ provider = Provider(
 
 def _image_bytes(value: object, field: str) -> bytes:
     """``value`` as the bytes of a picture PIL can open, or a typed error naming ``field``."""
-    from PIL import Image, UnidentifiedImageError
-
     if not isinstance(value, bytes | bytearray) or not value:
         raise InputValidationError(f"{field} must be image bytes", field=field)
     try:
-        with Image.open(io.BytesIO(value)) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError):
+        read_picture(bytes(value), verify=True)
+    except InputValidationError:
         pass
     else:
         return bytes(value)

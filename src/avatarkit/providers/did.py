@@ -10,7 +10,6 @@ effort: a failed clean-up is logged, and the video is still returned).
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from avatarkit._aio import concurrently
 from avatarkit._files import TEMP_VIDEO_PREFIX, write_bytes_atomic
 from avatarkit._http import DEFAULT_OPTIONS, ConnectOptions, HttpClient, error_for
+from avatarkit._image import decode_picture, encode_png, read_picture
 from avatarkit._validation import build
 from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.config import get_logger, resolve_key
@@ -415,24 +415,17 @@ class DIDRenderer:
         Raises:
             InputValidationError: unreadable, not a photo, or over ``max_image_bytes``.
         """
-        from PIL import Image, UnidentifiedImageError
-
         if image.kind != "photo":
             raise InputValidationError(
                 "D-ID animates photos; this is a procedural face (use the local renderer)",
                 field="image",
             )
         try:
-            with Image.open(io.BytesIO(image.data)) as im:
-                actual = (im.format or "").lower()
-                if actual == "webp":
-                    buf = io.BytesIO()
-                    im.convert("RGB").save(buf, format="PNG")
-                    data, actual = buf.getvalue(), "png"
-                else:
-                    im.verify()
-                    data = image.data
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            actual = read_picture(image.data, verify=True).format
+            data = image.data
+            if actual == "webp":
+                data, actual = encode_png(decode_picture(data).convert("RGB")), "png"
+        except InputValidationError as exc:
             raise InputValidationError(f"the image cannot be read: {exc}", field="image") from exc
         if actual not in _IMAGE_MIME:
             raise InputValidationError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import re
 import secrets
@@ -29,6 +28,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by simulating a miss
 
     raise MissingExtraError("Stable Diffusion", "diffusers", missing=_exc.name) from _exc
 
+from avatarkit._image import decode_picture
 from avatarkit.config import get_logger
 from avatarkit.errors import (
     AvatarKitError,
@@ -856,7 +856,7 @@ class DiffusersImageGenerator:
             image = image.model_copy(update={"face_box": face})
         if self.crop is not None and face is not None:
             image = portrait_crop(image, face, size=self.crop)
-            image = self._to_image(_pil(image.data), dict(image.provenance))
+            image = self._to_image(decode_picture(image.data), dict(image.provenance))
         return image
 
     def _generate(
@@ -926,14 +926,6 @@ class _AnyEvent:
 
 def _adapter(name: str) -> str:
     return re.sub(r"\W", "_", name)
-
-
-def _pil(data: bytes) -> Any:
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
 
 
 def _pick_device(choice: str) -> str:

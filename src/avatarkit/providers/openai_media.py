@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from avatarkit._http import (
     aclosing_iter,
     error_for,
 )
+from avatarkit._image import read_picture
 from avatarkit._validation import build
 from avatarkit.config import resolve_key
 from avatarkit.errors import (
@@ -390,8 +390,6 @@ class OpenAIImage:
         self, prompt: AvatarPrompt, *, progress: ProgressCallback | None = None
     ) -> AvatarImage:
         """Make one picture for ``prompt`` (``progress`` gets 0/1 then 1/1)."""
-        from PIL import Image, UnidentifiedImageError
-
         request = self.build_request(prompt)
         if progress is not None:
             progress(0, 1)
@@ -419,13 +417,12 @@ class OpenAIImage:
                 code="invalid_response",
             )
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                fmt = (im.format or "png").lower()
-                width, height = im.size
-        except (UnidentifiedImageError, OSError) as exc:
+            picture = read_picture(data)
+        except InputValidationError as exc:
             raise ProviderStatusError(
                 f"the image cannot be decoded: {exc}", provider="openai"
             ) from exc
+        fmt = picture.format
         if fmt not in ("png", "jpeg", "webp"):
             raise ProviderStatusError(f"unexpected image format {fmt}", provider="openai")
         if progress is not None:
@@ -433,8 +430,8 @@ class OpenAIImage:
         return AvatarImage(
             data=data,
             format=fmt,
-            width=width,
-            height=height,
+            width=picture.width,
+            height=picture.height,
             kind="photo",
             provenance={
                 "backend": "openai",

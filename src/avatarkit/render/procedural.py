@@ -12,7 +12,6 @@ The static layers live here; the moving features (mouth, eyes, brows) are drawn 
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -21,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from avatarkit._image import encode_png
 from avatarkit.errors import InputValidationError
 from avatarkit.ports import ImageCapabilities, ProgressCallback
 from avatarkit.render._canvas import Painter, catmull, ellipse, mix, rgb, shade
@@ -579,8 +579,6 @@ def generate_procedural(
         face_box = face.face_box
     finally:
         return_face(face)
-    from PIL import Image, PngImagePlugin
-
     provenance = {
         "generator": "procedural",
         "version": PARAMS_VERSION,
@@ -589,12 +587,8 @@ def generate_procedural(
         "face_box": list(face_box),
     }
     # the PNG keeps the record, so a saved avatar loads back as this face (AvatarImage.load)
-    info = PngImagePlugin.PngInfo()
-    info.add_text(PROVENANCE_KEY, json.dumps(provenance))
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", optimize=False, pnginfo=info)
     return AvatarImage(
-        data=buf.getvalue(),
+        data=encode_png(frame, {PROVENANCE_KEY: json.dumps(provenance)}),
         format="png",
         width=w,
         height=h,
