@@ -623,6 +623,8 @@ def test_a_closed_bot_leaves_no_socket_open(how: str) -> None:
     from avatarkit.providers.elevenlabs import ElevenLabsVoice
 
     def one_turn(url: str, close: str | None) -> list[str]:
+        # a loop closed without shutdown_asyncgens() (asyncio.run's step that closes what is
+        # left open): only closing the bot closes the connection before the garbage collector
         async def turn() -> None:
             voice = ElevenLabsVoice(api_key="el-key-123456", base_url=url)
             bot = AvatarBot(chat=FakeChatModel("Hello there."), voice=voice, renderer=None,
@@ -637,13 +639,41 @@ def test_a_closed_bot_leaves_no_socket_open(how: str) -> None:
 
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always", ResourceWarning)
-            asyncio.run(turn())
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(turn())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                loop.close()
             gc.collect()
         return [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
 
     with _KeepAliveTTS() as url:
         assert one_turn(url, None), "an unclosed bot should leave its connection open"
         assert one_turn(url, how) == []
+
+
+def test_a_bot_never_closed_leaves_no_socket_open_once_asyncio_run_returns() -> None:
+    import asyncio
+    import gc
+    import warnings
+
+    from avatarkit.providers.elevenlabs import ElevenLabsVoice
+
+    async def turn(url: str) -> None:
+        voice = ElevenLabsVoice(api_key="el-key-123456", base_url=url)
+        bot = AvatarBot(chat=FakeChatModel("Hello there."), voice=voice, renderer=None,
+                        preprocessor=None, intent=None, sentiment=None)  # fmt: skip
+        await bot.respond("hi")  # and no aclose(): the loop's end closes the connection
+
+    with _KeepAliveTTS() as url:
+        gc.collect()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", ResourceWarning)
+            asyncio.run(turn(url))
+            asyncio.run(turn(url))
+            gc.collect()
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
 
 
 async def test_aclose_closes_a_real_adapters_client_with_warnings_as_errors() -> None:
@@ -654,18 +684,21 @@ async def test_aclose_closes_a_real_adapters_client_with_warnings_as_errors() ->
     from _cloud_helpers import alignment_for, b64, mp3_bytes
     from avatarkit.providers.elevenlabs import ElevenLabsVoice
 
+    class Transport(httpx.MockTransport):
+        closed = 0
+
+        async def aclose(self) -> None:
+            self.closed += 1
+
     answer = {"audio_base64": b64(mp3_bytes(0.5)), "alignment": alignment_for("Hello.", 0.5)}
-    voice = ElevenLabsVoice(
-        api_key="el-key-123456",
-        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer)),
-    )
+    transport = Transport(lambda r: httpx.Response(200, json=answer))
+    voice = ElevenLabsVoice(api_key="el-key-123456", transport=transport)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         async with fake_bot(voice=voice, renderer=None) as bot:
             await bot.say("Hello.")
-            clients = list(voice._http._clients.values())
-            assert clients and not clients[0].is_closed
-        assert clients[0].is_closed and not voice._http._clients
+            assert len(voice._http._clients) == 1 and not transport.closed
+        assert transport.closed == 1 and not voice._http._clients
 
 
 async def test_an_output_named_like_a_frames_folder_is_the_renderers_png_sequence(

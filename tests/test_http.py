@@ -274,3 +274,41 @@ async def test_download_stops_at_its_size_limit(declared: bool) -> None:
     with pytest.raises(ProviderStatusError, match="larger than 1000 bytes") as info:
         await http.download("https://files.test/a", max_bytes=1000)
     assert info.value.code == "too_large" and not info.value.retryable
+
+
+class _CountingTransport(httpx.MockTransport):
+    """A MockTransport that counts how often a client closed it."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda request: httpx.Response(200, json={"ok": True}))
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def test_a_loop_that_ends_without_aclose_closes_its_client() -> None:
+    # a script calling asyncio.run once per call and never aclose(): each loop's client (its
+    # connections) is closed as that loop ends, not whenever the garbage collector finds it
+    transport = _CountingTransport()
+    http = HttpClient("acme", "https://api.acme.test/v1", transport=transport, options=FAST)
+
+    async def call() -> object:
+        return (await http.request("GET", "/x")).json()
+
+    assert asyncio.run(call()) == {"ok": True}
+    assert transport.closed == 1
+    assert asyncio.run(call()) == {"ok": True}  # the next loop opens a client of its own
+    assert transport.closed == 2
+
+
+async def test_aclose_closes_the_running_loops_client_once_and_stays_usable() -> None:
+    transport = _CountingTransport()
+    http = HttpClient("acme", "https://api.acme.test/v1", transport=transport, options=FAST)
+    await http.request("GET", "/x")
+    await http.aclose()
+    await http.aclose()  # twice is harmless
+    assert transport.closed == 1
+    assert (await http.request("GET", "/x")).json() == {"ok": True}
+    await http.aclose()
+    assert transport.closed == 2

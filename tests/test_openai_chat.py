@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import gc
 import json
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -510,6 +512,28 @@ def test_usable_from_one_event_loop_after_another(server: FakeOpenAI) -> None:
     assert len(server.seen) == 3
     # the clients of the closed loops were let go, and aclose() closed the last one
     assert not chat._clients
+
+
+def test_a_loop_that_ends_without_aclose_closes_its_connections(server: FakeOpenAI) -> None:
+    # asyncio.run once per turn and never aclose(): each loop's connection is closed as that
+    # loop ends, not whenever the garbage collector finds it ("unclosed transport")
+    server.replies += [
+        Reply(body=completion("One.")),
+        Reply(events=[chunk({"content": "Two."}, finish="stop"), "[DONE]"]),
+    ]
+    chat = server.chat()
+
+    async def streamed(chat: OpenAIChat) -> list[str]:
+        return [d async for d in chat.stream(MESSAGES)]
+
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert asyncio.run(chat.complete(MESSAGES)) == "One."
+        assert asyncio.run(streamed(chat)) == ["Two."]
+        del chat
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_a_bot_answers_through_one_event_loop_after_another(server: FakeOpenAI) -> None:

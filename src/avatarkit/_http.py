@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -43,6 +44,7 @@ from avatarkit.errors import (
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "ClientPerLoop",
     "ConnectOptions",
     "HttpClient",
     "aclosing_iter",
@@ -55,6 +57,7 @@ _log = get_logger("avatarkit.http")
 
 T = TypeVar("T")
 R = TypeVar("R")
+C = TypeVar("C")
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-trace-id", "x-amzn-requestid")
 
@@ -254,6 +257,82 @@ async def aclosing_iter(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterat
             await close()
 
 
+@dataclass
+class _Held(Generic[C]):
+    client: C
+    guard: AsyncGenerator[None, None] | None = None
+
+
+class ClientPerLoop(Generic[C]):
+    """One async client per event loop, closed by :meth:`aclose` or as its loop shuts down.
+
+    A client's connections belong to the loop that opened them. Each loop's client is closed on
+    that loop when it runs ``shutdown_asyncgens()``, as ``asyncio.run``, ``asyncio.Runner`` and
+    pytest-asyncio do before closing it, so its sockets do not wait for the garbage collector.
+    A loop closed without that (``loop.close()`` alone) cannot run the close any more: its
+    client is let go at the next call, and the garbage collector frees its sockets.
+
+    Args:
+        make: Makes a client (called on the loop that will use it).
+        close: Closes a client.
+    """
+
+    def __init__(self, make: Callable[[], C], close: Callable[[C], Awaitable[None]]) -> None:
+        self._make = make
+        self._close = close
+        self._held: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Held[C]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()  # one object may serve loops in several threads
+
+    def __len__(self) -> int:
+        """How many loops hold a client now."""
+        return len(self._held)
+
+    async def get(self) -> C:
+        """The running loop's client, made on first use."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._let_go_of_closed_loops()
+            held = self._held.get(loop)
+            if held is not None:
+                return held.client
+            held = _Held(self._make())
+            self._held[loop] = held
+        # an async generator started on the loop is closed by its shutdown_asyncgens(); the
+        # first step runs to the yield without suspending, so no other call sees it unstarted
+        held.guard = self._guard(loop, held)
+        await anext(held.guard)
+        return held.client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client; a later :meth:`get` makes a new one."""
+        with self._lock:
+            self._let_go_of_closed_loops()
+            held = self._held.pop(asyncio.get_running_loop(), None)
+        if held is not None and held.guard is not None:
+            with suppress(RuntimeError):  # already closing: the loop is shutting down
+                await held.guard.aclose()
+
+    async def _guard(
+        self, loop: asyncio.AbstractEventLoop, held: _Held[C]
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._held.get(loop) is held:
+                    del self._held[loop]
+            try:
+                await self._close(held.client)
+            except Exception as exc:  # at the loop's shutdown nobody is left to tell
+                _log.debug("closing a client failed: %s", redact(repr(exc)))
+
+    def _let_go_of_closed_loops(self) -> None:
+        for loop in [loop for loop in self._held if loop.is_closed()]:
+            del self._held[loop]
+
+
 class _DeadlineStream(httpx.AsyncByteStream):
     """A response body whose every read must end before ``deadline`` (a ``time.monotonic()``).
 
@@ -326,27 +405,20 @@ class HttpClient:
         self._transport = transport
         self._classify = classify
         self._auth = auth
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients = ClientPerLoop(self._new_client, httpx.AsyncClient.aclose)
 
     def __repr__(self) -> str:
         return f"HttpClient(provider={self.provider!r}, base_url={redact(self.base_url)!r})"
 
-    def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=self._headers,
-                transport=self._transport,
-                auth=self._auth,
-                follow_redirects=True,
-                event_hooks={"request": [self._keep_headers_home]},
-            )
-            self._clients[loop] = client
-        return client
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self._headers,
+            transport=self._transport,
+            auth=self._auth,
+            follow_redirects=True,
+            event_hooks={"request": [self._keep_headers_home]},
+        )
 
     async def _keep_headers_home(self, request: httpx.Request) -> None:
         """Drop our headers (keys among them) from requests to another origin (redirects).
@@ -365,10 +437,11 @@ class HttpClient:
             request.headers.pop(name, None)
 
     async def aclose(self) -> None:
-        """Close the client bound to the running loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        """Close the client bound to the running loop (a later call opens a new one).
+
+        A loop that ends through ``asyncio.run`` or ``asyncio.Runner`` closes its client itself.
+        """
+        await self._clients.aclose()
 
     def _timeout(self, options: ConnectOptions, remaining: float) -> httpx.Timeout:
         per_try = max(0.001, min(options.timeout, remaining))
@@ -524,7 +597,7 @@ class HttpClient:
         remaining: float,
         kwargs: dict[str, Any],
     ) -> httpx.Response:
-        client = self._client()
+        client = await self._clients.get()
         t0 = time.monotonic()
         try:
             response = await client.request(
@@ -631,7 +704,7 @@ class HttpClient:
         remaining: float,
         kwargs: dict[str, Any],
     ) -> httpx.Response:
-        client = self._client()
+        client = await self._clients.get()
         try:
             request = client.build_request(
                 method, path, timeout=self._timeout(opts, remaining), **kwargs

@@ -12,19 +12,16 @@ loop gets its own SDK client, so one object serves one ``asyncio.run()`` after a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from avatarkit._http import parse_retry_after
+from avatarkit._http import ClientPerLoop, parse_retry_after
 from avatarkit.config import get_logger, redact, register_url_secrets, resolve_key
 from avatarkit.errors import (
     AuthenticationError,
@@ -335,18 +332,6 @@ class _ServerTime:
         )
 
 
-async def _close_stale(clients: Sequence[openai.AsyncOpenAI]) -> None:
-    """Close the clients of loops that have closed, as far as that can be done from another loop.
-
-    Their connections' transports belong to the dead loop, whose scheduling now fails: closing
-    them stops at the first one, and the garbage collector reclaims the sockets it left.
-    """
-    for client in clients:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await client.close()
-
-
 class OpenAIChat:
     """A chat model served over OpenAI's chat-completions API.
 
@@ -422,10 +407,7 @@ class OpenAIChat:
         }
         # One SDK client per event loop: its connections belong to the loop that opened them,
         # and a second asyncio.run() would otherwise reuse them on a closed loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._clients_lock = threading.Lock()
+        self._clients = ClientPerLoop(self._new_client, openai.AsyncOpenAI.close)
         # the headers a request to another origin (a redirect) must not carry
         self._own_headers = {"authorization", "openai-organization", "openai-project"} | {
             name.lower() for name in default_headers or {}
@@ -449,27 +431,16 @@ class OpenAIChat:
 
     # -- clients -------------------------------------------------------------------------------
 
-    async def _client(self) -> openai.AsyncOpenAI:
-        """The SDK client of the running loop, made on first use; those of closed loops go."""
-        loop = asyncio.get_running_loop()
-        with self._clients_lock:
-            stale = self._take_stale_clients()
-            client = self._clients.get(loop)
-            if client is None or client.is_closed():
-                client = openai.AsyncOpenAI(
-                    api_key=self._key.get_secret_value(),
-                    http_client=openai.DefaultAsyncHttpxClient(
-                        event_hooks={
-                            "request": [self._keep_headers_home],
-                            "response": [_quota_is_final],
-                        }
-                    ),
-                    **self._client_options,
-                )
-                home = client.base_url
-                self._home = (home.scheme, home.host, home.port)
-                self._clients[loop] = client
-        await _close_stale(stale)
+    def _new_client(self) -> openai.AsyncOpenAI:
+        client = openai.AsyncOpenAI(
+            api_key=self._key.get_secret_value(),
+            http_client=openai.DefaultAsyncHttpxClient(
+                event_hooks={"request": [self._keep_headers_home], "response": [_quota_is_final]}
+            ),
+            **self._client_options,
+        )
+        home = client.base_url
+        self._home = (home.scheme, home.host, home.port)
         return client
 
     async def _keep_headers_home(self, request: Any) -> None:
@@ -484,23 +455,13 @@ class OpenAIChat:
         for name in self._own_headers:
             request.headers.pop(name, None)
 
-    def _take_stale_clients(self) -> list[openai.AsyncOpenAI]:
-        stale = [(loop, c) for loop, c in list(self._clients.items()) if loop.is_closed()]
-        for loop, _ in stale:
-            del self._clients[loop]
-        return [c for _, c in stale]
-
     async def aclose(self) -> None:
-        """Close the HTTP connections of the running loop (and let go of closed loops' ones).
+        """Close the HTTP connections of the running loop.
 
-        The object stays usable: a later call opens new connections.
+        The object stays usable: a later call opens new connections. A loop that ends through
+        ``asyncio.run`` or ``asyncio.Runner`` closes its connections itself.
         """
-        with self._clients_lock:
-            stale = self._take_stale_clients()
-            client = self._clients.pop(asyncio.get_running_loop(), None)
-        await _close_stale(stale)
-        if client is not None:
-            await client.close()
+        await self._clients.aclose()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -539,7 +500,7 @@ class OpenAIChat:
             ProviderError: the request failed (a subclass says how).
         """
         params = self._params(messages)
-        client = await self._client()
+        client = await self._clients.get()
         call = _mapped(client.chat.completions.create(**params))
         response = await _ServerTime(self.timeout).wait(call)
         return _reply_text(response)
@@ -559,7 +520,7 @@ class OpenAIChat:
             ProviderError: the request failed, or the server sent an error event mid-stream.
         """
         params = self._params(messages)
-        client = await self._client()
+        client = await self._clients.get()
         server_time = _ServerTime(self.timeout)
         stream = await server_time.wait(
             _mapped(client.chat.completions.create(**params, stream=True))
@@ -637,7 +598,7 @@ class OpenAIChat:
             "type": "json_schema",
             "json_schema": {"name": name, "schema": dict(schema), "strict": True},
         }
-        client = await self._client()
+        client = await self._clients.get()
         call = _mapped(client.chat.completions.create(**params))
         response = await _ServerTime(self.timeout).wait(call)
         message, _ = _first_message(response)
