@@ -28,6 +28,9 @@ from avatarkit.testing import (
 )
 from avatarkit.types import AvatarPrompt, Emotion
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 
 def fake_bot(**overrides: Any) -> AvatarBot:
     roles: dict[str, Any] = {

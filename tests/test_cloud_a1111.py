@@ -26,6 +26,9 @@ from avatarkit.providers.automatic1111 import (
 from avatarkit.registry import Registry
 from avatarkit.types import AvatarImage, AvatarPrompt, Response, UserInput
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 PARAMS = (
     "portrait of a friendly woman\nNegative prompt: blurry\nSteps: 4, Sampler: DPM++ 2M, "
     "CFG scale: 6, Seed: 1234567, Size: 64x80, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly"

@@ -31,6 +31,9 @@ from avatarkit.providers.did import (
 from avatarkit.registry import Registry
 from avatarkit.types import AvatarImage, Emotion, FacialExpression, Timeline, VoiceOutput
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 KEY = "YWxpY2VAZXhhbXBsZS5jb20:secretpart123"
 RESULT = "https://d-id-talks-prod.s3.us-west-2.amazonaws.com/auth0%7C1/tlk_1/result.mp4?AWSAccessKeyId=AK&Expires=1&Signature=s"
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 2000

@@ -41,6 +41,9 @@ from avatarkit.providers.elevenlabs import (
 from avatarkit.registry import Registry
 from avatarkit.types import Response, UserInput
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 KEY = "el-test-key-0123456789"
 VOICE = "21m00Tcm4TlvDq8ikWAM"
 

@@ -14,6 +14,9 @@ from avatarkit.ports import ImageCapabilities, RendererCapabilities, VoiceCapabi
 from avatarkit.registry import Provider, default_registry
 from avatarkit.types import AvatarImage, AvatarVideo, VoiceOutput, WordTiming
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 EXAMPLE = Path(__file__).parents[1] / "examples" / "seed_workflow.py"
 
 

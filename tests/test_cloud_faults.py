@@ -30,6 +30,9 @@ from avatarkit.providers.did import DIDRenderer
 from avatarkit.providers.elevenlabs import ElevenLabsVoice
 from avatarkit.types import AvatarImage, AvatarPrompt, Timeline, VoiceOutput
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 OPTS = ConnectOptions(
     timeout=0.5, connect_timeout=0.5, max_retries=3, backoff_initial=0.02, backoff_max=0.1,
     deadline=3.0,

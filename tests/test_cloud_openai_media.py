@@ -33,6 +33,9 @@ from avatarkit.errors import (
 from avatarkit.providers.openai_media import OpenAIImage, OpenAISpeech, make_image, make_voice
 from avatarkit.types import AvatarPrompt, Response, UserInput
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 KEY = "sk-test-openai-key-0123456789"
 
 

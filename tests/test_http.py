@@ -16,6 +16,9 @@ from avatarkit.errors import (
     RateLimitError,
 )
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 FAST = ConnectOptions(max_retries=3, backoff_initial=0.01, backoff_max=0.05, deadline=5.0)
 
 

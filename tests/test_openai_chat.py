@@ -39,6 +39,9 @@ from avatarkit.ports import ChatModel
 from avatarkit.providers.openai_chat import OpenAIChat, make_chat
 from avatarkit.types import ChatMessage
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 KEY = "sk-test-0123456789abcdef"
 MESSAGES = [
     ChatMessage(role="system", content="You are Ava."),

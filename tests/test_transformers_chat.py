@@ -19,6 +19,9 @@ from avatarkit.providers.transformers_chat import (
 )
 from avatarkit.types import ChatMessage
 
+# unclosed sockets or files are errors here, not warnings left to the garbage collector
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
 
 def _smollm2_or_skip() -> Path:
     try:
