@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from avatarkit import AvatarBot
-from avatarkit.dialogue.speakable import speakable, speakable_with_offsets
+from avatarkit.dialogue.speakable import FencedCode, speakable, speakable_with_offsets
 from avatarkit.streaming import SentenceReady
 from avatarkit.testing import (
     FakeChatModel,
@@ -36,6 +36,13 @@ MARKDOWN_REPLY = (
          "It's 25°C in snake_case_land, 2*3*4 = 24, and © 2026."),
         ("Plain text stays exactly as it is.", "Plain text stays exactly as it is."),
         ("Visit www.example.com/page today", "Visit example.com today"),
+        # a reply cut short (max_tokens) inside its code block: the code is not read either
+        ("Here:\n```python\nprint('hi')\n", "Here:"),
+        ("Run:\n~~~\nmake all\n~~~\nDone.", "Run:\nDone."),
+        ("See:\n````md\n```\ninner\n```\n````\nAfter.", "See:\nAfter."),
+        ("Try:\n```\nls -la\n``` Then look again.", "Try:\nThen look again."),
+        ("Type ```ls -la``` now.", "Type ls -la now."),  # inline code, as with one tick
+        ("Then ``` this.", "Then this."),  # a stray fence is not read as backticks
     ],
 )  # fmt: skip
 def test_markdown_links_and_emoji_are_not_read_out(text: str, spoken: str) -> None:
@@ -102,3 +109,45 @@ async def test_text_after_a_closing_fence_in_the_same_sentence_is_spoken() -> No
     events = [event async for event in _bot(reply, FakeVoice()).stream("how?")]
     spoken = [e.text for e in events if isinstance(e, SentenceReady)]
     assert spoken == ["Try:", "Then look again."]
+
+
+CODE_REPLIES = [
+    "Like this:\n```python\nprint('hi')\nx = 1\n```\nThat prints hi.",
+    "Here it is. ```bash\npip install avatarkit. Then run it.\n",  # cut short, mid-line fence
+    "Here:\n```python\nprint('hi')\n",
+    "Type ```ls -la``` now. Then press enter.",
+    "Then ``` this. And more.",
+    "Run:\n~~~\nmake all. Then wait.\n~~~\nDone.",
+    "See:\n````md\n```\ninner. Text.\n```\n````\nAfter.",
+    "Try:\n```\nls -la\n``` Then look again.",
+    "Steps:\n1. Install:\n   ```sh\n   pip install x\n   ```\n2. Run it.",
+]
+
+
+@pytest.mark.parametrize("reply", CODE_REPLIES)
+async def test_code_is_spoken_alike_streamed_and_whole(reply: str) -> None:
+    whole_voice, streamed_voice = FakeVoice(), FakeVoice()
+    whole = await _bot(reply, whole_voice).respond("how?")
+    events = [event async for event in _bot(reply, streamed_voice).stream("how?")]
+    spoken = [e.text for e in events if isinstance(e, SentenceReady)]
+    assert " ".join(spoken) == " ".join(whole.text.split())
+    assert events[-1].response.text == whole.text
+    assert not any(mark in "".join(spoken) for mark in ("`", "~~~"))
+    assert events[-1].response.dialogue.raw_text == reply  # what is shown keeps the code
+
+
+@pytest.mark.parametrize("reply", CODE_REPLIES)
+def test_fenced_code_fed_in_any_pieces_keeps_what_speakable_keeps(reply: str) -> None:
+    for size in (1, 3, 7, len(reply)):
+        code = FencedCode()
+        kept = "".join(code.push(reply[i : i + size]) for i in range(0, len(reply), size))
+        kept += code.flush()
+        assert speakable(kept).split() == speakable(reply).split(), size
+
+
+def test_the_text_before_a_code_block_is_released_before_the_block_ends() -> None:
+    code = FencedCode()
+    kept = code.push("Like this:\n```py")
+    kept += code.push("thon\nprint('hi')\n")
+    assert kept.strip() == "Like this:"
+    assert kept.endswith("\n\n")  # a paragraph break: the sentence splitter lets it go now

@@ -418,12 +418,13 @@ class ReplyStream:
         splitter = SentenceSplitter(user.language or "en")
         index = 0
         raw: list[str] = []
-        code = FencedCode()  # a code block is not read out
+        code = FencedCode()  # a code block is not read out, nor cut into sentences
 
         def start(sentence: str) -> SentenceReady | None:
             nonlocal index
-            clean, tags = strip_emotion_tags(code.outside(sentence))  # tags for the face
-            spoken, moved = speakable_with_offsets(clean, [offset for offset, _ in tags])
+            clean, tags = strip_emotion_tags(sentence)  # tags for the face
+            offsets = [offset for offset, _ in tags]
+            spoken, moved = speakable_with_offsets(clean, offsets, fenced_code=False)
             if not spoken:
                 return None
             tags = [(offset, name) for offset, (_, name) in zip(moved, tags, strict=True)]
@@ -448,11 +449,12 @@ class ReplyStream:
                 raw.append(delta)
                 # The voice tasks are started before the events wake the consumer, so the
                 # voice request goes out first.
-                ready = [start(sentence) for sentence in splitter.push(delta)]
+                ready = [start(sentence) for sentence in splitter.push(code.push(delta))]
                 self._emit(TextDelta(text=delta))
                 for event in ready:
                     if event is not None:
                         self._emit(event)
+            splitter.push(code.flush())
             for sentence in splitter.flush():
                 if (event := start(sentence)) is not None:
                     self._emit(event)

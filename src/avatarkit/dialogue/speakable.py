@@ -6,8 +6,9 @@ asterisk" and "🚶" as "person walking". :func:`speakable` keeps the words and 
 
 - headings, list markers, block quotes and table pipes (a heading, list item or table row
   without end punctuation gets a full stop, so the voice pauses there);
-- emphasis (``**``, ``__``, ``~~``, single ``*`` or ``_`` around words) and inline code ticks;
-  fenced code blocks and horizontal rules go entirely;
+- emphasis (``**``, ``__``, ``~~``, single ``*`` or ``_`` around words) and inline code ticks
+  (the code is read); fenced code blocks (`````` or ``~~~``, to their closing fence or to the
+  end of a reply cut short) and horizontal rules go entirely, and so do stray fences;
 - a link ``[text](url)`` is read as its text, a bare URL as its host (``example.com``);
 - emoji go; text symbols such as ``©``, ``™`` or ``°`` stay.
 
@@ -32,10 +33,10 @@ __all__ = ["FencedCode", "speakable", "speakable_with_offsets"]
 _Edit = tuple[int, int, str]  # replace text[start:end] with the string
 
 _END_PUNCTUATION = ".!?:;,…"
-_FENCE = re.compile(  # a fenced block, or a fence left open (a streamed sentence)
-    r"^[ \t]*```[^\n]*\n(?:.*?\n)??[ \t]*```[ \t]*(?:\n|$)|^[ \t]*```[^\n]*(?:\n|$)",
-    re.MULTILINE | re.DOTALL,
-)
+_FENCE_LINE = re.compile(r"[ \t]*(?P<run>`{3,}|~{3,})(?P<rest>[^\n]*)")
+_FENCE_START = re.compile(r"[ \t]*(?:`*|~*)")  # what a line may start with and become a fence
+_STRAY_FENCE = re.compile(r"`{3,}")
+_LINES = re.compile(r"[^\n]*\n|[^\n]+")  # lines end at "\n" only (not str.splitlines' many)
 _TABLE_RULE = re.compile(
     r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*(?::?-{3,}:?[ \t]*)?(?:\n|$)", re.MULTILINE
 )
@@ -67,35 +68,97 @@ def speakable(text: str) -> str:
     return speakable_with_offsets(text, ())[0]
 
 
-def speakable_with_offsets(text: str, offsets: Sequence[int]) -> tuple[str, list[int]]:
+def speakable_with_offsets(
+    text: str, offsets: Sequence[int], *, fenced_code: bool = True
+) -> tuple[str, list[int]]:
     """:func:`speakable`, moving character ``offsets`` of ``text`` onto the result.
 
-    An offset inside removed markup moves to where the kept text resumes.
+    An offset inside removed markup moves to where the kept text resumes. Pass
+    ``fenced_code=False`` for text that :class:`FencedCode` has taken the code out of already
+    (a stream's sentences: one may start mid-line, where a fence is not one).
     """
     moved = list(offsets)
-    for edits in (_blocks, _emoji, _lines, _marks, _links, _whitespace):
+    for edits in (_blocks if fenced_code else _rules, _emoji, _lines, _marks, _links, _whitespace):
         text, moved = _apply(text, list(edits(text)), moved)
     return text, moved
 
 
 class FencedCode:
-    """Fenced code blocks across a stream's sentences, which arrive one line at a time.
+    """Fenced code blocks taken out of a stream of text deltas, before it is cut into sentences.
 
-    :func:`speakable` removes a whole block from one text; streamed, the opening fence, the
-    code and the closing fence come as separate sentences, so which side of a fence a
-    sentence is on must be remembered between them.
+    Keeps what :func:`speakable` keeps of the whole text, whatever the pieces: a line that may
+    be a fence is held until it is known, any other line passes at once. Where a block opens,
+    a paragraph break goes out, so the sentence before it is released while the code streams.
     """
 
     def __init__(self) -> None:
-        self.inside = False
-        """Whether the next sentence starts inside a code block."""
+        self._fence: str | None = None  # the open block's fence (``` or ~~~, maybe longer)
+        self._line = ""  # the start of the current line, held while it may be a fence
+        self._mode = ""  # the rest of the current line: "keep", "drop", or "" (undecided)
 
-    def outside(self, sentence: str) -> str:
-        """The parts of ``sentence`` outside code blocks (each ``` opens or closes one)."""
-        parts = sentence.split("```")
-        kept = [part.strip() for i, part in enumerate(parts) if (i % 2 == 0) != self.inside]
-        self.inside ^= len(parts) % 2 == 0
-        return " ".join(part for part in kept if part)
+    def push(self, delta: str) -> str:
+        """The part of ``delta`` (and of what was held) known to be outside code blocks."""
+        return "".join(self._feed(piece) for piece in _LINES.findall(delta))
+
+    def flush(self) -> str:
+        """What is left at the end of the stream (a last line without its newline)."""
+        line, self._line, self._mode, fence, self._fence = self._line, "", "", self._fence, None
+        if not line:
+            return ""
+        _, keep = _fence_step(fence, line)
+        return "" if keep is None else line[keep:]
+
+    def _feed(self, piece: str) -> str:
+        """One piece of a line, ending in a newline where the line ends."""
+        ends = piece.endswith("\n")
+        if self._mode:
+            kept = piece if self._mode == "keep" else ""
+            self._mode = "" if ends else self._mode
+            return kept
+        line = self._line + piece
+        if ends:
+            self._line = ""
+            return self._decided(line.removesuffix("\n"), "\n")
+        if _FENCE_START.fullmatch(line) or (
+            self._fence is None and _FENCE_LINE.match(line)
+        ):  # a fence line (or not) when it ends
+            self._line = line
+            return ""
+        if self._fence is not None and (m := _FENCE_LINE.match(line)) and not m["rest"].strip():
+            self._line = line  # the closing fence, or text after it: the next piece tells
+            return ""
+        self._line = ""
+        kept = self._decided(line, "")
+        self._mode = "keep" if self._fence is None else "drop"
+        return kept
+
+    def _decided(self, line: str, newline: str) -> str:
+        was_open = self._fence is not None
+        self._fence, keep = _fence_step(self._fence, line)
+        if keep is not None:
+            return line[keep:] + newline
+        return "\n\n" if self._fence is not None and not was_open else ""
+
+
+def _fence_step(fence: str | None, line: str) -> tuple[str | None, int | None]:
+    """The fence open after ``line`` (one line, no newline), and where its kept text starts.
+
+    ``None`` for the second: the line is a fence or code, all of it goes. A closing fence
+    followed by a space and text (a model's slip) closes the block and keeps that text; a fence
+    of backticks whose info string has a backtick is inline code, not a fence.
+    """
+    m = _FENCE_LINE.match(line)
+    if fence is None:
+        if m and not (m["run"][0] == "`" and "`" in m["rest"]):
+            return m["run"], None
+        return None, 0
+    if m and m["run"][0] == fence[0] and len(m["run"]) >= len(fence):
+        rest = m["rest"]
+        if not rest.strip():
+            return None, None
+        if rest[0] in " \t":
+            return None, len(line) - len(rest.lstrip())
+    return fence, None
 
 
 # ----------------------------------------------------------------------------- passes
@@ -103,12 +166,34 @@ class FencedCode:
 
 def _blocks(text: str) -> Iterator[_Edit]:
     """Fenced code, table rules and horizontal rules: whole lines out."""
-    spans = [m.span() for p in (_FENCE, _TABLE_RULE, _RULE) for m in p.finditer(text)]
+    yield from _whole_lines(text, list(_code_blocks(text)))
+
+
+def _rules(text: str) -> Iterator[_Edit]:
+    """Table rules and horizontal rules: whole lines out."""
+    yield from _whole_lines(text, [])
+
+
+def _whole_lines(text: str, spans: list[tuple[int, int]]) -> Iterator[_Edit]:
+    spans += [m.span() for p in (_TABLE_RULE, _RULE) for m in p.finditer(text)]
     end = -1
     for start, stop in sorted(spans):
-        if start >= end:  # the patterns may overlap (a "---" line is both kinds of rule)
+        if start >= end:  # the spans may overlap (a "---" line is both kinds of rule)
             yield start, stop, ""
             end = stop
+
+
+def _code_blocks(text: str) -> Iterator[tuple[int, int]]:
+    """The spans of fenced code: fence and code lines with their newlines (as FencedCode)."""
+    fence: str | None = None
+    pos = 0
+    for line in _LINES.findall(text):
+        fence, keep = _fence_step(fence, line.removesuffix("\n"))
+        if keep is None:
+            yield pos, pos + len(line)
+        elif keep:
+            yield pos, pos + keep
+        pos += len(line)
 
 
 def _emoji(text: str) -> Iterator[_Edit]:
@@ -146,6 +231,7 @@ def _marks(text: str) -> Iterator[_Edit]:
     for pattern in (_CODE, _PAIRED, _SINGLE_STAR, _SINGLE_UNDERSCORE):
         for m in pattern.finditer(text):
             edits += [(m.start(), m.start("inner"), ""), (m.end("inner"), m.end(), "")]
+    edits += [(m.start(), m.end(), "") for m in _STRAY_FENCE.finditer(text)]  # unpaired ```
     yield from _disjoint(edits)
 
 
