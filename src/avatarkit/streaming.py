@@ -304,10 +304,8 @@ class ReplyStream:
             intent=response.intent.top if response.intent else None,
             handled_by=response.dialogue.handled_by if response.dialogue else "",
         )
-        if self._delivered:
-            response.voice, response.timeline = join_segments(
-                [(s.voice, s.timeline) for s in self._delivered]
-            )
+        if self._delivered:  # the speech the consumer got; segments made after it are dropped
+            response.voice, response.timeline = _joined(self._delivered)
         response.video = None
         fill_metrics(response, self._counter, self._t0)
         while not self._queue.empty():  # undelivered events are dropped
@@ -365,9 +363,7 @@ class ReplyStream:
         """End the stream with ``exc``, delivered to the consumer, who re-raises it."""
         await self._cancel_background()
         if self._segments and self.response.voice is None:  # keep the speech delivered so far
-            self.response.voice, self.response.timeline = join_segments(
-                [(s.voice, s.timeline) for s in self._segments]
-            )
+            self.response.voice, self.response.timeline = _joined(self._segments)
         self._queue.put_nowait(exc)
         self._queue.put_nowait(_END)
 
@@ -618,9 +614,7 @@ class ReplyStream:
         response = self.response
         if not self._segments:
             return
-        response.voice, response.timeline = join_segments(
-            [(s.voice, s.timeline) for s in self._segments]
-        )
+        response.voice, response.timeline = _joined(self._segments)
         if not self._videos or not self._join_video:
             return
         first = self._videos[0].video
@@ -775,6 +769,11 @@ def carry_expression(previous: Timeline | None, timeline: Timeline) -> Timeline:
         time=0.0, emotion=list(Emotion)[k], intensity=float(min(1.0, weights[k])), transition=0.0
     )
     return timeline.model_copy(update={"expressions": [carry, *timeline.expressions]})
+
+
+def _joined(segments: list[AudioSegment]) -> tuple[VoiceOutput, Timeline]:
+    """The segments' speech as one voice and one timeline (:func:`join_segments`)."""
+    return join_segments([(s.voice, s.timeline) for s in segments])
 
 
 async def _one(text: str) -> AsyncIterator[str]:
