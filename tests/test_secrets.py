@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 
 from avatarkit._http import ConnectOptions, HttpClient
-from avatarkit.config import redact, resolve_key
+from avatarkit.config import redact, register_url_secrets, resolve_key
 from avatarkit.errors import InputValidationError, MissingKeyError, ProviderError
 from avatarkit.testing import fake_speech
 from avatarkit.types import DialogueResponse, Response, UserInput
@@ -152,32 +152,75 @@ def test_redact_masks_url_passwords_and_secret_query_parameters() -> None:
     assert redact("https://s3.test/a.mp4?X-Amz-Signature=f00&X-Amz-Credential=AKIA1") == (
         "https://s3.test/a.mp4?X-Amz-Signature=***&X-Amz-Credential=***"
     )
-    plain = "http://user@gpu-box:7860/sdapi/v1/txt2img?steps=30&model=sd15 and a:b@c"
+    plain = "http://gpu-box:7860/sdapi/v1/txt2img?steps=30&to=a@b and a:b@c, bob@example.com"
     assert redact(plain) == plain
+
+
+def test_redact_masks_a_token_used_as_a_urls_user_name() -> None:
+    # with no password, the user name is the credential (GitHub, many proxies and APIs)
+    assert redact("GET https://sk-live-abc123@api.example.com/v1 failed") == (
+        "GET https://***@api.example.com/v1 failed"
+    )
+    assert redact("'https://ghp_XXXX0123@github.com/acme/repo.git'") == (
+        "'https://***@github.com/acme/repo.git'"
+    )
+    assert redact("https://sk-live-abc123:@api.example.com") == "https://***:@api.example.com"
+    # a password holding an @ is masked whole (the user-info ends at the authority's last @)
+    assert (
+        redact("http://admin:p@ss-word-9@gpu-box:7860/x@y") == "http://admin:***@gpu-box:7860/x@y"
+    )
+    assert redact("https://@host.example/@someone") == "https://@host.example/@someone"
+
+
+def test_a_user_name_token_in_a_url_is_registered_as_a_secret() -> None:
+    register_url_secrets("https://tok-user-only-9f8e7d@api.example.com/v1")
+    assert redact("the server says tok-user-only-9f8e7d is invalid") == (
+        "the server says *** is invalid"
+    )
+    # sent decoded (httpx unquotes the user-info for Basic auth), so a server echoes it decoded
+    register_url_secrets("https://admin:pw%40HOME%2F77aa11@gpu-box:7860")
+    assert redact("refused pw@HOME/77aa11 for admin") == "refused *** for admin"
 
 
 URL_SECRET = "sk-URL-SECRET-5f3a9c"
 
 
-async def test_a_password_in_a_base_url_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("userinfo", "shown"),
+    [("admin:{}", "admin:***@"), ("{}", "***@")],
+    ids=["password", "token-as-user-name"],
+)
+async def test_a_password_in_a_base_url_never_shows(
+    caplog: pytest.LogCaptureFixture, userinfo: str, shown: str
+) -> None:
+    secret = f"{URL_SECRET}-{len(userinfo)}"  # registered once seen: one of its own per case
+    userinfo = userinfo.format(secret)
+    from avatarkit.cache import backend_fingerprint
     from avatarkit.providers.automatic1111 import A1111ImageGenerator
     from avatarkit.providers.openai_chat import OpenAIChat
 
     caplog.set_level(logging.DEBUG, logger="avatarkit")
-    url = f"http://admin:{URL_SECRET}@gpu-box:7860"
+    caplog.set_level(logging.INFO, logger="httpx")
+    url = f"http://{userinfo}@gpu-box:7860"
 
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
 
+    def echo(request: httpx.Request) -> httpx.Response:  # a server quoting the credential
+        return httpx.Response(401, text=f"unknown user {request.url.username}")
+
     a1111 = A1111ImageGenerator(url, transport=httpx.MockTransport(refuse))
-    chat = OpenAIChat("llama3", base_url=f"https://user:{URL_SECRET}@proxy.example/v1?key=k1")
+    chat = OpenAIChat("llama3", base_url=f"https://{userinfo}@proxy.example/v1?key=k1")
     http = HttpClient("acme", url + "/api", transport=httpx.MockTransport(refuse))
     with pytest.raises(ProviderError) as refused:
         await http.request(
             "GET", "/v1/anything", options=ConnectOptions(max_retries=1, backoff_initial=0.01)
         )
     with pytest.raises(InputValidationError) as bad_url:
-        A1111ImageGenerator(f"ftp://admin:{URL_SECRET}@gpu-box")
+        A1111ImageGenerator(f"ftp://{userinfo}@gpu-box")
+    echoing = HttpClient("acme", url, transport=httpx.MockTransport(echo))
+    with pytest.raises(ProviderError) as echoed:
+        await echoing.request("GET", "/v1/anything", options=ConnectOptions(max_retries=0))
     logging.getLogger("avatarkit.http").warning("calling %s", url)
 
     texts = {
@@ -186,12 +229,15 @@ async def test_a_password_in_a_base_url_never_shows(caplog: pytest.LogCaptureFix
         "http": repr(http),
         "refused": str(refused.value) + repr(refused.value),  # its cause is httpx's own
         "bad_url": _everything_about(bad_url.value),
+        "echoed": _everything_about(echoed.value),
+        "fingerprint": backend_fingerprint(a1111),
         "logs": caplog.text,
     }
     for what, text in texts.items():
-        assert URL_SECRET not in text, what
-    assert "admin:***@gpu-box:7860" in texts["a1111"] and "gpu-box" in texts["http"]
-    assert "user:***@proxy.example/v1?key=***" in texts["chat"]
+        assert secret not in text, what
+    assert f"{shown}gpu-box:7860" in texts["a1111"] and "gpu-box" in texts["http"]
+    assert f"{shown}proxy.example/v1?key=***" in texts["chat"]
+    assert f"{shown}gpu-box:7860/api/v1/anything" in texts["logs"]
 
 
 async def test_the_http_libraries_own_log_lines_are_redacted(

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import threading
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -70,38 +71,49 @@ def register_secret(value: str) -> None:
 
 
 def register_url_secrets(url: str | None) -> None:
-    """Register the password of ``url``'s userinfo (``http://user:PASSWORD@host``) as a secret.
+    """Register the credential in ``url``'s user-info as a secret.
 
+    That is the password (``http://user:PASSWORD@host``), or the user name when there is no
+    password (``https://TOKEN@host``: a token), as written and percent-decoded (as sent).
     ``redact`` masks it inside URLs anyway; registered, it is also masked where a server
     echoes it on its own.
     """
-    if url:
-        match = _URL_PASSWORD_RE.search(url)
-        if match:
-            register_secret(match.group(2))
+    match = _URL_USERINFO_RE.search(url or "")
+    if match:
+        user, _, password = match.group(2).partition(":")
+        secret = password or user
+        for value in {secret, unquote(secret)}:
+            register_secret(value)
 
 
 def redact(text: str) -> str:
     """``text`` with every secret replaced by ``***``.
 
-    Masks registered secrets, bearer/basic/xi-api-key credentials, the password of a URL's
-    userinfo (``http://user:***@host``) and the values of query parameters named like a
-    credential (``?api_key=***``, ``access_token``, ``X-Amz-Signature``...), registered or not.
+    Masks registered secrets, bearer/basic/xi-api-key credentials, a URL's user-info (its
+    password, ``http://user:***@host``, or without one its user name, a token:
+    ``https://***@host``) and the values of query parameters named like a credential
+    (``?api_key=***``, ``access_token``, ``X-Amz-Signature``...), registered or not.
     """
     with _secrets_lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for s in secrets:
         text = text.replace(s, "***")
-    text = _URL_PASSWORD_RE.sub(r"\1***@", text)
+    text = _URL_USERINFO_RE.sub(_masked_userinfo, text)
     text = _SECRET_PARAM_RE.sub(r"\1***", text)
     return _AUTH_RE.sub(r"\1***", text)
 
 
+def _masked_userinfo(match: re.Match[str]) -> str:
+    """``scheme://user:***@`` with a password, else ``scheme://***@`` (the user name is a token)."""
+    user, colon, password = match.group(2).partition(":")
+    if password:
+        return f"{match.group(1)}{user}:***@"
+    return f"{match.group(1)}***{colon}@" if user else match.group(0)
+
+
 _AUTH_RE = re.compile(r"((?:Bearer|Basic|xi-api-key:?)\s+)[^\s'\",}]+", re.IGNORECASE)
-_URL_PASSWORD_RE = re.compile(
-    r"(\b[a-z][a-z0-9+.-]*://[^\s/?#@:'\"]*:)([^\s/?#@'\"]+)@", re.IGNORECASE
-)
-"""``scheme://user:`` (group 1), then the password (group 2) up to the ``@``."""
+_URL_USERINFO_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^\s/?#'\"]*)@", re.IGNORECASE)
+"""``scheme://`` (group 1), then the user-info (group 2) up to the authority's last ``@``."""
 _SECRET_PARAM_RE = re.compile(
     r"([?&;][^\s=&#'\"]*?(?:key|token|secret|passw|pwd|signature|sig|auth|credential)"
     r"[^\s=&#'\"]*=)[^\s&#'\"]+",
