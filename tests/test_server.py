@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import subprocess
 import sys
 import time
@@ -801,9 +802,12 @@ def test_serve_answers_to_the_address_it_binds(
 ) -> None:
     import uvicorn
 
-    from avatarkit.server import serve
+    from avatarkit.server import runner, serve
 
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # no server: just the setup
+    loopback = runner.bind_sockets
+    # no server, no address of another machine: just the setup
+    monkeypatch.setattr(runner, "bind_sockets", lambda host, port: loopback("127.0.0.1", 0))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
     bot = make_bot(data)
     app = create_app(lambda: bot, data_dir=data)
     with pytest.raises(SystemExit):  # "never started"
@@ -846,20 +850,31 @@ def test_serve_command_warns_when_binding_beyond_this_machine(
     calls: list[dict[str, Any]] = []
 
     def fake_serve(app: Any, **kw: Any) -> None:
-        calls.append(kw)
+        calls.append({**kw, "port": kw["sockets"][0].getsockname()[1]})
         kw["on_ready"]()
+        for sock in kw["sockets"]:
+            sock.close()
+
+    bound: list[tuple[str, int]] = []
+    real_bind = server.bind_sockets
+
+    def bind_loopback(host: str, port: int) -> Any:  # 8000 may be taken, 0.0.0.0 too wide
+        bound.append((host, port))
+        return real_bind("127.0.0.1", 0)
 
     monkeypatch.setattr(server, "serve", fake_serve)
-    monkeypatch.setattr(server, "check_port", lambda host, port: None)  # 8000 may be taken
+    monkeypatch.setattr(server, "bind_sockets", bind_loopback)
     runner = CliRunner()
     args = ["serve", "--chat", "test", "--voice", "test", "--renderer", "none",
             "--data-dir", str(tmp_path)]  # fmt: skip
     quiet = runner.invoke(app, args)
     assert quiet.exit_code == 0, quiet.output
-    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8000
-    assert "WARNING" not in quiet.output and "http://127.0.0.1:8000/" in quiet.output
+    assert bound[-1] == ("127.0.0.1", 8000) and calls[-1]["host"] == "127.0.0.1"
+    port = calls[-1]["port"]
+    assert "WARNING" not in quiet.output and f"http://127.0.0.1:{port}/" in quiet.output
     loud = runner.invoke(app, [*args, "--host", "0.0.0.0", "--port", "9000"])
     assert loud.exit_code == 0 and "WARNING" in loud.output and calls[-1]["host"] == "0.0.0.0"
+    assert bound[-1] == ("0.0.0.0", 9000)
     bad = runner.invoke(app, ["serve", "--chat", "nosuchprovider", "--data-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "nosuchprovider" in bad.output and len(calls) == 2
 
@@ -873,7 +888,13 @@ def not_served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     import avatarkit.server as server
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(server, "serve", lambda app, **kw: calls.append(kw))
+
+    def not_serve(app: Any, **kw: Any) -> None:
+        calls.append(kw)
+        for sock in kw["sockets"]:  # what serve() does with the sockets it is given
+            sock.close()
+
+    monkeypatch.setattr(server, "serve", not_serve)
     return calls
 
 
@@ -957,10 +978,74 @@ def test_serve_command_shows_its_address_only_once_listening(
     assert "http://" not in result.output  # printed by on_ready, once listening
 
 
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [("192.0.2.1", "Cannot assign requested address"), ("no-such-host.invalid", "not known")],
+    ids=["not-this-machines", "no-such-name"],
+)
+def test_serve_command_refuses_a_host_it_cannot_listen_on(
+    tmp_path: Path, not_served: list[dict[str, Any]], host: str, why: str
+) -> None:
+    from avatarkit.cli import app
+
+    args = [*SERVE, "--data-dir", str(tmp_path), "--host", host, "--port", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"error: cannot listen on {host}:0: " in result.output and why in result.output
+    assert "Traceback" not in result.output and not_served == []
+
+
+def test_serve_command_serves_on_the_socket_it_bound_at_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The port is taken when it is checked and kept till the server runs on it: no other
+    # process can take it in between (not even one with SO_REUSEADDR, as uvicorn binds), and
+    # port 0 gets a real free port, the one the user is shown.
+    import signal
+    import socket
+    import threading
+    import urllib.request
+
+    import avatarkit.server as server
+    from avatarkit.cli import app
+
+    real_serve = server.serve
+    answers: list[bytes] = []
+
+    def serve_then_stop(app_: Any, **kw: Any) -> None:
+        port = kw["sockets"][0].getsockname()[1]
+        assert port != 0
+        with socket.socket() as rival, pytest.raises(OSError, match="in use"):
+            rival.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            rival.bind(("127.0.0.1", port))
+        shown = kw["on_ready"]
+
+        def ask_then_stop() -> None:  # from a thread: on_ready runs on the server's loop
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    answers.append(r.read())
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)  # and stop (as Ctrl-C would)
+
+        def ready() -> None:
+            shown()
+            threading.Thread(target=ask_then_stop, daemon=True).start()
+
+        real_serve(app_, **{**kw, "on_ready": ready, "log_level": "warning"})
+
+    monkeypatch.setattr(server, "serve", serve_then_stop)
+    result = CliRunner().invoke(app, [*SERVE, "--data-dir", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert answers == [b'{"ok":true}']
+    (port,) = re.findall(r"avatarkit chat: http://127\.0\.0\.1:(\d+)/", result.output)
+    assert port != "0" and f"http://127.0.0.1:{port}/widget.js" in result.output
+
+
 def test_serve_calls_on_ready_once_the_port_listens(tmp_path: Path) -> None:
     import signal
     import socket
 
+    from avatarkit.errors import ConfigurationError
     from avatarkit.server import serve
 
     with socket.socket() as probe:
@@ -980,8 +1065,10 @@ def test_serve_calls_on_ready_once_the_port_listens(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        with pytest.raises(SystemExit):
+        with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}: "):
             serve(app, port=port, on_ready=ready, log_level="critical")
+    with pytest.raises(InputValidationError, match="port must be"):
+        serve(app, port=70_000, on_ready=ready)
     assert seen == [True]
 
 

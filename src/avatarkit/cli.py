@@ -518,7 +518,10 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind; the default keeps the chat to this machine.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(help="TCP port (0: any free one, shown once listening).", min=0, max=65535),
+    ] = 8000,
     chat: ChatOpt = "local",
     voice: VoiceOpt = "local",
     renderer: Annotated[
@@ -547,11 +550,12 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the chat page and the embeddable widget (needs the serve extra)."""
+    sockets: list[Any] = []
     try:
         from avatarkit.server import (
             ServerOptions,
+            bind_sockets,
             check_data_dir,
-            check_port,
             create_app,
             default_bot_factory,
             default_data_dir,
@@ -566,13 +570,16 @@ def serve(
             fields["allowed_hosts"] = tuple(allowed_host)
         options = _server_options(ServerOptions, fields)
         folder = check_data_dir(data_dir or default_data_dir())  # a file, read-only: now
-        check_port(host, port)  # in use: now, not after the warm-up
+        # in use: said now, not after the warm-up; and held, so no one can take it meanwhile
+        sockets = bind_sockets(host, port)
         make = default_bot_factory(
             chat=chat, voice=voice, renderer=None if renderer == "none" else renderer,
             size=size, data_dir=folder,
         )  # fmt: skip
         bot = make()  # fail here, with a clear message, on a bad spec or a missing key
     except AvatarKitError as exc:
+        for sock in sockets:
+            sock.close()
         _fail(exc)
     if not is_loopback(host):
         typer.secho(
@@ -581,13 +588,14 @@ def serve(
             fg=typer.colors.RED, bold=True, err=True,
         )  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
+    port = sockets[0].getsockname()[1]  # the one it got, for port 0
 
     def ready() -> None:  # once the port is listening, not before
         typer.echo(f"avatarkit chat: http://{shown}:{port}/  (conversations in {folder})")
         typer.echo(f'embed it: <script src="http://{shown}:{port}/widget.js" async></script>')
 
     run_server(create_app(lambda: bot, data_dir=folder, options=options),
-               host=host, port=port, options=options, on_ready=ready)  # fmt: skip
+               host=host, sockets=sockets, options=options, on_ready=ready)  # fmt: skip
 
 
 _SERVE_OPTIONS = {

@@ -16,12 +16,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from avatarkit.server.app import check_data_dir, create_app, default_bot_factory, default_data_dir
 from avatarkit.server.options import ServerOptions
-from avatarkit.server.runner import check_port, is_loopback, serve
+from avatarkit.server.runner import bind_sockets, is_loopback, serve
 
 __all__ = [
     "ServerOptions",
+    "bind_sockets",
     "check_data_dir",
-    "check_port",
     "create_app",
     "default_bot_factory",
     "default_data_dir",

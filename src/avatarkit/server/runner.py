@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
+import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 
 from avatarkit.config import get_logger
-from avatarkit.errors import ConfigurationError
+from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.server.options import ServerOptions
 
-__all__ = ["check_port", "is_loopback", "serve"]
+__all__ = ["bind_sockets", "is_loopback", "serve"]
 
 _log = get_logger("avatarkit.server")
+_BACKLOG = 2048  # uvicorn's default
 
 
 def is_loopback(host: str) -> bool:
@@ -30,32 +33,54 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_port(host: str, port: int) -> None:
-    """Check, before a slow startup, that ``host:port`` can be listened on now.
+def bind_sockets(host: str = "127.0.0.1", port: int = 8000) -> list[socket.socket]:
+    """Bind and listen on ``host:port`` now, for :func:`serve` to serve on.
+
+    Checking the port and taking it are one step: from here on no other process can take it
+    (connections made before the server starts wait in the backlog). Every address ``host``
+    resolves to gets a socket, as uvicorn would bind them; port 0 takes a free port, the same
+    for each (``sockets[0].getsockname()[1]``).
 
     Raises:
-        ConfigurationError: the port is in use, the address is not this machine's, or the
-            port is not allowed (below 1024 without the right).
+        InputValidationError: ``port`` is not a whole number from 0 to 65535.
+        ConfigurationError: the port is in use, ``host`` is no address of this machine or no
+            known name, or the port is not allowed (below 1024 without the right).
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputValidationError(
+            f"port must be a whole number from 0 to 65535, got {port!r}", field="port"
+        )
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sockets: list[socket.socket] = []
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, kind, proto, _, address in found:
-            with socket.socket(family, kind, proto) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(address)
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name == "posix":  # as asyncio and uvicorn: a restart reuses the port at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the port the first address got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(_BACKLOG)  # bound but not listening, it could still be shared
     except OSError as exc:
+        for sock in sockets:
+            sock.close()
         reason = exc.strerror or str(exc)
         raise ConfigurationError(f"cannot listen on {shown}: {reason}") from None
+    return sockets
 
 
 def serve(
     app: Starlette,
     *,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     port: int = 8000,
+    sockets: Sequence[socket.socket] | None = None,
     options: ServerOptions | None = None,
     on_ready: Callable[[], None] | None = None,
     **uvicorn_options: Any,
@@ -69,17 +94,25 @@ def serve(
 
     Args:
         app: The app from :func:`avatarkit.server.create_app`.
-        host: Address to bind (default: loopback only).
-        port: TCP port.
+        host: Address to bind (default: loopback only), or the name ``sockets`` are bound to.
+        port: TCP port (0: a free one).
+        sockets: Sockets from :func:`bind_sockets` to serve on instead of binding here (closed
+            when this returns).
         options: The app's options (its WebSocket message limit is enforced by uvicorn too).
         on_ready: Called once the app has started and the port is listening.
         **uvicorn_options: Passed to ``uvicorn.Config`` (``log_level``, ``ssl_certfile``...).
 
     Raises:
-        SystemExit: the app's startup failed or the port could not be bound (uvicorn logs why).
+        ConfigurationError: the port could not be bound (see :func:`bind_sockets`).
+        SystemExit: the app's startup failed (uvicorn logs why).
     """
     import uvicorn
 
+    if sockets is None:
+        host = "127.0.0.1" if host is None else host
+        sockets = bind_sockets(host, port)
+    elif host is None:
+        host = str(sockets[0].getsockname()[0])
     if not is_loopback(host):
         _log.warning(
             "avatarkit serve is listening on %s: anyone who can reach this address can chat "
@@ -99,15 +132,27 @@ def serve(
         "log_level": "info",
     }
     settings.update(uvicorn_options)
+    port = sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
-            if self.started and on_ready is not None:
-                on_ready()
+            if self.started:
+                # uvicorn says where it listens only for the sockets it bound itself
+                logging.getLogger("uvicorn.error").info(
+                    "Uvicorn running on http%s://%s:%d (Press CTRL+C to quit)",
+                    "s" if self.config.ssl else "", shown, port,
+                )  # fmt: skip
+                if on_ready is not None:
+                    on_ready()
 
     server = Server(uvicorn.Config(app, host=host, port=port, **settings))
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C ends it quietly
-        server.run()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C ends it quietly
+            server.run(sockets=list(sockets))
+    finally:
+        for sock in sockets:  # ours now: closed however the serving ended
+            sock.close()
     if not server.started:
         sys.exit(3)  # what uvicorn.run does: its STARTUP_FAILURE
