@@ -603,6 +603,69 @@ def test_made_up_session_cookies_evict_no_live_session(data: Path) -> None:
         assert c.get(url).status_code == 200
 
 
+def test_one_address_cannot_open_sessions_without_limit(data: Path) -> None:
+    # Past max_sessions_per_client live sessions, an address's next session is refused (a
+    # typed error, then close code 1013 with a reason), evicting no one: the sessions already
+    # open, the address's own further tabs and other addresses carry on.
+    bot = make_bot(data)
+    options = ServerOptions(max_sessions_per_client=2)
+
+    def cookie(token: str) -> dict[str, str]:
+        return {"cookie": f"avatarkit_session={token}"}
+
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        c.get("/")
+        neighbour = Client(c.app, client=("203.0.113.7", 40000))
+        neighbour.get("/")
+        attacker = Client(c.app, client=("198.51.100.9", 40000))
+        registry = c.app.state.avatarkit.sessions
+        first, second, third = (SessionRegistry.new_token() for _ in range(3))
+        with contextlib.ExitStack() as held:
+            victim = held.enter_context(c.websocket_connect("/ws"))
+            other = held.enter_context(neighbour.websocket_connect("/ws"))
+            for ws in (victim, other):
+                assert ws.receive_json()["type"] == "hello"
+            for token in (first, second, first):  # two sessions, one of them in two tabs
+                ws = held.enter_context(attacker.websocket_connect("/ws", headers=cookie(token)))
+                assert ws.receive_json()["type"] == "hello"
+            for token in (third, None):  # a third session, or a connection-only one
+                headers = cookie(token) if token else {}
+                with attacker.websocket_connect("/ws", headers=headers) as refused:
+                    error = refused.receive_json()
+                    with pytest.raises(WebSocketDisconnect) as closed:
+                        refused.receive_json()
+                assert error["type"] == "error" and error["code"] == "too_many_sessions"
+                assert "2 chat sessions" in error["message"]
+                assert closed.value.code == 1013 and "too many sessions" in closed.value.reason
+            assert len(registry) == 4  # the refused ones were never made
+            for ws in (victim, other):  # the other users' sessions carry on
+                ws.send_json({"type": "say", "text": "hi"})
+                assert until(ws, "final", "error")[-1]["type"] == "final"
+        # their connections ended: the address may open a new session again
+        with attacker.websocket_connect("/ws", headers=cookie(third)) as ws:
+            assert ws.receive_json()["type"] == "hello"
+
+
+def test_registry_caps_the_sessions_open_from_one_address(tmp_path: Path) -> None:
+    from avatarkit.errors import OverloadedError
+
+    registry = SessionRegistry(tmp_path, max_sessions_per_client=1)
+    mine, other = registry.new_token(), registry.new_token()
+    tab1 = registry.open(mine, client="198.51.100.9")
+    assert registry.open(mine, client="198.51.100.9") is tab1  # another tab: no new session
+    with pytest.raises(OverloadedError, match="1 chat sessions are open from this address"):
+        registry.open(other, client="198.51.100.9")
+    assert len(registry) == 1 and registry.open(other, client="203.0.113.7").connections == 1
+    registry.release(tab1, client="198.51.100.9")
+    with pytest.raises(OverloadedError):  # one tab of it is still open
+        registry.open(other, client="198.51.100.9")
+    registry.release(tab1, client="198.51.100.9")
+    assert registry.open(other, client="198.51.100.9").connections == 2
+    with pytest.raises(InputValidationError, match="max_sessions_per_client"):
+        SessionRegistry(tmp_path, max_sessions_per_client=0)
+    registry.close()
+
+
 def test_registry_evicts_only_idle_sessions(tmp_path: Path) -> None:
     registry = SessionRegistry(tmp_path, max_sessions=1)
     tokens: dict[str, str] = {}

@@ -43,7 +43,7 @@ from starlette.websockets import WebSocket
 
 from avatarkit._files import probe_writable
 from avatarkit.config import get_logger
-from avatarkit.errors import ConfigurationError
+from avatarkit.errors import ConfigurationError, OverloadedError
 from avatarkit.server.conversation import Conversation
 from avatarkit.server.options import ServerOptions, normalize_host
 from avatarkit.server.session import SessionRegistry
@@ -214,6 +214,7 @@ class _State:
             self._sessions = SessionRegistry(
                 self.data_dir, max_sessions=self.options.max_sessions,
                 keep_turns=self.options.keep_turns,
+                max_sessions_per_client=self.options.max_sessions_per_client,
             )  # fmt: skip
         return self._sessions
 
@@ -305,6 +306,14 @@ class _Guard:
             await self.app(scope, receive, send_secured)
             return
         await reply(scope, receive, send_secured)  # refusals carry the same headers
+
+
+async def _refuse(ws: WebSocket, error: str, message: str, *, code: int, reason: str) -> None:
+    """Tell an accepted WebSocket why it is refused (an ``error`` message), then close it."""
+    with contextlib.suppress(Exception):  # the browser may have gone already
+        await ws.send_json({"type": "error", "code": error, "message": message,
+                            "server_time": time.time()})  # fmt: skip
+        await ws.close(code=code, reason=reason)
 
 
 def create_app(
@@ -420,13 +429,19 @@ def create_app(
         persistent = SessionRegistry.is_token(token)
         bot = await state.bot()
         avatar = await state.has_avatar()
-        client = ws.client.host if ws.client else "unknown"
+        address = ws.client.host if ws.client else None  # None: no per-address session cap
+        client = address or "unknown"
         await ws.accept()
         # Opened, the session is not evicted while this connection lasts; released (below, in
         # end), it is kept only if it made media: a made-up token that sends nothing leaves
-        # nothing behind.
-        session = sessions.open(token if persistent and token else sessions.new_token(),
-                                persistent=persistent)  # fmt: skip
+        # nothing behind. One address has at most max_sessions_per_client open.
+        try:
+            session = sessions.open(token if persistent and token else sessions.new_token(),
+                                    persistent=persistent, client=address)  # fmt: skip
+        except OverloadedError as exc:
+            await _refuse(ws, "too_many_sessions", str(exc), code=1013,
+                          reason="too many sessions from this address")  # fmt: skip
+            return
         conversation = Conversation(
             ws, bot=bot, session=session, sessions=sessions, throttle=state.throttle,
             client_throttle=state.client_throttle, client=client, options=opts, avatar=avatar,
@@ -436,7 +451,7 @@ def create_app(
             try:
                 await conversation.close()
             finally:
-                sessions.release(session)
+                sessions.release(session, client=address)
             if not persistent:  # a connection-only conversation ends with its connection
                 sessions.forget(session)
                 if bot.dialogue is not None:

@@ -38,6 +38,10 @@ class ServerOptions(BaseModel):
     max_sessions: int = Field(default=1000, ge=1)
     """Browser sessions kept in memory once no connection uses them (least recently used
     dropped with their media; conversations stay). Sessions in use are never dropped."""
+    max_sessions_per_client: int = Field(default=20, ge=1)
+    """Sessions one client address may have open (connected) at once. A connection that would
+    open one more is refused (error ``too_many_sessions``, then close code 1013) and evicts no
+    one; more tabs of a session the address already has open do not count again."""
     keep_turns: int = Field(default=4, ge=1)
     """Turns per session whose video segments stay servable."""
     history_turns: int = Field(default=20, ge=0)

@@ -25,12 +25,12 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from avatarkit.config import get_logger
-from avatarkit.errors import InputValidationError
+from avatarkit.errors import InputValidationError, OverloadedError
 
 try:
     import fcntl
@@ -141,18 +141,31 @@ class SessionRegistry:
     (an open connection, a running turn) is never evicted. Once unused, it is kept only if its
     replies made media, and of those only the ``max_sessions`` most recently used: so
     connections with made-up tokens that never send a message leave nothing behind, and cannot
-    push anyone else's session out.
+    push anyone else's session out. Nor can one client address open sessions without limit:
+    past ``max_sessions_per_client`` open at once, its next is refused.
 
     Args:
         data_dir: Folder under which this server run makes its media root.
         max_sessions: Unused sessions kept in memory; beyond it the least recently used is
             dropped (its media deleted; its conversation stays in the dialogue store).
         keep_turns: Turns per session whose media stay servable.
+        max_sessions_per_client: Sessions one client address may have open at once (None:
+            no limit).
     """
 
-    def __init__(self, data_dir: Path, *, max_sessions: int = 1000, keep_turns: int = 4) -> None:
-        if max_sessions < 1 or keep_turns < 1:
-            raise InputValidationError("max_sessions and keep_turns must be >= 1")
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_sessions: int = 1000,
+        keep_turns: int = 4,
+        max_sessions_per_client: int | None = None,
+    ) -> None:
+        per_client = 1 if max_sessions_per_client is None else max_sessions_per_client
+        if max_sessions < 1 or keep_turns < 1 or per_client < 1:
+            raise InputValidationError(
+                "max_sessions, keep_turns and max_sessions_per_client must be >= 1"
+            )
         data_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
         self.root = Path(tempfile.mkdtemp(prefix="media-", dir=data_dir)).resolve()
@@ -163,7 +176,9 @@ class SessionRegistry:
         sweep_media_roots(self.root.parent, before=started, keep=self.root)
         self.max_sessions = max_sessions
         self.keep_turns = keep_turns
+        self.max_sessions_per_client = max_sessions_per_client
         self._sessions: dict[str, Session] = {}
+        self._by_client: dict[str, Counter[str]] = {}  # address: its connections per session
         self._idle: OrderedDict[str, Session] = OrderedDict()  # not in use: least recent first
         self._media: dict[str, tuple[Session, Path]] = {}
 
@@ -197,25 +212,46 @@ class SessionRegistry:
             self._keep_idle(session)
         return session
 
-    def open(self, token: str, *, persistent: bool = True) -> Session:
-        """A connection starts using the session of ``token`` (made on first use).
+    def open(self, token: str, *, persistent: bool = True, client: str | None = None) -> Session:
+        """A connection (from address ``client``) starts using the session of ``token``.
 
-        It is not evicted until every connection has called :meth:`release`.
+        The session is made on first use, and not evicted until every connection has called
+        :meth:`release` (with the same ``client``).
+
+        Raises:
+            InputValidationError: a malformed token.
+            OverloadedError: ``client`` has ``max_sessions_per_client`` sessions open already,
+                and this would be one more (nothing is made or evicted).
         """
-        session = self._lookup(token, persistent)
+        session = self._lookup(token, persistent, client)
         session.connections += 1
+        if client is not None:
+            self._by_client.setdefault(client, Counter())[session.key] += 1
         self._idle.pop(session.key, None)
         return session
 
-    def release(self, session: Session) -> None:
+    def release(self, session: Session, *, client: str | None = None) -> None:
         """A connection opened with :meth:`open` has ended."""
         session.connections = max(0, session.connections - 1)
+        if client is not None and (live := self._by_client.get(client)) is not None:
+            live[session.key] -= 1
+            if live[session.key] <= 0:
+                del live[session.key]
+            if not live:
+                del self._by_client[client]
         self._settle(session)
 
-    def _lookup(self, token: str, persistent: bool) -> Session:
+    def _lookup(self, token: str, persistent: bool, client: str | None = None) -> Session:
         if not self.is_token(token):
             raise InputValidationError("malformed session token", field="session")
         key = self.key_for(token)
+        live = self._by_client.get(client, ()) if client is not None else ()
+        limit = self.max_sessions_per_client
+        if limit is not None and key not in live and len(live) >= limit:
+            raise OverloadedError(
+                f"{limit} chat sessions are open from this address already, the most allowed; "
+                "close one to start another"
+            )
         session = self._sessions.get(key)
         if session is None:
             session = Session(key=key, folder=self.root / key, persistent=persistent)
@@ -347,5 +383,6 @@ class SessionRegistry:
         """Forget every session and remove this run's media root."""
         self._sessions.clear()
         self._idle.clear()
+        self._by_client.clear()
         self._media.clear()
         self._finalizer()

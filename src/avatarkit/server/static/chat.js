@@ -39,7 +39,7 @@
     const url = new URL("ws", base);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     ws = new WebSocket(url);
-    ws.addEventListener("open", () => { retry = 0; online(true); });
+    ws.addEventListener("open", () => online(true)); // retries back off until a hello
     ws.addEventListener("message", (e) => {
       let m;
       try { m = JSON.parse(e.data); } catch { return; }
@@ -111,6 +111,7 @@
   }
 
   function hello(m) {
+    retry = 0; // accepted (a refused connection, too_many_sessions, gets no hello)
     ui.title.textContent = m.title || "avatarkit";
     document.title = `${m.title || "avatarkit"} chat`;
     maxChars = m.max_chars || maxChars;
