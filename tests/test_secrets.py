@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import traceback
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from avatarkit._http import ConnectOptions, HttpClient
 from avatarkit.config import redact, register_url_secrets, resolve_key
 from avatarkit.errors import InputValidationError, MissingKeyError, ProviderError
 from avatarkit.testing import fake_speech
-from avatarkit.types import DialogueResponse, Response, UserInput
+from avatarkit.types import ChatMessage, DialogueResponse, Response, UserInput
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 
@@ -222,10 +223,17 @@ async def test_a_password_in_a_base_url_never_shows(
     with pytest.raises(ProviderError) as echoed:
         await echoing.request("GET", "/v1/anything", options=ConnectOptions(max_retries=0))
     logging.getLogger("avatarkit.http").warning("calling %s", url)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = OpenAIChat("m", base_url=f"http://{userinfo}@127.0.0.1:{port}/v1", max_retries=0)
+    with pytest.raises(ProviderError) as unreached:
+        await unreachable.complete([ChatMessage(role="user", content="hi")])
 
     texts = {
         "a1111": repr(a1111),
         "chat": repr(chat),
+        "unreached": _everything_about(unreached.value),
         "http": repr(http),
         "refused": str(refused.value) + repr(refused.value),  # its cause is httpx's own
         "bad_url": _everything_about(bad_url.value),
