@@ -43,6 +43,9 @@ MARKDOWN_REPLY = (
         ("Try:\n```\nls -la\n``` Then look again.", "Try:\nThen look again."),
         ("Type ```ls -la``` now.", "Type ls -la now."),  # inline code, as with one tick
         ("Then ``` this.", "Then this."),  # a stray fence is not read as backticks
+        # a code span ends at a run of its own length, so it may hold a shorter one (CommonMark)
+        ("Type ``a`b`` here, or `c`.", "Type a`b here, or c."),
+        ("Odd `ticks`` stay.", "Odd `ticks`` stay."),
     ],
 )  # fmt: skip
 def test_markdown_links_and_emoji_are_not_read_out(text: str, spoken: str) -> None:

@@ -57,7 +57,9 @@ _CELL = re.compile(r"[ \t]*\|[ \t]*")
 _PAIRED = re.compile(r"(\*\*|__|~~)(?=\S)(?P<inner>[^\n]+?)(?<=\S)\1")
 _SINGLE_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(?P<inner>[^*\n]+?)(?<=[^\s*])\*(?![\w*])")
 _SINGLE_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])(?P<inner>[^_\n]+?)(?<=[^\s_])_(?![\w_])")
-_CODE = re.compile(r"(`+)(?P<inner>[^`\n]+?)\1")
+_CODE = re.compile(r"(?<!`)(`+)(?!`)(?P<inner>[^\n]+?)(?<!`)\1(?!`)")
+"""An inline code span: a run of backticks, then anything up to a run of the same length (so
+``` ``a`b`` ``` holds a backtick), as CommonMark reads it."""
 _LINK = re.compile(r"(!?\[)([^\]\n]*)(\]\([^)\s]*(?:[ \t]+\"[^\"\n]*\")?\))")
 _URL = re.compile(r"(?<![\w/@.])(?:https?://|www\.)[^\s<>()\[\]\"']+")
 _URL_TAIL = re.compile(r"[.,;:!?]+$")
