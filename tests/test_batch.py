@@ -535,3 +535,15 @@ def test_paths_of_items_given_in_python_are_read_from_the_current_folder(
     report = run_batch(items, tmp_path / "out", executor="serial", **SPECS)
     assert report.done == ["a"], report.failed
     assert items[0].voice == "recorded:takes/ann.wav"  # the caller's item is left as it was
+
+
+def test_a_folder_given_as_a_portrait_or_recording_is_named_as_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "takes").mkdir()
+    f = tmp_path / "s.csv"
+    f.write_text("id,text,avatar,voice\na,Hello,faces,\nb,Hi,,recorded:takes\n")
+    with pytest.raises(InputValidationError) as caught:
+        run_batch(f, tmp_path / "out", executor="serial", **SPECS)
+    message = str(caught.value)
+    assert f"line 2 (item 1): avatar: {tmp_path / 'faces'} is a folder, not a file" in message
+    assert f"line 3 (item 2): voice: recording {tmp_path / 'takes'} is a folder" in message

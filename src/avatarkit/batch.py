@@ -161,19 +161,24 @@ def _check_fields(
             path = _absolute(item.avatar, base)
             item.avatar = str(path)
             if not path.is_file():
-                reason = f"avatar: {path} does not exist (a relative path is read from {hint})"
+                reason = f"avatar: {_missing(path, hint)}"
                 problems.append(_Problem(where, reason, "avatar", None))
         recording = _recording(item.voice)
         if recording is not None:
             path = _absolute(recording, base)
             item.voice = f"recorded:{path}"
             if not path.is_file():
-                reason = (
-                    f"voice: recording {path} does not exist (a relative path is read from {hint})"
-                )
+                reason = f"voice: recording {_missing(path, hint)}"
                 problems.append(_Problem(where, reason, "voice", None))
         items.append((where, item))
     return items, problems
+
+
+def _missing(path: Path, hint: str) -> str:
+    """Why ``path`` (not a file) cannot be read: a folder, or nothing there."""
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    return f"{path} does not exist (a relative path is read from {hint})"
 
 
 def _absolute(value: str, base: Path) -> Path:
