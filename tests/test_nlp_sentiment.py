@@ -129,6 +129,46 @@ def test_the_service_lexicon_leaves_other_messages_alone(vader, text, label):
     assert vader.analyze_sync(text).label == label
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like a refund",
+        "I would like a refund",
+        "I’d like my money back",
+        "Please refund me",
+        "Could you please refund me?",
+        "I'd like a refund, please",
+    ],
+)
+def test_polite_refund_requests_read_mildly_negative(vader, text):
+    # "please" and "I'd like" are how a request is worded, not how the customer feels
+    s = vader.analyze_sync(text)
+    assert s.label == "negative" and s.compound > -0.5 and s.emotion is Emotion.SAD
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("I'd like a coffee", "positive"),
+        ("I'd like that", "positive"),
+        ("I would like to thank you", "positive"),
+        ("I like this coffee", "positive"),
+        ("Yes please!", "positive"),
+        ("Could you please tell me the time?", "neutral"),
+    ],
+)
+def test_polite_requests_without_a_complaint_do_not_read_negative(vader, text, label):
+    assert vader.analyze_sync(text).label == label
+
+
+def test_a_zero_valence_takes_a_word_out_of_vaders_lexicon():
+    plain = VaderSentiment(lexicon={})
+    assert plain.analyze_sync("Call me back PLEASE").label == "positive"  # VADER's "please" +1.3
+    neutral = VaderSentiment(lexicon={"please": 0})
+    # a word of valence 0 in the lexicon would read negative in capitals
+    assert neutral.analyze_sync("Call me back PLEASE").compound == 0.0
+
+
 def test_the_lexicon_can_be_replaced_or_extended():
     # VADER alone reads "I want a refund" as positive: its "want" is +0.3
     assert VaderSentiment(lexicon={}).analyze_sync("I want a refund").label == "positive"

@@ -71,11 +71,19 @@ SERVICE_LEXICON: Mapping[str, float] = MappingProxyType(
         "has not arrived": -1.2,
         "didn't arrive": -1.2,
         "did not arrive": -1.2,
+        # Politeness is how a request is worded, not how the customer feels. VADER rated
+        # "please" (+1.3) and "like" (+1.5) as words ("pleased", "I like it"), so "Please
+        # refund me" read neutral and "I'd like a refund" positive. "please" gets no valence
+        # (0 takes it out of the lexicon); "would like" asks for something: rated as "want".
+        "please": 0.0,
+        "would like": 0.3,
+        "i'd like": 0.3,
+        "we'd like": 0.3,
     }
 )
-"""Words and phrases of customer complaints missing from VADER's lexicon, with a valence on its
--4..4 scale (each rated as VADER rates the nearest word it has). :class:`VaderSentiment` adds
-them."""
+"""Words and phrases of customer complaints missing from VADER's lexicon, and politeness
+formulas it reads as praise, with a valence on its -4..4 scale (each rated as VADER rates the
+nearest word it has; 0: no sentiment at all). :class:`VaderSentiment` adds them."""
 
 
 def _cue(phrases: str) -> re.Pattern[str]:
@@ -152,8 +160,9 @@ class VaderSentiment:
     Args:
         max_chars: Longest accepted input (default: ``Settings().max_input_chars``).
         lexicon: Words or phrases (lower case) and valences (-4 to 4) added to VADER's
-            lexicon, replacing its own where both have a word; ``None``:
-            :data:`SERVICE_LEXICON`, ``{}``: VADER's lexicon alone.
+            lexicon, replacing its own where both have a word (0 removes the word: it then
+            carries no sentiment, even in capitals); ``None``: :data:`SERVICE_LEXICON`,
+            ``{}``: VADER's lexicon alone.
 
     Raises:
         InputValidationError: a lexicon entry is not lower-case words with one space between
@@ -168,7 +177,13 @@ class VaderSentiment:
         extra = _checked_lexicon(SERVICE_LEXICON if lexicon is None else lexicon)
         self._analyzer = SentimentIntensityAnalyzer()
         # VADER scores one word at a time: a phrase becomes one word ("money_back") in the text.
-        self._analyzer.lexicon.update({_phrase_word(k): v for k, v in extra.items()})
+        # A word it knows with valence 0 would still read negative in capitals ("PLEASE"), so
+        # 0 removes the word instead (VADER's own lexicon has no word rated 0).
+        for key, valence in extra.items():
+            if valence == 0:
+                self._analyzer.lexicon.pop(_phrase_word(key), None)
+            else:
+                self._analyzer.lexicon[_phrase_word(key)] = valence
         phrases = sorted((k for k in extra if " " in k), key=len, reverse=True)
         self._phrases = (
             re.compile(
