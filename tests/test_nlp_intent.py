@@ -195,12 +195,13 @@ def test_tfidf_does_not_take_questions_about_third_parties_for_questions_about_i
     assert tfidf.classify_sync(text).top == OUT_OF_SCOPE
 
 
-def test_the_third_party_questions_are_not_training_examples():
+def test_the_questions_these_tests_ask_are_not_training_examples():
     def norm(text: str) -> str:
         return " ".join(text.lower().strip("?!. ").split())
 
     train = {norm(t) for t in training_pairs(load_intents())[0]}
-    assert not {norm(t) for t in THIRD_PARTY_QUESTIONS} & train
+    asked = [*THIRD_PARTY_QUESTIONS, *GREETING_WORDS_IN_QUESTIONS]
+    assert not {norm(t) for t in asked} & train
 
 
 @pytest.mark.parametrize(
@@ -217,6 +218,62 @@ def test_the_third_party_questions_are_not_training_examples():
 )
 def test_tfidf_still_knows_questions_about_the_avatar(tfidf, text, intent):
     assert tfidf.classify_sync(text).top == intent
+
+
+# "hello" is a greeting where it opens what is said, not inside a question about a song or a word
+GREETING_WORDS_IN_QUESTIONS = [
+    "Who sings Hello?",
+    "When did Adele release Hello?",
+    "How do you say hello in Japanese?",
+    "What does hey mean in Swedish?",
+    "Is howdy only said in Texas?",
+]
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize("text", GREETING_WORDS_IN_QUESTIONS)
+def test_a_greeting_word_inside_a_question_is_no_greeting(request, backend, text):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert pred.top != "greeting" and "greeting" not in pred.detected
+    if text == "Who sings Hello?":
+        assert pred.top == OUT_OF_SCOPE
+
+
+def test_a_greeting_after_which_the_question_mentions_one_is_still_a_greeting(tfidf, rules):
+    for classifier in (tfidf, rules):
+        assert classifier.classify_sync("Hi! Who sings Hello?").detected == ["greeting"]
+
+
+def test_exclude_patterns_rule_an_intent_out_for_every_scoring_backend(tfidf):
+    spec = IntentSpec(name="pay", keywords=("invoice",), exclude=(r"\bno invoice\b",))
+    clf = RuleIntentClassifier(IntentFile(intents=(spec,)))
+    assert clf.classify_sync("the invoice").top == "pay"
+    assert clf.classify_sync("I need no invoice").top == OUT_OF_SCOPE
+    # a trained out_of_scope class takes the excluded intent's probability
+    pred = tfidf.classify_sync("Who sings Hello?")
+    assert pred.intents[0].name == OUT_OF_SCOPE and pred.intents[0].confidence > 0.5
+    with pytest.raises(ConfigurationError, match="bad regex"):
+        load_intents({"intents": {"pay": {"examples": ["x"], "exclude": ["(unclosed"]}}})
+    with pytest.raises(ConfigurationError, match="exclude"):
+        load_intents({"intents": {"a": {"examples": ["x"]}, "out_of_scope": {"exclude": ["x"]}}})
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize(
+    ("text", "detected"),
+    [
+        ("Hello?", ["greeting"]),
+        ("hey", ["greeting"]),
+        ("oh hello there!", ["greeting"]),
+        ("Ada, hello!", ["greeting"]),
+        ("Good evening, everyone", ["greeting"]),
+        ("Hello, who are you?", ["greeting", "ask_about_avatar"]),
+        ("Hi Ada, can I book a table for Friday?", ["greeting", "book_appointment"]),
+    ],
+)
+def test_greetings_are_still_greetings(request, backend, text, detected):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert pred.detected == detected and pred.top in detected
 
 
 async def test_tfidf_detects_several_intents(tfidf):

@@ -130,6 +130,22 @@ def test_embedding_classifies_paraphrases(embedding, text, intent):
     assert embedding.classify_sync(text).top == intent
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["Who sings Hello?", "When did Adele release Hello?", "How do you say hello in Japanese?"],
+)
+def test_embedding_takes_no_question_about_a_greeting_word_for_a_greeting(embedding, text):
+    pred = embedding.classify_sync(text)
+    assert pred.top == OUT_OF_SCOPE and pred.detected == []
+
+
+def test_embedding_still_hears_a_greeting_before_a_question(embedding):
+    assert embedding.classify_sync("Hello, who are you?").detected == [
+        "greeting",
+        "ask_about_avatar",
+    ]
+
+
 async def test_embedding_multi_intent_and_ranked_confidences(embedding):
     pred = await embedding.classify("thanks! and can I book a slot tomorrow?")
     assert pred.detected == ["thanks", "book_appointment"] and pred.backend == "embedding"

@@ -170,6 +170,11 @@ class ScoringIntentClassifier(ABC):
         self.intents = intents
         self.threshold = threshold
         self.multi_intent = multi_intent
+        self._exclude = [
+            (spec.name, re.compile("|".join(f"(?:{p})" for p in spec.exclude), re.IGNORECASE))
+            for spec in intents.intents
+            if spec.exclude and spec.name != OUT_OF_SCOPE
+        ]
 
     @property
     def names(self) -> list[str]:
@@ -196,10 +201,24 @@ class ScoringIntentClassifier(ABC):
             return nothing_to_classify(self.backend)
         clauses = split_clauses(raw) if self.multi_intent else [raw]
         if len(clauses) < 2:
-            (whole,) = self.score([raw])
+            (whole,) = self._scored([raw])
             return decide(self.names, whole, [], threshold=self.threshold, backend=self.backend)
-        whole, *parts = self.score([raw, *clauses])
+        whole, *parts = self._scored([raw, *clauses])
         return decide(self.names, whole, parts, threshold=self.threshold, backend=self.backend)
+
+    def _scored(self, texts: list[str]) -> list[dict[str, float]]:
+        """:meth:`score`, with 0 for every intent an ``exclude`` pattern rules out of a text.
+
+        Its confidence passes to ``out_of_scope`` where the backend scores that.
+        """
+        scored = self.score(texts)
+        for text, scores in zip(texts, scored, strict=True):
+            for name, rx in self._exclude:
+                if name in scores and rx.search(text):
+                    if OUT_OF_SCOPE in scores:
+                        scores[OUT_OF_SCOPE] = min(1.0, scores[OUT_OF_SCOPE] + scores[name])
+                    scores[name] = 0.0
+        return scored
 
 
 def make_intent(

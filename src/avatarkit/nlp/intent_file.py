@@ -1,8 +1,8 @@
 """The intent file: intents with descriptions, examples, keywords and regex patterns.
 
-Written in YAML (``intents: {name: {description, keywords, patterns, examples}}``) or built in
-Python (``IntentFile(intents=[IntentSpec(...)])``). ``load_intents()`` with no argument returns the
-default file shipped in ``avatarkit/data/intents.yaml``.
+Written in YAML (``intents: {name: {description, keywords, patterns, exclude, examples}}``) or
+built in Python (``IntentFile(intents=[IntentSpec(...)])``). ``load_intents()`` with no argument
+returns the default file shipped in ``avatarkit/data/intents.yaml``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class IntentSpec(BaseModel):
     """Words or phrases matched whole and case-insensitively (also by stem) by the rules."""
     patterns: tuple[str, ...] = ()
     """Python regular expressions searched case-insensitively by the rules."""
+    exclude: tuple[str, ...] = ()
+    """Python regular expressions that rule the intent out: where one matches a text or a
+    clause (case-insensitively), the rules, TF-IDF and embedding classifiers score it 0."""
 
     @field_validator("name")
     @classmethod
@@ -52,7 +55,7 @@ class IntentSpec(BaseModel):
     def _strip(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(s.strip() for s in v if s.strip())
 
-    @field_validator("patterns")
+    @field_validator("patterns", "exclude")
     @classmethod
     def _check_patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for p in v:
@@ -64,8 +67,10 @@ class IntentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_oos(self) -> IntentSpec:
-        if self.name == OUT_OF_SCOPE and (self.keywords or self.patterns):
-            raise ValueError(f"{OUT_OF_SCOPE!r} takes examples only, no keywords or patterns")
+        if self.name == OUT_OF_SCOPE and (self.keywords or self.patterns or self.exclude):
+            raise ValueError(
+                f"{OUT_OF_SCOPE!r} takes examples only, no keywords, patterns or exclude"
+            )
         return self
 
 
