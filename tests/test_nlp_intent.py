@@ -200,7 +200,7 @@ def test_the_questions_these_tests_ask_are_not_training_examples():
         return " ".join(text.lower().strip("?!. ").split())
 
     train = {norm(t) for t in training_pairs(load_intents())[0]}
-    asked = [*THIRD_PARTY_QUESTIONS, *GREETING_WORDS_IN_QUESTIONS]
+    asked = [*THIRD_PARTY_QUESTIONS, *QUESTIONS_ABOUT_THE_USER, *GREETING_WORDS_IN_QUESTIONS]
     assert not {norm(t) for t in asked} & train
 
 
@@ -218,6 +218,40 @@ def test_the_questions_these_tests_ask_are_not_training_examples():
 )
 def test_tfidf_still_knows_questions_about_the_avatar(tfidf, text, intent):
     assert tfidf.classify_sync(text).top == intent
+
+
+# Questions about the user themself are not questions about the avatar, and no shipped intent
+# is about the user: a handler registered for ask_about_avatar must not answer "What's my
+# name?" with the avatar's introduction.
+QUESTIONS_ABOUT_THE_USER = [
+    "What's my name?",
+    "What is my name?",
+    "Do you know my name?",
+    "What's my dog's name?",
+    "Do you remember what I'm called?",
+    "How old am I?",
+]
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize("text", QUESTIONS_ABOUT_THE_USER)
+def test_questions_about_the_user_are_not_about_the_avatar(request, backend, text):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert "ask_about_avatar" not in (pred.top, *pred.detected)
+    if "name" in text:  # no intent of the set is about the user: out of scope
+        assert pred.top == OUT_OF_SCOPE
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize(
+    "text", ["What's your name?", "What is your name?", "Could you tell me your name?"]
+)
+def test_the_avatars_name_is_still_asked_about_the_avatar(request, backend, text):
+    assert request.getfixturevalue(backend).classify_sync(text).top == "ask_about_avatar"
+
+
+def test_who_am_i_talking_to_is_still_about_the_avatar(tfidf):
+    assert tfidf.classify_sync("Who am I talking to?").top == "ask_about_avatar"
 
 
 # "hello" is a greeting where it opens what is said, not inside a question about a song or a word

@@ -131,6 +131,24 @@ def test_embedding_classifies_paraphrases(embedding, text, intent):
 
 
 @pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("What's my name?", OUT_OF_SCOPE),
+        ("What is my name?", OUT_OF_SCOPE),
+        ("What's my dog's name?", OUT_OF_SCOPE),
+        ("How old am I?", OUT_OF_SCOPE),
+        ("What's your name?", "ask_about_avatar"),
+        ("May I ask your name?", "ask_about_avatar"),
+        ("How old are you?", "ask_about_avatar"),
+    ],
+)
+def test_embedding_tells_questions_about_the_user_from_questions_about_itself(
+    embedding, text, intent
+):
+    assert embedding.classify_sync(text).top == intent
+
+
+@pytest.mark.parametrize(
     "text",
     ["Who sings Hello?", "When did Adele release Hello?", "How do you say hello in Japanese?"],
 )
