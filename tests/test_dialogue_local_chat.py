@@ -227,6 +227,40 @@ async def test_questions_like_what_is_my_name_are_not_taken_for_it(text: str) ->
         assert reply.startswith("Hi, I'm Ada.")
 
 
+@pytest.mark.parametrize(
+    ("text", "reply"),
+    [
+        ("What's my dog's name?", "I'm afraid I don't know your dog's name."),
+        (
+            "Ada, do you remember my best friend's name?",
+            "I'm afraid I don't know your best friend's name.",
+        ),
+        ("What is my cat called?", "I'm afraid I don't know what your cat is called."),
+        ("How old am I?", "I'm afraid I don't know how old you are."),
+        ("Where do I live?", "I'm afraid I don't know where you live."),
+        ("Hi! What's my dog's name?", "Hello! I'm afraid I don't know your dog's name."),
+    ],
+)
+async def test_other_questions_about_the_user_are_not_answered_about_the_avatar(
+    text: str, reply: str
+) -> None:
+    # by similarity they matched "what's your name", "how old are you", "where do you live"
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    await manager.respond(UserInput(text="my name is Alice"))
+    assert (await manager.respond(UserInput(text=text))).text == reply
+
+
+async def test_the_avatars_own_age_and_home_are_still_its_own() -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    assert (
+        "young as the software" in (await manager.respond(UserInput(text="How old are you?"))).text
+    )
+    assert (
+        "wherever this program runs"
+        in (await manager.respond(UserInput(text="Where do you live?"))).text
+    )
+
+
 async def test_the_users_name_is_remembered_beyond_the_history_sent() -> None:
     # only the last turn reaches the model; the name comes from the session's slots
     manager = DialogueManager(LocalChatModel(), persona=ADA, max_history_turns=1)

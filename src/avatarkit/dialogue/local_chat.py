@@ -60,6 +60,11 @@ USER_NAME_ID = "user_name"
 """The entry answering a question about the user's own name ("What's my name?"), which is
 recognised by its wording, not by example questions: "What's a good name for my cat?" shares
 most of its words."""
+USER_FACT_ID = "user_fact"
+"""The entry answering another question about the user themself ("What's my dog's name?", "How
+old am I?"), recognised by its wording: by similarity it matched the avatar's own answer
+("what's your name", "how old are you"). Its ``{asked}`` is the question turned round ("your
+dog's name", "how old you are")."""
 _EPOCH = dt.datetime(2000, 1, 1)  # extract_name ignores the clock
 
 
@@ -206,6 +211,23 @@ _ASKS_OWN_NAME = re.compile(
     r"|(?:did\s+i\s+tell|have\s+i\s+told)\s+you\s+my\s+name)"
     r"(?:\s+(?:again|please|then|now))*"
 )  # matched whole on normalised text: "my name" itself, never "my dog's name"
+_FILLER = r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"
+_OWNER = r"(?P<owner>[\w']+(?:\s+[\w']+){0,2}?)"  # "dog's", "best friend's", "dogs"
+_ABOUT_USER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(_FILLER + pattern + r"(?:\s+(?:again|please|then|now))*"), asked)
+    for pattern, asked in (
+        (rf"what(?:'s| is| was)\s+my\s+{_OWNER}\s+name", "your {owner} name"),
+        (
+            rf"(?:(?:do|did)\s+you\s+(?:still\s+)?(?:know|remember)|(?:can|could)\s+you\s+tell"
+            rf"\s+me|tell\s+me)\s+my\s+{_OWNER}\s+name",
+            "your {owner} name",
+        ),
+        (rf"what(?:'s| is| was)\s+my\s+{_OWNER}\s+called", "what your {owner} is called"),
+        (r"how\s+old\s+am\s+i", "how old you are"),
+        (r"where\s+do\s+i\s+live", "where you live"),
+        (r"where\s+(?:am\s+i|do\s+i\s+come)\s+from", "where you are from"),
+    )
+)  # matched whole on normalised text, like _ASKS_OWN_NAME
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FACTS = re.compile(rf"^{re.escape(USER_FACTS)}: (?P<v>.+)\.$", re.MULTILINE)
 _PAST = re.compile(
@@ -428,11 +450,17 @@ class LocalChatModel:
         With ``fields`` (the template fields known), a best entry whose every answer needs
         another field gives the fallback too: "Nice to meet you, !" is never an answer (nor a
         lesser match on another topic). A question about the user's own name ("What's my
-        name?", "Do you know my name?") gets the ``user_name`` entry, similarity 1.
+        name?", "Do you know my name?") gets the ``user_name`` entry, similarity 1, and one
+        about another of their things ("What's my dog's name?", "How old am I?") the
+        ``user_fact`` entry.
         """
         index = self._get_index()
+        known = set(fields) if fields is not None else None
         if USER_NAME_ID in index.by_id and self._asks_own_name(text):
             entry, score = index.by_id[USER_NAME_ID], 1.0
+        elif USER_FACT_ID in index.by_id and self._asked_about_user(text) is not None:
+            entry, score = index.by_id[USER_FACT_ID], 1.0
+            known = None if known is None else known | {"asked"}
         else:
             name = extract_name(text, _EPOCH)
             ignore = frozenset(_normalize(name).split()) if name else frozenset()
@@ -441,17 +469,29 @@ class LocalChatModel:
             if best < 0 or scores[best] < self.threshold:
                 return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
             entry, score = self.entries[best], scores[best]
-        if fields is not None and not any(_fields_of(a) <= set(fields) for a in entry.answers):
+        if known is not None and not any(_fields_of(a) <= known for a in entry.answers):
             return index.by_id[FALLBACK_ID], score
         return entry, score
 
-    def _asks_own_name(self, text: str) -> bool:
-        """Whether ``text`` asks for the user's own name, also addressed to the persona."""
+    def _addressed(self, text: str) -> str:
+        """``text`` normalised, without the persona's name said before or after it."""
         words = _normalize(text)
         if self.persona is not None:
             avatar = re.escape(_normalize(self.persona.name))
             words = re.sub(rf"^{avatar}\s+|\s+{avatar}$", "", words)
-        return _ASKS_OWN_NAME.fullmatch(words) is not None
+        return words
+
+    def _asks_own_name(self, text: str) -> bool:
+        """Whether ``text`` asks for the user's own name, also addressed to the persona."""
+        return _ASKS_OWN_NAME.fullmatch(self._addressed(text)) is not None
+
+    def _asked_about_user(self, text: str) -> str | None:
+        """What ``text`` asks about the user, turned round ("your dog's name"), else ``None``."""
+        words = self._addressed(text)
+        for pattern, asked in _ABOUT_USER:
+            if (found := pattern.fullmatch(words)) is not None:
+                return asked.format(**found.groupdict())
+        return None
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -491,6 +531,8 @@ class LocalChatModel:
             entry, _ = self.match(part, fields=fields.keys())
             if entry.id != FALLBACK_ID and entry not in matched:
                 matched.append(entry)
+                if entry.id == USER_FACT_ID:
+                    fields["asked"] = self._asked_about_user(part)
         if len(parts) > 1 and not matched:
             entry, _ = self.match(text, fields=fields.keys())
             if entry.id != FALLBACK_ID:
