@@ -228,6 +228,7 @@ QUESTIONS_ABOUT_THE_USER = [
     "What is my name?",
     "Do you know my name?",
     "What's my dog's name?",
+    "What’s my dog’s  name?",
     "Do you remember what I'm called?",
     "How old am I?",
 ]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from avatarkit.config import Settings
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile
+from avatarkit.nlp.preprocess import LocalPreprocessor
 from avatarkit.types import Intent, IntentPrediction, ProcessedText
 
 if TYPE_CHECKING:
@@ -175,6 +176,8 @@ class ScoringIntentClassifier(ABC):
             for spec in intents.intents
             if spec.exclude and spec.name != OUT_OF_SCOPE
         ]
+        # exclude patterns read text as the rules' patterns do: "What’s" as "What's"
+        self._plain = LocalPreprocessor(tokenize=False).normalize
 
     @property
     def names(self) -> list[str]:
@@ -214,7 +217,7 @@ class ScoringIntentClassifier(ABC):
         scored = self.score(texts)
         for text, scores in zip(texts, scored, strict=True):
             for name, rx in self._exclude:
-                if name in scores and rx.search(text):
+                if name in scores and rx.search(self._plain(text)):
                     if OUT_OF_SCOPE in scores:
                         scores[OUT_OF_SCOPE] = min(1.0, scores[OUT_OF_SCOPE] + scores[name])
                     scores[name] = 0.0

@@ -41,7 +41,8 @@ class IntentSpec(BaseModel):
     """Python regular expressions searched case-insensitively by the rules."""
     exclude: tuple[str, ...] = ()
     """Python regular expressions that rule the intent out: where one matches a text or a
-    clause (case-insensitively), the rules, TF-IDF and embedding classifiers score it 0."""
+    clause (case-insensitively, typographic quotes read as ASCII), the rules, TF-IDF and
+    embedding classifiers score it 0."""
 
     @field_validator("name")
     @classmethod
