@@ -133,3 +133,14 @@ def test_bad_settings_are_rejected():
         LLMIntentClassifier(ScriptedChat(), threshold=0)
     with pytest.raises(InputValidationError):
         LLMIntentClassifier(ScriptedChat(), attempts=0)
+
+
+async def test_the_intent_files_exclude_patterns_overrule_the_model():
+    # the shipped file rules greeting out of a question that only mentions a greeting word
+    chat = ScriptedChat(reply(("greeting", 0.9), ("small_talk", 0.6)))
+    pred = await LLMIntentClassifier(chat).classify("Who sings Hello?")
+    assert pred.top == "small_talk" and pred.detected == ["small_talk"]
+    assert next(i for i in pred.intents if i.name == "greeting").confidence == 0.0
+    # and leaves a real greeting alone
+    chat = ScriptedChat(reply(("greeting", 0.9)))
+    assert (await LLMIntentClassifier(chat).classify("Hello there!")).top == "greeting"

@@ -152,6 +152,29 @@ def _clip(x: float) -> float:
     return min(1.0, max(0.0, float(x)))
 
 
+class Exclusions:
+    """The intents an intent file's ``exclude`` patterns rule out of a text, for any backend.
+
+    Patterns read the text as the rules' patterns do (typographic quotes as ASCII, whitespace
+    collapsed), case-insensitively.
+    """
+
+    def __init__(self, intents: IntentFile) -> None:
+        self._patterns = [
+            (spec.name, re.compile("|".join(f"(?:{p})" for p in spec.exclude), re.IGNORECASE))
+            for spec in intents.intents
+            if spec.exclude and spec.name != OUT_OF_SCOPE
+        ]
+        self._plain = LocalPreprocessor(tokenize=False).normalize
+
+    def ruled_out(self, text: str) -> set[str]:
+        """Names of the intents an ``exclude`` pattern matches in ``text``."""
+        if not self._patterns:
+            return set()
+        plain = self._plain(text)
+        return {name for name, rx in self._patterns if rx.search(plain)}
+
+
 class ScoringIntentClassifier(ABC):
     """Base of the classifiers that score texts: implements ``classify`` from :meth:`score`.
 
@@ -171,13 +194,7 @@ class ScoringIntentClassifier(ABC):
         self.intents = intents
         self.threshold = threshold
         self.multi_intent = multi_intent
-        self._exclude = [
-            (spec.name, re.compile("|".join(f"(?:{p})" for p in spec.exclude), re.IGNORECASE))
-            for spec in intents.intents
-            if spec.exclude and spec.name != OUT_OF_SCOPE
-        ]
-        # exclude patterns read text as the rules' patterns do: "What’s" as "What's"
-        self._plain = LocalPreprocessor(tokenize=False).normalize
+        self._exclusions = Exclusions(intents)
 
     @property
     def names(self) -> list[str]:
@@ -216,8 +233,8 @@ class ScoringIntentClassifier(ABC):
         """
         scored = self.score(texts)
         for text, scores in zip(texts, scored, strict=True):
-            for name, rx in self._exclude:
-                if name in scores and rx.search(self._plain(text)):
+            for name in self._exclusions.ruled_out(text):
+                if name in scores:
                     if OUT_OF_SCOPE in scores:
                         scores[OUT_OF_SCOPE] = min(1.0, scores[OUT_OF_SCOPE] + scores[name])
                     scores[name] = 0.0

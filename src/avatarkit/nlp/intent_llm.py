@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avatarkit.config import get_logger
 from avatarkit.errors import InputValidationError, ProviderError
-from avatarkit.nlp.intent import nothing_to_classify, text_of
+from avatarkit.nlp.intent import Exclusions, nothing_to_classify, text_of
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, load_intents
 from avatarkit.ports import ChatModel, IntentClassifier
 from avatarkit.types import ChatMessage, Intent, IntentPrediction, ProcessedText
@@ -126,6 +126,7 @@ class LLMIntentClassifier:
         self.attempts = attempts
         self.fallback = fallback
         self.system_prompt = self._system_prompt(examples_per_intent)
+        self._exclusions = Exclusions(self.intents)
 
     def __repr__(self) -> str:
         return f"LLMIntentClassifier(chat={type(self.chat).__name__}, intents={self.names})"
@@ -190,7 +191,7 @@ class LLMIntentClassifier:
                     ),
                 ]
                 continue
-            return self._prediction(ranked)
+            return self._prediction(self._without_excluded(ranked, raw))
         if self.fallback is not None:
             return await self.fallback.classify(
                 text
@@ -201,6 +202,17 @@ class LLMIntentClassifier:
             f"no valid intent JSON after {self.attempts} attempt(s): {problem}",
             provider="llm-intent",
         )
+
+    def _without_excluded(self, ranked: list[Intent], text: str) -> list[Intent]:
+        """``ranked`` with 0 for the intents the file's ``exclude`` patterns rule out of ``text``.
+
+        As the local backends score them: the model's word does not override the file's rule.
+        """
+        out = self._exclusions.ruled_out(text)
+        if not out:
+            return ranked
+        kept = [i if i.name not in out else Intent(name=i.name, confidence=0.0) for i in ranked]
+        return sorted(kept, key=lambda i: i.confidence, reverse=True)
 
     def _prediction(self, ranked: list[Intent]) -> IntentPrediction:
         detected = [
