@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from avatarkit.types import AvatarVideo, Response
@@ -151,3 +152,117 @@ def save_response(response: Response, folder: Path) -> dict[str, Path]:
         summary["video"]["path"] = written["video"].name
     written["response"] = write_json_atomic(folder / "response.json", summary)
     return written
+
+
+_BYTES_PER_SAMPLE = {"pcm_s16le": 2, "ulaw": 1}
+"""Headerless voice formats: their length follows from the byte count and the recorded rate."""
+
+
+def _audio_length(data: bytes, fmt: str, voice: dict[str, Any]) -> tuple[int, float] | None:
+    """Sample rate and duration of saved speech; None when the bytes are not such audio.
+
+    A container's header says both (soundfile reads it, decoding nothing); headerless PCM and
+    µ-law take the rate and channels ``response.json`` recorded, and AAC, which soundfile does
+    not read, its duration too.
+    """
+    if fmt not in (*_BYTES_PER_SAMPLE, "aac"):
+        import soundfile as sf
+
+        try:
+            info = sf.info(io.BytesIO(data))
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            return None
+        return int(info.samplerate), info.frames / info.samplerate
+    rate, channels, duration = (voice.get(k) for k in ("sample_rate", "channels", "duration"))
+    if not data or not isinstance(rate, int) or rate < 1:
+        return None
+    if fmt == "aac":
+        return (rate, float(duration)) if isinstance(duration, int | float) else None
+    width = _BYTES_PER_SAMPLE[fmt] * (channels if isinstance(channels, int) and channels > 0 else 1)
+    return rate, len(data) // width / rate
+
+
+def load_response(folder: Path) -> Response:
+    """Read a Response back from a folder ``save_response`` wrote; see ``Response.load``."""
+    from avatarkit._image import read_picture
+    from avatarkit.errors import InputValidationError
+    from avatarkit.types import RESPONSE_VERSION, Response, Timeline, _from_json, _known_version
+
+    def refuse(message: str) -> NoReturn:
+        raise InputValidationError(message, field="folder")
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            refuse(f"cannot read {path}: {exc.strerror or exc}")
+
+    if not folder.exists():
+        refuse(f"{folder} does not exist")
+    if not folder.is_dir():
+        refuse(f"{folder} is a file, not a folder; give the folder Response.save wrote")
+    summary_path = folder / "response.json"
+    if not summary_path.is_file():
+        refuse(f"{folder} holds no response.json: not a saved reply (Response.save writes one)")
+    try:
+        summary = json.loads(read(summary_path))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        refuse(f"{summary_path} is not JSON: {exc}")
+    files = summary.get("files") if isinstance(summary, dict) else None
+    if not isinstance(files, dict) or "input" not in summary:
+        refuse(f"{summary_path} is not a summary that Response.save wrote (no files and input)")
+    version = summary.get("version", 1)
+    if isinstance(version, int):  # a newer layout is refused before its files are looked for
+        _known_version("response", version, RESPONSE_VERSION)
+
+    def listed(kind: str, part: str) -> tuple[Path, dict[str, Any]] | None:
+        """The file listed for ``kind`` and the summary's ``part`` it belongs to, both or none."""
+        name, fields = files.get(kind), summary.get(part)
+        if name is None and fields is None:
+            return None
+        if name is None:
+            refuse(f"{summary_path} has a {part} but lists no file for its {kind}")
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            refuse(f"{summary_path}: the {kind} file {name!r} is not a file name in {folder}")
+        if not isinstance(fields, dict):
+            refuse(f"{summary_path} lists {name} but no {part} to go with it")
+        path = folder / name
+        if not path.exists():
+            refuse(f"{path} is missing (response.json lists it as the reply's {kind})")
+        return path, fields
+
+    data = {k: v for k, v in summary.items() if k != "files"}
+    if (audio := listed("audio", "voice")) is not None:
+        path, voice = audio
+        raw, fmt = read(path), voice.get("format", "wav")
+        length = _audio_length(raw, fmt, voice) if isinstance(fmt, str) else None
+        if length is None:
+            refuse(f"{path}: cannot decode it as {fmt} audio")
+        rate, duration = length
+        data["voice"] = {**voice, "audio": raw, "sample_rate": rate, "duration": duration}
+    if (picture := listed("image", "image")) is not None:
+        path, image = picture
+        raw = read(path)
+        try:
+            info = read_picture(raw, verify=True)
+        except InputValidationError as exc:
+            refuse(f"{path} is {exc}")
+        if info.format not in ("png", "jpeg", "webp"):
+            refuse(f"{path} is a {info.format} picture; an avatar is a PNG, JPEG or WebP")
+        size = {"format": info.format, "width": info.width, "height": info.height}
+        data["image"] = {**image, "data": raw, **size}
+    if (timeline := listed("timeline", "timeline")) is not None:
+        try:
+            loaded = Timeline.from_json(read(timeline[0]))
+        except InputValidationError as exc:
+            refuse(f"{timeline[0]}: {exc}")
+        ref = timeline[1].get("audio_ref")  # timeline.json names the audio; the reply's may not
+        data["timeline"] = loaded.model_copy(
+            update={"audio_ref": ref if isinstance(ref, str) else None}
+        )
+    if (video := listed("video", "video")) is not None:
+        data["video"] = {**video[1], "path": video[0]}
+    try:
+        return _from_json(Response, data, "response")
+    except InputValidationError as exc:
+        refuse(f"{summary_path}: {exc}")

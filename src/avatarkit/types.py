@@ -93,13 +93,15 @@ def _known_version(kind: str, version: int, current: int) -> int:
     return version
 
 
-def _from_json(model: type[_M], data: str | bytes, kind: str) -> _M:
-    """``model`` read from JSON; any refusal is an InputValidationError.
+def _from_json(model: type[_M], data: str | bytes | dict[str, Any], kind: str) -> _M:
+    """``model`` read from JSON or its parsed object; any refusal is an InputValidationError.
 
     A refusal by the models' own checks (a newer version, an unknown viseme) keeps its message:
     a newer layout's unknown fields would otherwise hide the real reason among pydantic's.
     """
     try:
+        if isinstance(data, dict):
+            return model.model_validate(data)
         return model.model_validate_json(data)
     except ValidationError as exc:
         own: InputValidationError | None = next(
@@ -790,3 +792,20 @@ class Response(_Model):
         from avatarkit._files import save_response
 
         return save_response(self, Path(folder))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Response:
+        """Read back a reply that :meth:`save` wrote into ``folder``.
+
+        The voice's audio, the avatar's picture and the timeline come from their files (the
+        sample rate and duration from the audio itself); the video stays in the folder
+        (``video.path``). Render it again, with another avatar or renderer, without a voice
+        call: ``renderer.render(image, reply.voice, reply.timeline)``.
+
+        Raises:
+            InputValidationError: ``folder`` is not a saved reply (no ``response.json``), a
+                file it lists is missing or unreadable, or it was written by a newer avatarkit.
+        """
+        from avatarkit._files import load_response
+
+        return load_response(Path(folder))

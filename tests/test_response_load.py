@@ -1,0 +1,230 @@
+"""Response.load reads back the folder Response.save wrote, and refuses anything else plainly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from avatarkit.errors import InputValidationError
+from avatarkit.testing import fake_speech
+from avatarkit.types import (
+    RESPONSE_VERSION,
+    TIMELINE_VERSION,
+    AvatarImage,
+    DialogueResponse,
+    Response,
+    Timeline,
+    UserInput,
+    VoiceOutput,
+)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Response, Path]:
+    """A real offline reply (local chat, espeak, procedural face, local renderer), saved."""
+    import avatarkit as ak
+    from avatarkit._files import discard_temporary_video
+
+    bot = ak.AvatarBot()
+    reply = bot.respond_sync("Hello there")
+    folder = tmp_path_factory.mktemp("reply") / "out"
+    try:
+        reply.save(folder)
+    finally:
+        assert reply.video is not None
+        discard_temporary_video(reply.video)
+    return reply, folder
+
+
+def _copy(saved: tuple[Response, Path], tmp_path: Path) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(saved[1], folder)
+    return folder
+
+
+def test_a_saved_reply_loads_back_as_it_was(saved: tuple[Response, Path]) -> None:
+    reply, folder = saved
+    loaded = Response.load(folder)
+
+    assert loaded.version == RESPONSE_VERSION and loaded.id == reply.id
+    assert loaded.text == reply.text and loaded.text
+    assert loaded.input == reply.input
+    assert loaded.dialogue == reply.dialogue
+    assert loaded.intent == reply.intent and loaded.sentiment == reply.sentiment
+    # the voice: the very audio, with what the WAV says of its rate and length
+    assert loaded.voice is not None and reply.voice is not None
+    assert loaded.voice.audio == reply.voice.audio
+    assert loaded.voice.sample_rate == reply.voice.sample_rate
+    assert loaded.voice.duration == pytest.approx(reply.voice.duration, abs=1e-3)
+    assert loaded.voice.words == reply.voice.words
+    assert loaded.voice.phonemes == reply.voice.phonemes
+    assert loaded.voice.voice == reply.voice.voice
+    # the timeline, from timeline.json
+    assert loaded.timeline is not None and loaded.timeline == reply.timeline
+    # the avatar: its picture, kind and face box (the renderer redraws it from them)
+    assert loaded.image == reply.image
+    # the video: the copy in the folder
+    assert loaded.video is not None and reply.video is not None
+    assert loaded.video.path == folder / "video.mp4" and loaded.video.path.is_file()
+    assert loaded.video.model_dump(exclude={"path"}) == reply.video.model_dump(exclude={"path"})
+    assert loaded.metrics == reply.metrics
+
+
+def test_a_loaded_reply_saves_again_to_the_same_files(
+    saved: tuple[Response, Path], tmp_path: Path
+) -> None:
+    _, folder = saved
+    again = tmp_path / "again"
+    Response.load(folder).save(again)
+    for name in ("speech.wav", "avatar.png", "video.mp4", "timeline.json", "response.json"):
+        assert (again / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+def test_an_edited_timeline_json_is_the_one_loaded(
+    saved: tuple[Response, Path], tmp_path: Path
+) -> None:
+    folder = _copy(saved, tmp_path)
+    timeline = json.loads((folder / "timeline.json").read_text())
+    timeline["expressions"] = [{"time": 0.0, "emotion": "surprised", "intensity": 0.9}]
+    (folder / "timeline.json").write_text(json.dumps(timeline))
+    loaded = Response.load(folder)
+    assert loaded.timeline is not None
+    assert [(e.emotion, e.intensity) for e in loaded.timeline.expressions] == [("surprised", 0.9)]
+
+
+def test_a_saved_speech_only_reply_loads_without_image_or_video(tmp_path: Path) -> None:
+    voice = fake_speech("Hi there")
+    reply = Response(
+        input=UserInput(text="Hi there"),
+        dialogue=DialogueResponse(text="Hi there", handled_by="say"),
+        voice=voice,
+        timeline=Timeline(duration=voice.duration, words=voice.words, phonemes=voice.phonemes),
+    )
+    reply.save(tmp_path)
+    loaded = Response.load(str(tmp_path))
+    assert loaded.image is None and loaded.video is None
+    assert loaded.voice is not None and loaded.voice.audio == voice.audio
+    assert loaded.timeline is not None and loaded.timeline.words == voice.words
+
+
+def test_headerless_speech_loads_with_its_recorded_rate(tmp_path: Path) -> None:
+    from avatarkit.audio import decode_audio
+
+    tone = fake_speech("Hello")
+    samples, rate = decode_audio(tone.audio)
+    pcm = (samples * 32767).astype("<i2").tobytes()
+    voice = VoiceOutput(audio=pcm, format="pcm_s16le", sample_rate=rate, duration=tone.duration)
+    Response(input=UserInput(text="Hello"), voice=voice).save(tmp_path)
+    loaded = Response.load(tmp_path)
+    assert loaded.voice is not None and loaded.voice.audio == pcm
+    assert loaded.voice.format == "pcm_s16le" and loaded.voice.sample_rate == rate
+    assert loaded.voice.duration == pytest.approx(tone.duration, abs=1e-3)
+
+
+def test_the_wav_says_the_rate_and_length(tmp_path: Path) -> None:
+    """A speech.wav replaced after saving (cleaned up, resampled) is read for what it is."""
+    Response(input=UserInput(text="hi"), voice=fake_speech("Hi there")).save(tmp_path)
+    longer = fake_speech("Hi there my friend", sample_rate=22_050)
+    (tmp_path / "speech.wav").write_bytes(longer.audio)
+    loaded = Response.load(tmp_path)
+    assert loaded.voice is not None
+    assert loaded.voice.sample_rate == 22_050
+    assert loaded.voice.duration == pytest.approx(longer.duration, abs=1e-3)
+
+
+def test_a_folder_that_is_not_a_saved_reply_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputValidationError, match=r"nowhere does not exist") as info:
+        Response.load(tmp_path / "nowhere")
+    assert info.value.field == "folder"
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputValidationError, match=r"notes\.txt is a file, not a folder"):
+        Response.load(tmp_path / "notes.txt")
+    with pytest.raises(InputValidationError, match=r"no response\.json: not a saved reply"):
+        Response.load(tmp_path)
+    (tmp_path / "response.json").write_text("{not json")
+    with pytest.raises(InputValidationError, match=r"response\.json is not JSON"):
+        Response.load(tmp_path)
+    (tmp_path / "response.json").write_text('{"a": 1}')  # some other program's response.json
+    with pytest.raises(InputValidationError, match=r"not a summary that Response\.save wrote"):
+        Response.load(tmp_path)
+
+
+def test_a_newer_layout_is_refused_before_its_files_are_read(
+    saved: tuple[Response, Path], tmp_path: Path
+) -> None:
+    folder = _copy(saved, tmp_path)
+    summary = json.loads((folder / "response.json").read_text())
+    newer = {**summary, "version": RESPONSE_VERSION + 1, "gestures": []}
+    newer["files"] = {**summary["files"], "audio": "speech.opus"}  # a later layout's file
+    (folder / "response.json").write_text(json.dumps(newer))
+    with pytest.raises(
+        InputValidationError, match=rf"^response version {RESPONSE_VERSION + 1} is newer"
+    ):
+        Response.load(folder)
+    # a newer timeline.json beside a current response.json
+    (folder / "response.json").write_text(json.dumps(summary))
+    timeline = json.loads((folder / "timeline.json").read_text())
+    timeline["version"] = TIMELINE_VERSION + 1
+    (folder / "timeline.json").write_text(json.dumps(timeline))
+    with pytest.raises(InputValidationError, match=rf"timeline version {TIMELINE_VERSION + 1}"):
+        Response.load(folder)
+
+
+@pytest.mark.parametrize("name", ["speech.wav", "avatar.png", "timeline.json", "video.mp4"])
+def test_a_missing_file_is_named(name: str, saved: tuple[Response, Path], tmp_path: Path) -> None:
+    folder = _copy(saved, tmp_path)
+    (folder / name).unlink()
+    with pytest.raises(InputValidationError, match=rf"copy/{name} is missing"):
+        Response.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("speech.wav", r"cannot decode it as wav audio"),
+        ("avatar.png", r"not a readable image"),
+        ("timeline.json", r"not a valid avatarkit timeline"),
+    ],
+)
+def test_a_corrupt_file_is_named(
+    name: str, why: str, saved: tuple[Response, Path], tmp_path: Path
+) -> None:
+    folder = _copy(saved, tmp_path)
+    (folder / name).write_bytes(b"RIFF\x00\x00garbage" if name.endswith("wav") else b"garbage")
+    with pytest.raises(InputValidationError, match=rf"copy/{name}.*{why}"):
+        Response.load(folder)
+
+
+def test_a_summary_that_names_a_file_outside_its_folder_is_refused(
+    saved: tuple[Response, Path], tmp_path: Path
+) -> None:
+    folder = _copy(saved, tmp_path)
+    (tmp_path / "secret.wav").write_bytes((folder / "speech.wav").read_bytes())
+    summary = json.loads((folder / "response.json").read_text())
+    summary["files"]["audio"] = "../secret.wav"
+    (folder / "response.json").write_text(json.dumps(summary))
+    with pytest.raises(InputValidationError, match=r"'\.\./secret\.wav' is not a file name"):
+        Response.load(folder)
+
+
+def test_a_summary_without_the_voice_its_audio_needs_is_refused(tmp_path: Path) -> None:
+    Response(input=UserInput(text="hi"), voice=fake_speech("Hi there")).save(tmp_path)
+    summary = json.loads((tmp_path / "response.json").read_text())
+    summary["voice"] = None
+    (tmp_path / "response.json").write_text(json.dumps(summary))
+    with pytest.raises(InputValidationError, match=r"lists speech\.wav but no voice"):
+        Response.load(tmp_path)
+
+
+def test_an_image_loaded_back_keeps_a_photos_face_box(tmp_path: Path) -> None:
+    photo = AvatarImage.load(Path(__file__).parent / "data" / "portrait.jpg")
+    photo = photo.model_copy(update={"face_box": (10, 20, 30, 40)})
+    Response(input=UserInput(text="hi"), image=photo).save(tmp_path)
+    loaded = Response.load(tmp_path)
+    assert loaded.image is not None
+    assert (tmp_path / "avatar.jpg").is_file()
+    assert loaded.image.face_box == (10, 20, 30, 40) and loaded.image.data == photo.data
+    assert loaded.image.kind == "photo" and loaded.image.format == "jpeg"
