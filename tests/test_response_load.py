@@ -1,4 +1,4 @@
-"""Response.load reads back the folder Response.save wrote, and refuses anything else plainly."""
+"""Response.load reads back the folder Response.save wrote; ``animate --reply`` renders it again."""
 
 from __future__ import annotations
 
@@ -228,3 +228,167 @@ def test_an_image_loaded_back_keeps_a_photos_face_box(tmp_path: Path) -> None:
     assert (tmp_path / "avatar.jpg").is_file()
     assert loaded.image.face_box == (10, 20, 30, 40) and loaded.image.data == photo.data
     assert loaded.image.kind == "photo" and loaded.image.format == "jpeg"
+
+
+# --------------------------------------------------------------------------- animate --reply
+
+
+def _tone_reply(folder: Path, *, voiced: bool = True) -> Response:
+    """A reply spoken by the fake voice (tones: no real voice makes this audio), saved."""
+    from avatarkit import AvatarBot
+    from avatarkit.testing import FakeVoice
+
+    bot = AvatarBot(
+        chat=None, voice=FakeVoice() if voiced else None, renderer=None,
+        preprocessor=None, intent=None, sentiment=None,
+    )  # fmt: skip
+    reply = bot.say_sync("Hello there, friend.")
+    reply.save(folder)
+    return reply
+
+
+@pytest.fixture
+def no_voice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any speech synthesis fails the test: a saved reply is rendered without a voice call."""
+    from avatarkit.providers.espeak import EspeakVoice
+
+    async def synthesize(self: object, text: str) -> VoiceOutput:
+        raise AssertionError(f"the voice was called for {text!r}")
+
+    monkeypatch.setattr(EspeakVoice, "synthesize", synthesize)
+
+
+def test_animate_renders_a_saved_reply_again_with_another_avatar(
+    tmp_path: Path, no_voice: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from avatarkit.cli import app
+    from avatarkit.render.procedural import generate_procedural
+
+    first = tmp_path / "first"
+    _tone_reply(first)
+    face = tmp_path / "face.png"
+    face.write_bytes(generate_procedural(7, size=128).data)
+    out = tmp_path / "again"
+
+    result = CliRunner().invoke(
+        app, ["animate", "--reply", str(first), "--avatar", str(face), "-o", str(out)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Hello there, friend." in result.output
+    assert (out / "speech.wav").read_bytes() == (first / "speech.wav").read_bytes()
+    assert json.loads((out / "timeline.json").read_text()) == json.loads(
+        (first / "timeline.json").read_text()
+    )
+    assert (out / "avatar.png").read_bytes() == face.read_bytes()
+    again = Response.load(out)
+    assert again.video is not None and again.video.path == out / "video.mp4"
+    assert again.voice is not None
+    assert again.video.duration == pytest.approx(again.voice.duration, abs=0.05)
+    assert again.video.frame_count == round(again.voice.duration * 25)
+    assert again.image is not None and again.image.kind == "procedural"
+
+
+def test_animate_keeps_the_saved_avatar_unless_given_another(
+    saved: tuple[Response, Path], tmp_path: Path, no_voice: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from avatarkit.cli import app
+
+    _, first = saved
+    out = tmp_path / "gif"
+    result = CliRunner().invoke(
+        app, ["animate", "--reply", str(first), "--renderer", "test", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "avatar.png").read_bytes() == (first / "avatar.png").read_bytes()
+    assert (out / "speech.wav").read_bytes() == (first / "speech.wav").read_bytes()
+    assert (out / "video.gif").is_file()
+    again = Response.load(out)
+    assert again.video is not None and again.video.renderer == "test"
+    assert again.text == saved[0].text
+
+
+def test_a_saved_procedural_face_goes_to_a_photo_only_renderer_as_a_photo(
+    saved: tuple[Response, Path], tmp_path: Path, no_voice: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from avatarkit.cli import app
+    from avatarkit.ports import RendererCapabilities
+    from avatarkit.registry import Provider, default_registry
+    from avatarkit.testing import FakeRenderer
+
+    seen: list[str] = []
+
+    class PhotoOnly(FakeRenderer):  # like D-ID: animates photos only
+        @property
+        def capabilities(self) -> RendererCapabilities:
+            return RendererCapabilities(image_kinds=("photo",), formats=("gif",), offline=True)
+
+        async def render(self, image, voice, timeline, **kw):  # type: ignore[no-untyped-def]
+            seen.append(image.kind)
+            return await super().render(image, voice, timeline, **kw)
+
+    default_registry.register(Provider("photoonly", renderer=lambda name=None, **kw: PhotoOnly()))
+    try:
+        out = tmp_path / "photo"
+        result = CliRunner().invoke(
+            app, ["animate", "--reply", str(saved[1]), "--renderer", "photoonly", "-o", str(out)]
+        )
+    finally:
+        default_registry.unregister("photoonly")
+    assert result.exit_code == 0, result.output
+    assert seen == ["photo"]
+
+
+def test_animate_makes_an_avatar_for_a_saved_speech_only_reply(
+    tmp_path: Path, no_voice: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from avatarkit.cli import app
+
+    first = tmp_path / "speech"
+    _tone_reply(first)
+    assert not list(first.glob("avatar.*"))
+    out = tmp_path / "clip"
+    result = CliRunner().invoke(
+        app, ["animate", "--reply", str(first), "--renderer", "test", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "avatar.png").is_file() and (out / "video.gif").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give TEXT to speak, or --reply FOLDER"),
+        (["Hello", "--reply", "{first}"], "TEXT and --reply"),
+        (["--reply", "{first}", "--audio", "{first}/speech.wav"], "--audio and --reply"),
+        (["--reply", "{first}", "--voice", "espeak:en-us"], "--voice and --reply"),
+        (["--reply", "{tmp}"], "holds no response.json"),
+        (["--reply", "{silent}"], "holds no speech to animate"),
+    ],
+)
+def test_animate_refuses_what_it_cannot_render_again_before_any_work(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from avatarkit.cli import app
+
+    first, silent = tmp_path / "first", tmp_path / "silent"
+    _tone_reply(first)
+    Response(input=UserInput(text="hi"), dialogue=DialogueResponse(text="Hi.")).save(silent)
+    names = {"first": first, "silent": silent, "tmp": tmp_path}
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["animate", *(a.format(**names) for a in args), "-o", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()

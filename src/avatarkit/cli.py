@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -427,9 +428,18 @@ def speak(
 
 @app.command()
 def animate(
-    text: Annotated[str, typer.Argument(help="Text for the avatar to say.")],
+    text: Annotated[
+        str | None, typer.Argument(help="Text for the avatar to say (not with --reply).")
+    ] = None,
     output: OutDir = Path("out/animate"),
-    voice: VoiceOpt = "local",
+    voice: Annotated[
+        str | None,
+        typer.Option(
+            "--voice",
+            help="Voice spec, e.g. espeak:en-us+f3, elevenlabs:<id> (default: local).",
+            show_default=False,
+        ),
+    ] = None,
     renderer: RendererOpt = "local",
     image_backend: ImageOpt = "local",
     avatar: AvatarOpt = None,
@@ -443,12 +453,35 @@ def animate(
             "the face's expressions); lip sync reads the audio.",
         ),
     ] = None,
+    reply: Annotated[
+        Path | None,
+        typer.Option(
+            "--reply",
+            help="Render a saved reply again (a folder that create, speak, animate or chat "
+            "wrote): its speech and timeline as they are, no voice call; its avatar unless "
+            "--avatar gives another.",
+        ),
+    ] = None,
 ) -> None:
-    """Speak and animate text as given: avatar, speech, video and timeline."""
+    """Speak and animate text as given, or render a saved reply again: avatar, speech, video."""
+    if reply is not None:
+        given = {"TEXT": text, "--audio": audio, "--voice": voice}
+        clash = next((name for name, value in given.items() if value is not None), None)
+        if clash is not None:
+            _error(f"{clash} and --reply: a saved reply is rendered with the speech it has")
+    elif text is None:
+        _error("give TEXT to speak, or --reply FOLDER to render a saved reply again")
     _output_folder(output)
     try:
+        if reply is not None:
+            _render_again(
+                reply, output, renderer=renderer, image=image_backend, avatar=avatar,
+                face_box=face_box, seed=seed,
+            )  # fmt: skip
+            return
+        assert text is not None
         bot = _bot(
-            voice=f"recorded:{audio}" if audio is not None else voice,
+            voice=f"recorded:{audio}" if audio is not None else "local" if voice is None else voice,
             renderer=renderer,
             image=image_backend,
             avatar=_avatar(avatar, face_box),
@@ -461,6 +494,52 @@ def animate(
         _run_and_save(lambda: bot.say_sync(text, progress=_progress("rendering")), output)
     except AvatarKitError as exc:
         _fail(exc)
+
+
+def _render_again(
+    folder: Path, output: Path, *, renderer: str, image: str, avatar: Path | None,
+    face_box: str | None, seed: int,
+) -> None:  # fmt: skip
+    """``animate --reply``: the saved reply's speech and timeline, rendered with this avatar.
+
+    Without ``--avatar`` the reply's own picture is used (a procedural face goes to a renderer
+    of photos only as a photo, as ``--avatar`` loads it); a reply saved without one gets the
+    image generator's.
+    """
+    from avatarkit import _sync
+    from avatarkit.registry import create as create_backend
+    from avatarkit.types import Response
+
+    saved = Response.load(folder)
+    voice, timeline = saved.voice, saved.timeline
+    if voice is None or timeline is None:
+        raise InputValidationError(
+            f"{folder} holds no speech to animate (the reply was saved before it was voiced)",
+            field="reply",
+        )
+    drawer = create_backend("renderer", renderer)
+    kinds = drawer.capabilities.image_kinds
+    picture: Any = saved.image
+    if avatar is not None or face_box is not None:
+        picture = _avatar(avatar, face_box)
+    elif picture is not None and picture.kind not in kinds and "photo" in kinds:
+        picture = picture.model_copy(update={"kind": "photo"})
+    bot = _bot(
+        voice=None, renderer=drawer, image=image, avatar=picture, seed=seed,
+        chat=None, preprocessor=None, intent=None, sentiment=None,
+    )  # fmt: skip
+
+    def run() -> Any:
+        face = bot.avatar_image_sync()
+        started = time.perf_counter()
+        video = _sync.run(
+            bot.renderer.render(face, voice, timeline, progress=_progress("rendering"))
+        )
+        durations = {**saved.metrics.durations, "render": time.perf_counter() - started}
+        metrics = saved.metrics.model_copy(update={"durations": durations})
+        return saved.model_copy(update={"image": face, "video": video, "metrics": metrics})
+
+    _run_and_save(run, output)
 
 
 @app.command()

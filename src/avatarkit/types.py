@@ -800,7 +800,8 @@ class Response(_Model):
         The voice's audio, the avatar's picture and the timeline come from their files (the
         sample rate and duration from the audio itself); the video stays in the folder
         (``video.path``). Render it again, with another avatar or renderer, without a voice
-        call: ``renderer.render(image, reply.voice, reply.timeline)``.
+        call: ``renderer.render(image, reply.voice, reply.timeline)``, or on the command line
+        ``avatarkit animate --reply FOLDER``.
 
         Raises:
             InputValidationError: ``folder`` is not a saved reply (no ``response.json``), a
