@@ -246,6 +246,31 @@ def test_generate_many_uses_consecutive_seeds(gen: DiffusersImageGenerator) -> N
     assert np.abs(pixels(images[1]).astype(int) - single.astype(int)).max() <= 2
 
 
+def test_the_crop_keeps_the_face_box_in_its_own_coordinates(
+    gen: DiffusersImageGenerator, model_dir: Path
+) -> None:
+    from avatarkit._image import encode_png
+    from avatarkit.types import AvatarImage
+
+    made = run(gen.generate(P(seed=3)))
+    picture = np.full((128, 128, 3), 128, np.uint8)
+    face = (40, 30, 20, 24)  # left, top, width, height
+    picture[30:54, 40:60] = (255, 0, 0)  # the "face", in red
+    image = AvatarImage(data=encode_png(picture), width=128, height=128, provenance=made.provenance)
+    cropper = DiffusersImageGenerator(model_dir, crop=64, renderer_check=False, device="cpu")
+
+    cropped = cropper._finish(image, face)
+
+    assert (cropped.width, cropped.height) == (64, 64)
+    assert cropped.face_box is not None
+    left, top, width, height = cropped.face_box
+    red = np.argwhere((pixels(cropped)[..., 0] > 200) & (pixels(cropped)[..., 1] < 60))
+    (y0, x0), (y1, x1) = red.min(axis=0), red.max(axis=0)
+    assert abs(x0 - left) <= 1 and abs(y0 - top) <= 1  # the box sits on the face
+    assert abs(x1 + 1 - (left + width)) <= 1 and abs(y1 + 1 - (top + height)) <= 1
+    assert cropped.provenance["crop"]["size"] == 64
+
+
 def test_a_missing_folder_read_as_a_hub_id_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -855,8 +855,9 @@ class DiffusersImageGenerator:
         if face is not None:
             image = image.model_copy(update={"face_box": face})
         if self.crop is not None and face is not None:
-            image = portrait_crop(image, face, size=self.crop)
-            image = self._to_image(decode_picture(image.data), dict(image.provenance))
+            image = portrait_crop(image, face, size=self.crop)  # the face box in the crop's pixels
+            made = self._to_image(decode_picture(image.data), dict(image.provenance))
+            image = made.model_copy(update={"face_box": image.face_box})
         return image
 
     def _generate(
