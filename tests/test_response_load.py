@@ -371,7 +371,7 @@ def test_animate_makes_an_avatar_for_a_saved_speech_only_reply(
         (["--reply", "{first}", "--audio", "{first}/speech.wav"], "--audio and --reply"),
         (["--reply", "{first}", "--voice", "espeak:en-us"], "--voice and --reply"),
         (["--reply", "{tmp}"], "holds no response.json"),
-        (["--reply", "{silent}"], "holds no speech to animate"),
+        (["--reply", "{silent}"], "holds no speech and timeline to animate"),
     ],
 )
 def test_animate_refuses_what_it_cannot_render_again_before_any_work(

@@ -514,7 +514,8 @@ def _render_again(
     voice, timeline = saved.voice, saved.timeline
     if voice is None or timeline is None:
         raise InputValidationError(
-            f"{folder} holds no speech to animate (the reply was saved before it was voiced)",
+            f"{folder} holds no speech and timeline to animate (the turn was saved before "
+            "they were made)",
             field="reply",
         )
     drawer = create_backend("renderer", renderer)
