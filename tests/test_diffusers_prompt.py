@@ -269,6 +269,16 @@ def test_portrait_crop_centres_the_face(face: np.ndarray) -> None:
     assert check_portrait(crop).ok
 
 
+def test_a_face_wider_than_the_picture_keeps_a_box_inside_the_crop() -> None:
+    from avatarkit._image import encode_png
+
+    wide = AvatarImage(data=encode_png(np.zeros((100, 200, 3), np.uint8)), width=200, height=100)
+    crop = portrait_crop(wide, (10, 0, 150, 90), size=64)
+    x, y, w, h = crop.face_box
+    assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64 and w > 0 and h > 0
+    assert (x, w) == (0, 64)  # the face spans the whole crop, cut at both sides
+
+
 async def test_saving_the_avatar_does_not_hold_up_the_event_loop(tmp_path: Path) -> None:
     # a 1024 px PNG gaining its provenance chunks is decoded and re-encoded: 0.3 s on the loop
     import io

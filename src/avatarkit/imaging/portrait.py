@@ -219,7 +219,10 @@ def portrait_crop(
         (size, size), Image.Resampling.LANCZOS
     )
     k = size / side
-    new_box = (round((x - left) * k), round((y - top) * k), round(fw * k), round(fh * k))
+    # the face as the crop shows it: a face wider than the picture's short side is cut
+    x0, y0 = max(round((x - left) * k), 0), max(round((y - top) * k), 0)
+    x1, y1 = min(round((x + fw - left) * k), size), min(round((y + fh - top) * k), size)
+    new_box = (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
     provenance = dict(image.provenance)
     provenance["crop"] = {"left": left, "top": top, "side": side, "size": size}
     return AvatarImage(
