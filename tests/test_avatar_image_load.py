@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
@@ -220,3 +221,18 @@ def _write(path: Path, data: bytes) -> Path:
 def test_a_folder_given_as_the_avatar_says_it_is_a_folder(tmp_path: Path) -> None:
     with pytest.raises(InputValidationError, match="is a folder"):
         AvatarImage.load(tmp_path)
+
+
+def test_a_generated_pictures_face_box_survives_saving_and_loading(tmp_path: Path) -> None:
+    # a Stable Diffusion picture, cropped to its face: the box is in no PNG chunk of its own
+    from avatarkit._image import encode_png
+    from avatarkit.imaging.provenance import save_image
+
+    picture = AvatarImage(
+        data=encode_png(np.zeros((64, 64, 3), np.uint8)), format="png", width=64, height=64,
+        face_box=(8, 10, 40, 44), provenance={"prompt": "a portrait", "seed": 3},
+    )  # fmt: skip
+    save_image(picture, tmp_path / "avatar.png")
+    loaded = AvatarImage.load(tmp_path / "avatar.png")
+    assert loaded.face_box == (8, 10, 40, 44)
+    assert loaded.provenance["prompt"] == "a portrait"

@@ -203,5 +203,8 @@ def save_image(image: AvatarImage, path: Path) -> Path:
     path = Path(path)
     data = image.data
     if image.format == "png" and image.provenance and read_provenance(data) is None:
-        data = png_with_provenance(_open(data), image.provenance)
+        provenance = dict(image.provenance)
+        if image.face_box is not None:  # AvatarImage.load reads it back from here
+            provenance.setdefault("face_box", list(image.face_box))
+        data = png_with_provenance(_open(data), provenance)
     return write_bytes_atomic(path, data)
