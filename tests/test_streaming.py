@@ -220,6 +220,22 @@ async def test_turn_is_recorded_before_the_final_event() -> None:
             assert [t.assistant for t in state.turns] == [REPLY]
 
 
+async def test_a_finished_turn_is_recorded_as_written_like_respond() -> None:
+    # The voice says less than the model wrote (no code, no markdown, no emoji, no tags), but
+    # a turn that ran to its end is stored as respond() stores it: what the model wrote, so a
+    # page showing the conversation later (and the model's next context) still has the code.
+    written = "[happy] Use this:\n```python\nprint('hi')\n```\nIt prints **hi** 🙂"
+    streamed = make_bot(written)
+    events = await collect(streamed.stream("how?"))
+    spoken = " ".join(e.text for e in of(AudioSegment, events))
+    assert spoken == "Use this: It prints hi"
+    whole = make_bot(written)
+    await whole.respond("how?")
+    for bot in (streamed, whole):
+        state = await bot.dialogue.load("default")  # type: ignore[union-attr]
+        assert [t.assistant for t in state.turns] == [written]
+
+
 async def test_events_round_trip_through_json() -> None:
     adapter: TypeAdapter[Any] = TypeAdapter(StreamEvent)
     bot = make_bot()

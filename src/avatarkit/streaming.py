@@ -180,9 +180,11 @@ IDLE_SECONDS = 3.0
 class ReplyStream:
     """The events of one streaming turn; iterate with ``async for`` (or use ``async with``).
 
-    Call :meth:`interrupt` to stop mid-reply: every stage is cancelled and the dialogue state
-    records only the words delivered (all of them, or those that finished playing before
-    ``played`` seconds when the caller says how far playback got).
+    A turn that runs to its end is recorded in the dialogue state as the chat model wrote it,
+    as ``AvatarBot.respond()`` records it. Call :meth:`interrupt` to stop mid-reply: every
+    stage is cancelled and the dialogue state records only the words delivered (all of them,
+    or those that finished playing before ``played`` seconds when the caller says how far
+    playback got).
     """
 
     def __init__(
@@ -394,7 +396,11 @@ class ReplyStream:
             self._idle(image_task),
         )
         await asyncio.to_thread(self._finish)  # ffmpeg joins the clips: off the event loop
-        await self._record(" ".join(s.text for s in self._segments))
+        # Ran to its end: stored as respond() stores it, as written (code, markdown, tags);
+        # only an interrupted turn keeps just the words spoken.
+        reply = response.dialogue
+        assert reply is not None  # set by _write
+        await self._record(reply.raw_text or reply.text)
         fill_metrics(response, self._counter, self._t0)
         if self._interrupted:  # interrupt() reports the end
             return
