@@ -256,6 +256,41 @@ def test_a_turn_streams_events_and_persists_per_cookie_session(
         assert ws.receive_json()["history"] == [{"user": "Hi there!", "assistant": REPLY}]
 
 
+WRITTEN = (
+    '[happy] Here is how:\n\n```python\ndef greet(name):\n    return f"Hi {name}"\n```\n\n'
+    "See **the docs** at [this page](https://example.com/docs) 🙂 *smiles* <b>bold</b>"
+)
+SHOWN = (
+    'Here is how:\n\n```python\ndef greet(name):\n    return f"Hi {name}"\n```\n\n'
+    "See **the docs** at [this page](https://example.com/docs) 🙂 <b>bold</b>"
+)  # as written, emotion tags out: code, its indentation, markdown, links, emoji and markup kept
+
+
+def test_the_reply_shown_is_what_the_model_wrote_and_the_speech_what_was_said(
+    data: Path,
+) -> None:
+    # The voice (and the subtitles, from `audio`) get the spoken text: no code, no markdown,
+    # no emoji. The chat bubble keeps what the model wrote, in `final` and after a reload.
+    bot = make_bot(data, FakeChatModel(WRITTEN), max_chars=200)
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "How do I greet someone in Python?"})
+            messages = until(ws, "final")
+        written = "".join(m["text"] for m in messages if m["type"] == "text")
+        assert written == WRITTEN  # the stream's deltas, which the page shows (tags taken out)
+        spoken = " ".join(m["text"] for m in messages if m["type"] == "audio")
+        assert "greet" not in spoken and "```" not in spoken and "🙂" not in spoken
+        assert "**" not in spoken and "https" not in spoken and "[" not in spoken
+        assert spoken.startswith("Here is how:") and "the docs" in spoken
+        assert messages[-1]["text"] == SHOWN
+        stored(data, lambda s: any(s.values()))
+        with c.websocket_connect("/ws") as ws:
+            history = ws.receive_json()["history"]
+    assert history == [{"user": "How do I greet someone in Python?", "assistant": SHOWN}]
+
+
 def test_another_browser_does_not_see_the_conversation(client: TestClient, data: Path) -> None:
     client.get("/")
     with client.websocket_connect("/ws") as ws:

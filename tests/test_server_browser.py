@@ -261,6 +261,47 @@ def test_audio_only_chat_plays_and_requests_nothing_missing(tmp_path: Path, brow
     assert errors == []  # no /favicon.ico, no /avatar.png, no script error
 
 
+def test_the_bubble_keeps_the_code_the_model_wrote_and_the_subtitles_the_speech(
+    tmp_path: Path, browser: Any
+) -> None:
+    from avatarkit.bot import AvatarBot
+    from avatarkit.dialogue.manager import DialogueManager
+    from avatarkit.testing import FakeChatModel
+
+    written = (
+        "[happy] Try this:\n```python\nfor i in range(3):\n    print(i)\n```\n"
+        "It prints **three** numbers <img src=x onerror=alert(1)> 🙂"
+    )
+    shown = written.removeprefix("[happy] ")  # as written, the emotion tag out
+    dialogue = DialogueManager(
+        chat=FakeChatModel(written), store=SQLiteStore(tmp_path / "conversations.db")
+    )
+    bot = AvatarBot(dialogue=dialogue, voice="espeak", renderer=None, preprocessor=None,
+                    intent=None, sentiment=None)  # fmt: skip
+    with running_server(bot, tmp_path) as url:
+        page = browser.new_page(viewport={"width": 760, "height": 900})
+        errors = _console_errors(page)
+        page.goto(url)
+        page.wait_for_selector("#dot.online", timeout=10_000)
+        page.fill("#text", "Show me a loop")
+        page.press("#text", "Enter")
+        page.wait_for_function(
+            "() => window.avatarkitChat.events.some(e => e.kind === 'finished')", timeout=20_000
+        )
+        bubble = page.locator(".msg.bot").last
+        assert bubble.inner_text() == shown  # the code stays once the reply is final
+        assert bubble.locator("*").count() == 0  # set as text: no element made of the reply
+        subtitles = " ".join(_trace(page)["subtitles"])  # the spoken version
+        assert subtitles.startswith("Try this:") and "range" not in subtitles
+        assert "**" not in subtitles and "🙂" not in subtitles
+        page.reload()
+        page.wait_for_selector("#dot.online", timeout=10_000)
+        assert page.locator(".msg.past").all_inner_texts() == ["Show me a loop", shown]
+        assert page.locator(".msg.past *").count() == 0
+        page.close()
+    assert errors == []
+
+
 def test_widget_script_opens_the_chat_on_another_site(
     server: tuple[str, Path], browser: Any
 ) -> None:

@@ -16,7 +16,8 @@ Messages from the server (every one carries ``type`` and ``server_time``, Unix s
     audio        turn, index, text, offset, duration, words [[word, start, end], ...]
     expression   turn, time, emotion, intensity
     clip         turn, index, offset, duration, url, mime, has_video
-    final        turn, text, durations           the whole reply is written and rendered
+    final        turn, text, durations           the whole reply is written and rendered (text:
+                                                 as written, emotion tags out)
     interrupted  turn, heard                      what the dialogue state now holds
     reset                                         the conversation was forgotten
     error        code, message[, retry_after, stage, turn]
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from avatarkit._files import write_bytes_atomic
+from avatarkit.animation.expression import strip_emotion_tags
 from avatarkit.config import get_logger, redact
 from avatarkit.errors import (
     AvatarKitError,
@@ -69,7 +71,7 @@ if TYPE_CHECKING:
     from avatarkit.server.session import Session, SessionRegistry
     from avatarkit.server.throttle import Throttle
 
-__all__ = ["Conversation", "heard_text", "without_paths"]
+__all__ = ["Conversation", "heard_text", "shown_text", "without_paths"]
 
 _log = get_logger("avatarkit.server")
 
@@ -101,6 +103,22 @@ def without_paths(text: str) -> str:
         return parts[-1] if parts else "…"
 
     return _PATH.sub(last_part, text)
+
+
+def shown_text(text: str) -> str:
+    """What the chat page shows of a reply: the model's text with its emotion tags taken out.
+
+    Code, markdown, links and emoji stay (the voice and the subtitles get the spoken text).
+    Tags are taken out line by line, so a line without one keeps its spacing (a code block's
+    indentation) and a line with one keeps its indent.
+    """
+    lines = []
+    for line in text.split("\n"):
+        clean, tags = strip_emotion_tags(line)
+        if tags and clean:
+            clean = line[: len(line) - len(line.lstrip())] + clean
+        lines.append(clean if tags else line)
+    return "\n".join(lines).strip()
 
 
 class _Say(BaseModel):
@@ -263,7 +281,7 @@ class Conversation:
         if self.bot.dialogue is not None and self.options.history_turns:
             state = await self.bot.dialogue.load(self.session.key)
             history = [
-                {"user": t.user, "assistant": t.assistant}
+                {"user": t.user, "assistant": shown_text(t.assistant)}
                 for t in state.turns[-self.options.history_turns :]
             ]
         return {
@@ -397,7 +415,9 @@ class Conversation:
                             mime=_MIME.get(event.video.format, "video/mp4"))  # fmt: skip
         elif isinstance(event, TurnComplete):
             turn.complete = True
-            turn.text = event.response.text
+            reply = event.response.dialogue
+            written = "" if reply is None else reply.raw_text or reply.text
+            turn.text = shown_text(written)  # as written; the subtitles had the spoken text
             durations = {k: round(v, 3) for k, v in event.response.metrics.durations.items()}
             await self.send("final", turn=t, text=turn.text, durations=durations)
 
