@@ -681,6 +681,105 @@ def test_one_address_cannot_open_sessions_without_limit(data: Path) -> None:
             assert ws.receive_json()["type"] == "hello"
 
 
+def _refused(ws: Any) -> tuple[dict[str, Any], WebSocketDisconnect]:
+    """The error a refused connection gets, and how it was closed."""
+    error = ws.receive_json()
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_json()
+    return error, closed.value
+
+
+def test_one_session_cannot_open_connections_without_limit(data: Path) -> None:
+    # Tabs of one session count once toward max_sessions_per_client, but the session itself
+    # may have at most max_connections_per_session open: the rest are refused as the session
+    # cap refuses (a typed error, close code 1013), and the tabs already open carry on.
+    bot = make_bot(data)
+    options = ServerOptions(max_sessions_per_client=1)
+    allowed = 10  # the default max_connections_per_session
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        c.get("/")
+        neighbour = Client(c.app, client=("203.0.113.7", 40000))
+        neighbour.get("/")
+        with contextlib.ExitStack() as held:
+            tabs, refusals = [], []
+            for _ in range(30):
+                ws = held.enter_context(c.websocket_connect("/ws"))
+                first = ws.receive_json()
+                if first["type"] == "hello":
+                    tabs.append(ws)
+                    continue
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_json()
+                refusals.append((first, closed.value))
+            assert len(tabs) == allowed and len(refusals) == 30 - allowed
+            assert options.max_connections_per_session == allowed
+            for error, closed in refusals:
+                assert error["type"] == "error" and error["code"] == "too_many_connections"
+                assert f"{allowed} chat connections are open for this session" in error["message"]
+                assert closed.code == 1013 and "too many connections" in closed.reason
+            with neighbour.websocket_connect("/ws") as other:  # another address: its own
+                assert other.receive_json()["type"] == "hello"
+            tabs[0].send_json({"type": "say", "text": "hi"})
+            assert until(tabs[0], "final", "error")[-1]["type"] == "final"
+            tabs[-1].close()  # a tab closes: another may open
+            session = c.app.state.avatarkit.sessions.get(c.cookies["avatarkit_session"])
+            deadline = time.monotonic() + 5
+            while session.connections >= allowed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with c.websocket_connect("/ws") as again:
+                assert again.receive_json()["type"] == "hello"
+
+
+def test_one_address_cannot_open_connections_without_limit(data: Path) -> None:
+    # Across its sessions, one address has at most max_connections_per_client connections.
+    bot = make_bot(data)
+    options = ServerOptions(max_connections_per_client=3, max_connections_per_session=2)
+    mine, theirs = SessionRegistry.new_token(), SessionRegistry.new_token()
+    with Client(create_app(lambda: bot, data_dir=data, options=options)) as c:
+        attacker = Client(c.app, client=("198.51.100.9", 40000))
+        neighbour = Client(c.app, client=("203.0.113.7", 40000))
+        with contextlib.ExitStack() as held:
+            for token in (mine, mine, theirs):
+                headers = {"cookie": f"avatarkit_session={token}"}
+                ws = held.enter_context(attacker.websocket_connect("/ws", headers=headers))
+                assert ws.receive_json()["type"] == "hello"
+            for headers in ({"cookie": f"avatarkit_session={theirs}"}, {}):
+                with attacker.websocket_connect("/ws", headers=headers) as ws:
+                    error, closed = _refused(ws)
+                assert error["code"] == "too_many_connections" and closed.code == 1013
+                assert "3 chat connections are open from this address" in error["message"]
+            with neighbour.websocket_connect("/ws") as ws:
+                assert ws.receive_json()["type"] == "hello"
+            assert len(c.app.state.avatarkit.sessions) == 2  # the refused made no session
+
+
+def test_registry_caps_the_connections_of_a_session_and_of_an_address(tmp_path: Path) -> None:
+    from avatarkit.server.session import TooManyConnectionsError
+
+    registry = SessionRegistry(
+        tmp_path, max_connections_per_session=2, max_connections_per_client=3
+    )
+    mine, other = registry.new_token(), registry.new_token()
+    tab = registry.open(mine, client="198.51.100.9")
+    registry.open(mine, client="203.0.113.7")  # a session's tabs count from any address
+    with pytest.raises(TooManyConnectionsError, match="2 chat connections are open for this"):
+        registry.open(mine, client="192.0.2.1")
+    assert tab.connections == 2
+    registry.open(other, client="198.51.100.9")
+    registry.open(other, client="198.51.100.9")
+    fresh = registry.new_token()
+    with pytest.raises(TooManyConnectionsError, match="3 chat connections are open from this"):
+        registry.open(fresh, client="198.51.100.9")
+    assert len(registry) == 2  # nothing made for the refused
+    registry.release(tab, client="198.51.100.9")
+    assert registry.open(fresh, client="198.51.100.9").connections == 1
+    assert registry.open(mine, client="192.0.2.1") is tab
+    for bad in ({"max_connections_per_session": 0}, {"max_connections_per_client": 0}):
+        with pytest.raises(InputValidationError, match="max_connections_per"):
+            SessionRegistry(tmp_path, **bad)  # type: ignore[arg-type]
+    registry.close()
+
+
 def test_registry_caps_the_sessions_open_from_one_address(tmp_path: Path) -> None:
     from avatarkit.errors import OverloadedError
 

@@ -46,7 +46,7 @@ from avatarkit.config import get_logger
 from avatarkit.errors import ConfigurationError, OverloadedError
 from avatarkit.server.conversation import Conversation
 from avatarkit.server.options import ServerOptions, normalize_host
-from avatarkit.server.session import SessionRegistry
+from avatarkit.server.session import SessionRegistry, TooManyConnectionsError
 from avatarkit.server.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -215,6 +215,8 @@ class _State:
                 self.data_dir, max_sessions=self.options.max_sessions,
                 keep_turns=self.options.keep_turns,
                 max_sessions_per_client=self.options.max_sessions_per_client,
+                max_connections_per_session=self.options.max_connections_per_session,
+                max_connections_per_client=self.options.max_connections_per_client,
             )  # fmt: skip
         return self._sessions
 
@@ -434,10 +436,15 @@ def create_app(
         await ws.accept()
         # Opened, the session is not evicted while this connection lasts; released (below, in
         # end), it is kept only if it made media: a made-up token that sends nothing leaves
-        # nothing behind. One address has at most max_sessions_per_client open.
+        # nothing behind. One address has at most max_sessions_per_client open and
+        # max_connections_per_client connections; one session max_connections_per_session.
         try:
             session = sessions.open(token if persistent and token else sessions.new_token(),
                                     persistent=persistent, client=address)  # fmt: skip
+        except TooManyConnectionsError as exc:
+            await _refuse(ws, "too_many_connections", str(exc), code=1013,
+                          reason="too many connections")  # fmt: skip
+            return
         except OverloadedError as exc:
             await _refuse(ws, "too_many_sessions", str(exc), code=1013,
                           reason="too many sessions from this address")  # fmt: skip

@@ -42,6 +42,12 @@ class ServerOptions(BaseModel):
     """Sessions one client address may have open (connected) at once. A connection that would
     open one more is refused (error ``too_many_sessions``, then close code 1013) and evicts no
     one; more tabs of a session the address already has open do not count again."""
+    max_connections_per_session: int = Field(default=10, ge=1)
+    """Connections (browser tabs) one session may have open at once. One more is refused
+    (error ``too_many_connections``, then close code 1013); the tabs open carry on."""
+    max_connections_per_client: int = Field(default=50, ge=1)
+    """Connections one client address may have open at once, all its sessions' tabs together
+    (a quarter of the 200 :func:`serve` accepts at once). One more is refused likewise."""
     keep_turns: int = Field(default=4, ge=1)
     """Turns per session whose video segments stay servable."""
     history_turns: int = Field(default=20, ge=0)

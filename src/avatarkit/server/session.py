@@ -37,7 +37,13 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock, so no sweeping either
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Session", "SessionRegistry", "TurnMedia", "sweep_media_roots"]
+__all__ = [
+    "Session",
+    "SessionRegistry",
+    "TooManyConnectionsError",
+    "TurnMedia",
+    "sweep_media_roots",
+]
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -100,6 +106,10 @@ def sweep_media_roots(data_dir: Path, *, before: float, keep: Path | None = None
     return swept
 
 
+class TooManyConnectionsError(OverloadedError):
+    """A session, or a client address, has as many connections open as it may."""
+
+
 @dataclass(eq=False)
 class TurnMedia:
     """One turn's media folder and the ids it serves."""
@@ -142,7 +152,8 @@ class SessionRegistry:
     replies made media, and of those only the ``max_sessions`` most recently used: so
     connections with made-up tokens that never send a message leave nothing behind, and cannot
     push anyone else's session out. Nor can one client address open sessions without limit:
-    past ``max_sessions_per_client`` open at once, its next is refused.
+    past ``max_sessions_per_client`` open at once, its next is refused; nor connections, past
+    ``max_connections_per_client``; nor one session, past ``max_connections_per_session``.
 
     Args:
         data_dir: Folder under which this server run makes its media root.
@@ -151,6 +162,10 @@ class SessionRegistry:
         keep_turns: Turns per session whose media stay servable.
         max_sessions_per_client: Sessions one client address may have open at once (None:
             no limit).
+        max_connections_per_session: Connections (tabs) one session may have open at once,
+            from any address (None: no limit).
+        max_connections_per_client: Connections one client address may have open at once,
+            across its sessions (None: no limit).
     """
 
     def __init__(
@@ -160,11 +175,14 @@ class SessionRegistry:
         max_sessions: int = 1000,
         keep_turns: int = 4,
         max_sessions_per_client: int | None = None,
+        max_connections_per_session: int | None = None,
+        max_connections_per_client: int | None = None,
     ) -> None:
-        per_client = 1 if max_sessions_per_client is None else max_sessions_per_client
-        if max_sessions < 1 or keep_turns < 1 or per_client < 1:
+        caps = (max_sessions_per_client, max_connections_per_session, max_connections_per_client)
+        if max_sessions < 1 or keep_turns < 1 or any(c is not None and c < 1 for c in caps):
             raise InputValidationError(
-                "max_sessions, keep_turns and max_sessions_per_client must be >= 1"
+                "max_sessions, keep_turns, max_sessions_per_client, max_connections_per_session "
+                "and max_connections_per_client must be >= 1"
             )
         data_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
@@ -177,6 +195,8 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.keep_turns = keep_turns
         self.max_sessions_per_client = max_sessions_per_client
+        self.max_connections_per_session = max_connections_per_session
+        self.max_connections_per_client = max_connections_per_client
         self._sessions: dict[str, Session] = {}
         self._by_client: dict[str, Counter[str]] = {}  # address: its connections per session
         self._idle: OrderedDict[str, Session] = OrderedDict()  # not in use: least recent first
@@ -220,10 +240,12 @@ class SessionRegistry:
 
         Raises:
             InputValidationError: a malformed token.
+            TooManyConnectionsError: ``client`` has ``max_connections_per_client`` connections
+                open already, or the session ``max_connections_per_session``.
             OverloadedError: ``client`` has ``max_sessions_per_client`` sessions open already,
-                and this would be one more (nothing is made or evicted).
+                and this would be one more (nothing is made or evicted, either way).
         """
-        session = self._lookup(token, persistent, client)
+        session = self._lookup(token, persistent, client, opening=True)
         session.connections += 1
         if client is not None:
             self._by_client.setdefault(client, Counter())[session.key] += 1
@@ -241,22 +263,42 @@ class SessionRegistry:
                 del self._by_client[client]
         self._settle(session)
 
-    def _lookup(self, token: str, persistent: bool, client: str | None = None) -> Session:
+    def _lookup(
+        self, token: str, persistent: bool, client: str | None = None, *, opening: bool = False
+    ) -> Session:
         if not self.is_token(token):
             raise InputValidationError("malformed session token", field="session")
         key = self.key_for(token)
-        live = self._by_client.get(client, ()) if client is not None else ()
+        if opening:
+            self._check_caps(key, client)
+        session = self._sessions.get(key)
+        if session is None:
+            session = Session(key=key, folder=self.root / key, persistent=persistent)
+            self._sessions[key] = session
+        return session
+
+    def _check_caps(self, key: str, client: str | None) -> None:
+        """Refuse one more connection to session ``key`` from ``client`` past any cap."""
+        live = self._by_client.get(client, Counter()) if client is not None else Counter()
+        per_client = self.max_connections_per_client
+        if per_client is not None and live.total() >= per_client:
+            raise TooManyConnectionsError(
+                f"{per_client} chat connections are open from this address already, the most "
+                "allowed; close a tab to open another"
+            )
         limit = self.max_sessions_per_client
         if limit is not None and key not in live and len(live) >= limit:
             raise OverloadedError(
                 f"{limit} chat sessions are open from this address already, the most allowed; "
                 "close one to start another"
             )
+        per_session = self.max_connections_per_session
         session = self._sessions.get(key)
-        if session is None:
-            session = Session(key=key, folder=self.root / key, persistent=persistent)
-            self._sessions[key] = session
-        return session
+        if per_session is not None and session is not None and session.connections >= per_session:
+            raise TooManyConnectionsError(
+                f"{per_session} chat connections are open for this session already, the most "
+                "allowed; close a tab to open another"
+            )
 
     def _settle(self, session: Session) -> None:
         """Keep a session no longer in use (least recent dropped); without media, drop it."""

@@ -111,7 +111,7 @@
   }
 
   function hello(m) {
-    retry = 0; // accepted (a refused connection, too_many_sessions, gets no hello)
+    retry = 0; // accepted (a refused one, too_many_sessions or _connections, gets no hello)
     ui.title.textContent = m.title || "avatarkit";
     document.title = `${m.title || "avatarkit"} chat`;
     maxChars = m.max_chars || maxChars;
