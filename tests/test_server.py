@@ -684,6 +684,7 @@ def test_one_address_cannot_open_sessions_without_limit(data: Path) -> None:
 def _refused(ws: Any) -> tuple[dict[str, Any], WebSocketDisconnect]:
     """The error a refused connection gets, and how it was closed."""
     error = ws.receive_json()
+    assert error["type"] == "error", error  # not a hello (nor any wait for a close)
     with pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_json()
     return error, closed.value
@@ -1289,6 +1290,65 @@ def test_the_warmed_up_heap_is_frozen_out_of_garbage_collection(data: Path, free
             assert (gc.get_freeze_count() > 0) is freeze
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),  # IPv4: the whole address
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),  # IPv6: its /64
+        ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4-mapped: the IPv4 address
+        ("::1", "::/64"),
+        ("testclient", "testclient"),  # not an address: as given
+    ],
+)
+def test_client_key_groups_ipv6_by_its_64_prefix(address: str, key: str) -> None:
+    from avatarkit.server.throttle import client_key
+
+    assert client_key(address) == key
+
+
+def test_an_ipv6_client_cannot_rotate_its_64_around_the_per_address_limits(data: Path) -> None:
+    # One IPv6 host owns a whole /64: a new address in it is the same client, for the session
+    # cap and for the address's message budget. Another /64 is another client; an IPv4 client
+    # seen as IPv4-mapped IPv6 is that IPv4 client.
+    bot = make_bot(data)
+    options = ServerOptions(max_sessions_per_client=1, client_messages_per_minute=1, client_burst=1)
+
+    def at(host: str) -> Client:
+        c = Client(app, client=(host, 40000))
+        c.get("/")  # its own cookie: its own session
+        return c
+
+    app = create_app(lambda: bot, data_dir=data, options=options)
+    with Client(app):
+        first = at("2001:db8:0:1::a")
+        with first.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            ws.send_json({"type": "say", "text": "hi"})
+            assert until(ws, "final", "error")[-1]["type"] == "final"  # the /64's one message
+            with at("2001:db8:0:1:ffff::b").websocket_connect("/ws") as same:
+                error, closed = _refused(same)
+            assert error["code"] == "too_many_sessions" and closed.code == 1013
+            with at("2001:db8:0:2::a").websocket_connect("/ws") as other:
+                assert other.receive_json()["type"] == "hello"
+            v4 = at("198.51.100.9")
+            with v4.websocket_connect("/ws") as plain:
+                assert plain.receive_json()["type"] == "hello"
+                mapped = Client(app, client=("::ffff:198.51.100.9", 40000), cookies=v4.cookies)
+                with mapped.websocket_connect("/ws") as tab:  # its second tab: allowed
+                    assert tab.receive_json()["type"] == "hello"
+                mapped.cookies.clear()
+                mapped.get("/")
+                with mapped.websocket_connect("/ws") as refused:  # a second session: not
+                    assert _refused(refused)[0]["code"] == "too_many_sessions"
+        with at("2001:db8:0:1:eeee::c").websocket_connect("/ws") as again:
+            assert again.receive_json()["type"] == "hello"  # the first's session has closed
+            again.send_json({"type": "say", "text": "hi"})  # but its /64's budget is spent
+            assert again.receive_json()["code"] == "rate_limited"
 
 
 def test_a_refused_message_spends_no_token_of_either_bucket(data: Path) -> None:

@@ -47,7 +47,7 @@ from avatarkit.errors import ConfigurationError, OverloadedError
 from avatarkit.server.conversation import Conversation
 from avatarkit.server.options import ServerOptions, normalize_host
 from avatarkit.server.session import SessionRegistry, TooManyConnectionsError
-from avatarkit.server.throttle import Throttle
+from avatarkit.server.throttle import Throttle, client_key
 
 if TYPE_CHECKING:
     from avatarkit.bot import AvatarBot
@@ -431,7 +431,8 @@ def create_app(
         persistent = SessionRegistry.is_token(token)
         bot = await state.bot()
         avatar = await state.has_avatar()
-        address = ws.client.host if ws.client else None  # None: no per-address session cap
+        # The client, for the per-address caps and message budget: an IPv6 host by its /64.
+        address = client_key(ws.client.host) if ws.client else None  # None: no per-address cap
         client = address or "unknown"
         await ws.accept()
         # Opened, the session is not evicted while this connection lasts; released (below, in

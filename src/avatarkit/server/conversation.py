@@ -193,7 +193,8 @@ class Conversation:
         sessions: Where media are registered for the media route.
         throttle: Messages per browser session.
         client_throttle: Messages per client address.
-        client: The client's address (the key of ``client_throttle``).
+        client: The client's address, an IPv6 one as its /64 (the key of ``client_throttle``;
+            see :func:`~avatarkit.server.throttle.client_key`).
         options: Limits and the page title.
         avatar: The avatar's still exists (``hello`` tells the page to show it).
     """

@@ -4,17 +4,41 @@ A bucket holds up to ``burst`` tokens and gains ``rate`` tokens a second; each m
 one. An empty bucket answers with the seconds until the next token, which the server sends to
 the browser as a typed ``rate_limited`` error. Buckets are kept for the most recently seen keys
 only (least recently used dropped first), so memory stays bounded however many clients come.
+
+A client address is keyed by :func:`client_key`, which counts an IPv6 host's whole /64 as one
+client, for these limits and for the per-address session and connection caps alike.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
 from avatarkit.errors import InputValidationError
 
-__all__ = ["Throttle", "TokenBucket"]
+__all__ = ["Throttle", "TokenBucket", "client_key"]
+
+
+def client_key(address: str) -> str:
+    """The client a per-address limit counts ``address`` as.
+
+    An IPv4 address is itself. An IPv6 address stands for its /64 (``2001:db8:1:2::/64``): one
+    host is given a whole /64 and may pick any address in it, so counting each address alone
+    would let it step around every per-address limit. An IPv4-mapped IPv6 address (a dual-stack
+    socket's view of an IPv4 client, ``::ffff:203.0.113.7``) is that IPv4 address. Anything
+    that is not an IP address (a test client's name) is used as given.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 class TokenBucket:
