@@ -46,6 +46,11 @@ MARKDOWN_REPLY = (
         # a code span ends at a run of its own length, so it may hold a shorter one (CommonMark)
         ("Type ``a`b`` here, or `c`.", "Type a`b here, or c."),
         ("Odd `ticks`` stay.", "Odd `ticks`` stay."),
+        # HTML tags are markup too; comparisons are not tags
+        ("It prints <b>three</b> numbers <img src=x onerror=alert(1)>.",
+         "It prints three numbers."),
+        ("Line one<br>line two<!-- a note -->.", "Line one line two."),
+        ("If a < b and c > d, or x<y, stop.", "If a < b and c > d, or x<y, stop."),
     ],
 )  # fmt: skip
 def test_markdown_links_and_emoji_are_not_read_out(text: str, spoken: str) -> None:

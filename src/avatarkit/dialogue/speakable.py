@@ -61,6 +61,27 @@ _CODE = re.compile(r"(?<!`)(`+)(?!`)(?P<inner>[^\n]+?)(?<!`)\1(?!`)")
 """An inline code span: a run of backticks, then anything up to a run of the same length (so
 ``` ``a`b`` ``` holds a backtick), as CommonMark reads it."""
 _LINK = re.compile(r"(!?\[)([^\]\n]*)(\]\([^)\s]*(?:[ \t]+\"[^\"\n]*\")?\))")
+_INLINE_TAGS = frozenset(
+    re.findall(
+        r"\w+",
+        "a abbr b big cite code del em font i img ins kbd mark q s samp small span strike strong "
+        "sub sup u var wbr",
+    )
+)
+_BLOCK_TAGS = frozenset(
+    re.findall(
+        r"\w+",
+        "address article aside blockquote br dd details div dl dt figcaption figure footer h1 h2 "
+        "h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody td tfoot th thead "
+        "tr ul",
+    )
+)
+_HTML_TAG = re.compile(
+    rf"</?(?P<name>(?i:{'|'.join(sorted(_INLINE_TAGS | _BLOCK_TAGS, key=len, reverse=True))}))"
+    r"(?:\s[^<>]*)?/?>"
+)
+"""A tag of a known HTML element: only those, so that ``a < b and c > d`` stays as written."""
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _URL = re.compile(r"(?<![\w/@.])(?:https?://|www\.)[^\s<>()\[\]\"']+")
 _URL_TAIL = re.compile(r"[.,;:!?]+$")
 
@@ -80,7 +101,16 @@ def speakable_with_offsets(
     (a stream's sentences: one may start mid-line, where a fence is not one).
     """
     moved = list(offsets)
-    for edits in (_blocks if fenced_code else _rules, _emoji, _lines, _marks, _links, _whitespace):
+    passes = (
+        _blocks if fenced_code else _rules,
+        _emoji,
+        _lines,
+        _marks,
+        _links,
+        _html,
+        _whitespace,
+    )
+    for edits in passes:
         text, moved = _apply(text, list(edits(text)), moved)
     return text, moved
 
@@ -247,6 +277,14 @@ def _links(text: str) -> Iterator[_Edit]:
         tail = _URL_TAIL.search(url)
         end = m.end() - (len(tail.group()) if tail else 0)
         edits.append((m.start(), end, _host(text[m.start() : end])))
+    yield from _disjoint(edits)
+
+
+def _html(text: str) -> Iterator[_Edit]:
+    """HTML tags and comments out (a block tag leaves a space between the words it parted)."""
+    edits: list[_Edit] = [(m.start(), m.end(), "") for m in _HTML_COMMENT.finditer(text)]
+    for m in _HTML_TAG.finditer(text):
+        edits.append((m.start(), m.end(), " " if m["name"].lower() in _BLOCK_TAGS else ""))
     yield from _disjoint(edits)
 
 
