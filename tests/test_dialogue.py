@@ -437,3 +437,34 @@ async def test_amend_last_cuts_the_reply_to_what_was_heard() -> None:
     assert state.turns[-1].assistant == "One two three."
     other = UserInput(text="something else", session_id="s1")
     assert not await manager.amend_last(other, "nothing")  # only the turn that answers this input
+
+
+@pytest.mark.parametrize(
+    ("text", "date"),
+    [
+        ("Book me in tonight at midnight", "2026-11-28"),
+        ("at midnight tonight please", "2026-11-28"),
+        ("Friday at midnight", "2026-11-28"),  # said on a Friday evening: tonight, not next week
+        ("tomorrow at midnight", "2026-11-29"),
+        ("today at 3 pm", "2026-11-27"),  # a time that is not midnight keeps its day
+    ],
+)
+def test_midnight_ends_the_day_it_is_named_with(text: str, date: str) -> None:
+    from avatarkit.dialogue.slot import already_past, extract_slots
+
+    friday_evening = dt.datetime(2026, 11, 27, 21, 0)
+    slots = extract_slots(text, now=friday_evening)
+    assert slots["date"] == date
+    assert already_past(slots, friday_evening) == (date == "2026-11-27")
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("my name is Zoë", "Zoë"), ("My name is José María", "José María"),
+     ("call me Émile", "Émile"), ("I am Chloé", "Chloé"), ("I'm tired. I'm Ana", "Ana"),
+     ("I'm tired", None), ("my name is Ana and I like cats", "Ana")],
+)  # fmt: skip
+def test_names_are_read_in_any_script(text: str, name: str | None) -> None:
+    from avatarkit.dialogue.slot import extract_name
+
+    assert extract_name(text, dt.datetime(2026, 1, 1)) == name

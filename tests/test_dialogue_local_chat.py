@@ -423,3 +423,24 @@ def test_knowledge_entries_declare_intents(tmp_path: Path) -> None:
     bad.write_text("- id: hours\n  intents: {a: 1}\n  questions: [q]\n  answers: [a]\n")
     with pytest.raises(ConfigurationError, match="bad intents"):
         LocalChatModel(knowledge=bad)
+
+
+async def test_a_name_in_any_script_is_heard_whole_and_said_back() -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    hello = await manager.respond(UserInput(text="Hi, my name is Zoë"))
+    assert "Zoë" in hello.text
+    assert (await manager.respond(UserInput(text="What's my name?"))).text == "Your name is Zoë."
+    other = DialogueManager(LocalChatModel(), persona=ADA)
+    await other.respond(UserInput(text="Call me Ana-Lucía"))
+    assert (await other.respond(UserInput(text="What's my name?"))).text == (
+        "Your name is Ana-Lucía."
+    )
+
+
+async def test_asked_their_full_first_or_last_name_the_user_hears_the_name_given() -> None:
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    await manager.respond(UserInput(text="My name is Grace Hopper"))
+    for text in ("What's my full name?", "What is my last name?", "Do you know my first name?"):
+        assert (await manager.respond(UserInput(text=text))).text == "Your name is Grace Hopper."
+    dog = await manager.respond(UserInput(text="What's my dog's name?"))
+    assert "dog" in dog.text and "Grace" not in dog.text

@@ -202,15 +202,16 @@ def _normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+_MY_NAME = r"my\s+(?:(?:full|first|last|given|family|middle)\s+name|name|surname)"
 _ASKS_OWN_NAME = re.compile(
     r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"
-    r"(?:what(?:'s| is| was)\s+my\s+name"
-    r"|(?:do|did)\s+you\s+(?:still\s+)?(?:know|remember|get|catch)\s+my\s+name"
-    r"|(?:can|could|will|would)\s+you\s+(?:tell\s+me|remember|say)\s+my\s+name"
-    r"|(?:tell\s+me|say|remember)\s+my\s+name"
-    r"|(?:did\s+i\s+tell|have\s+i\s+told)\s+you\s+my\s+name)"
+    rf"(?:what(?:'s| is| was)\s+{_MY_NAME}"
+    rf"|(?:do|did)\s+you\s+(?:still\s+)?(?:know|remember|get|catch)\s+{_MY_NAME}"
+    rf"|(?:can|could|will|would)\s+you\s+(?:tell\s+me|remember|say)\s+{_MY_NAME}"
+    rf"|(?:tell\s+me|say|remember)\s+{_MY_NAME}"
+    rf"|(?:did\s+i\s+tell|have\s+i\s+told)\s+you\s+{_MY_NAME})"
     r"(?:\s+(?:again|please|then|now))*"
-)  # matched whole on normalised text: "my name" itself, never "my dog's name"
+)  # matched whole on normalised text: "my (full) name" itself, never "my dog's name"
 _FILLER = r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"
 _OWNER = r"(?P<owner>[\w']+(?:\s+[\w']+){0,2}?)"  # "dog's", "best friend's", "dogs"
 _ABOUT_USER: tuple[tuple[re.Pattern[str], str], ...] = tuple(

@@ -72,11 +72,10 @@ _TIME_24 = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
 _TIME_WORD = re.compile(r"\b(noon|midday|midnight)\b", re.IGNORECASE)
 _TIME_AT = re.compile(r"\bat\s+(\d{1,2})(?:\s+o'?clock)?\b(?![:.\d])", re.IGNORECASE)
 
-_NAME_WORD = r"[A-Z][a-zA-Z'’-]+"
-_NAME_EXPLICIT = re.compile(
-    rf"\b(?i:my name is|my name's)\s+([A-Za-z][a-zA-Z'’-]+(?:\s+{_NAME_WORD})?)"
-)
+_NAME_WORD = r"[^\W\d_](?:[^\W\d_]|['’-])+"  # letters of any script: "Zoë", "José", "Ana-Lucía"
+_NAME_EXPLICIT = re.compile(rf"\b(?i:my name is|my name's)\s+({_NAME_WORD}(?:\s+{_NAME_WORD})?)")
 _NAME_INTRO = re.compile(rf"\b(?i:call me|i'm|i am|this is)\s+({_NAME_WORD}(?:\s+{_NAME_WORD})?)")
+"""After "call me", "I'm"...: only a capitalised word is a name ("I'm Ada", not "I'm tired")."""
 _NOT_NAMES = {
     "fine", "good", "great", "ok", "okay", "well", "sorry", "here", "there", "not", "so", "very",
     "happy", "sad", "tired", "just", "looking", "trying", "going", "interested", "new", "back",
@@ -110,6 +109,9 @@ def _safe_date(year: int, month: int, day: int) -> dt.date | None:
 def extract_date(text: str, now: dt.datetime) -> str | None:
     """A date in ``text`` as ISO ``YYYY-MM-DD``, resolved against ``now``.
 
+    Midnight ends the day it is named with: "tonight at midnight" and "Friday at midnight"
+    are the next day's 00:00, the moment the ``time`` slot (``00:00``) then names.
+
     Understands ``2026-03-14``, ``March 14(th)(, 2026)``, ``14(th) (of) March``, ``today``,
     ``tonight``, ``tomorrow``, ``the day after tomorrow``, ``(next|this) Friday``. A month and
     day with no year means the next such date from today. Today's weekday alone means today,
@@ -117,11 +119,26 @@ def extract_date(text: str, now: dt.datetime) -> str | None:
     evening is next week's); ``this Friday`` is always today's, and ``today`` is today even at
     a time already past (see :func:`already_past`).
     """
+    midnight = _is_midnight(text, now)
+    day = _named_date(text, now, midnight)
+    if day is None:
+        return None
+    return (day + dt.timedelta(days=1) if midnight else day).isoformat()
+
+
+def _is_midnight(text: str, now: dt.datetime) -> bool:
+    """Whether the time ``text`` names is the word "midnight"."""
+    m = _TIME_WORD.search(text)
+    return m is not None and m.group(1).lower() == "midnight" and extract_time(text, now) == "00:00"
+
+
+def _named_date(text: str, now: dt.datetime, midnight: bool) -> dt.date | None:
+    """The day ``text`` names (see :func:`extract_date`), before midnight moves it on."""
     today = now.date()
     if m := _ISO_DATE.search(text):
         d = _safe_date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         if d:
-            return d.isoformat()
+            return d
     for pattern in (_MONTH_DAY, _DAY_MONTH):
         if m := pattern.search(text):
             month = _MONTHS[m.group("month").lower()]
@@ -133,22 +150,23 @@ def extract_date(text: str, now: dt.datetime) -> str | None:
                 if d is not None and d < today:
                     d = _safe_date(today.year + 1, month, day)
             if d:
-                return d.isoformat()
+                return d
     if m := _RELATIVE.search(text):
         word = m.group(1).lower()
         offset = {"today": 0, "tonight": 0, "tomorrow": 1, "day after tomorrow": 2}[word]
-        return (today + dt.timedelta(days=offset)).isoformat()
+        return today + dt.timedelta(days=offset)
     if m := _WEEKDAY.search(text):
         target = _WEEKDAYS.index(m.group(2).lower())
         ahead = (target - today.weekday()) % 7
         qualifier = (m.group(1) or "").lower()
         if ahead == 0 and qualifier == "next":
             ahead = 7
-        elif ahead == 0 and not qualifier:  # today's weekday: today, unless its time has passed
+        elif ahead == 0 and not qualifier and not midnight:
+            # today's weekday: today, unless its time has passed (midnight ends the day: never)
             time = extract_time(text, now)
             if time is not None and time <= now.strftime("%H:%M"):
                 ahead = 7
-        return (today + dt.timedelta(days=ahead)).isoformat()
+        return today + dt.timedelta(days=ahead)
     return None
 
 
@@ -176,14 +194,17 @@ def extract_time(text: str, now: dt.datetime) -> str | None:
 
 def extract_name(text: str, now: dt.datetime) -> str | None:
     """The user's name from "my name is Ada", "call me Ada", "I'm Ada Lovelace"."""
-    m = _NAME_EXPLICIT.search(text) or _NAME_INTRO.search(text)
+    m = _NAME_EXPLICIT.search(text) or next(
+        (m for m in _NAME_INTRO.finditer(text) if m.group(1)[0].isupper()), None
+    )
     if not m:
         return None
-    words = m.group(1).split()
-    if words[0].lower() in _NOT_NAMES:
+    first, *rest = m.group(1).split()
+    if first.lower() in _NOT_NAMES:
         return None
-    words = [w for w in words if w.lower() not in _NOT_NAMES][:2]
-    return " ".join(w[:1].upper() + w[1:] for w in words) or None
+    # a second word is a surname only when capitalised ("my name is Ana and I...": Ana)
+    words = [first, *(w for w in rest[:1] if w[0].isupper() and w.lower() not in _NOT_NAMES)]
+    return " ".join(w[:1].upper() + w[1:] for w in words)
 
 
 def already_past(slots: Mapping[str, str], now: dt.datetime) -> bool:
