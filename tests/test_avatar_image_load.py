@@ -236,3 +236,33 @@ def test_a_generated_pictures_face_box_survives_saving_and_loading(tmp_path: Pat
     loaded = AvatarImage.load(tmp_path / "avatar.png")
     assert loaded.face_box == (8, 10, 40, 44)
     assert loaded.provenance["prompt"] == "a portrait"
+
+
+def test_a_cropped_pictures_face_box_replaces_the_one_its_chunk_holds(tmp_path: Path) -> None:
+    # as the diffusers generator makes them: a provenance chunk written before the crop
+    from avatarkit.imaging.portrait import portrait_crop
+    from avatarkit.imaging.provenance import png_with_provenance, read_parameters, save_image
+
+    generated = Image.fromarray(np.full((128, 128, 3), 200, np.uint8))
+    data = png_with_provenance(generated, {"prompt": "a portrait", "parameters": "a portrait"})
+    picture = AvatarImage(data=data, format="png", width=128, height=128, face_box=(40, 30, 48, 60),
+                          provenance={"prompt": "a portrait"})  # fmt: skip
+    crop = portrait_crop(picture, size=64)
+    save_image(crop, tmp_path / "avatar.png")
+    loaded = AvatarImage.load(tmp_path / "avatar.png")
+    assert loaded.face_box == crop.face_box is not None
+    assert (read_parameters(tmp_path / "avatar.png") or "").startswith("a portrait")
+    # a picture whose own chunk holds another box (the generator's, before its crop)
+    stale = png_with_provenance(
+        generated, {"prompt": "p", "parameters": "p", "face_box": [0, 0, 9, 9]}
+    )
+    chunked = AvatarImage(data=stale, format="png", width=128, height=128,
+                          face_box=(40, 30, 48, 60), provenance={"prompt": "p"})  # fmt: skip
+    save_image(chunked, tmp_path / "chunked.png")
+    assert AvatarImage.load(tmp_path / "chunked.png").face_box == (40, 30, 48, 60)
+    assert read_parameters(tmp_path / "chunked.png") == "p"
+    # and a procedural avatar cropped: the uncropped box in its provenance does not come back
+    face = generate_procedural(3, size=256)
+    small = portrait_crop(face, size=128)
+    save_image(small, tmp_path / "small.png")
+    assert AvatarImage.load(tmp_path / "small.png", kind="photo").face_box == small.face_box

@@ -225,6 +225,7 @@ def portrait_crop(
     new_box = (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
     provenance = dict(image.provenance)
     provenance["crop"] = {"left": left, "top": top, "side": side, "size": size}
+    provenance.pop("face_box", None)  # the uncropped picture's: save_image writes the new one
     return AvatarImage(
         data=encode_png(crop),
         format="png",

@@ -198,13 +198,25 @@ def save_image(image: AvatarImage, path: Path) -> Path:
     """Write ``image`` to ``path`` atomically; a PNG keeps (or gains) its provenance chunks.
 
     A PNG that already carries a provenance record (a web UI ``parameters`` chunk or
-    avatarkit's own) is written as it is.
+    avatarkit's own) is written as it is, unless the picture's face box is not the one the
+    record holds (a generated picture cropped to its face): the record gets the new box, which
+    :meth:`AvatarImage.load` reads back.
     """
     path = Path(path)
     data = image.data
-    if image.format == "png" and image.provenance and read_provenance(data) is None:
-        provenance = dict(image.provenance)
-        if image.face_box is not None:  # AvatarImage.load reads it back from here
-            provenance.setdefault("face_box", list(image.face_box))
-        data = png_with_provenance(_open(data), provenance)
+    if image.format == "png":
+        written = read_provenance(data)
+        box = list(image.face_box) if image.face_box is not None else None
+        if written is None and image.provenance:
+            provenance = dict(image.provenance)
+            if box is not None:  # AvatarImage.load reads the face box back from here
+                provenance["face_box"] = box
+            data = png_with_provenance(_open(data), provenance)
+        elif written is not None and box is not None and written.get("face_box") != box:
+            # a generator's own chunk, written before the picture was cropped to its face
+            parameters = read_parameters(data)
+            provenance = {**written, "face_box": box}
+            if parameters is not None:
+                provenance["parameters"] = parameters
+            data = png_with_provenance(_open(data), provenance)
     return write_bytes_atomic(path, data)
