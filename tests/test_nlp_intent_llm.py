@@ -144,3 +144,12 @@ async def test_the_intent_files_exclude_patterns_overrule_the_model():
     # and leaves a real greeting alone
     chat = ScriptedChat(reply(("greeting", 0.9)))
     assert (await LLMIntentClassifier(chat).classify("Hello there!")).top == "greeting"
+
+
+async def test_a_clause_the_exclude_patterns_leave_alone_keeps_the_intent():
+    # introducing yourself, then asking the avatar's name: the second clause is about the avatar
+    chat = ScriptedChat(reply(("ask_about_avatar", 0.95)))
+    pred = await LLMIntentClassifier(chat).classify("My name is Ana. What's your name?")
+    assert pred.top == "ask_about_avatar"
+    chat = ScriptedChat(reply(("greeting", 0.9)))
+    assert (await LLMIntentClassifier(chat).classify("Is anyone there? Hello?")).top == "greeting"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avatarkit.config import get_logger
 from avatarkit.errors import InputValidationError, ProviderError
-from avatarkit.nlp.intent import Exclusions, nothing_to_classify, text_of
+from avatarkit.nlp.intent import Exclusions, nothing_to_classify, split_clauses, text_of
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile, load_intents
 from avatarkit.ports import ChatModel, IntentClassifier
 from avatarkit.types import ChatMessage, Intent, IntentPrediction, ProcessedText
@@ -208,7 +208,14 @@ class LLMIntentClassifier:
 
         As the local backends score them: the model's word does not override the file's rule.
         """
+        # as the scoring backends read it: a clause the pattern does not match ("My name is
+        # Ana. What's your name?") keeps the intent, so it is ruled out only where every
+        # clause (or the message as a whole, for one clause) is
         out = self._exclusions.ruled_out(text)
+        clauses = split_clauses(text)
+        if len(clauses) > 1:
+            for clause in clauses:
+                out &= self._exclusions.ruled_out(clause)
         if not out:
             return ranked
         kept = [i if i.name not in out else Intent(name=i.name, confidence=0.0) for i in ranked]
