@@ -51,6 +51,9 @@ MARKDOWN_REPLY = (
          "It prints three numbers."),
         ("Line one<br>line two<!-- a note -->.", "Line one line two."),
         ("If a < b and c > d, or x<y, stop.", "If a < b and c > d, or x<y, stop."),
+        ("Compare: if a<b and b>c then stop.", "Compare: if a<b and b>c then stop."),
+        ("Write `<b>` to make text bold.", "Write <b> to make text bold."),
+        ('A <a href="https://x.io" title="x">link</a> <br/>here.', "A link here."),
     ],
 )  # fmt: skip
 def test_markdown_links_and_emoji_are_not_read_out(text: str, spoken: str) -> None:

@@ -78,9 +78,10 @@ _BLOCK_TAGS = frozenset(
 )
 _HTML_TAG = re.compile(
     rf"</?(?P<name>(?i:{'|'.join(sorted(_INLINE_TAGS | _BLOCK_TAGS, key=len, reverse=True))}))"
-    r"(?:\s[^<>]*)?/?>"
+    r"(?:\s+[\w:-]+\s*=[^<>]*)?\s*/?>"
 )
-"""A tag of a known HTML element: only those, so that ``a < b and c > d`` stays as written."""
+"""A tag of a known HTML element, with attributes only as ``name=value``: so that ``a < b and c >
+d`` and ``if a<b and b>c`` stay as written."""
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _URL = re.compile(r"(?<![\w/@.])(?:https?://|www\.)[^\s<>()\[\]\"']+")
 _URL_TAIL = re.compile(r"[.,;:!?]+$")
@@ -105,9 +106,9 @@ def speakable_with_offsets(
         _blocks if fenced_code else _rules,
         _emoji,
         _lines,
+        _html,
         _marks,
         _links,
-        _html,
         _whitespace,
     )
     for edits in passes:
@@ -282,9 +283,17 @@ def _links(text: str) -> Iterator[_Edit]:
 
 def _html(text: str) -> Iterator[_Edit]:
     """HTML tags and comments out (a block tag leaves a space between the words it parted)."""
-    edits: list[_Edit] = [(m.start(), m.end(), "") for m in _HTML_COMMENT.finditer(text)]
+    code = [m.span() for m in _CODE.finditer(text)]  # `<b>` in code is read, as code is
+
+    def in_code(m: re.Match[str]) -> bool:
+        return any(start <= m.start() < stop for start, stop in code)
+
+    edits: list[_Edit] = [
+        (m.start(), m.end(), "") for m in _HTML_COMMENT.finditer(text) if not in_code(m)
+    ]
     for m in _HTML_TAG.finditer(text):
-        edits.append((m.start(), m.end(), " " if m["name"].lower() in _BLOCK_TAGS else ""))
+        if not in_code(m):
+            edits.append((m.start(), m.end(), " " if m["name"].lower() in _BLOCK_TAGS else ""))
     yield from _disjoint(edits)
 
 
