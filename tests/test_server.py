@@ -1421,3 +1421,14 @@ def test_the_server_closes_its_bot_at_shutdown(tmp_path: Path) -> None:
         assert client.get("/").status_code == 200
         assert closed == []
     assert closed == [True]
+
+
+def test_the_reply_shown_keeps_fenced_code_exactly_as_written() -> None:
+    from avatarkit.server.conversation import shown_text
+
+    written = "[happy] Here:\n```python\nscores[sad] += 1\nprint(a*sigh*b)\n```\n*smiles* Done."
+    assert shown_text(written) == (
+        "Here:\n```python\nscores[sad] += 1\nprint(a*sigh*b)\n```\nDone."
+    )
+    # a block the model left open runs to the end, as the voice reads it
+    assert shown_text("Open:\n```\nx[sad] = 1") == "Open:\n```\nx[sad] = 1"

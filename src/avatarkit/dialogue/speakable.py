@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["FencedCode", "speakable", "speakable_with_offsets"]
+__all__ = ["FencedCode", "code_block_spans", "speakable", "speakable_with_offsets"]
 
 _Edit = tuple[int, int, str]  # replace text[start:end] with the string
 
@@ -214,6 +214,14 @@ def _whole_lines(text: str, spans: list[tuple[int, int]]) -> Iterator[_Edit]:
         if start >= end:  # the spans may overlap (a "---" line is both kinds of rule)
             yield start, stop, ""
             end = stop
+
+
+def code_block_spans(text: str) -> list[tuple[int, int]]:
+    """The ``(start, end)`` character spans of ``text``'s fenced code blocks, fences included.
+
+    A block left open runs to the end of the text, as :func:`speakable` reads it.
+    """
+    return list(_code_blocks(text))
 
 
 def _code_blocks(text: str) -> Iterator[tuple[int, int]]:

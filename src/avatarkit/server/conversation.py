@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from avatarkit._files import write_bytes_atomic
 from avatarkit.animation.expression import strip_emotion_tags
 from avatarkit.config import get_logger, redact
+from avatarkit.dialogue.speakable import code_block_spans
 from avatarkit.errors import (
     AvatarKitError,
     ConfigurationError,
@@ -109,11 +110,17 @@ def shown_text(text: str) -> str:
     """What the chat page shows of a reply: the model's text with its emotion tags taken out.
 
     Code, markdown, links and emoji stay (the voice and the subtitles get the spoken text).
-    Tags are taken out line by line, so a line without one keeps its spacing (a code block's
-    indentation) and a line with one keeps its indent.
+    Tags are taken out line by line, so a line without one keeps its spacing and a line with
+    one keeps its indent; fenced code is shown exactly as written (``scores[sad]`` is code).
     """
+    code = code_block_spans(text)
     lines = []
+    pos = 0
     for line in text.split("\n"):
+        start, pos = pos, pos + len(line) + 1
+        if any(a <= start < b for a, b in code):
+            lines.append(line)
+            continue
         clean, tags = strip_emotion_tags(line)
         if tags and clean:
             clean = line[: len(line) - len(line.lstrip())] + clean
