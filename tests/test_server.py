@@ -1432,3 +1432,16 @@ def test_the_reply_shown_keeps_fenced_code_exactly_as_written() -> None:
     )
     # a block the model left open runs to the end, as the voice reads it
     assert shown_text("Open:\n```\nx[sad] = 1") == "Open:\n```\nx[sad] = 1"
+
+
+def test_serve_command_refuses_an_empty_host(
+    tmp_path: Path, not_served: list[dict[str, Any]]
+) -> None:
+    # it used to listen on every interface and show http://:PORT/ as the address
+    from avatarkit.cli import app
+
+    args = [*SERVE, "--data-dir", str(tmp_path), "--host", " ", "--port", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "host is empty" in result.output and "0.0.0.0" in result.output
+    assert "Traceback" not in result.output and not_served == []

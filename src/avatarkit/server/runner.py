@@ -42,7 +42,8 @@ def bind_sockets(host: str = "127.0.0.1", port: int = 8000) -> list[socket.socke
     for each (``sockets[0].getsockname()[1]``).
 
     Raises:
-        InputValidationError: ``port`` is not a whole number from 0 to 65535.
+        InputValidationError: ``port`` is not a whole number from 0 to 65535, or ``host`` is
+            empty.
         ConfigurationError: the port is in use, ``host`` is no address of this machine or no
             known name, or the port is not allowed (below 1024 without the right).
     """
@@ -50,11 +51,17 @@ def bind_sockets(host: str = "127.0.0.1", port: int = 8000) -> list[socket.socke
         raise InputValidationError(
             f"port must be a whole number from 0 to 65535, got {port!r}", field="port"
         )
+    if not host.strip():
+        raise InputValidationError(
+            "the host is empty: give 127.0.0.1 for this machine only, or 0.0.0.0 for every "
+            "network interface",
+            field="host",
+        )
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sockets: list[socket.socket] = []
     try:
         found = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         for family, kind, proto, _, address in dict.fromkeys(found):
             sock = socket.socket(family, kind, proto)
