@@ -161,7 +161,8 @@ def test_a_newer_layout_is_refused_before_its_files_are_read(
     newer["files"] = {**summary["files"], "audio": "speech.opus"}  # a later layout's file
     (folder / "response.json").write_text(json.dumps(newer))
     with pytest.raises(
-        InputValidationError, match=rf"^response version {RESPONSE_VERSION + 1} is newer"
+        InputValidationError,
+        match=rf"response.json: response version {RESPONSE_VERSION + 1} is newer",
     ):
         Response.load(folder)
     # a newer timeline.json beside a current response.json
@@ -392,3 +393,24 @@ def test_animate_refuses_what_it_cannot_render_again_before_any_work(
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_a_cut_off_speech_file_is_refused_not_loaded_shorter(
+    saved: tuple[Response, Path], tmp_path: Path
+) -> None:
+    folder = _copy(saved, tmp_path)
+    wav = (folder / "speech.wav").read_bytes()
+    (folder / "speech.wav").write_bytes(wav[: len(wav) // 2])
+    with pytest.raises(InputValidationError, match=r"speech.wav: cannot decode .* cut off"):
+        Response.load(folder)
+
+
+def test_a_loaded_replys_video_path_survives_a_change_of_folder(
+    saved: tuple[Response, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _copy(saved, tmp_path / "a")
+    monkeypatch.chdir(folder.parent)
+    loaded = Response.load(Path(folder.name))
+    monkeypatch.chdir(tmp_path)
+    loaded.save(tmp_path / "moved")
+    assert (tmp_path / "moved" / "video.mp4").stat().st_size > 0

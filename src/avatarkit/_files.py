@@ -158,6 +158,18 @@ _BYTES_PER_SAMPLE = {"pcm_s16le": 2, "ulaw": 1}
 """Headerless voice formats: their length follows from the byte count and the recorded rate."""
 
 
+def _cut_off_riff(data: bytes) -> bool:
+    """Whether a RIFF (WAV) file is shorter than its header says: cut off by a copy or a disk.
+
+    libsndfile reads such a file up to where it ends, so a truncated speech.wav would load as
+    a shorter reply. A size of 0 or 0xFFFFFFFF (a stream's unknown length) is not checked.
+    """
+    if len(data) < 8 or data[:4] not in (b"RIFF", b"RIFX"):
+        return False
+    size = int.from_bytes(data[4:8], "little" if data[:4] == b"RIFF" else "big")
+    return size not in (0, 0xFFFFFFFF) and size + 8 > len(data)
+
+
 def _audio_length(data: bytes, fmt: str, voice: dict[str, Any]) -> tuple[int, float] | None:
     """Sample rate and duration of saved speech; None when the bytes are not such audio.
 
@@ -167,6 +179,9 @@ def _audio_length(data: bytes, fmt: str, voice: dict[str, Any]) -> tuple[int, fl
     """
     if fmt not in (*_BYTES_PER_SAMPLE, "aac"):
         import soundfile as sf
+
+        if _cut_off_riff(data):
+            return None
 
         try:
             info = sf.info(io.BytesIO(data))
@@ -213,7 +228,10 @@ def load_response(folder: Path) -> Response:
         refuse(f"{summary_path} is not a summary that Response.save wrote (no files and input)")
     version = summary.get("version", 1)
     if isinstance(version, int):  # a newer layout is refused before its files are looked for
-        _known_version("response", version, RESPONSE_VERSION)
+        try:
+            _known_version("response", version, RESPONSE_VERSION)
+        except InputValidationError as exc:
+            refuse(f"{summary_path}: {exc}")
 
     def listed(kind: str, part: str) -> tuple[Path, dict[str, Any]] | None:
         """The file listed for ``kind`` and the summary's ``part`` it belongs to, both or none."""
@@ -237,7 +255,7 @@ def load_response(folder: Path) -> Response:
         raw, fmt = read(path), voice.get("format", "wav")
         length = _audio_length(raw, fmt, voice) if isinstance(fmt, str) else None
         if length is None:
-            refuse(f"{path}: cannot decode it as {fmt} audio")
+            refuse(f"{path}: cannot decode it as {fmt} audio (or it is cut off)")
         rate, duration = length
         data["voice"] = {**voice, "audio": raw, "sample_rate": rate, "duration": duration}
     if (picture := listed("image", "image")) is not None:
@@ -261,7 +279,8 @@ def load_response(folder: Path) -> Response:
             update={"audio_ref": ref if isinstance(ref, str) else None}
         )
     if (video := listed("video", "video")) is not None:
-        data["video"] = {**video[1], "path": video[0]}
+        # absolute: the reply stays usable after a change of the current folder
+        data["video"] = {**video[1], "path": video[0].absolute()}
     try:
         return _from_json(Response, data, "response")
     except InputValidationError as exc:

@@ -60,9 +60,7 @@ def bind_sockets(host: str = "127.0.0.1", port: int = 8000) -> list[socket.socke
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sockets: list[socket.socket] = []
     try:
-        found = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         for family, kind, proto, _, address in dict.fromkeys(found):
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
