@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from avatarkit import AvatarBot
-from avatarkit.dialogue.speakable import FencedCode, speakable, speakable_with_offsets
+from avatarkit.dialogue.speakable import FencedCode, HtmlComments, speakable, speakable_with_offsets
 from avatarkit.streaming import SentenceReady
 from avatarkit.testing import (
     FakeChatModel,
@@ -132,6 +132,8 @@ CODE_REPLIES = [
     "See:\n````md\n```\ninner. Text.\n```\n````\nAfter.",
     "Try:\n```\nls -la\n``` Then look again.",
     "Steps:\n1. Install:\n   ```sh\n   pip install x\n   ```\n2. Run it.",
+    "Hi <!-- hidden --> there. And more.",  # "<!" is no sentence end
+    "Hi <!-- multi\nline. --> there.",
 ]
 
 
@@ -162,3 +164,12 @@ def test_the_text_before_a_code_block_is_released_before_the_block_ends() -> Non
     kept += code.push("thon\nprint('hi')\n")
     assert kept.strip() == "Like this:"
     assert kept.endswith("\n\n")  # a paragraph break: the sentence splitter lets it go now
+
+
+@pytest.mark.parametrize("reply", [r for r in CODE_REPLIES if "<" in r])
+def test_html_comments_fed_in_any_pieces_keep_what_speakable_keeps(reply: str) -> None:
+    for size in (1, 2, 3, 5, len(reply)):
+        comments = HtmlComments()
+        kept = "".join(comments.push(reply[i : i + size]) for i in range(0, len(reply), size))
+        kept += comments.flush()
+        assert speakable(kept).split() == speakable(reply).split(), size

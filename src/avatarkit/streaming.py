@@ -412,7 +412,7 @@ class ReplyStream:
         """Chat deltas → sentences, each sent to the voice the moment it is complete."""
         from avatarkit.animation.expression import strip_emotion_tags
         from avatarkit.dialogue.sentences import SentenceSplitter
-        from avatarkit.dialogue.speakable import FencedCode, speakable_with_offsets
+        from avatarkit.dialogue.speakable import FencedCode, HtmlComments, speakable_with_offsets
 
         bot, response = self._bot, self.response
         assert bot.dialogue is not None
@@ -421,6 +421,7 @@ class ReplyStream:
         index = 0
         raw: list[str] = []
         code = FencedCode()  # a code block is not read out, nor cut into sentences
+        comments = HtmlComments()  # nor is an HTML comment ("<!" is no sentence end)
 
         def start(sentence: str) -> SentenceReady | None:
             nonlocal index
@@ -451,12 +452,13 @@ class ReplyStream:
                 raw.append(delta)
                 # The voice tasks are started before the events wake the consumer, so the
                 # voice request goes out first.
-                ready = [start(sentence) for sentence in splitter.push(code.push(delta))]
+                kept = comments.push(code.push(delta))
+                ready = [start(sentence) for sentence in splitter.push(kept)]
                 self._emit(TextDelta(text=delta))
                 for event in ready:
                     if event is not None:
                         self._emit(event)
-            splitter.push(code.flush())
+            splitter.push(comments.push(code.flush()) + comments.flush())
             for sentence in splitter.flush():
                 if (event := start(sentence)) is not None:
                     self._emit(event)

@@ -28,7 +28,13 @@ import re
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-__all__ = ["FencedCode", "code_block_spans", "speakable", "speakable_with_offsets"]
+__all__ = [
+    "FencedCode",
+    "HtmlComments",
+    "code_block_spans",
+    "speakable",
+    "speakable_with_offsets",
+]
 
 _Edit = tuple[int, int, str]  # replace text[start:end] with the string
 
@@ -171,6 +177,55 @@ class FencedCode:
         if keep is not None:
             return line[keep:] + newline
         return "\n\n" if self._fence is not None and not was_open else ""
+
+
+class HtmlComments:
+    """HTML comments (``<!-- ... -->``) taken out of a stream of text deltas.
+
+    A comment may arrive in pieces, and the sentence splitter would cut it at the ``!`` of
+    ``<!--``: so a comment is held from its opening to its close and dropped, and a delta
+    ending in what may open one (``<``, ``<!``, ``<!-``) is held until the next tells.
+    """
+
+    _OPEN, _CLOSE = "<!--", "-->"
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._inside = False
+
+    def push(self, delta: str) -> str:
+        """The part of ``delta`` (and of what was held) known to be outside comments."""
+        text, self._held = self._held + delta, ""
+        out: list[str] = []
+        pos = 0
+        while True:
+            if self._inside:
+                end = text.find(self._CLOSE, pos)
+                if end < 0:  # keep what may begin the close
+                    self._held = text[max(pos, len(text) - len(self._CLOSE) + 1) :]
+                    return "".join(out)
+                pos, self._inside = end + len(self._CLOSE), False
+                continue
+            start = text.find(self._OPEN, pos)
+            if start < 0:
+                keep = next(
+                    (
+                        k
+                        for k in (3, 2, 1)
+                        if len(text) - k >= pos and text.endswith(self._OPEN[:k])
+                    ),
+                    0,
+                )
+                out.append(text[pos : len(text) - keep])
+                self._held = text[len(text) - keep :]
+                return "".join(out)
+            out.append(text[pos:start])
+            pos, self._inside = start + len(self._OPEN), True
+
+    def flush(self) -> str:
+        """What is left at the end of the stream (a comment never closed is dropped)."""
+        held, inside, self._held, self._inside = self._held, self._inside, "", False
+        return "" if inside else held
 
 
 def _fence_step(fence: str | None, line: str) -> tuple[str | None, int | None]:
