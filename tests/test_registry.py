@@ -194,3 +194,17 @@ def test_a_malformed_spec_with_a_password_in_it_is_not_echoed() -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_spec(":http://admin:sk-SECRET123@gpu-box:7860")
     assert "sk-SECRET123" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("role", "spec"),
+    [("renderer", "local:format=gif"), ("image", "local:seed=3"), ("expression", "local:calm")],
+)
+def test_a_name_given_to_a_provider_that_takes_none_is_refused_not_ignored(
+    role: str, spec: str
+) -> None:
+    # "local:format=gif" used to render MP4 without a word
+    from avatarkit.registry import default_registry
+
+    with pytest.raises(ConfigurationError, match="takes no name after ':'"):
+        default_registry.create(role, spec)

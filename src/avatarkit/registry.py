@@ -114,13 +114,24 @@ def lazy_factory(target: str) -> Factory:
     """A factory that imports ``"module:attr"`` on first use, so listing providers stays cheap.
 
     ``attr`` is called as ``attr(name, **options)`` when it is a ``make_*`` function, and as
-    ``attr(**options)`` when it is a class (the spec's name is then ignored).
+    ``attr(**options)`` when it is a class, which takes no name: a spec that gives one
+    (``"local:format=gif"``) is refused rather than ignored.
+
+    Raises:
+        ConfigurationError: a name given for a class.
     """
     module, _, attr = target.partition(":")
 
     def factory(name: str | None = None, **options: Any) -> Any:
         obj = getattr(importlib.import_module(module), attr)
-        return obj(name, **options) if attr.startswith("make_") else obj(**options)
+        if attr.startswith("make_"):
+            return obj(name, **options)
+        if name is not None:
+            raise ConfigurationError(
+                f"{attr} takes no name after ':' (got {redact(name)!r}); pass its settings as "
+                "options instead"
+            )
+        return obj(**options)
 
     factory.__doc__ = f"Build {target} (imported on first use)."
     return factory
