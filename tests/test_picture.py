@@ -83,3 +83,15 @@ def test_a_damaged_picture_is_refused_by_verify_and_decode() -> None:
     with pytest.raises(InputValidationError, match=r"^not a readable image: "):
         read_picture(bytes(corrupt), verify=True)
     assert decode_picture(data).size == (64, 64)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_verify_finds_a_jpeg_or_webp_cut_off(fmt: str) -> None:
+    # Pillow's verify() checks nothing for these: a JPEG cut in half passed as whole
+    noise = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format=fmt)
+    data = buf.getvalue()
+    assert read_picture(data, verify=True).width == 96
+    with pytest.raises(InputValidationError, match=r"^not a readable image"):
+        read_picture(data[: len(data) // 2], verify=True)

@@ -47,8 +47,9 @@ def _refusal(exc: Exception) -> InputValidationError:
 def read_picture(data: bytes, *, verify: bool = False) -> PictureInfo:
     """The format, size and text entries of encoded picture bytes, from their header.
 
-    ``verify=True`` also checks the file's structure (a PNG's chunk checksums) without
-    decoding its pixels.
+    ``verify=True`` also checks that the whole file is there: a PNG's chunk checksums, without
+    decoding its pixels; other formats are decoded (Pillow's verify checks nothing for them,
+    and a JPEG cut in half opened as a whole one).
 
     Raises:
         InputValidationError: Pillow cannot read the bytes as a picture (``field="image"``).
@@ -60,8 +61,10 @@ def read_picture(data: bytes, *, verify: bool = False) -> PictureInfo:
             fmt = (img.format or "").lower()
             width, height = img.size
             text = {k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)}
-            if verify:
+            if verify and fmt == "png":
                 img.verify()
+            elif verify:
+                img.load()
     except Exception as exc:  # Pillow raises many kinds for bad bytes; all mean "not readable"
         raise _refusal(exc) from exc
     return PictureInfo("jpeg" if fmt == "mpo" else fmt, width, height, text)
