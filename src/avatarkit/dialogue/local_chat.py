@@ -202,20 +202,19 @@ def _normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+_FILLER = r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"  # said before a question
+_AGAIN = r"(?:\s+(?:again|please|then|now))*"  # and after it
 _MY_NAME = r"my\s+(?:(?:full|first|last|given|family|middle)\s+name|name|surname)"
 _ASKS_OWN_NAME = re.compile(
-    r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"
-    rf"(?:what(?:'s| is| was)\s+{_MY_NAME}"
+    _FILLER + rf"(?:what(?:'s| is| was)\s+{_MY_NAME}"
     rf"|(?:do|did)\s+you\s+(?:still\s+)?(?:know|remember|get|catch)\s+{_MY_NAME}"
     rf"|(?:can|could|will|would)\s+you\s+(?:tell\s+me|remember|say)\s+{_MY_NAME}"
     rf"|(?:tell\s+me|say|remember)\s+{_MY_NAME}"
-    rf"|(?:did\s+i\s+tell|have\s+i\s+told)\s+you\s+{_MY_NAME})"
-    r"(?:\s+(?:again|please|then|now))*"
+    rf"|(?:did\s+i\s+tell|have\s+i\s+told)\s+you\s+{_MY_NAME})" + _AGAIN
 )  # matched whole on normalised text: "my (full) name" itself, never "my dog's name"
-_FILLER = r"(?:(?:hey|so|and|ok|okay|well|um|sorry|wait)\s+)*"
 _OWNER = r"(?P<owner>[\w']+(?:\s+[\w']+){0,2}?)"  # "dog's", "best friend's", "dogs"
 _ABOUT_USER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(_FILLER + pattern + r"(?:\s+(?:again|please|then|now))*"), asked)
+    (re.compile(_FILLER + pattern + _AGAIN), asked)
     for pattern, asked in (
         (rf"what(?:'s| is| was)\s+my\s+{_OWNER}\s+name", "your {owner} name"),
         (
@@ -273,11 +272,13 @@ def _told(messages: Sequence[ChatMessage]) -> dict[str, str]:
     return told
 
 
-def _past(messages: Sequence[ChatMessage]) -> str | None:
-    """The user's date and time, spoken ("3 pm today"), when the manager says they have passed."""
+def _past(messages: Sequence[ChatMessage], told: dict[str, str]) -> str | None:
+    """The user's date and time, spoken ("3 pm today"), when the manager says they have passed.
+
+    ``told`` is :func:`_told` of the same messages.
+    """
     system = next((m.content for m in messages if m.role == "system"), "")
     found = _PAST.search(system)
-    told = _told(messages)
     if found is None or "date" not in told:
         return None
     day = "today" if told["date"] == found.group("day") else _spoken_date(told["date"])
@@ -287,9 +288,9 @@ def _past(messages: Sequence[ChatMessage]) -> str | None:
     return f"{time} today" if day == "today" else f"{day} at {time}"
 
 
-def _facts(messages: Sequence[ChatMessage]) -> dict[str, str]:
-    """What the dialogue manager told the model about the user (dates and times as spoken)."""
-    facts = {k: v for k, v in _told(messages).items() if k in _FACT_FIELDS}
+def _facts(told: dict[str, str]) -> dict[str, str]:
+    """The facts among what the manager told the model (:func:`_told`), dates and times spoken."""
+    facts = {k: v for k, v in told.items() if k in _FACT_FIELDS}
     if "date" in facts:
         facts["date"] = _spoken_date(facts["date"])
     if "time" in facts:
@@ -570,15 +571,16 @@ class LocalChatModel:
         """
         fields: dict[str, Any] = dict(self._persona_for(messages).template_fields())
         users = [m for m in messages if m.role == "user"]
+        told = _told(messages)
         user_name = next(
             (n for m in reversed(users) if (n := extract_name(m.content, _EPOCH)) is not None),
-            _told(messages).get("name"),
+            told.get("name"),
         )
         if user_name:
             fields["user_name"] = user_name
-        facts = _facts(messages)
+        facts = _facts(told)
         fields.update(facts)
-        past = _past(messages)
+        past = _past(messages, told)
         if past is not None:
             fields["past"] = past
             facts = {k: v for k, v in facts.items() if k not in ("date", "time")}
