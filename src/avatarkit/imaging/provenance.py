@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,15 @@ def read_provenance(data: bytes | Path) -> dict[str, Any] | None:
     text: ``prompt``, ``negative_prompt``, ``steps``, ``sampler``, ``guidance``, ``seed``,
     ``width``, ``height``, ``model``, ``model_hash``.
     """
-    img = _open(data)
-    record = provenance_from_text(img.info.get(PROVENANCE_KEY))
+    return _provenance_of(_open(data).info)
+
+
+def _provenance_of(info: Mapping[Any, Any]) -> dict[str, Any] | None:
+    """:func:`read_provenance` of a decoded PNG's ``info`` (its text chunks)."""
+    record = provenance_from_text(info.get(PROVENANCE_KEY))
     if record:
         return record
-    text = img.info.get(PARAMETERS_KEY)
+    text = info.get(PARAMETERS_KEY)
     if text is None:
         return None
     it = Infotext.parse(str(text))
@@ -205,18 +210,18 @@ def save_image(image: AvatarImage, path: Path) -> Path:
     path = Path(path)
     data = image.data
     if image.format == "png":
-        written = read_provenance(data)
+        picture = _open(data)  # decoded once: its chunks are read, and it may be written again
+        written = _provenance_of(picture.info)
         box = list(image.face_box) if image.face_box is not None else None
         if written is None and image.provenance:
             provenance = dict(image.provenance)
             if box is not None:  # AvatarImage.load reads the face box back from here
                 provenance["face_box"] = box
-            data = png_with_provenance(_open(data), provenance)
+            data = png_with_provenance(picture, provenance)
         elif written is not None and box is not None and written.get("face_box") != box:
             # a generator's own chunk, written before the picture was cropped to its face
-            parameters = read_parameters(data)
             provenance = {**written, "face_box": box}
-            if parameters is not None:
-                provenance["parameters"] = parameters
-            data = png_with_provenance(_open(data), provenance)
+            if (parameters := picture.info.get(PARAMETERS_KEY)) is not None:
+                provenance["parameters"] = str(parameters)
+            data = png_with_provenance(picture, provenance)
     return write_bytes_atomic(path, data)
