@@ -13,7 +13,7 @@ import pytest
 
 import avatarkit.errors as errors_module
 from avatarkit.animation.viseme import UnknownPhonemeError
-from avatarkit.errors import AvatarKitError, RateLimitError, StageError
+from avatarkit.errors import AvatarKitError, QuotaExceededError, RateLimitError, StageError
 from avatarkit.imaging.portrait import NotRendererReadyError
 from avatarkit.types import DialogueResponse, Response, UserInput
 
@@ -42,6 +42,11 @@ SAMPLES: dict[str, Any] = {
     "segment": "ʘ",
     "seeds_tried": [1, 2],
     "reasons": {1: ["eyes closed"], 2: ["no face"]},
+    "role": "voice",
+    "errors": [
+        ("ElevenLabsVoice", RateLimitError("slow down", provider="elevenlabs", retry_after=2.0)),
+        ("EspeakVoice", QuotaExceededError("out of credits", provider="openai", status=429)),
+    ],
 }
 
 ERROR_CLASSES = sorted(
@@ -68,11 +73,22 @@ def _build(cls: type[BaseException]) -> BaseException:
     return cls(**kwargs)
 
 
+def _comparable(value: Any) -> Any:
+    """``value`` with exceptions (which compare by identity) as their type and text."""
+    if isinstance(value, BaseException):
+        return (type(value), str(value))
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    return value
+
+
 def _same(a: BaseException, b: BaseException) -> None:
     assert type(b) is type(a)
     assert str(b) == str(a)
     assert b.args == a.args
-    assert vars(b) == vars(a)
+    assert _comparable(vars(b)) == _comparable(vars(a))
     if a.__cause__ is None:
         assert b.__cause__ is None
     else:

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from avatarkit.errors import (
+    AllBackendsFailedError,
     AuthenticationError,
     AvatarKitError,
     CancelledByUser,
@@ -121,6 +122,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AllBackendsFailedError",
     "AuthenticationError",
     "AvatarBot",
     "AvatarImage",

@@ -42,6 +42,7 @@ from avatarkit.errors import (
     OverloadedError,
     StageError,
 )
+from avatarkit.fallback import fallback
 from avatarkit.limits import CallStats, ConcurrencyLimit, limited
 from avatarkit.metrics import fill_metrics, span, turn_counter
 from avatarkit.ports import (
@@ -91,14 +92,17 @@ _PORTS: dict[Role, type] = {
 }
 
 Backend = Any
-"""A spec string (``"espeak:en-us"``), a backend object, or ``None`` to skip the stage."""
+"""A spec string (``"espeak:en-us"``), a backend object, a list of those (a fallback chain:
+the first that answers, see :mod:`avatarkit.fallback`), or ``None`` to skip the stage."""
 
 
 class AvatarBot:
     """A talking avatar: give it text, get back speech, a timeline and a video.
 
     Each role takes a spec string resolved through the provider registry, a backend object,
-    or ``None`` to leave that stage out. The defaults run offline with no keys.
+    a list of those tried in order when one fails (``voice=["elevenlabs:<id>", "espeak"]``,
+    see :mod:`avatarkit.fallback`), or ``None`` to leave that stage out. The defaults run
+    offline with no keys.
 
     Args:
         chat: Chat model for replies (``"local"``, ``"openai:gpt-4o-mini"``...).
@@ -267,6 +271,10 @@ class AvatarBot:
     def _resolve(self, role: Role, value: Backend) -> Any:
         if value is None:
             return None
+        if isinstance(value, (list, tuple)):  # a fallback chain: the first that answers
+            if not value:
+                raise ConfigurationError(f"{role}=[]: give at least one backend, or None")
+            value = fallback(role, *value, registry=self._registry) if len(value) > 1 else value[0]
         if isinstance(value, str):
             value = self._registry.create(role, value)
         port = _PORTS[role]

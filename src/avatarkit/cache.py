@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from avatarkit._aio import cancel_requested
 from avatarkit._files import TEMP_VIDEO_PREFIX, discard_temporary_video
+from avatarkit.fallback import Fallback, watch_stand_ins
 from avatarkit.metrics import count
 from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities, unwrap
 from avatarkit.types import AvatarImage, AvatarVideo, Timeline, VoiceOutput
@@ -97,6 +98,8 @@ def backend_fingerprint(backend: Any) -> str:
     from avatarkit.config import redact
 
     backend = unwrap(backend)
+    if isinstance(backend, Fallback):  # only its first backend's work is stored
+        return backend_fingerprint(backend.primary)
     name = f"{type(backend).__module__}.{type(backend).__qualname__}"
     custom = getattr(backend, "cache_key", None)
     if callable(custom):
@@ -345,8 +348,10 @@ class CachedVoice(_Cached):
             return shared
 
         async def synthesize_once() -> tuple[VoiceOutput, VoiceOutput]:
-            out: VoiceOutput = await self.inner.synthesize(text)
-            await asyncio.to_thread(self.cache.put_voice, key, out)
+            with watch_stand_ins() as stand_ins:
+                out: VoiceOutput = await self.inner.synthesize(text)
+            if not stand_ins:  # a fallback's stand-in answered: not what the key names
+                await asyncio.to_thread(self.cache.put_voice, key, out)
             return out, out
 
         return await self._inflight.lead(key, synthesize_once)
@@ -381,9 +386,12 @@ class CachedRenderer(_Cached):
         progress: ProgressCallback | None,
     ) -> tuple[AvatarVideo, AvatarVideo]:
         """Render the clip, store it, and hand the stored copy to whoever waits for ``key``."""
-        video: AvatarVideo = await self.inner.render(
-            image, voice, timeline, output=output, progress=progress
-        )
+        with watch_stand_ins() as stand_ins:
+            video: AvatarVideo = await self.inner.render(
+                image, voice, timeline, output=output, progress=progress
+            )
+        if stand_ins:  # a fallback's stand-in rendered it: not what the key names
+            return video, video
         try:
             stored = await asyncio.to_thread(self.cache.put_video, key, video)
         except asyncio.CancelledError:

@@ -14,7 +14,8 @@ AvatarKitError
 │   ├── ContentModerationError    the provider refused the content (451, content_filter)
 │   ├── ProviderTimeoutError      no answer in time, or the total deadline passed
 │   ├── ProviderConnectionError   the connection failed or broke (retryable)
-│   └── ProviderStatusError       any other non-success answer (5xx retryable, 4xx final)
+│   ├── ProviderStatusError       any other non-success answer (5xx retryable, 4xx final)
+│   └── AllBackendsFailedError    every backend of a fallback chain failed; .errors has each
 ├── OverloadedError               too many calls already waiting for a backend (backpressure)
 ├── StageError                    a stage failed; .stage names it, .partial keeps what succeeded
 └── CancelledByUser               a long job (render, diffusion) was cancelled through its token
@@ -27,6 +28,7 @@ import pickle
 from typing import Any
 
 __all__ = [
+    "AllBackendsFailedError",
     "AuthenticationError",
     "AvatarKitError",
     "CancelledByUser",
@@ -207,6 +209,33 @@ class ProviderConnectionError(ProviderError):
 
 class ProviderStatusError(ProviderError):
     """Any other error status: 5xx are retryable, 4xx are final."""
+
+
+class AllBackendsFailedError(ProviderError):
+    """Every backend of a fallback chain (:mod:`avatarkit.fallback`) failed.
+
+    Attributes:
+        role: The role the chain fills (``"voice"``...).
+        errors: Each backend's error, in the order they were tried.
+    """
+
+    def __init__(self, role: str, errors: list[tuple[str, BaseException]]) -> None:
+        detail = "; ".join(f"{name}: {exc}" for name, exc in errors)
+        delays = [d for _, e in errors if (d := getattr(e, "retry_after", None)) is not None]
+        super().__init__(
+            f"every {role} backend failed: {detail}",
+            provider="fallback",
+            retryable=any(_retryable(e) for _, e in errors),
+            retry_after=min(delays) if delays else None,
+        )
+        self.role = role
+        self.errors = tuple(e for _, e in errors)
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, ProviderError):
+        return error.retryable
+    return isinstance(error, (OSError, TimeoutError))  # a connection or a deadline
 
 
 class StageError(AvatarKitError):

@@ -48,6 +48,9 @@ def fill_metrics(response: Response, counter: Counter[str], started: float) -> N
     m.provider_calls = {
         k.removeprefix("calls."): v for k, v in counter.items() if k.startswith("calls.")
     }
+    m.fallbacks = {
+        k.removeprefix("fallback."): v for k, v in counter.items() if k.startswith("fallback.")
+    }
     m.cache_hits, m.cache_misses = counter["cache.hits"], counter["cache.misses"]
 
 

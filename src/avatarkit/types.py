@@ -721,6 +721,9 @@ class StageMetrics(_Model):
     total: float = 0.0
     provider_calls: dict[str, int] = Field(default_factory=dict)
     """Backend calls made by this turn, keyed ``role.method`` (``voice.synthesize``)."""
+    fallbacks: dict[str, int] = Field(default_factory=dict)
+    """Answers a fallback chain's stand-in gave this turn, by role (``{"voice": 1}``): the
+    first backend had failed or was cooling down (:mod:`avatarkit.fallback`)."""
     cache_hits: int = 0
     cache_misses: int = 0
 
