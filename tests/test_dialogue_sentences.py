@@ -99,3 +99,14 @@ async def test_split_sentences_over_an_async_stream() -> None:
             yield piece
 
     assert [s async for s in split_sentences(deltas())] == EXPECTED
+
+
+def test_less_than_bang_ends_no_sentence_however_the_text_is_split() -> None:
+    # pysbd cuts after the "!" of "<!": "- to start." then read as a list item, "-" dropped
+    text = "Type <!- to start. See <!DOCTYPE html> here. Then go."
+    expected = ["Type <!- to start.", "See <!DOCTYPE html> here.", "Then go."]
+    for i in range(len(text) + 1):
+        splitter = SentenceSplitter()
+        assert [*splitter.push(text[:i]), *splitter.push(text[i:]), *splitter.flush()] == (
+            expected
+        ), i

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from avatarkit import AvatarBot
@@ -173,3 +175,29 @@ def test_html_comments_fed_in_any_pieces_keep_what_speakable_keeps(reply: str) -
         kept = "".join(comments.push(reply[i : i + size]) for i in range(0, len(reply), size))
         kept += comments.flush()
         assert speakable(kept).split() == speakable(reply).split(), size
+
+
+class _Pieces(FakeChatModel):
+    """A chat model that streams its reply in the pieces given."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        super().__init__("".join(pieces))
+        self.pieces = pieces
+
+    async def stream(self, messages: object) -> AsyncIterator[str]:
+        for piece in self.pieces:
+            yield piece
+
+
+async def test_a_streamed_less_than_bang_dash_keeps_its_dash_at_every_split() -> None:
+    # pysbd ends a sentence at the "!" of "<!", so "- to start." was read as a list item
+    reply = "Type <!- to start. Then go."
+    whole = await _bot(reply, FakeVoice()).respond("how?")
+    assert whole.text == reply
+    for i in range(len(reply) + 1):
+        bot = AvatarBot(chat=_Pieces([reply[:i], reply[i:]]), voice=FakeVoice(), renderer=None,
+                        image=FakeImageGenerator(), preprocessor="test", intent="test",
+                        sentiment="test", expression=FakeExpressionPolicy())  # fmt: skip
+        events = [event async for event in bot.stream("how?")]
+        spoken = [e.text for e in events if isinstance(e, SentenceReady)]
+        assert " ".join(spoken) == reply, (i, spoken)

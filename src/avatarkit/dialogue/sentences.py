@@ -98,19 +98,34 @@ class SentenceSplitter:
         rest, self._buf, self._checked = self._buf, "", 0
         if not rest.strip():
             return []
-        return [s.sent.strip() for s in self._seg.segment(rest) if s.sent.strip()]
+        return [s.strip() for _, s in self._sentences(rest) if s.strip()]
+
+    def _sentences(self, text: str) -> list[tuple[int, str]]:
+        """The sentences pysbd finds in ``text``, as ``(start, sentence)``.
+
+        ``<!`` ends none: it opens markup (``<!-``, ``<!DOCTYPE``), and a cut there would make
+        the next sentence start with ``-``, which reads as a list item.
+        """
+        out: list[tuple[int, str]] = []
+        for span in self._seg.segment(text):
+            if out and text[: span.start].rstrip().endswith("<!"):
+                start = out[-1][0]
+                out[-1] = (start, text[start : span.end])
+            else:
+                out.append((span.start, span.sent))
+        return out
 
     def _release_complete(self) -> list[str]:
         text = self._buf
         probed = text[-1:].isspace() or bool(_ENDS_SENTENCE.search(text))
         probe = (_PROBE if text[-1:].isspace() else " " + _PROBE) if probed else ""
-        spans = self._seg.segment(text + probe)
+        spans = self._sentences(text + probe)
         if len(spans) < 2:
             return []
-        cut = spans[-1].start  # everything before the last segment is complete
+        cut = spans[-1][0]  # everything before the last segment is complete
         if probed and cut >= len(text):
             cut = len(text)
-        done = [s.sent.strip() for s in spans[:-1] if s.start < cut]
+        done = [s.strip() for start, s in spans[:-1] if start < cut]
         self._buf = text[cut:]
         return done
 
