@@ -136,6 +136,7 @@ CODE_REPLIES = [
     "Steps:\n1. Install:\n   ```sh\n   pip install x\n   ```\n2. Run it.",
     "Hi <!-- hidden --> there. And more.",  # "<!" is no sentence end
     "Hi <!-- multi\nline. --> there.",
+    "Hi <!-- never **closed**. Then go.",  # no comment: read as whole replies read it
 ]
 
 
@@ -187,6 +188,28 @@ class _Pieces(FakeChatModel):
     async def stream(self, messages: object) -> AsyncIterator[str]:
         for piece in self.pieces:
             yield piece
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Type <!- to start.", "Type <!- to start."),
+        ("a<!-b <! c <!-", "a<!-b <! c <!-"),
+        ("Hi <!-- never closed. Then go.", "Hi <!-- never closed. Then go."),
+        ("Odd <!--->x", "Odd <!--->x"),  # a close must follow the whole "<!--"
+        ("x <!-- a --> y <!- z", "x  y <!- z"),
+        ("<!--a--><!-", "<!-"),
+    ],
+)
+def test_html_comments_pass_every_other_text_unchanged_however_it_is_split(
+    text: str, kept: str
+) -> None:
+    for i in range(len(text) + 1):
+        comments = HtmlComments()
+        out = comments.push(text[:i]) + comments.push(text[i:]) + comments.flush()
+        assert out == kept, i
+    comments = HtmlComments()
+    assert "".join(comments.push(c) for c in text) + comments.flush() == kept
 
 
 async def test_a_streamed_less_than_bang_dash_keeps_its_dash_at_every_split() -> None:

@@ -458,8 +458,8 @@ class ReplyStream:
                 for event in ready:
                     if event is not None:
                         self._emit(event)
-            splitter.push(comments.push(code.flush()) + comments.flush())
-            for sentence in splitter.flush():
+            rest = comments.push(code.flush()) + comments.flush()
+            for sentence in [*splitter.push(rest), *splitter.flush()]:
                 if (event := start(sentence)) is not None:
                     self._emit(event)
         except Exception as exc:

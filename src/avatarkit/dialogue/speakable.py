@@ -184,14 +184,17 @@ class HtmlComments:
 
     A comment may arrive in pieces, and the sentence splitter would cut it at the ``!`` of
     ``<!--``: so a comment is held from its opening to its close and dropped, and a delta
-    ending in what may open one (``<``, ``<!``, ``<!-``) is held until the next tells.
+    ending in what may open one (``<``, ``<!``, ``<!-``) is held until the next tells. Any
+    other text comes through unchanged, however it is split: ``<!-`` that opens no comment,
+    and a comment never closed (released at :meth:`flush`, as :func:`speakable` keeps it).
     """
 
     _OPEN, _CLOSE = "<!--", "-->"
 
     def __init__(self) -> None:
         self._held = ""
-        self._inside = False
+        self._inside = False  # what is held is a comment's beginning, from its "<!--"
+        self._from = 0  # where in it to look for the close next
 
     def push(self, delta: str) -> str:
         """The part of ``delta`` (and of what was held) known to be outside comments."""
@@ -199,12 +202,13 @@ class HtmlComments:
         out: list[str] = []
         pos = 0
         while True:
-            if self._inside:
-                end = text.find(self._CLOSE, pos)
-                if end < 0:  # keep what may begin the close
-                    self._held = text[max(pos, len(text) - len(self._CLOSE) + 1) :]
+            if self._inside:  # text[pos:] opens a comment
+                end = text.find(self._CLOSE, max(pos + len(self._OPEN), pos + self._from))
+                if end < 0:  # hold the whole comment: dropped if it closes, kept if not
+                    self._held = text[pos:]
+                    self._from = max(len(self._OPEN), len(self._held) - len(self._CLOSE) + 1)
                     return "".join(out)
-                pos, self._inside = end + len(self._CLOSE), False
+                pos, self._inside, self._from = end + len(self._CLOSE), False, 0
                 continue
             start = text.find(self._OPEN, pos)
             if start < 0:
@@ -220,12 +224,12 @@ class HtmlComments:
                 self._held = text[len(text) - keep :]
                 return "".join(out)
             out.append(text[pos:start])
-            pos, self._inside = start + len(self._OPEN), True
+            pos, self._inside = start, True
 
     def flush(self) -> str:
-        """What is left at the end of the stream (a comment never closed is dropped)."""
-        held, inside, self._held, self._inside = self._held, self._inside, "", False
-        return "" if inside else held
+        """What is left at the end of the stream (a comment never closed is text, kept)."""
+        held, self._held, self._inside, self._from = self._held, "", False, 0
+        return held
 
 
 def _fence_step(fence: str | None, line: str) -> tuple[str | None, int | None]:
