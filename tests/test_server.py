@@ -1434,6 +1434,26 @@ def test_the_reply_shown_keeps_fenced_code_exactly_as_written() -> None:
     assert shown_text("Open:\n```\nx[sad] = 1") == "Open:\n```\nx[sad] = 1"
 
 
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("[happy] Name:    Ava\nAge:     3  [sad]  years", "Name:    Ava\nAge:     3   years"),
+        ("List:\n  - a  *smiles*\tb    c", "List:\n  - a  b    c"),  # the indent and every gap kept
+        ("Sure [happy]!  Go   on.", "Sure!  Go   on."),  # the space before it, at punctuation
+        ("x  =  1 [happy][sad] y  =  2", "x  =  1 y  =  2"),  # tags side by side: one space
+        ("Done. [happy]\n[sad]\nNext  line", "Done.\n\nNext  line"),
+    ],
+)
+def test_taking_a_tag_out_keeps_the_spacing_of_the_rest_of_its_line(
+    written: str, shown: str
+) -> None:
+    # the page shows replies with their spacing (white-space: pre-wrap): a tag and one space
+    # beside it go, the rest of the line stays as the model wrote it
+    from avatarkit.server.conversation import shown_text
+
+    assert shown_text(written) == shown
+
+
 def test_serve_command_refuses_an_empty_host(
     tmp_path: Path, not_served: list[dict[str, Any]]
 ) -> None:

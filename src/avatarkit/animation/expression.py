@@ -45,6 +45,7 @@ __all__ = [
     "LocalExpressionPolicy",
     "resolve_times",
     "strip_emotion_tags",
+    "without_emotion_tags",
 ]
 
 EMOTION_ALIASES: dict[str, Emotion] = {
@@ -197,6 +198,32 @@ def strip_emotion_tags(text: str) -> tuple[str, list[tuple[int, str]]]:
         return text, []
     pieces.append(text[pos:])
     return _tidy("".join(pieces), tags)
+
+
+def without_emotion_tags(text: str) -> str:
+    """``text`` with its emotion tags out, for display: all other spacing stays as written.
+
+    Each tag (or run of tags with only spaces between) goes with one space or tab beside it,
+    the one after it or else the one before; :func:`strip_emotion_tags` also tidies the rest.
+    """
+    out: list[str] = []
+    pos = 0
+    run: tuple[int, int] | None = None
+    for match in [*_TAG_RE.finditer(text), None]:
+        if match is not None and run is not None and not text[run[1] : match.start()].strip(" \t"):
+            run = (run[0], match.end())  # side by side: one run
+            continue
+        if run is not None:
+            before, end = text[pos : run[0]], run[1]
+            if text[end : end + 1] in (" ", "\t"):
+                end += 1
+            elif before.endswith((" ", "\t")):
+                before = before[:-1]
+            out.append(before)
+            pos = end
+        run = match.span() if match is not None else None
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _tidy(raw: str, tags: list[tuple[int, str]]) -> tuple[str, list[tuple[int, str]]]:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from avatarkit._files import write_bytes_atomic
-from avatarkit.animation.expression import strip_emotion_tags
+from avatarkit.animation.expression import without_emotion_tags
 from avatarkit.config import get_logger, redact
 from avatarkit.dialogue.speakable import code_block_spans
 from avatarkit.errors import (
@@ -110,8 +110,8 @@ def shown_text(text: str) -> str:
     """What the chat page shows of a reply: the model's text with its emotion tags taken out.
 
     Code, markdown, links and emoji stay (the voice and the subtitles get the spoken text).
-    Tags are taken out line by line, so a line without one keeps its spacing and a line with
-    one keeps its indent; fenced code is shown exactly as written (``scores[sad]`` is code).
+    A tag goes with one space beside it; the rest of its line keeps its spacing (a line left
+    blank becomes empty). Fenced code is shown exactly as written (``scores[sad]`` is code).
     """
     code = code_block_spans(text)
     lines = []
@@ -121,10 +121,8 @@ def shown_text(text: str) -> str:
         if any(a <= start < b for a, b in code):
             lines.append(line)
             continue
-        clean, tags = strip_emotion_tags(line)
-        if tags and clean:
-            clean = line[: len(line) - len(line.lstrip())] + clean
-        lines.append(clean if tags else line)
+        clean = without_emotion_tags(line)
+        lines.append(clean if clean.strip() or clean == line else "")
     return "\n".join(lines).strip()
 
 
