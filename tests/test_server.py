@@ -29,7 +29,7 @@ from avatarkit.dialogue.manager import DialogueManager
 from avatarkit.dialogue.store import SQLiteStore
 from avatarkit.errors import InputValidationError, ProviderError
 from avatarkit.server import ServerOptions, create_app, is_loopback
-from avatarkit.server.conversation import heard_text
+from avatarkit.server.conversation import heard_text, shown_text
 from avatarkit.server.session import SessionRegistry
 from avatarkit.server.throttle import Throttle, TokenBucket
 from avatarkit.streaming import AudioSegment
@@ -289,6 +289,47 @@ def test_the_reply_shown_is_what_the_model_wrote_and_the_speech_what_was_said(
         with c.websocket_connect("/ws") as ws:
             history = ws.receive_json()["history"]
     assert history == [{"user": "How do I greet someone in Python?", "assistant": SHOWN}]
+
+
+LIVE = (
+    "[note] 🙂 Keep this. *smiles* Hi [emotion: happy] there [Sad]!\n"
+    "```py\nx[sad] = 1  # [happy]\n```\nName:    Ava  *grins*  here 👋🏽 [happy]"
+)
+
+
+def test_the_text_shown_while_a_reply_streams_is_the_final_texts_way_there(data: Path) -> None:
+    # The page's live text came from its own tag pattern, so it differed from `final`: it hid
+    # "[note]", showed "*smiles*" and "[emotion: happy]", and took tags out of code. Each
+    # `text` now says what to show (`shown_text` of the reply so far) as an edit of the last.
+    bot = make_bot(data, FakeChatModel(LIVE), max_chars=400)
+    with Client(create_app(lambda: bot, data_dir=data)) as c:
+        c.get("/")
+        with c.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            ws.send_json({"type": "say", "text": "hi"})
+            messages = until(ws, "final")
+    written, page = "", ""
+    for m in (m for m in messages if m["type"] == "text"):
+        written += m["text"]
+        kept = page.encode("utf-16-le")[: 2 * m["shown_at"]].decode("utf-16-le")  # as JS slices
+        page = kept + m["shown"]
+        assert page == shown_text(written), written
+    assert written == LIVE
+    assert page == messages[-1]["text"] == shown_text(LIVE)
+    assert page.startswith("[note] 🙂 Keep this. Hi there!\n```py\nx[sad] = 1  # [happy]\n")
+
+
+def test_the_live_text_is_the_shown_text_so_far_however_the_reply_is_split() -> None:
+    from avatarkit.server.conversation import _LiveText
+
+    reply = LIVE + "\n\n```\nopen [sad]\n" + "tail  [happy]  end"  # a block left open, too
+    for i in range(len(reply) + 1):
+        for j in (i, min(len(reply), i + 1), min(len(reply), i + 7)):
+            live, page, start = _LiveText(), "", 0
+            for end in (i, j, len(reply)):
+                (at, shown), start = live.push(reply[start:end]), end
+                page = page.encode("utf-16-le")[: 2 * at].decode("utf-16-le") + shown
+                assert page == shown_text(reply[:end]), (i, j, end)
 
 
 def test_another_browser_does_not_see_the_conversation(client: TestClient, data: Path) -> None:
@@ -1424,8 +1465,6 @@ def test_the_server_closes_its_bot_at_shutdown(tmp_path: Path) -> None:
 
 
 def test_the_reply_shown_keeps_fenced_code_exactly_as_written() -> None:
-    from avatarkit.server.conversation import shown_text
-
     written = "[happy] Here:\n```python\nscores[sad] += 1\nprint(a*sigh*b)\n```\n*smiles* Done."
     assert shown_text(written) == (
         "Here:\n```python\nscores[sad] += 1\nprint(a*sigh*b)\n```\nDone."
@@ -1449,8 +1488,6 @@ def test_taking_a_tag_out_keeps_the_spacing_of_the_rest_of_its_line(
 ) -> None:
     # the page shows replies with their spacing (white-space: pre-wrap): a tag and one space
     # beside it go, the rest of the line stays as the model wrote it
-    from avatarkit.server.conversation import shown_text
-
     assert shown_text(written) == shown
 
 

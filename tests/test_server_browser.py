@@ -302,6 +302,52 @@ def test_the_bubble_keeps_the_code_the_model_wrote_and_the_subtitles_the_speech(
     assert errors == []
 
 
+def test_the_bubble_shows_the_final_text_as_it_streams(tmp_path: Path, browser: Any) -> None:
+    # The page took tags out of the live text with its own pattern: "[note]" vanished while
+    # the reply streamed and came back at the end; "*smiles*" showed until it ended.
+    from avatarkit.bot import AvatarBot
+    from avatarkit.dialogue.manager import DialogueManager
+    from avatarkit.server.conversation import shown_text
+    from avatarkit.testing import FakeChatModel
+
+    written = (
+        "[note] 🙂 Keep this. *smiles* Hi [emotion: happy] there [Sad]!\n"
+        "```py\nx[sad] = 1\n```\nName:    Ava  *grins*  here 👋🏽"
+    )
+    dialogue = DialogueManager(
+        chat=FakeChatModel(written, token_delay=0.02),
+        store=SQLiteStore(tmp_path / "conversations.db"),
+    )
+    bot = AvatarBot(dialogue=dialogue, voice="espeak", renderer=None, preprocessor=None,
+                    intent=None, sentiment=None)  # fmt: skip
+    with running_server(bot, tmp_path) as url:
+        page = browser.new_page(viewport={"width": 760, "height": 900})
+        errors = _console_errors(page)
+        page.goto(url)
+        page.wait_for_selector("#dot.online", timeout=10_000)
+        page.evaluate(
+            """() => { window.shown = [];
+            new MutationObserver(() => {
+              const b = document.querySelector('.msg.bot:last-child');
+              if (b && b.textContent !== window.shown.at(-1)) window.shown.push(b.textContent);
+            }).observe(document.getElementById('log'), {childList: true, subtree: true,
+                                                        characterData: true}); }"""
+        )
+        page.fill("#text", "Say it")
+        page.press("#text", "Enter")
+        page.wait_for_function(
+            "() => window.avatarkitChat.events.some(e => e.kind === 'finished')", timeout=20_000
+        )
+        shown: list[str] = page.evaluate("() => window.shown")
+        page.close()
+    final = shown_text(written)
+    assert final.startswith("[note] 🙂 Keep this. Hi there!\n```py\nx[sad] = 1\n```\nName:    ")
+    on_the_way = {shown_text(written[:i]) for i in range(len(written) + 1)}
+    assert len(shown) > 5 and shown[-1] == final
+    assert [s for s in shown if s not in on_the_way] == []  # each step: the final text so far
+    assert errors == []
+
+
 def test_widget_script_opens_the_chat_on_another_site(
     server: tuple[str, Path], browser: Any
 ) -> None:

@@ -11,7 +11,10 @@ Messages from the server (every one carries ``type`` and ``server_time``, Unix s
     hello        max_chars, history [{user, assistant}], speech_input, persistent, title,
                  video, avatar
     turn         turn, user                      a reply has started
-    text         turn, text                      a piece of the reply as the model writes it
+    text         turn, text, shown_at, shown     a piece of the reply as the model writes it
+                                                 (text), and the page's text now: what it
+                                                 showed up to shown_at (UTF-16 code units),
+                                                 then shown; in the end the final text
     sentence     turn, index, text               a sentence is complete
     audio        turn, index, text, offset, duration, words [[word, start, end], ...]
     expression   turn, time, emotion, intensity
@@ -113,6 +116,11 @@ def shown_text(text: str) -> str:
     A tag goes with one space beside it; the rest of its line keeps its spacing (a line left
     blank becomes empty). Fenced code is shown exactly as written (``scores[sad]`` is code).
     """
+    return _shown_lines(text).strip()
+
+
+def _shown_lines(text: str) -> str:
+    """:func:`shown_text` before its ends are stripped (line by line, so it can go in parts)."""
     code = code_block_spans(text)
     lines = []
     pos = 0
@@ -123,7 +131,39 @@ def shown_text(text: str) -> str:
             continue
         clean = without_emotion_tags(line)
         lines.append(clean if clean.strip() or clean == line else "")
-    return "\n".join(lines).strip()
+    return "\n".join(lines)
+
+
+class _LiveText:
+    """The page's text of a reply still being written: :func:`shown_text` of what has arrived.
+
+    Sent as edits, so the page shows what ``final`` will, with no tag pattern of its own: keep
+    the first ``at`` characters shown (UTF-16 code units, as JavaScript counts), then ``text``.
+    Lines that are complete and outside code are settled, so each delta costs about one line.
+    """
+
+    def __init__(self) -> None:
+        self._written = ""
+        self._settled = 0  # a line start outside code in _written: the lines before are final
+        self._head = ""  # _shown_lines of the settled lines
+        self._shown = ""
+
+    def push(self, delta: str) -> tuple[int, str]:
+        """Add ``delta``; return ``(at, text)``: the page's text becomes shown[:at] + text."""
+        stable = len(self._head.strip())  # old and new both start with this much
+        self._written += delta
+        rest = self._written[self._settled :]
+        cut = rest.rfind("\n") + 1  # the last line's start; a line after it tells its code state
+        if 0 < cut < len(rest) and not any(a <= cut < b for a, b in code_block_spans(rest)):
+            self._head += _shown_lines(rest[:cut])
+            self._settled += cut
+            rest = rest[cut:]
+        shown = (self._head + _shown_lines(rest)).strip()
+        old, same = self._shown, min(stable, len(self._shown), len(shown))
+        while same < len(old) and same < len(shown) and old[same] == shown[same]:
+            same += 1
+        self._shown = shown
+        return len(shown[:same].encode("utf-16-le")) // 2, shown[same:]
 
 
 class _Say(BaseModel):
@@ -186,6 +226,7 @@ class _Turn:
     segments: list[AudioSegment] = field(default_factory=list)
     complete: bool = False
     text: str = ""
+    live: _LiveText = field(default_factory=_LiveText)
 
 
 class Conversation:
@@ -394,7 +435,8 @@ class Conversation:
     async def _forward(self, turn: _Turn, event: Any) -> None:
         t = turn.id
         if isinstance(event, TextDelta):
-            await self.send("text", turn=t, text=event.text)
+            at, shown = turn.live.push(event.text)
+            await self.send("text", turn=t, text=event.text, shown_at=at, shown=shown)
         elif isinstance(event, SentenceReady):
             await self.send("sentence", turn=t, index=event.index, text=event.text)
         elif isinstance(event, AudioSegment):

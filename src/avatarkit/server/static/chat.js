@@ -75,9 +75,9 @@
     switch (m.type) {
       case "hello": return hello(m);
       case "turn": return startTurn(m);
-      case "text":
-        turn.written += m.text;
-        if (!turn.done) setText(turn.bubble, turn.written.replace(/\[[a-z_]+\]\s*/gi, ""));
+      case "text": // the server says what to show (its shown_text): no tag pattern here
+        turn.shown = turn.shown.slice(0, m.shown_at) + m.shown;
+        if (!turn.done) setText(turn.bubble, turn.shown);
         return scrollDown();
       case "audio": {
         const s = segment(m.index);
@@ -165,7 +165,7 @@
     const bubble = addMessage("bot", "");
     bubble.classList.add("pending");
     turn = { id: m.turn, bubble, segs: new Map(), next: 0, current: null, heard: 0,
-             done: false, written: "", text: "" };
+             done: false, shown: "", text: "" };
     ui.stop.hidden = false;
     thinking(true);
     mark("turn", { turn: m.turn });
