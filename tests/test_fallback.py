@@ -432,3 +432,18 @@ async def test_chains_pass_the_conformance_checks_backends_pass(tmp_path: Path) 
     await check_chat(fallback("chat", FlakyChat("x", fail_after=0), FakeChatModel("Fine.")))
     image = await FakeImageGenerator().generate(AvatarPrompt("a face"))
     await check_renderer(fallback("renderer", FakeRenderer(), FakeRenderer()), image, speech)
+
+
+async def test_a_streamed_turn_moves_to_the_next_chat_model_before_its_first_delta() -> None:
+    from avatarkit.streaming import TurnComplete
+
+    bot = offline_bot(
+        chat=[FlakyChat("never said", fail_after=0), FlakyChat("The spare model answers.")],
+        voice=FakeVoice(),
+    )
+    events = [e async for e in bot.stream("Hello")]
+    final = events[-1]
+    assert isinstance(final, TurnComplete)
+    assert final.response.text == "The spare model answers."
+    assert final.response.metrics.fallbacks == {"chat": 1}
+    await bot.aclose()
