@@ -27,6 +27,7 @@ CASES = {
     "lipsync_bench": ([], ["voice + lip sync"]),
     "voice_bench": ([], ["_espeak.synthesize (engine)"]),
     "cloud_overhead": ([], ["HttpClient", "ElevenLabs client side"]),
+    "fallback_bench": (["--turns", "2"], ["dead first voice, cooldown 30 s", "stand-ins"]),
 }
 
 
