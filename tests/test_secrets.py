@@ -274,3 +274,33 @@ async def test_the_http_libraries_own_log_lines_are_redacted(
         assert secret not in caplog.text
     for name in ("httpx", "httpx2", "httpcore", "httpcore.http11", "openai"):
         assert not logging.getLogger(name).handlers  # filtered, but no output of ours added
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["admin123", "deploy", "ci-bot-2024", "john.smith", "deploy-bot-2024-prod", "jane%40corp.com"],
+)
+def test_a_plain_user_name_in_a_url_is_not_masked_everywhere(name: str) -> None:
+    # a user name is no secret: registered, it was masked in every later log line
+    register_url_secrets(f"https://{name}@git.example.com/repo.git")
+    line = f"job of {name.replace('%40', '@')} finished"
+    assert redact(line) == line
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "sk-proj-Ab12",  # a known key prefix, however short
+        "ghp_Q7x9Lm2Pz8",
+        "github_pat_11AAbbCC",
+        "glpat-xYz12345",
+        "hf_AbCdEfGhIj",
+        "AKIAIOSFODNN7EXAMPLE",
+        "a3f9c2e71b",  # hex: letters and digits alternate
+        "Zx9QmRt7LkPw2VbN",
+        "qwertyuiopasdfghjklzxcvbnmqwerty",  # 32 characters or more
+    ],
+)
+def test_a_token_used_as_a_urls_user_name_is_masked_everywhere(token: str) -> None:
+    register_url_secrets(f"https://{token}@api.example.com/v1")
+    assert redact(f"the server says {token} is invalid") == "the server says *** is invalid"

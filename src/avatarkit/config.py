@@ -73,17 +73,33 @@ def register_secret(value: str) -> None:
 def register_url_secrets(url: str | None) -> None:
     """Register the credential in ``url``'s user-info as a secret.
 
-    That is the password (``http://user:PASSWORD@host``), or the user name when there is no
-    password (``https://TOKEN@host``: a token), as written and percent-decoded (as sent).
-    ``redact`` masks it inside URLs anyway; registered, it is also masked where a server
-    echoes it on its own.
+    That is the password (``http://user:PASSWORD@host``), or without one the user name when it
+    looks like a token (``https://sk-...@host``: a key prefix, 32+ characters, or letters and
+    digits mixed like hex), as written and percent-decoded (as sent). ``redact`` masks either
+    inside URLs anyway; registered, it is also masked where a server echoes it on its own. A
+    plain user name (``deploy``, ``admin123``) is not: it would be masked in every log line.
     """
     match = _URL_USERINFO_RE.search(url or "")
     if match:
         user, _, password = match.group(2).partition(":")
+        if not password and not _looks_like_token(unquote(user)):
+            return
         secret = password or user
         for value in {secret, unquote(secret)}:
             register_secret(value)
+
+
+def _looks_like_token(value: str) -> bool:
+    """Whether a URL's user name looks like a credential rather than a person's or bot's name.
+
+    True for a known key prefix (``sk-``, ``ghp_``, ``github_pat_``, ``glpat-``, ``hf_``,
+    ``xoxb-``, ``AKIA``...), for 32 characters or more, and for 10 or more in which letters and
+    digits alternate at least 3 times (hex, base62: ``a3f9c2e71b``). ``admin123``, ``deploy``,
+    ``ci-bot-2024`` and ``jane@corp.com`` are names.
+    """
+    if value.startswith(_TOKEN_PREFIXES) or len(value) >= 32:
+        return True
+    return len(value) >= 10 and len(_LETTER_DIGIT_SWITCH_RE.findall(value)) >= 3
 
 
 def redact(text: str) -> str:
@@ -111,6 +127,14 @@ def _masked_userinfo(match: re.Match[str]) -> str:
     return f"{match.group(1)}***{colon}@" if user else match.group(0)
 
 
+_TOKEN_PREFIXES = (
+    "sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-",
+    "hf_", "xoxa-", "xoxb-", "xoxp-", "xoxs-", "AKIA", "ASIA", "eyJ",
+)  # fmt: skip
+"""Prefixes of well-known API keys and tokens (OpenAI, Stripe, GitHub, GitLab, Hugging Face,
+Slack, AWS, a JWT)."""
+_LETTER_DIGIT_SWITCH_RE = re.compile(r"(?=[a-z][0-9]|[0-9][a-z])", re.IGNORECASE)
+"""Each place where a letter and a digit meet."""
 _AUTH_RE = re.compile(r"((?:Bearer|Basic|xi-api-key:?)\s+)[^\s'\",}]+", re.IGNORECASE)
 _URL_USERINFO_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^\s/?#'\"]*)@", re.IGNORECASE)
 """``scheme://`` (group 1), then the user-info (group 2) up to the authority's last ``@``."""
