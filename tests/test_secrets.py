@@ -304,3 +304,24 @@ def test_a_plain_user_name_in_a_url_is_not_masked_everywhere(name: str) -> None:
 def test_a_token_used_as_a_urls_user_name_is_masked_everywhere(token: str) -> None:
     register_url_secrets(f"https://{token}@api.example.com/v1")
     assert redact(f"the server says {token} is invalid") == "the server says *** is invalid"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://bob:pw-9x@host.test/a", "https://bob:***@host.test/a"),
+        ("https://tok-7f3e9a1c@host.test/a", "https://***@host.test/a"),
+        ("https://host.test/users/@bob?x=1", None),
+        ("https://host.test/a?mail=bob@corp.test&x=1", None),
+        ("https://host.test/a#bob@corp.test", None),
+        ("http://[2001:db8::1]:8080/a@b", None),
+        ("http://bob:pw-9x@[2001:db8::1]:8080/a@b", "http://bob:***@[2001:db8::1]:8080/a@b"),
+        ("https://h;x=a@b.test/p", "https://***@b.test/p"),  # ';' is user-info: b.test is the host
+    ],
+)
+def test_redact_masks_the_user_info_httpx_sends_and_nothing_else(
+    url: str, shown: str | None
+) -> None:
+    # the URL's authority ends at its first '/', '?' or '#': an '@' after that is not user-info
+    assert redact(url) == (shown or url)
+    assert bool(httpx.URL(url).userinfo) == (shown is not None)
