@@ -282,3 +282,23 @@ def test_the_command_shows_the_librarys_warnings_and_more_with_verbose() -> None
         for h in [h for h in logger.handlers if not isinstance(h, logging.NullHandler)]:
             logger.removeHandler(h)
         logger.setLevel(logging.NOTSET)
+
+
+def test_speak_into_a_folder_of_an_earlier_reply_replaces_it_and_keeps_other_files(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    backends = ["--chat", "test", "--voice", "test", "--renderer", "test"]
+    result = runner.invoke(
+        app, ["create", "hi", *backends, "--image-backend", "test", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "video.gif").is_file() and (out / "avatar.png").is_file()
+    (out / "notes.txt").write_text("mine")
+
+    result = runner.invoke(app, ["speak", "Just this.", "--voice", "test", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.txt", "response.json", "speech.wav", "timeline.json"
+    ]  # fmt: skip
+    assert (out / "notes.txt").read_text() == "mine"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -125,6 +126,7 @@ def save_response(response: Response, folder: Path) -> dict[str, Path]:
             "that was moved or deleted); nothing was saved",
             field="video",
         )
+    earlier = _earlier_reply_files(folder)
     written: dict[str, Path] = {}
     if response.voice is not None:
         ext = {"pcm_s16le": "pcm", "ulaw": "ulaw"}.get(response.voice.format, response.voice.format)
@@ -151,7 +153,43 @@ def save_response(response: Response, folder: Path) -> dict[str, Path]:
     if "video" in written:
         summary["video"]["path"] = written["video"].name
     written["response"] = write_json_atomic(folder / "response.json", summary)
+    for name in earlier - {p.name for p in written.values()}:
+        _remove_earlier(folder / name)
     return written
+
+
+_OWN_NAME_RE = re.compile(r"(?:speech|avatar|video)\.[a-z0-9]+|frames|timeline\.json")
+"""The names ``save_response`` gives a reply's files (besides response.json)."""
+
+
+def _earlier_reply_files(folder: Path) -> set[str]:
+    """The files of a reply saved in ``folder`` before, as its response.json lists them.
+
+    Only names ``save_response`` itself gives are counted: a file it did not write is not ours.
+    """
+    try:
+        summary = json.loads((folder / "response.json").read_bytes())
+    except (OSError, ValueError):
+        return set()
+    files = summary.get("files") if isinstance(summary, dict) else None
+    if not isinstance(files, dict):
+        return set()
+    return {n for n in files.values() if isinstance(n, str) and _OWN_NAME_RE.fullmatch(n)}
+
+
+def _remove_earlier(path: Path) -> None:
+    """Remove a file (or the frames folder) of the reply saved before; the new one is in place."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:  # the new reply is saved; a file left over is only noise
+        from avatarkit.config import get_logger
+
+        get_logger("avatarkit.files").warning(
+            "could not remove %s of the reply saved before: %s", path, exc.strerror or exc
+        )
 
 
 _BYTES_PER_SAMPLE = {"pcm_s16le": 2, "ulaw": 1}

@@ -790,7 +790,10 @@ class Response(_Model):
         """Write audio, video, image, timeline.json and response.json into ``folder``.
 
         Every file is written atomically (temporary file, then rename): a failure leaves no
-        half-written file. Returns the paths written, keyed by kind.
+        half-written file. A reply saved there before is replaced: once the new response.json
+        is in place, the files the old one listed and this reply does not write (its video,
+        say) are removed; files avatarkit did not write stay. Returns the paths written, keyed
+        by kind.
         """
         from avatarkit._files import save_response
 
