@@ -715,3 +715,68 @@ async def test_an_output_named_like_a_frames_folder_is_the_renderers_png_sequenc
     )
     reply = await bot.say("Hi there", output=tmp_path / "clip.frames")  # as the renderer reads it
     assert reply.video is not None and reply.video.format == "png"
+
+
+class _Returns:
+    """A backend's method that returns ``value`` instead of what its port promises."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "stage", "value", "promised"),
+    [
+        ("preprocessor", "preprocess", "preprocess", {"tokens": []}, "ProcessedText"),
+        ("intent", "classify", "intent", "greeting", "IntentPrediction"),
+        ("sentiment", "analyze", "sentiment", None, "Sentiment"),
+        ("chat", "complete", "dialogue", None, "str"),
+        ("chat", "complete", "dialogue", b"Hello.", "str"),
+        ("voice", "synthesize", "voice", None, "VoiceOutput"),
+        ("voice", "synthesize", "voice", b"RIFF....WAVE", "VoiceOutput"),
+        ("expression", "plan", "expression", "happy", "list"),
+        ("expression", "plan", "expression", ["happy"], "FacialExpression"),
+        ("image", "generate", "image", None, "AvatarImage"),
+        ("renderer", "render", "render", None, "AvatarVideo"),
+        ("renderer", "render", "render", "out.gif", "AvatarVideo"),
+    ],
+)
+async def test_a_backend_that_returns_the_wrong_type_fails_its_stage_with_a_clear_error(
+    role: str, method: str, stage: str, value: Any, promised: str
+) -> None:
+    fakes: dict[str, Any] = {
+        "preprocessor": FakePreprocessor(),
+        "intent": FakeIntentClassifier(),
+        "sentiment": FakeSentimentAnalyzer(),
+        "chat": FakeChatModel("Hello there."),
+        "voice": FakeVoice(),
+        "image": FakeImageGenerator(),
+        "renderer": FakeRenderer(),
+        "expression": FakeExpressionPolicy(),
+    }
+    setattr(fakes[role], method, _Returns(value))
+    bot = fake_bot(**fakes)
+    with pytest.raises(StageError) as info:
+        await bot.respond("hello there")
+    err = info.value
+    assert err.stage == stage
+    assert isinstance(err.__cause__, ConfigurationError)
+    text = str(err)
+    assert f"{type(fakes[role]).__name__}.{method}()" in text and promised in text
+
+
+async def test_a_dialogue_managers_own_chat_model_that_returns_no_text_is_a_clear_error() -> None:
+    from avatarkit.dialogue.manager import DialogueManager
+
+    chat = FakeChatModel("Hello.")
+    chat.complete = _Returns(None)  # type: ignore[method-assign]
+    bot = fake_bot(dialogue=DialogueManager(chat))  # not wrapped by the bot
+    with pytest.raises(StageError) as info:
+        await bot.respond("hello there", session_id="s")
+    assert info.value.stage == "dialogue"
+    assert isinstance(info.value.__cause__, ConfigurationError)
+    assert "FakeChatModel.complete() returned NoneType, not str" in str(info.value)
+    assert (await bot.dialogue.load("s")).turns == []  # type: ignore[union-attr]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,7 @@ from avatarkit.errors import InputValidationError, OverloadedError
 from avatarkit.limits import ConcurrencyLimit, limited
 from avatarkit.metrics import turn_counter
 from avatarkit.testing import FakeChatModel, FakeVoice
-from avatarkit.types import ChatMessage
+from avatarkit.types import AvatarVideo, ChatMessage
 
 
 async def test_limit_caps_concurrency_and_serves_in_arrival_order() -> None:
@@ -130,21 +131,23 @@ async def test_a_renderers_idle_clip_and_text_renders_count_against_its_limit() 
     running = peak = 0
 
     class Renderer:
-        async def _work(self) -> str:
+        async def _work(self) -> AvatarVideo:
             nonlocal running, peak
             running += 1
             peak = max(peak, running)
             await asyncio.sleep(0.02)
             running -= 1
-            return "clip"
+            return AvatarVideo(
+                path=Path("clip.mp4"), width=8, height=8, fps=25, frame_count=0, duration=0
+            )
 
-        async def render(self, *args: object, **kw: object) -> str:
+        async def render(self, *args: object, **kw: object) -> AvatarVideo:
             return await self._work()
 
-        async def idle(self, *args: object, **kw: object) -> str:
+        async def idle(self, *args: object, **kw: object) -> AvatarVideo:
             return await self._work()
 
-        async def render_text(self, *args: object, **kw: object) -> str:
+        async def render_text(self, *args: object, **kw: object) -> AvatarVideo:
             return await self._work()
 
     renderer = limited(Renderer(), 1, role="renderer")

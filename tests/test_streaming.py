@@ -808,3 +808,72 @@ async def test_a_stream_asked_not_to_join_its_clips_runs_no_join(
     final = events[-1].response
     assert len(of(VideoSegment, events)) > 1 and joins == []
     assert final.video is None and final.voice is not None  # the audio is still joined
+
+
+class _Returns:
+    """A backend's method that returns ``value`` instead of what its port promises."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("role", "value", "stage", "message"),
+    [
+        ("voice", None, "voice", "FakeVoice.synthesize() returned NoneType, not VoiceOutput"),
+        ("voice", "speech.wav", "voice", "FakeVoice.synthesize() returned str, not VoiceOutput"),
+        ("renderer", None, "render", "FakeRenderer.render() returned NoneType, not AvatarVideo"),
+    ],
+)
+async def test_a_backend_that_breaks_its_port_fails_the_stream_with_a_clear_error(
+    tmp_path: Path, role: str, value: Any, stage: str, message: str
+) -> None:
+    voice, renderer = FakeVoice(), FakeRenderer()
+    broken = {"voice": voice, "renderer": renderer}[role]
+    method = {"voice": "synthesize", "renderer": "render"}[role]
+    setattr(broken, method, _Returns(value))
+    bot = make_bot(voice=voice, renderer=renderer)
+    with pytest.raises(StageError) as info:
+        await collect(bot.stream("hello", output_dir=tmp_path))
+    assert info.value.stage == stage
+    assert isinstance(info.value.__cause__, ConfigurationError)
+    assert message in str(info.value)
+
+
+class _Deltas(FakeChatModel):
+    """Streams a first sentence, then ``bad`` (not text); notes when its stream is closed."""
+
+    def __init__(self, bad: Any) -> None:
+        super().__init__("Hello there.")
+        self.bad = bad
+        self.closed = False
+
+    async def stream(self, messages: Any) -> Any:
+        try:
+            yield "Hello there. "
+            yield self.bad
+            yield "More to come."
+        finally:
+            self.closed = True
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["bot-chat", "manager-chat"])
+async def test_a_chat_stream_that_yields_no_text_is_a_clear_error_and_is_closed(
+    wrapped: bool,
+) -> None:
+    chat = _Deltas(7)
+    bot = make_bot()
+    if wrapped:
+        bot = AvatarBot(chat=chat, voice=FakeVoice(), renderer=None, preprocessor="test",
+                        intent="test", sentiment="test", expression="test")  # fmt: skip
+    else:  # a DialogueManager's own chat model: no bot wrapper around it
+        bot.dialogue.chat = chat  # type: ignore[union-attr]
+    with pytest.raises(StageError) as info:
+        await collect(bot.stream("hello"))
+    assert info.value.stage == "dialogue"
+    assert isinstance(info.value.__cause__, ConfigurationError)
+    assert "_Deltas.stream() yielded int, not str" in str(info.value)
+    assert chat.closed  # closed at once, not left to the garbage collector

@@ -19,6 +19,7 @@ from typing import Any
 
 from avatarkit.errors import InputValidationError, OverloadedError
 from avatarkit.metrics import count, span
+from avatarkit.ports import check_result
 
 __all__ = ["CallStats", "ConcurrencyLimit", "limited"]
 
@@ -137,7 +138,10 @@ class ConcurrencyLimit:
 
 
 class _Limited:
-    """Proxy that runs a backend's async methods inside a ConcurrencyLimit and counts them."""
+    """Proxy that runs a backend's async methods inside a ConcurrencyLimit and counts them.
+
+    It also checks that each result has the type the role's port promises (``check_result``).
+    """
 
     _avatarkit_wrapper = True
 
@@ -184,7 +188,8 @@ class _Limited:
                 t0 = time.perf_counter()
                 try:
                     with span(f"avatarkit.{key}", self._attributes(name)):
-                        return await fn(*args, **kwargs)
+                        result = await fn(*args, **kwargs)
+                    return check_result(self._role, name, self._inner, result)
                 finally:
                     spent = time.perf_counter() - t0
                     self._stats.seconds[key] = self._stats.seconds.get(key, 0.0) + spent
@@ -201,7 +206,7 @@ class _Limited:
                 count(f"calls.{key}")
                 with span(f"avatarkit.{key}", self._attributes(name)):
                     async for item in fn(*args, **kwargs):
-                        yield item
+                        yield check_result(self._role, name, self._inner, item)
 
         return stream
 

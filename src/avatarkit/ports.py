@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from avatarkit.errors import ConfigurationError
 from avatarkit.types import (
     AudioFormat,
     AvatarImage,
@@ -44,6 +45,7 @@ __all__ = [
     "StreamingSpeechSynthesizer",
     "TextPreprocessor",
     "VoiceCapabilities",
+    "check_result",
     "unwrap",
 ]
 
@@ -76,6 +78,50 @@ def unwrap(backend: Any) -> Any:
     while getattr(type(backend), "_avatarkit_wrapper", False):
         backend = backend.inner
     return backend
+
+
+_PROMISED: dict[tuple[str, str], tuple[type, str]] = {
+    ("preprocessor", "preprocess"): (ProcessedText, "TextPreprocessor"),
+    ("intent", "classify"): (IntentPrediction, "IntentClassifier"),
+    ("sentiment", "analyze"): (Sentiment, "SentimentAnalyzer"),
+    ("chat", "complete"): (str, "ChatModel"),
+    ("chat", "stream"): (str, "ChatModel"),  # each delta
+    ("voice", "synthesize"): (VoiceOutput, "SpeechSynthesizer"),
+    ("voice", "stream"): (bytes, "StreamingSpeechSynthesizer"),  # each chunk
+    ("image", "generate"): (AvatarImage, "ImageGenerator"),
+    ("renderer", "render"): (AvatarVideo, "Renderer"),
+    ("expression", "plan"): (list, "ExpressionPolicy"),  # of FacialExpression
+}
+
+
+def check_result(role: str, method: str, backend: Any, value: Any) -> Any:
+    """Return ``value`` if it is what ``role``'s port promises from ``method``, else raise.
+
+    For ``stream``, ``value`` is one item it yielded. A backend that breaks its port would
+    otherwise fail later, in another stage, with an error that does not name it.
+
+    Raises:
+        ConfigurationError: ``value`` has the wrong type (the backend's code needs fixing).
+    """
+    promised = _PROMISED.get((role, method))
+    if promised is None:
+        return value
+    kind, port = promised
+    if kind is list and isinstance(value, list):  # an expression plan: keyframes only
+        kind = FacialExpression
+        wrong = [type(v).__name__ for v in value if not isinstance(v, kind)]
+        if not wrong:
+            return value
+        got = f"a list holding {wrong[0]}"
+    elif isinstance(value, kind):
+        return value
+    else:
+        got = type(value).__name__
+    what = "yielded" if method == "stream" else "returned"
+    raise ConfigurationError(
+        f"{type(backend).__name__}.{method}() {what} {got}, not {kind.__name__} "
+        f"(see avatarkit.ports.{port})"
+    )
 
 
 class _Caps(BaseModel):

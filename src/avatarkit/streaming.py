@@ -28,6 +28,7 @@ from avatarkit._files import write_bytes_atomic
 from avatarkit.audio import decode_audio, encode_wav
 from avatarkit.errors import InputValidationError, OverloadedError, StageError
 from avatarkit.metrics import fill_metrics, turn_counter
+from avatarkit.ports import check_result, unwrap
 from avatarkit.types import (
     AvatarImage,
     AvatarPose,
@@ -446,18 +447,21 @@ class ReplyStream:
                     state, user.text, intent=response.intent, sentiment=response.sentiment
                 )
                 deltas = bot.dialogue.chat.stream(messages)
-            async for delta in deltas:
-                if not raw:
-                    self._mark("first_token")
-                raw.append(delta)
-                # The voice tasks are started before the events wake the consumer, so the
-                # voice request goes out first.
-                kept = comments.push(code.push(delta))
-                ready = [start(sentence) for sentence in splitter.push(kept)]
-                self._emit(TextDelta(text=delta))
-                for event in ready:
-                    if event is not None:
-                        self._emit(event)
+            chat = unwrap(bot.dialogue.chat)
+            async with _closing(deltas):  # a delta refused here must not leave the stream open
+                async for delta in deltas:
+                    check_result("chat", "stream", chat, delta)  # a manager's chat is unwrapped
+                    if not raw:
+                        self._mark("first_token")
+                    raw.append(delta)
+                    # The voice tasks are started before the events wake the consumer, so the
+                    # voice request goes out first.
+                    kept = comments.push(code.push(delta))
+                    ready = [start(sentence) for sentence in splitter.push(kept)]
+                    self._emit(TextDelta(text=delta))
+                    for event in ready:
+                        if event is not None:
+                            self._emit(event)
             rest = comments.push(code.flush()) + comments.flush()
             for sentence in [*splitter.push(rest), *splitter.flush()]:
                 if (event := start(sentence)) is not None:
@@ -786,6 +790,17 @@ def _joined(segments: list[AudioSegment]) -> tuple[VoiceOutput, Timeline]:
 
 async def _one(text: str) -> AsyncIterator[str]:
     yield text
+
+
+@contextlib.asynccontextmanager
+async def _closing(items: AsyncIterator[Any]) -> AsyncIterator[None]:
+    """Close ``items`` (an async generator's ``aclose()``, if it has one) when the block ends."""
+    try:
+        yield
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def join_segments(parts: list[tuple[VoiceOutput, Timeline]]) -> tuple[VoiceOutput, Timeline]:

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Mapping
 
 from avatarkit.errors import InputValidationError
-from avatarkit.ports import ChatModel, unwrap
+from avatarkit.ports import ChatModel, check_result, unwrap
 from avatarkit.types import (
     OUT_OF_SCOPE,
     ChatMessage,
@@ -246,7 +246,8 @@ class DialogueManager:
 
         Raises:
             InputValidationError: the input is empty or its session id unusable.
-            ConfigurationError: a handler returned something other than text or ``None``.
+            ConfigurationError: a handler returned something other than text or ``None``, or
+                the chat model something other than text.
             ProviderError: the chat model failed (nothing is recorded then).
         """
         self._check(user)
@@ -259,6 +260,7 @@ class DialogueManager:
             else:
                 messages = self.messages(state, user.text, intent=intent, sentiment=sentiment)
                 text = await self.chat.complete(messages)
+                check_result("chat", "complete", unwrap(self.chat), text)
                 handled_by = self.chat_name
             self._append(state, user, text, intent, sentiment)
             await self.store.save(state)
