@@ -159,3 +159,20 @@ def test_a_limit_that_is_not_a_whole_number_is_refused() -> None:
     for bad in ("2", 2.5, True):
         with pytest.raises(InputValidationError, match="whole numbers"):
             limited(FakeVoice(), bad, role="voice")  # type: ignore[arg-type]
+
+
+async def test_waiters_cancelled_together_as_a_slot_is_handed_over_all_end_cancelled() -> None:
+    # a failed stage cancels every queued call at once (TaskGroup, gather): each must end with
+    # CancelledError, not ValueError, and the slots must add up afterwards
+    limit = ConcurrencyLimit(1)
+    await limit.acquire()
+    first = asyncio.create_task(limit.acquire())
+    second = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)  # both are queued
+    limit.release()  # the slot goes to the first waiter...
+    first.cancel()  # ...which is cancelled before it runs, along with the second
+    second.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert [type(r) for r in results] == [asyncio.CancelledError, asyncio.CancelledError]
+    assert limit.active == 0 and limit.waiting == 0
+    await asyncio.wait_for(limit.acquire(), 1)  # and the slot is free

@@ -114,7 +114,7 @@ class ConcurrencyLimit:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # the slot reached us just as we were cancelled: pass it on
-            else:
+            elif future in self._waiters:  # release() drops a cancelled waiter it meets
                 self._waiters.remove(future)
             raise
 
