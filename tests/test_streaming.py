@@ -27,6 +27,7 @@ from avatarkit.errors import (
     ProviderError,
     StageError,
 )
+from avatarkit.ports import ChatCapabilities
 from avatarkit.render.encode import ffmpeg_exe
 from avatarkit.render.local import LocalRenderer, idle_timeline
 from avatarkit.render.procedural import generate_procedural
@@ -52,6 +53,7 @@ from avatarkit.testing import (
     FakeRenderer,
     FakeVoice,
     FunctionVoice,
+    check_chat,
     fake_speech,
 )
 from avatarkit.types import (
@@ -877,3 +879,23 @@ async def test_a_chat_stream_that_yields_no_text_is_a_clear_error_and_is_closed(
     assert isinstance(info.value.__cause__, ConfigurationError)
     assert "_Deltas.stream() yielded int, not str" in str(info.value)
     assert chat.closed  # closed at once, not left to the garbage collector
+
+
+async def test_a_chat_model_that_does_not_stream_answers_a_stream_through_complete() -> None:
+    # ChatCapabilities(streaming=False): check_chat does not try its stream(), nor may bot.stream
+    class Whole(FakeChatModel):
+        @property
+        def capabilities(self) -> ChatCapabilities:
+            return ChatCapabilities(streaming=False, offline=True)
+
+        def stream(self, messages: Any) -> Any:
+            raise NotImplementedError
+
+    chat = Whole(REPLY)
+    await check_chat(chat)
+    bot = AvatarBot(chat=chat, voice=FakeVoice(), renderer=None, preprocessor="test",
+                    intent="test", sentiment="test", expression="test")  # fmt: skip
+    events = await collect(bot.stream("hello", session_id="u"))
+    assert [s.text for s in of(SentenceReady, events)] == SENTENCES
+    assert events[-1].response.text == REPLY
+    assert (await bot.dialogue.load("u")).turns[-1].assistant == REPLY  # type: ignore[union-attr]

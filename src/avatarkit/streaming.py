@@ -437,6 +437,7 @@ class ReplyStream:
             index += 1
             return SentenceReady(index=index - 1, text=spoken)
 
+        chat = unwrap(bot.dialogue.chat)
         try:
             handled = await bot.dialogue.dispatch(user, response.intent)
             if handled is not None:
@@ -446,8 +447,11 @@ class ReplyStream:
                 messages = bot.dialogue.messages(
                     state, user.text, intent=response.intent, sentiment=response.sentiment
                 )
-                deltas = bot.dialogue.chat.stream(messages)
-            chat = unwrap(bot.dialogue.chat)
+                if bot.dialogue.chat.capabilities.streaming:
+                    deltas = bot.dialogue.chat.stream(messages)
+                else:  # a model that only answers whole: its reply is the one delta
+                    whole = await bot.dialogue.chat.complete(messages)
+                    deltas = _one(check_result("chat", "complete", chat, whole))
             async with _closing(deltas):  # a delta refused here must not leave the stream open
                 async for delta in deltas:
                     check_result("chat", "stream", chat, delta)  # a manager's chat is unwrapped
