@@ -156,3 +156,11 @@ def test_stage_error_with_an_unpicklable_cause_still_pickles() -> None:
     again = pickle.loads(pickle.dumps(err))
     assert again.stage == "render" and again.__cause__ is None
     assert str(again) == "stage 'render' failed: holds a lock"
+
+
+def test_a_stage_error_whose_cause_has_no_message_names_the_cause() -> None:
+    # an adapter's asyncio.wait_for raises TimeoutError() with no text
+    assert str(StageError("voice", TimeoutError())) == "stage 'voice' failed: TimeoutError"
+    assert str(StageError("dialogue", NotImplementedError())) == (
+        "stage 'dialogue' failed: NotImplementedError"
+    )

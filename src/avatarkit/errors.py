@@ -248,7 +248,7 @@ class StageError(AvatarKitError):
     """
 
     def __init__(self, stage: str, cause: BaseException, partial: Any = None) -> None:
-        super().__init__(f"stage {stage!r} failed: {cause}")
+        super().__init__(f"stage {stage!r} failed: {str(cause) or type(cause).__name__}")
         self.stage = stage
         self.partial = partial
         self.__cause__ = cause
