@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from avatarkit.cache import ReplyCache, backend_fingerprint
+import pytest
+
+from avatarkit.cache import ReplyCache, backend_fingerprint, default_cache_dir
+from avatarkit.errors import ConfigurationError
 from avatarkit.testing import FakeImageGenerator, FakeRenderer, FakeVoice, fake_speech
 from avatarkit.types import AvatarPrompt, Timeline
 
@@ -238,3 +241,26 @@ async def test_concurrent_identical_renders_share_one_render(tmp_path: Path) -> 
     assert len(inner.calls) == 1
     assert [v.path for v in videos] == [tmp_path / f"{i}.gif" for i in range(4)]
     assert len({v.path.read_bytes() for v in videos}) == 1
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avatarkit import AvatarBot
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a file, not a folder")
+    for folder in (taken, taken / "cache"):
+        with pytest.raises(ConfigurationError, match=r"reply cache.*notes\.txt"):
+            ReplyCache(folder)
+    monkeypatch.setenv("AVATARKIT_CACHE_DIR", str(taken))
+    with pytest.raises(ConfigurationError, match="AVATARKIT_CACHE_DIR"):
+        AvatarBot(cache=True, renderer=None)
+
+
+def test_a_blank_cache_dir_variable_counts_as_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("AVATARKIT_CACHE_DIR", "  ")
+    assert default_cache_dir() == tmp_path / "avatarkit"  # not a folder named "  " here

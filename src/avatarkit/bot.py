@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import os
 import threading
 import time
 import unicodedata
@@ -136,8 +137,9 @@ class AvatarBot:
         registry: Where specs are looked up (the default registry unless testing).
 
     Raises:
-        ConfigurationError: an unknown spec, a missing key or extra, or a backend object that
-            does not fill its role. Raised here, before any backend is called.
+        ConfigurationError: an unknown spec, a missing key or extra, a backend object that
+            does not fill its role, or a cache folder it cannot make. Raised here, before any
+            backend is called.
     """
 
     def __init__(
@@ -920,7 +922,12 @@ def _make_cache(value: ReplyCache | str | Path | bool | None) -> ReplyCache | No
     if isinstance(value, ReplyCache):
         return value
     if value is True:
-        return ReplyCache(default_cache_dir())
+        try:
+            return ReplyCache(default_cache_dir())
+        except ConfigurationError as exc:
+            if os.environ.get("AVATARKIT_CACHE_DIR", "").strip():
+                raise ConfigurationError(f"{exc} (set by AVATARKIT_CACHE_DIR)") from exc
+            raise
     if isinstance(value, (str, Path)):
         return ReplyCache(value)
     raise ConfigurationError(

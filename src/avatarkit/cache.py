@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from avatarkit._aio import cancel_requested
 from avatarkit._files import TEMP_VIDEO_PREFIX, discard_temporary_video
+from avatarkit.errors import ConfigurationError
 from avatarkit.fallback import Fallback, watch_stand_ins
 from avatarkit.metrics import count
 from avatarkit.ports import ProgressCallback, RendererCapabilities, VoiceCapabilities, unwrap
@@ -143,19 +144,28 @@ class ReplyCache:
     Args:
         directory: Where the cache lives (created if missing); a temporary folder when None.
         size_limit: Bytes kept before least-recently-used entries are evicted (default 2 GiB).
+
+    Raises:
+        ConfigurationError: the folder cannot be made or written (a file in the way...).
     """
 
     def __init__(self, directory: str | Path | None = None, *, size_limit: int = 2 << 30) -> None:
+        import sqlite3
+
         import diskcache
 
         folder = Path(directory).expanduser() if directory else Path(tempfile.mkdtemp())
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._videos = folder / "videos"
+            self._videos.mkdir(exist_ok=True)
+            self._store = diskcache.Cache(
+                str(folder / "index"), size_limit=size_limit, eviction_policy="least-recently-used"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigurationError(f"the reply cache cannot use {folder}: {reason}") from exc
         self.directory = folder
-        self._store = diskcache.Cache(
-            str(folder / "index"), size_limit=size_limit, eviction_policy="least-recently-used"
-        )
-        self._videos = folder / "videos"
-        self._videos.mkdir(exist_ok=True)
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._version = _version()
@@ -485,7 +495,7 @@ def _realign(hit: VoiceOutput, text: str) -> VoiceOutput:
 
 def default_cache_dir() -> Path:
     """``$AVATARKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/avatarkit``, else ``~/.cache/avatarkit``."""
-    env = os.environ.get("AVATARKIT_CACHE_DIR")
+    env = os.environ.get("AVATARKIT_CACHE_DIR", "").strip()
     if env:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
