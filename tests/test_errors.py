@@ -13,7 +13,13 @@ import pytest
 
 import avatarkit.errors as errors_module
 from avatarkit.animation.viseme import UnknownPhonemeError
-from avatarkit.errors import AvatarKitError, QuotaExceededError, RateLimitError, StageError
+from avatarkit.errors import (
+    AvatarKitError,
+    MissingExtraError,
+    QuotaExceededError,
+    RateLimitError,
+    StageError,
+)
 from avatarkit.imaging.portrait import NotRendererReadyError
 from avatarkit.types import DialogueResponse, Response, UserInput
 
@@ -164,3 +170,13 @@ def test_a_stage_error_whose_cause_has_no_message_names_the_cause() -> None:
     assert str(StageError("dialogue", NotImplementedError())) == (
         "stage 'dialogue' failed: NotImplementedError"
     )
+
+
+def test_a_missing_extra_error_reads_right_for_one_or_several_packages() -> None:
+    one = MissingExtraError("provider 'openai'", "openai", "openai")
+    assert str(one) == (
+        "provider 'openai' needs the \"openai\" extra (openai is not installed): "
+        'pip install "avatarkit[openai]"'
+    )
+    several = MissingExtraError("provider 'transformers'", "nlp", "torch, transformers")
+    assert "(torch, transformers are not installed)" in str(several)

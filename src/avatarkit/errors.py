@@ -122,7 +122,8 @@ class MissingExtraError(ConfigurationError):
     """A backend needs an optional dependency that is not installed."""
 
     def __init__(self, what: str, extra: str, missing: str | None = None) -> None:
-        detail = f" ({missing} is not installed)" if missing else ""
+        verb = "are" if missing and "," in missing else "is"
+        detail = f" ({missing} {verb} not installed)" if missing else ""
         super().__init__(
             f'{what} needs the "{extra}" extra{detail}: pip install "avatarkit[{extra}]"'
         )
