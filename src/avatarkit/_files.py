@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -185,9 +186,8 @@ def _remove_earlier(path: Path) -> None:
         else:
             path.unlink(missing_ok=True)
     except OSError as exc:  # the new reply is saved; a file left over is only noise
-        from avatarkit.config import get_logger
-
-        get_logger("avatarkit.files").warning(
+        # the stdlib logger, not avatarkit.config's helper: this module sits below config
+        logging.getLogger("avatarkit.files").warning(
             "could not remove %s of the reply saved before: %s", path, exc.strerror or exc
         )
 
