@@ -250,6 +250,38 @@ async def test_other_questions_about_the_user_are_not_answered_about_the_avatar(
     assert (await manager.respond(UserInput(text=text))).text == reply
 
 
+@pytest.mark.parametrize(
+    ("text", "reply"),
+    [
+        ("What's your dog's name?", "I'm a virtual avatar, so I don't have a dog of my own."),
+        ("What's your mother's name?", "I'm a virtual avatar, so I don't have a mother of my own."),
+        (
+            "what is your company's name",
+            "I'm a virtual avatar, so I don't have a company of my own.",
+        ),
+        ("What's the name of your owl?", "I'm a virtual avatar, so I don't have an owl of my own."),
+        ("Ada, what is your cat called?", "I'm a virtual avatar, so I don't have a cat of my own."),
+    ],
+)
+async def test_questions_about_the_avatars_things_are_not_answered_with_its_name(
+    text: str, reply: str
+) -> None:
+    # by similarity they matched "what's your name": "Hi, I'm Ada", as if the dog were called Ada
+    manager = DialogueManager(LocalChatModel(), persona=ADA)
+    assert (await manager.respond(UserInput(text=text))).text == reply
+
+
+async def test_a_persona_entry_about_its_things_still_answers_them(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## What's your company called? | Who do you work for?\nWe are Acme Bakery.\n")
+    manager = DialogueManager(LocalChatModel(), persona=ADA.model_copy(update={"knowledge": faq}))
+    assert (await manager.respond(UserInput(text="What's your company's name?"))).text == (
+        "We are Acme Bakery."
+    )
+    own = await manager.respond(UserInput(text="What's your full name?"))
+    assert own.text.startswith("Hi, I'm Ada.")
+
+
 async def test_the_avatars_own_age_and_home_are_still_its_own() -> None:
     manager = DialogueManager(LocalChatModel(), persona=ADA)
     assert (

@@ -200,7 +200,12 @@ def test_the_questions_these_tests_ask_are_not_training_examples():
         return " ".join(text.lower().strip("?!. ").split())
 
     train = {norm(t) for t in training_pairs(load_intents())[0]}
-    asked = [*THIRD_PARTY_QUESTIONS, *QUESTIONS_ABOUT_THE_USER, *GREETING_WORDS_IN_QUESTIONS]
+    asked = [
+        *THIRD_PARTY_QUESTIONS,
+        *QUESTIONS_ABOUT_THE_USER,
+        *QUESTIONS_ABOUT_THE_AVATARS_THINGS,
+        *GREETING_WORDS_IN_QUESTIONS,
+    ]
     assert not {norm(t) for t in asked} & train
 
 
@@ -249,6 +254,32 @@ def test_questions_about_the_user_are_not_about_the_avatar(request, backend, tex
 )
 def test_the_avatars_name_is_still_asked_about_the_avatar(request, backend, text):
     assert request.getfixturevalue(backend).classify_sync(text).top == "ask_about_avatar"
+
+
+# Questions about something of the avatar's are not questions about the avatar's own name: its
+# introduction would claim the dog's name was its own.
+QUESTIONS_ABOUT_THE_AVATARS_THINGS = [
+    "What's your dog's name?",
+    "What's your mother's name?",
+    "what is your company's name",
+    "What’s your best friend’s name?",
+    "What is the name of your cat?",
+    "What is your horse called?",
+]
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize("text", QUESTIONS_ABOUT_THE_AVATARS_THINGS)
+def test_questions_about_the_avatars_things_are_not_about_its_name(request, backend, text):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert "ask_about_avatar" not in (pred.top, *pred.detected)
+
+
+@pytest.mark.parametrize(
+    "text", ["What's your full name?", "What is your real name?", "What's your creator's name?"]
+)
+def test_the_avatars_own_name_and_origin_are_still_about_the_avatar(tfidf, text):
+    assert tfidf.classify_sync(text).top == "ask_about_avatar"
 
 
 def test_who_am_i_talking_to_is_still_about_the_avatar(tfidf):

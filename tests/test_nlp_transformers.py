@@ -140,6 +140,9 @@ def test_embedding_classifies_paraphrases(embedding, text, intent):
         ("What's your name?", "ask_about_avatar"),
         ("May I ask your name?", "ask_about_avatar"),
         ("How old are you?", "ask_about_avatar"),
+        ("What's your dog's name?", OUT_OF_SCOPE),
+        ("What is your mother's name?", OUT_OF_SCOPE),
+        ("what is your company's name", OUT_OF_SCOPE),
     ],
 )
 def test_embedding_tells_questions_about_the_user_from_questions_about_itself(

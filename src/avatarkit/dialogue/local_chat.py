@@ -65,6 +65,11 @@ USER_FACT_ID = "user_fact"
 old am I?"), recognised by its wording: by similarity it matched the avatar's own answer
 ("what's your name", "how old are you"). Its ``{asked}`` is the question turned round ("your
 dog's name", "how old you are")."""
+AVATAR_FACT_ID = "avatar_fact"
+"""The entry answering a question about something of the avatar's ("What's your dog's name?"),
+recognised by its wording: by similarity it matched "what's your name", and the avatar gave its
+own name as the dog's. Its ``{asked}`` is the thing asked about ("a dog"). An entry of yours
+whose questions name that thing ("What's your company called?") answers instead."""
 _EPOCH = dt.datetime(2000, 1, 1)  # extract_name ignores the clock
 
 
@@ -228,6 +233,16 @@ _ABOUT_USER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"where\s+(?:am\s+i|do\s+i\s+come)\s+from", "where you are from"),
     )
 )  # matched whole on normalised text, like _ASKS_OWN_NAME
+_ORIGIN = r"(?:creator|maker|developer|designer|programmer|builder|author)"  # still the avatar's
+_THING = rf"(?!{_ORIGIN}\b)(?P<thing>[\w']+(?:\s+[\w']+){{0,2}}?)"  # "dog", "best friend"
+_ABOUT_AVATAR: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(_FILLER + pattern + _AGAIN)
+    for pattern in (
+        rf"what(?:'s| is| was)\s+your\s+{_THING}(?:'s|s')\s+name",
+        rf"what(?:'s| is| was)\s+the\s+name\s+of\s+your\s+{_THING}",
+        rf"what(?:'s| is| was)\s+your\s+{_THING}\s+called",
+    )
+)  # matched whole on normalised text, like _ABOUT_USER
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FACTS = re.compile(rf"^{re.escape(USER_FACTS)}: (?P<v>.+)\.$", re.MULTILINE)
 _PAST = re.compile(
@@ -327,10 +342,12 @@ class _Index:
 
         self.rows: list[int] = []
         texts: list[str] = []
+        self.words: list[frozenset[str]] = []  # every word of each entry's questions
         for i, entry in enumerate(entries):
             for q in entry.questions:
                 self.rows.append(i)
                 texts.append(_normalize(q))
+            self.words.append(frozenset(w for q in entry.questions for w in _normalize(q).split()))
         self.n_entries = len(entries)
         self.word = TfidfVectorizer(
             analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"[\w']+"
@@ -454,15 +471,21 @@ class LocalChatModel:
         lesser match on another topic). A question about the user's own name ("What's my
         name?", "Do you know my name?") gets the ``user_name`` entry, similarity 1, and one
         about another of their things ("What's my dog's name?", "How old am I?") the
-        ``user_fact`` entry.
+        ``user_fact`` entry. One about the avatar's things ("What's your dog's name?") gets the
+        best entry whose questions name the thing, else the ``avatar_fact`` entry.
         """
         index = self._get_index()
         known = set(fields) if fields is not None else None
+        thing = self._asked_about_avatar(text)
         if USER_NAME_ID in index.by_id and self._asks_own_name(text):
             entry, score = index.by_id[USER_NAME_ID], 1.0
         elif USER_FACT_ID in index.by_id and self._asked_about_user(text) is not None:
             entry, score = index.by_id[USER_FACT_ID], 1.0
             known = None if known is None else known | {"asked"}
+        elif AVATAR_FACT_ID in index.by_id and thing is not None:
+            entry, score = self._about_thing(text, thing, index)
+            if entry.id == AVATAR_FACT_ID:
+                known = None if known is None else known | {"asked"}
         else:
             name = extract_name(text, _EPOCH)
             ignore = frozenset(_normalize(name).split()) if name else frozenset()
@@ -494,6 +517,35 @@ class LocalChatModel:
             if (found := pattern.fullmatch(words)) is not None:
                 return asked.format(**found.groupdict())
         return None
+
+    def _asked_about_avatar(self, text: str) -> str | None:
+        """The thing of the avatar's that ``text`` asks about ("dog"), else ``None``."""
+        words = self._addressed(text)
+        for pattern in _ABOUT_AVATAR:
+            if (found := pattern.fullmatch(words)) is not None:
+                return found.group("thing")
+        return None
+
+    def _about_thing(self, text: str, thing: str, index: _Index) -> tuple[KnowledgeEntry, float]:
+        """The best entry above threshold whose questions name ``thing``, else ``avatar_fact``."""
+        noun = thing.split()[-1]
+        forms = {noun, f"{noun}'s", f"{noun}s", f"{noun}s'"}
+        # "your company's name" scored as "your company name": the questions name the company
+        scores = index.scores(re.sub(rf"\b{re.escape(noun)}(?:'s|s')", noun, _normalize(text)))
+        named = [i for i, words in enumerate(index.words) if words & forms]
+        best = max(named, key=lambda i: scores[i], default=None)
+        if best is not None and scores[best] >= self.threshold:
+            return self.entries[best], scores[best]
+        return index.by_id[AVATAR_FACT_ID], 1.0
+
+    def _asked(self, entry: KnowledgeEntry, text: str) -> str | None:
+        """The ``{asked}`` of a ``user_fact`` or ``avatar_fact`` answer to ``text``."""
+        if entry.id == USER_FACT_ID:
+            return self._asked_about_user(text)
+        thing = self._asked_about_avatar(text) if entry.id == AVATAR_FACT_ID else None
+        if thing is None:
+            return None
+        return f"{'an' if thing[0] in 'aeiou' else 'a'} {thing}"
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -533,8 +585,8 @@ class LocalChatModel:
             entry, _ = self.match(part, fields=fields.keys())
             if entry.id != FALLBACK_ID and entry not in matched:
                 matched.append(entry)
-                if entry.id == USER_FACT_ID:
-                    fields["asked"] = self._asked_about_user(part)
+                if (asked := self._asked(entry, part)) is not None:
+                    fields["asked"] = asked
         if len(parts) > 1 and not matched:
             entry, _ = self.match(text, fields=fields.keys())
             if entry.id != FALLBACK_ID:
