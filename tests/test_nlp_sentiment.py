@@ -161,6 +161,52 @@ def test_polite_requests_without_a_complaint_do_not_read_negative(vader, text, l
     assert vader.analyze_sync(text).label == label
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please help, my order never arrived",
+        "Help! My parcel never came",
+        "Can you help me? The package never showed up",
+        "The technician didn't turn up",
+        "My delivery still hasn't come",
+        "I need help, the update didn't really work",
+    ],
+)
+def test_a_plea_for_help_with_a_complaint_reads_negative(vader, text):
+    # asking for help is a request, not praise (VADER rates "help" +1.7, as in "a great help")
+    assert vader.analyze_sync(text).label == "negative"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd really like a refund",
+        "I would really like my money back",
+        "We'd just like a refund, please",
+        "I would very much like a refund",
+    ],
+)
+def test_an_adverb_inside_a_polite_refund_request_does_not_make_it_praise(vader, text):
+    s = vader.analyze_sync(text)
+    assert s.label == "negative" and s.compound > -0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("Can you help me?", "neutral"),
+        ("I need some help with my booking", "neutral"),
+        ("Please help me choose a present", "neutral"),
+        ("I'd really like a coffee", "positive"),
+        ("Thanks for your help!", "positive"),
+        ("That was really helpful", "positive"),
+        ("The parcel came on time, great job", "positive"),
+    ],
+)
+def test_requests_for_help_without_a_complaint_do_not_read_negative(vader, text, label):
+    assert vader.analyze_sync(text).label == label
+
+
 def test_a_zero_valence_takes_a_word_out_of_vaders_lexicon():
     plain = VaderSentiment(lexicon={})
     assert plain.analyze_sync("Call me back PLEASE").label == "positive"  # VADER's "please" +1.3

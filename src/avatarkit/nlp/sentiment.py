@@ -34,6 +34,14 @@ POSITIVE_AT = 0.05
 """VADER's documented cut-off: compound ≥ 0.05 is positive, ≤ -0.05 negative."""
 
 
+_DID_NOT = ("didn't", "did not")
+_HAS_NOT = ("hasn't", "has not", "haven't", "have not")
+_DID_NOT_COME = (  # (base, past, participle) forms of a delivery or visit that did not happen
+    ("arrive", "come", "show up", "turn up"),
+    ("arrived", "came", "showed up", "turned up"),
+    ("arrived", "come", "shown up", "turned up"),
+)
+
 SERVICE_LEXICON: Mapping[str, float] = MappingProxyType(
     {
         # Asking for one's money back is a complaint. VADER has no "refund", and its "want"
@@ -66,16 +74,19 @@ SERVICE_LEXICON: Mapping[str, float] = MappingProxyType(
         "did not work": -1.3,
         "isn't working": -1.3,
         "not working": -1.3,
-        "never arrived": -1.2,
-        "hasn't arrived": -1.2,
-        "has not arrived": -1.2,
-        "didn't arrive": -1.2,
-        "did not arrive": -1.2,
+        # What never came: "never arrived / came / showed up / turned up", with "didn't", "did
+        # not", "hasn't", "has not", "haven't", "have not" before the verb's other forms.
+        **{f"never {verb}": -1.2 for verb in _DID_NOT_COME[1]},
+        **{f"{neg} {verb}": -1.2 for neg in _DID_NOT for verb in _DID_NOT_COME[0]},
+        **{f"{neg} {verb}": -1.2 for neg in _HAS_NOT for verb in _DID_NOT_COME[2]},
         # Politeness is how a request is worded, not how the customer feels. VADER rated
         # "please" (+1.3) and "like" (+1.5) as words ("pleased", "I like it"), so "Please
         # refund me" read neutral and "I'd like a refund" positive. "please" gets no valence
         # (0 takes it out of the lexicon); "would like" asks for something: rated as "want".
         "please": 0.0,
+        # Asking for help is a request too: VADER's "help" (+1.7, "a great help") made "Please
+        # help, my order never arrived" positive. "helpful", "helps", "helping" keep theirs.
+        "help": 0.0,
         "would like": 0.3,
         "i'd like": 0.3,
         "we'd like": 0.3,
@@ -83,7 +94,11 @@ SERVICE_LEXICON: Mapping[str, float] = MappingProxyType(
 )
 """Words and phrases of customer complaints missing from VADER's lexicon, and politeness
 formulas it reads as praise, with a valence on its -4..4 scale (each rated as VADER rates the
-nearest word it has; 0: no sentiment at all). :class:`VaderSentiment` adds them."""
+nearest word it has; 0: no sentiment at all). :class:`VaderSentiment` adds them; a degree
+adverb may stand between a phrase's words ("I'd really like", "didn't quite work")."""
+
+# Degree adverbs that may stand inside a phrase: "I'd really like a refund" is still a request.
+_ADVERB = r"(?:really|just|truly|actually|quite|so|very\s+much)"
 
 
 def _cue(phrases: str) -> re.Pattern[str]:
@@ -188,7 +203,9 @@ class VaderSentiment:
         self._phrases = (
             re.compile(
                 "|".join(
-                    r"(?<![\w'’])" + r"\s+".join(_word_re(w) for w in p.split()) + r"(?![\w'’])"
+                    r"(?<![\w'’])"
+                    + rf"\s+(?:({_ADVERB})\s+)?".join(_word_re(w) for w in p.split())
+                    + r"(?![\w'’])"
                     for p in phrases
                 ),
                 re.IGNORECASE,
@@ -216,7 +233,7 @@ class VaderSentiment:
         check_text(text, self.max_chars)
         scored = text
         if self._phrases is not None:
-            scored = self._phrases.sub(lambda m: _phrase_word(m.group(0)), text)
+            scored = self._phrases.sub(_phrase_word_of, text)
         s = self._analyzer.polarity_scores(scored)
         compound = float(s["compound"])
         return Sentiment(
@@ -237,6 +254,19 @@ def _word_re(word: str) -> str:
 def _phrase_word(phrase: str) -> str:
     """The one word a phrase is scored as: ``doesnt_work`` for "doesn't work" (a word stays)."""
     return "_".join(phrase.replace("'", "").replace("’", "").split()) if " " in phrase else phrase
+
+
+def _phrase_word_of(match: re.Match[str]) -> str:
+    """The word a matched phrase is scored as, without the adverbs inside it (its only groups)."""
+    text, start, kept = match.group(0), match.start(), []
+    pos = 0
+    for group in range(1, match.re.groups + 1):
+        a, b = match.span(group)
+        if a >= 0:
+            kept.append(text[pos : a - start])
+            pos = b - start
+    kept.append(text[pos:])
+    return _phrase_word("".join(kept))
 
 
 def _checked_lexicon(lexicon: Mapping[str, float]) -> dict[str, float]:
