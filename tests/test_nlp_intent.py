@@ -205,6 +205,7 @@ def test_the_questions_these_tests_ask_are_not_training_examples():
         *QUESTIONS_ABOUT_THE_USER,
         *QUESTIONS_ABOUT_THE_AVATARS_THINGS,
         *GREETING_WORDS_IN_QUESTIONS,
+        *WORD_QUESTIONS,
     ]
     assert not {norm(t) for t in asked} & train
 
@@ -303,6 +304,44 @@ def test_a_greeting_word_inside_a_question_is_no_greeting(request, backend, text
     assert pred.top != "greeting" and "greeting" not in pred.detected
     if text == "Who sings Hello?":
         assert pred.top == OUT_OF_SCOPE
+
+
+# Questions about a word (how to say, spell or translate it) are out of scope whatever the word:
+# "hello", "goodbye" or "thank you" mentioned there greets, leaves or thanks nobody, and TF-IDF
+# took "how do you say..." for small talk.
+WORD_QUESTIONS = [
+    "How do you say hi in German?",
+    "How do you say hello in Japanese?",
+    "how would you say good morning in Italian",
+    "Translate good morning into Spanish",
+    "How do you spell howdy?",
+    "How do you pronounce hello in Mandarin?",
+    "how do you say goodbye in Portuguese",
+    "How do you say thank you in Korean?",
+    "How do you say cat in Greek?",
+]
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize("text", WORD_QUESTIONS)
+def test_a_question_about_a_word_is_out_of_scope(request, backend, text):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert pred.top == OUT_OF_SCOPE and pred.detected == []
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize(
+    ("text", "detected"),
+    [
+        ("I just wanted to say hi", ["greeting"]),
+        ("Hello, how do you say cat in Greek?", ["greeting"]),
+        ("Can I just say thank you so much", ["thanks"]),
+        ("Goodbye, I have to go now", ["farewell"]),
+    ],
+)
+def test_greetings_thanks_and_farewells_said_are_still_said(request, backend, text, detected):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert pred.detected == detected
 
 
 def test_a_greeting_after_which_the_question_mentions_one_is_still_a_greeting(tfidf, rules):

@@ -153,7 +153,13 @@ def test_embedding_tells_questions_about_the_user_from_questions_about_itself(
 
 @pytest.mark.parametrize(
     "text",
-    ["Who sings Hello?", "When did Adele release Hello?", "How do you say hello in Japanese?"],
+    [
+        "Who sings Hello?",
+        "When did Adele release Hello?",
+        "How do you say hello in Japanese?",
+        "Translate good morning into Spanish",
+        "how do you say goodbye in Portuguese",
+    ],
 )
 def test_embedding_takes_no_question_about_a_greeting_word_for_a_greeting(embedding, text):
     pred = embedding.classify_sync(text)
