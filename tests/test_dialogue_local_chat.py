@@ -302,6 +302,30 @@ async def test_the_users_name_is_remembered_beyond_the_history_sent() -> None:
     assert (await manager.respond(UserInput(text="What's my name?"))).text == "Your name is Alice."
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("I'm Alice", "Alice"), ("I am Alice Smith", "Alice Smith"), ("This is Zoë", "Zoë"),
+     ("Ada, I'm Alice", "Alice"), ("Hi! I'm Alice.", "Alice")],
+)  # fmt: skip
+async def test_the_user_introducing_themself_is_greeted_by_name(text: str, name: str) -> None:
+    # "I'm Alice" shared too few words with "my name is" and fell back ("I don't have a good
+    # answer to that one"); an intent label said the avatar's own introduction instead
+    manager = DialogueManager(LocalChatModel(emotion_tags=False), persona=ADA)
+    reply = (await manager.respond(UserInput(text=text))).text
+    assert reply.removeprefix("Hello! ") in (
+        f"Nice to meet you, {name}!",
+        f"Lovely to meet you, {name}.",
+    )
+    assert (await manager.respond(UserInput(text="What's my name?"))).text == (
+        f"Your name is {name}."
+    )
+
+
+@pytest.mark.parametrize("text", ["I'm tired", "I'm happy", "This is terrible"])
+def test_what_only_looks_like_an_introduction_is_not_one(model: LocalChatModel, text: str) -> None:
+    assert model.match(text)[0].id != "introduce_user"
+
+
 async def test_local_model_in_a_manager_conversation() -> None:
     manager = DialogueManager(LocalChatModel(), persona=ADA)
     first = await manager.respond(UserInput(text="Hello, my name is Grace"))

@@ -204,6 +204,7 @@ def test_the_questions_these_tests_ask_are_not_training_examples():
         *THIRD_PARTY_QUESTIONS,
         *QUESTIONS_ABOUT_THE_USER,
         *QUESTIONS_ABOUT_THE_AVATARS_THINGS,
+        *SELF_INTRODUCTIONS,
         *GREETING_WORDS_IN_QUESTIONS,
         *WORD_QUESTIONS,
     ]
@@ -281,6 +282,40 @@ def test_questions_about_the_avatars_things_are_not_about_its_name(request, back
 )
 def test_the_avatars_own_name_and_origin_are_still_about_the_avatar(tfidf, text):
     assert tfidf.classify_sync(text).top == "ask_about_avatar"
+
+
+# The user introducing themself asks nothing about the avatar (MiniLM took "I'm Alice" for
+# ask_about_avatar) nor complains ("This is Alice" is not "this is terrible"): no shipped intent
+# is an introduction, so every backend calls it out of scope, as the rules always did.
+SELF_INTRODUCTIONS = [
+    "I'm Alice",
+    "I am Alice",
+    "i'm alice",
+    "I'm Alice Smith",
+    "Call me Alice",
+    "This is Alice",
+    "I'm Zoë",
+]
+
+
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize("text", SELF_INTRODUCTIONS)
+def test_the_user_introducing_themself_is_no_intent_of_the_set(request, backend, text):
+    pred = request.getfixturevalue(backend).classify_sync(text)
+    assert pred.top == OUT_OF_SCOPE and pred.detected == []
+
+
+@pytest.mark.parametrize(
+    ("text", "detected"),
+    [
+        ("Hi, I'm Alice", ["greeting"]),
+        ("This is terrible", ["complaint"]),
+        ("I'm really disappointed", ["complaint"]),
+        ("Who are you?", ["ask_about_avatar"]),
+    ],
+)
+def test_what_looks_like_an_introduction_keeps_its_intent(tfidf, text, detected):
+    assert tfidf.classify_sync(text).detected == detected
 
 
 def test_who_am_i_talking_to_is_still_about_the_avatar(tfidf):

@@ -166,6 +166,15 @@ def test_embedding_takes_no_question_about_a_greeting_word_for_a_greeting(embedd
     assert pred.top == OUT_OF_SCOPE and pred.detected == []
 
 
+@pytest.mark.parametrize("text", ["I'm Alice", "I am Alice", "i'm alice", "Call me Alice"])
+def test_embedding_takes_the_user_introducing_themself_for_no_question_about_itself(
+    embedding, text
+):
+    # MiniLM put "I'm Alice" next to "who are you": the rules and TF-IDF call it out of scope
+    pred = embedding.classify_sync(text)
+    assert pred.top == OUT_OF_SCOPE and pred.detected == []
+
+
 def test_embedding_still_hears_a_greeting_before_a_question(embedding):
     assert embedding.classify_sync("Hello, who are you?").detected == [
         "greeting",

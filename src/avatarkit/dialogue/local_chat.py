@@ -56,6 +56,9 @@ __all__ = [
 _EMOTIONS = frozenset(e.value for e in Emotion)
 FALLBACK_ID = "fallback"
 GREETING_ID = "greeting"
+INTRODUCE_USER_ID = "introduce_user"
+"""The entry answering the user's introduction ("I'm Alice", "This is Alice"), which is
+recognised by its wording as well: "I'm Alice" shares too few words with "my name is"."""
 USER_NAME_ID = "user_name"
 """The entry answering a question about the user's own name ("What's my name?"), which is
 recognised by its wording, not by example questions: "What's a good name for my cat?" shares
@@ -233,6 +236,10 @@ _ABOUT_USER: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"where\s+(?:am\s+i|do\s+i\s+come)\s+from", "where you are from"),
     )
 )  # matched whole on normalised text, like _ASKS_OWN_NAME
+_INTRODUCES = _FILLER + (
+    r"(?:i'm|i\s+am|this\s+is|my\s+name\s+is|my\s+name's"
+    r"|(?:(?:you\s+can|please|just|people)\s+)?call\s+me)\s+"
+)  # then the name extract_name finds, and nothing else: "I'm Alice", "this is Alice here"
 _ORIGIN = r"(?:creator|maker|developer|designer|programmer|builder|author)"  # still the avatar's
 _THING = rf"(?!{_ORIGIN}\b)(?P<thing>[\w']+(?:\s+[\w']+){{0,2}}?)"  # "dog", "best friend"
 _ABOUT_AVATAR: tuple[re.Pattern[str], ...] = tuple(
@@ -471,7 +478,8 @@ class LocalChatModel:
         lesser match on another topic). A question about the user's own name ("What's my
         name?", "Do you know my name?") gets the ``user_name`` entry, similarity 1, and one
         about another of their things ("What's my dog's name?", "How old am I?") the
-        ``user_fact`` entry. One about the avatar's things ("What's your dog's name?") gets the
+        ``user_fact`` entry. The user's introduction alone ("I'm Alice") gets the
+        ``introduce_user`` entry. One about the avatar's things ("What's your dog's name?") gets the
         best entry whose questions name the thing, else the ``avatar_fact`` entry.
         """
         index = self._get_index()
@@ -479,6 +487,8 @@ class LocalChatModel:
         thing = self._asked_about_avatar(text)
         if USER_NAME_ID in index.by_id and self._asks_own_name(text):
             entry, score = index.by_id[USER_NAME_ID], 1.0
+        elif INTRODUCE_USER_ID in index.by_id and self._introduces_user(text):
+            entry, score = index.by_id[INTRODUCE_USER_ID], 1.0
         elif USER_FACT_ID in index.by_id and self._asked_about_user(text) is not None:
             entry, score = index.by_id[USER_FACT_ID], 1.0
             known = None if known is None else known | {"asked"}
@@ -509,6 +519,14 @@ class LocalChatModel:
     def _asks_own_name(self, text: str) -> bool:
         """Whether ``text`` asks for the user's own name, also addressed to the persona."""
         return _ASKS_OWN_NAME.fullmatch(self._addressed(text)) is not None
+
+    def _introduces_user(self, text: str) -> bool:
+        """Whether ``text`` is only the user's introduction ("I'm Alice"), maybe addressed."""
+        name = extract_name(text, _EPOCH)
+        if name is None:
+            return False
+        said = rf"{_INTRODUCES}{re.escape(_normalize(name))}(?:\s+here)?"
+        return re.fullmatch(said, self._addressed(text)) is not None
 
     def _asked_about_user(self, text: str) -> str | None:
         """What ``text`` asks about the user, turned round ("your dog's name"), else ``None``."""
