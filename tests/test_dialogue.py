@@ -277,6 +277,32 @@ async def test_slot_form_skips_slots_given_up_front_and_can_be_cancelled() -> No
     ).handled_by == "FakeChatModel"
 
 
+async def test_slot_form_does_not_book_a_date_or_time_already_past() -> None:
+    # the form booked them silently: only the chat model's system prompt was told
+    form = SlotForm("book", {"date": "Which day?", "time": "What time?"}, "Booked {date} {time}.")
+    manager = DialogueManager(FakeChatModel("chat"), handlers={"book": form}, clock=lambda: EVENING)
+    past = "That's already in the past, I'm afraid. When else would suit you?"
+    r = await manager.respond(user("Book me in on 2026-11-20 at 3 pm"), intent=intent("book"))
+    assert (r.text, r.handled_by) == (past, "handler:book")
+    state = await manager.load("s")
+    assert state.context["active_form"] == "book" and "date" not in state.slots
+    # today's date is kept when only its time has passed
+    assert (await manager.respond(user("today at 3 pm"), intent=intent("other"))).text == past
+    assert (await manager.load("s")).slots["date"] == "2026-11-27"
+    r = await manager.respond(user("10 pm then"), intent=intent("other"))
+    assert r.text == "Booked 2026-11-27 22:00."
+
+
+async def test_slot_form_reads_an_iso_date_and_its_own_clock() -> None:
+    form = SlotForm("book", {"date": "Which day?"}, "Booked {date}.", past_reply="Too late.")
+    assert await form(user("x"), DialogueState(slots={"date": "2026-11-20"}), now=NOW) == (
+        "Too late."
+    )
+    manager = DialogueManager(FakeChatModel("chat"), handlers={"book": form}, clock=lambda: NOW)
+    r = await manager.respond(user("Book me in on 2026-12-02"), intent=intent("book"))
+    assert r.text == "Booked 2026-12-02."
+
+
 # --------------------------------------------------------------------------- the manager
 
 

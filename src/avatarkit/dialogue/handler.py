@@ -17,6 +17,7 @@ filled (or the user cancels), then calls your ``submit`` function.
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,6 +25,8 @@ from typing import Any
 
 from avatarkit.errors import ConfigurationError
 from avatarkit.types import DialogueState, UserInput
+
+from .slot import already_past
 
 __all__ = ["ACTIVE_FORM_KEY", "Handler", "SlotForm", "call_handler"]
 
@@ -65,6 +68,10 @@ class SlotForm:
         cancel_words: Phrases that abandon the form.
         cancel_reply: What to say when the user cancels.
         clear_on_submit: Remove this form's slots from the state after submitting.
+        past_reply: What to say when the form's ``date`` (at the ``time``, if any) has
+            already passed (:func:`~avatarkit.dialogue.slot.already_past`); filled from the
+            slots like ``submit``. The past date (or, for today, the time) is dropped and asked
+            for again.
 
     Example::
 
@@ -84,6 +91,7 @@ class SlotForm:
         cancel_words: Sequence[str] = ("cancel", "never mind", "nevermind", "forget it", "stop"),
         cancel_reply: str = "All right, I have cancelled that.",
         clear_on_submit: bool = True,
+        past_reply: str = "That's already in the past, I'm afraid. When else would suit you?",
     ) -> None:
         if not name:
             raise ConfigurationError("a SlotForm needs a name")
@@ -94,6 +102,7 @@ class SlotForm:
         self.submit = submit
         self.cancel_reply = cancel_reply
         self.clear_on_submit = clear_on_submit
+        self.past_reply = past_reply
         words = "|".join(re.escape(w) for w in cancel_words)
         self._cancel = re.compile(rf"\b(?:{words})\b", re.IGNORECASE) if words else None
         self.__name__ = f"SlotForm[{name}]"
@@ -109,13 +118,29 @@ class SlotForm:
         """Whether this form is collecting slots in ``state``."""
         return state.context.get(ACTIVE_FORM_KEY) == self.name
 
-    async def __call__(self, user: UserInput, state: DialogueState) -> str | None:
-        """Ask for the next missing slot, or submit when all are filled."""
+    async def __call__(
+        self, user: UserInput, state: DialogueState, *, now: dt.datetime | None = None
+    ) -> str | None:
+        """Ask for the next missing slot, or submit when all are filled.
+
+        A ``date`` slot (at its ``time``) already past ``now`` (the dialogue manager's clock;
+        default: the local time) gets ``past_reply`` instead, never a booking.
+        """
         if self._cancel is not None and self._cancel.search(user.text) and self.is_active(state):
             state.context.pop(ACTIVE_FORM_KEY, None)
             for slot in self.slots:
                 state.slots.pop(slot, None)
             return self.cancel_reply
+        when = now or dt.datetime.now().astimezone()
+        if "date" in self.slots and already_past(state.slots, when):
+            state.context[ACTIVE_FORM_KEY] = self.name
+            answer = self.past_reply.format_map(_Defaulting(state.slots))
+            # a past day is asked for again; today's day stays when only its time has passed
+            if already_past({"date": state.slots["date"]}, when):
+                state.slots.pop("date", None)
+            if "time" in self.slots:
+                state.slots.pop("time", None)
+            return answer
         missing = self.missing(state)
         if missing:
             state.context[ACTIVE_FORM_KEY] = self.name

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 
@@ -196,9 +197,9 @@ class DialogueManager:
 
     # -- turns ---------------------------------------------------------------------------------
 
-    def _fill_slots(self, state: DialogueState, text: str) -> None:
+    def _fill_slots(self, state: DialogueState, text: str, now: dt.datetime) -> None:
         if self.slot_extractors:
-            state.slots.update(extract_slots(text, self.slot_extractors, now=self._clock()))
+            state.slots.update(extract_slots(text, self.slot_extractors, now=now))
 
     def _handler_for(
         self, state: DialogueState, intent: IntentPrediction | None
@@ -216,11 +217,14 @@ class DialogueManager:
         self, user: UserInput, state: DialogueState, intent: IntentPrediction | None
     ) -> tuple[str, str] | None:
         """Fill slots, then ask the active form or the intent's handler; (name, reply) or None."""
-        self._fill_slots(state, user.text)
+        now = self._clock()
+        self._fill_slots(state, user.text, now)
         chosen = self._handler_for(state, intent)
         if chosen is None:
             return None
         name, handler = chosen
+        if isinstance(handler, SlotForm):  # a form tells past dates by the manager's clock
+            handler = functools.partial(handler, now=now)
         reply = await call_handler(handler, user, state)
         return None if reply is None else (name, reply)
 
