@@ -446,6 +446,39 @@ async def test_a_time_already_past_is_not_noted_but_said_to_have_passed() -> Non
     assert again.text.startswith("Friday, November 27 at 10 pm has already passed")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Book me in on 2026-12-01",
+        "Book me in for 2026-12-01 at 09:30",
+        "book me in tomorrow at 10:30",
+        "Can you book me in on December 2nd at 3pm?",
+    ],
+)
+def test_dates_and_times_do_not_make_a_message_unknown(model: LocalChatModel, text: str) -> None:
+    # their words and numbers counted as words the knowledge never saw: it fell back
+    assert model.match(text)[0].id == "appointment"
+
+
+async def test_a_booking_with_an_iso_date_is_understood_without_an_intent_label() -> None:
+    import datetime as dt
+
+    clock = dt.datetime(2026, 11, 27, 10, 0)
+    manager = DialogueManager(LocalChatModel(ADA, emotion_tags=False), clock=lambda: clock)
+    reply = await manager.respond(UserInput(text="Book me in on 2026-12-01"))
+    assert reply.text == "I've noted Tuesday, December 1. What time would suit you?"
+    late = await manager.respond(UserInput(text="Book me in on 2026-11-20", session_id="b"))
+    assert late.text.startswith("Friday, November 20 has already passed")
+    fallback = next(e for e in LocalChatModel().entries if e.id == "fallback")
+    for text in ("What happened in 1969?", "What is 12 times 12?"):  # numbers are no topic
+        assert ask(LocalChatModel(ADA), text) in fallback.answers
+    # with its numbers known, "call me at ..." is like "call me Alice", but gives no name
+    await manager.respond(UserInput(text="I'm Alice", session_id="c"))
+    for text in ("Call me at 555-1234", "call me tomorrow at 3pm"):
+        reply = await manager.respond(UserInput(text=text, session_id="c"))
+        assert "meet you" not in reply.text
+
+
 async def test_a_manager_passes_intent_and_sentiment_to_the_local_model() -> None:
     from avatarkit.types import Intent, IntentPrediction, Sentiment
 

@@ -43,7 +43,7 @@ from avatarkit.ports import ChatCapabilities
 from avatarkit.types import ChatMessage, Emotion
 
 from .persona import DEFAULT_PERSONA, PAST_NOTE, USER_FACTS, Persona
-from .slot import extract_name
+from .slot import DATE_WORDS, extract_name
 
 __all__ = [
     "DEFAULT_KNOWLEDGE",
@@ -367,7 +367,9 @@ class _Index:
     def scores(self, text: str, ignore: frozenset[str] = frozenset()) -> list[float]:
         """Best similarity of ``text`` to each entry's questions (0 for entries with none).
 
-        Words in ``ignore`` (normalised; e.g. the user's name) do not count against coverage.
+        Words in ``ignore`` (normalised; e.g. the user's name) do not count against coverage,
+        nor do dates and times (numbers, :data:`~avatarkit.dialogue.slot.DATE_WORDS`): "Book
+        me in on 2026-12-01" is as well known as "Book me in".
         """
         best = [0.0] * self.n_entries
         if self.word_m is None or self.char_m is None:
@@ -376,7 +378,13 @@ class _Index:
         w = (self.word_m @ self.word.transform([q]).T).toarray().ravel()
         c = (self.char_m @ self.char.transform([q]).T).toarray().ravel()
         content = [
-            t for t in q.split() if len(t) > 1 and t not in self.stop_words and t not in ignore
+            t
+            for t in q.split()
+            if len(t) > 1
+            and t not in self.stop_words
+            and t not in ignore
+            and t not in DATE_WORDS
+            and not any(c.isdigit() for c in t)
         ]
         coverage = sum(t in self.vocabulary for t in content) / len(content) if content else 1.0
         scale = coverage**0.5
@@ -504,6 +512,8 @@ class LocalChatModel:
             if best < 0 or scores[best] < self.threshold:
                 return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
             entry, score = self.entries[best], scores[best]
+            if entry.id == INTRODUCE_USER_ID and name is None:  # "call me at 5": no name given
+                return index.by_id[FALLBACK_ID], score
         if known is not None and not any(_fields_of(a) <= known for a in entry.answers):
             return index.by_id[FALLBACK_ID], score
         return entry, score

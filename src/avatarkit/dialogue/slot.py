@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 
 __all__ = [
+    "DATE_WORDS",
     "DEFAULT_EXTRACTORS",
     "SlotExtractor",
     "already_past",
@@ -54,6 +55,11 @@ _MONTHS = {
     for name in names
 }
 _MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
+DATE_WORDS: frozenset[str] = frozenset(
+    {*_MONTHS, *_WEEKDAYS, "today", "tonight", "tomorrow", "noon", "midday", "midnight", "am", "pm"}
+)
+"""The words (lower case) of the dates and times the extractors read, besides numbers: values
+of a slot, not what a message is about."""
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _MONTH_DAY = re.compile(
     rf"\b(?P<month>{_MONTH_RE})\.?\s+(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(?P<year>\d{{4}}))?",
