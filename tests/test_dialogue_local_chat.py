@@ -472,7 +472,7 @@ async def test_a_booking_with_an_iso_date_is_understood_without_an_intent_label(
     fallback = next(e for e in LocalChatModel().entries if e.id == "fallback")
     for text in ("What happened in 1969?", "What is 12 times 12?"):  # numbers are no topic
         assert ask(LocalChatModel(ADA), text) in fallback.answers
-    # with its numbers known, "call me at ..." is like "call me Alice", but gives no name
+    # numbers are known only to entries that say dates: "call me at ..." is no "call me Alice"
     await manager.respond(UserInput(text="I'm Alice", session_id="c"))
     for text in ("Call me at 555-1234", "call me tomorrow at 3pm"):
         reply = await manager.respond(UserInput(text=text, session_id="c"))

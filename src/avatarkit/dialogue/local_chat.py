@@ -334,7 +334,10 @@ class _Index:
     A message's similarity is scaled by the square root of its *coverage*: the share of its
     content words (not stop words) that occur anywhere in the questions. "What is the capital
     of France?" shares "what is the" with a weather question, but "capital" and "France" are
-    unknown, so it falls back instead of talking about the weather.
+    unknown, so it falls back instead of talking about the weather. Dates and times (numbers,
+    :data:`~avatarkit.dialogue.slot.DATE_WORDS`) count as known to the entries whose answers
+    say them (``{date}``, ``{time}``, ``{past}``): "Book me in on 2026-12-01" is as well known
+    to the appointment entry as "Book me in", and no better known to any other.
     """
 
     def __init__(self, entries: Sequence[KnowledgeEntry]) -> None:
@@ -355,6 +358,7 @@ class _Index:
                 self.rows.append(i)
                 texts.append(_normalize(q))
             self.words.append(frozenset(w for q in entry.questions for w in _normalize(q).split()))
+        self.takes_dates = [any(_fields_of(a) & _DATED for a in e.answers) for e in entries]
         self.n_entries = len(entries)
         self.word = TfidfVectorizer(
             analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"[\w']+"
@@ -367,9 +371,7 @@ class _Index:
     def scores(self, text: str, ignore: frozenset[str] = frozenset()) -> list[float]:
         """Best similarity of ``text`` to each entry's questions (0 for entries with none).
 
-        Words in ``ignore`` (normalised; e.g. the user's name) do not count against coverage,
-        nor do dates and times (numbers, :data:`~avatarkit.dialogue.slot.DATE_WORDS`): "Book
-        me in on 2026-12-01" is as well known as "Book me in".
+        Words in ``ignore`` (normalised; e.g. the user's name) do not count against coverage.
         """
         best = [0.0] * self.n_entries
         if self.word_m is None or self.char_m is None:
@@ -378,19 +380,24 @@ class _Index:
         w = (self.word_m @ self.word.transform([q]).T).toarray().ravel()
         c = (self.char_m @ self.char.transform([q]).T).toarray().ravel()
         content = [
-            t
-            for t in q.split()
-            if len(t) > 1
-            and t not in self.stop_words
-            and t not in ignore
-            and t not in DATE_WORDS
-            and not any(c.isdigit() for c in t)
+            t for t in q.split() if len(t) > 1 and t not in self.stop_words and t not in ignore
         ]
-        coverage = sum(t in self.vocabulary for t in content) / len(content) if content else 1.0
-        scale = coverage**0.5
+        known = sum(t in self.vocabulary for t in content)
+        dated = sum(t not in self.vocabulary and _is_date_word(t) for t in content)
+        scale = (known / len(content)) ** 0.5 if content else 1.0
+        dated_scale = ((known + dated) / len(content)) ** 0.5 if content else 1.0
         for entry, score in zip(self.rows, 0.5 * w + 0.5 * c, strict=True):
-            best[entry] = max(best[entry], float(score) * scale)
+            factor = dated_scale if self.takes_dates[entry] else scale
+            best[entry] = max(best[entry], float(score) * factor)
         return best
+
+
+_DATED = frozenset({"date", "time", "past"})  # answer fields that say the user's date or time
+
+
+def _is_date_word(token: str) -> bool:
+    """Whether a normalised token is part of a date or time ("2026", "3pm", "friday")."""
+    return token in DATE_WORDS or any(ch.isdigit() for ch in token)
 
 
 class LocalChatModel:
@@ -512,8 +519,6 @@ class LocalChatModel:
             if best < 0 or scores[best] < self.threshold:
                 return index.by_id[FALLBACK_ID], scores[best] if best >= 0 else 0.0
             entry, score = self.entries[best], scores[best]
-            if entry.id == INTRODUCE_USER_ID and name is None:  # "call me at 5": no name given
-                return index.by_id[FALLBACK_ID], score
         if known is not None and not any(_fields_of(a) <= known for a in entry.answers):
             return index.by_id[FALLBACK_ID], score
         return entry, score
