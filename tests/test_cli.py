@@ -302,3 +302,22 @@ def test_speak_into_a_folder_of_an_earlier_reply_replaces_it_and_keeps_other_fil
         "notes.txt", "response.json", "speech.wav", "timeline.json"
     ]  # fmt: skip
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_batch_refuses_an_output_it_cannot_write_before_any_work(
+    tmp_path: Path, readonly: Path
+) -> None:
+    scripts = tmp_path / "scripts.csv"
+    scripts.write_text("text,id\nHello.,a\n")
+    afile = tmp_path / "afile.txt"
+    afile.write_text("keep me")
+    specs = ["--voice", "test", "--renderer", "test", "--image-backend", "test"]
+    for out, message in (
+        (afile, f"error: {afile} exists and is not a folder"),
+        (readonly / "out", f"error: cannot write {readonly / 'out'}: "),
+    ):
+        result = runner.invoke(app, ["batch", str(scripts), "-o", str(out), *specs])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert not (readonly / "out").exists()
+    assert afile.read_text() == "keep me"

@@ -561,6 +561,7 @@ def batch(
     """Render many scripts to clips; rerunning skips finished items, failures are listed."""
     from avatarkit.batch import run_batch
 
+    _output_folder(output)
     try:
         report = run_batch(
             scripts, output, executor=executor, workers=workers,  # type: ignore[arg-type]
