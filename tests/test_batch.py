@@ -547,3 +547,43 @@ def test_a_folder_given_as_a_portrait_or_recording_is_named_as_a_folder(tmp_path
     message = str(caught.value)
     assert f"line 2 (item 1): avatar: {tmp_path / 'faces'} is a folder, not a file" in message
     assert f"line 3 (item 2): voice: recording {tmp_path / 'takes'} is a folder" in message
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _slow_item(item: dict, out: str, options: dict) -> tuple[str, None]:
+    """A stand-in for render_item in the pool's workers: a second's work, then a marker."""
+    import time
+
+    time.sleep(1.0)
+    (Path(out) / f"{item['id']}.done").touch()
+    return item["id"], None
+
+
+def test_ctrl_c_drops_the_queue_and_leaves_no_worker_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    import avatarkit.batch
+
+    monkeypatch.setattr(avatarkit.batch, "render_item", _slow_item)
+    items = [BatchItem(id=f"q{i}", text=f"Queued item {i}.") for i in range(12)]
+
+    def ctrl_c(done: int, total: int) -> None:  # Ctrl-C as the first item comes back
+        raise KeyboardInterrupt
+
+    def run() -> None:  # the traceback is dropped at once, as the CLI drops it
+        try:
+            run_batch(items, tmp_path, workers=2, progress=ctrl_c, **SPECS)
+        except KeyboardInterrupt:
+            return
+        raise AssertionError("the interrupt was swallowed")
+
+    run()
+    # No worker is left rendering (or orphaned, blocked on the pool's queue, after the
+    # command has exited) ...
+    assert multiprocessing.active_children() == []
+    # ... and the queue was dropped: only the items already in a worker's hands ran.
+    assert len(list(tmp_path.glob("*.done"))) <= 4

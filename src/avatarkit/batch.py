@@ -549,21 +549,53 @@ def run_batch(
     return report
 
 
+_stop: Any = None
+"""In a pool's worker: the batch's stop flag (a ``multiprocessing.Event``), set on Ctrl-C."""
+
+
+def _start_worker(stop: Any) -> None:
+    global _stop
+    _stop = stop
+
+
+def _pooled_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> Any:
+    """``render_item`` in a pool's worker, unless the batch was stopped: then nothing is done."""
+    if _stop is not None and _stop.is_set():
+        return item.get("id"), "not rendered: the batch was interrupted"
+    try:
+        return render_item(item, out, options)
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too: stop the queue from here
+        if _stop is not None:
+            _stop.set()
+        raise
+
+
 def _run_pool(
     payload: Iterable[tuple[Any, ...]], workers: int, record: Callable[[Any], None]
 ) -> None:
-    pool = ProcessPoolExecutor(max_workers=workers)
+    import multiprocessing
+
+    stop = multiprocessing.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(stop,))
+    submitted: list[Future[tuple[str, str | None]]] = []
     try:
-        pending: set[Future[tuple[str, str | None]]] = {
-            pool.submit(render_item, *a) for a in payload
-        }
+        for args in payload:
+            submitted.append(pool.submit(_pooled_item, *args))
+        pending = set(submitted)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 record(fut.result())
     except BaseException:
         # Ctrl-C or a crash here: drop the queue instead of rendering it all before exiting.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # The items the pool has not handed out are cancelled here (the pool's own
+        # cancel_futures is lost when the pool is collected before its thread reads it), those
+        # already queued for a worker are skipped by it, and the items in hand are waited for,
+        # so that no worker outlives the command.
+        stop.set()
+        for fut in submitted:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
 
