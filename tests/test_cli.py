@@ -321,3 +321,13 @@ def test_batch_refuses_an_output_it_cannot_write_before_any_work(
         assert message in result.output and "Traceback" not in result.output
         assert not (readonly / "out").exists()
     assert afile.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("session", ["", " ", "x" * 300, "a\tb"])
+def test_chat_refuses_a_bad_session_id_before_the_first_turn(session: str, tmp_path: Path) -> None:
+    out = tmp_path / "chat"
+    args = ["chat", "--chat", "test", "--session", session, "-o", str(out)]
+    result = runner.invoke(app, args, input="hi\nyo\n")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error: a session id") == 1
+    assert "you>" not in result.output and not out.exists()

@@ -262,8 +262,11 @@ def chat(
     session: Annotated[str, typer.Option(help="Conversation id.")] = "cli",
 ) -> None:
     """Talk with the avatar turn by turn (empty line or Ctrl-D ends); replies are saved per turn."""
+    from avatarkit.dialogue.store import check_session_id
+
     _output_folder(output)
     try:
+        check_session_id(session)  # once, here: not as an error after every line typed
         bot = _bot(chat=chat, voice=voice, renderer=renderer if render else None)
     except AvatarKitError as exc:
         _fail(exc)
