@@ -331,3 +331,18 @@ def test_chat_refuses_a_bad_session_id_before_the_first_turn(session: str, tmp_p
     assert result.exit_code == 2, result.output
     assert result.output.count("error: a session id") == 1
     assert "you>" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("box", ["400,400,200,200", "0,0,8,8"])
+@pytest.mark.parametrize("command", [["animate", "hi"], ["create", "hi", "--chat", "test"]])
+def test_a_face_box_that_does_not_fit_the_avatar_is_refused_before_any_work(
+    command: list[str], box: str, tmp_path: Path
+) -> None:
+    face = tmp_path / "face.png"
+    assert runner.invoke(app, ["avatar", "--size", "512", "-o", str(face)]).exit_code == 0
+    out = tmp_path / "out"
+    args = [*command, "--avatar", str(face), "--face-box", box, "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"face box '{box}'" in result.output and "512x512" in result.output
+    assert "stage" not in result.output and not out.exists()  # no voice call, nothing saved

@@ -175,9 +175,23 @@ def _avatar(path: Path | None, face_box: str | None) -> Any:
             "(width and height above 0)",
             field="face_box",
         )
+    from avatarkit.render.photo import MIN_FACE_BOX
     from avatarkit.types import AvatarImage
 
-    return AvatarImage.load(path, kind="photo").model_copy(update={"face_box": box})
+    image = AvatarImage.load(path, kind="photo")
+    left, top, width, height = box
+    if (
+        min(width, height) < MIN_FACE_BOX
+        or left + width > image.width
+        or top + height > image.height
+    ):  # said now, not after the voice has been paid for
+        raise InputValidationError(
+            f"face box {face_box!r} does not fit the {image.width}x{image.height} picture "
+            f"{path}: give LEFT,TOP,WIDTH,HEIGHT inside it, at least {MIN_FACE_BOX} pixels wide "
+            "and high",
+            field="face_box",
+        )
+    return image.model_copy(update={"face_box": box})
 
 
 def _run_and_save(run: Callable[[], Any], output: Path) -> Any:

@@ -43,6 +43,8 @@ FloatArray = npt.NDArray[np.float32]
 _FACE_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
 _EYE_CASCADES = ("haarcascade_eye.xml", "haarcascade_eye_tree_eyeglasses.xml")
 _DETECT_SIDE = 640
+MIN_FACE_BOX = 16
+"""The smallest face box (width and height, in pixels) the rig animates."""
 _UPPER_LIP = 0.14
 """Share of the lip gap taken by the upper lip moving up (the lower lip and jaw do the rest)."""
 _BLINK_SHOWN = 0.03
@@ -255,10 +257,11 @@ class PhotoRig:
         box = face_box or image.face_box
         if box is not None:
             bx, by, bw, bh = (int(v) for v in box)
-            if bw < 16 or bh < 16 or bx < 0 or by < 0 or bx + bw > iw or by + bh > ih:
+            if min(bw, bh) < MIN_FACE_BOX or min(bx, by) < 0 or bx + bw > iw or by + bh > ih:
                 raise InputValidationError(
                     f"face_box {tuple(box)} does not fit the {iw}x{ih} image: give "
-                    "(left, top, width, height) inside it, at least 16 pixels wide and high.",
+                    f"(left, top, width, height) inside it, at least {MIN_FACE_BOX} pixels wide "
+                    "and high.",
                     field="face_box",
                 )
             box = (bx, by, bw, bh)
