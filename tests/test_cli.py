@@ -346,3 +346,22 @@ def test_a_face_box_that_does_not_fit_the_avatar_is_refused_before_any_work(
     assert result.exit_code == 2, result.output
     assert f"face box '{box}'" in result.output and "512x512" in result.output
     assert "stage" not in result.output and not out.exists()  # no voice call, nothing saved
+
+
+@pytest.mark.parametrize(("style", "backend"), [("photo", "local"), ("procedural", "test")])
+def test_a_style_the_backend_does_not_draw_is_refused(
+    style: str, backend: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "a.png"
+    result = runner.invoke(app, ["avatar", "--style", style, "--backend", backend, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"--style {style}" in result.output and f"--backend {backend}" in result.output
+    assert not out.exists()
+
+
+def test_the_backend_alone_picks_the_style(tmp_path: Path) -> None:
+    out = tmp_path / "a.png"
+    result = runner.invoke(app, ["avatar", "--backend", "test", "-o", str(out)])
+    assert result.exit_code == 0 and "photo" in result.output, result.output
+    result = runner.invoke(app, ["avatar", "--style", "photo", "--backend", "test", "-o", str(out)])
+    assert result.exit_code == 0 and "photo" in result.output, result.output

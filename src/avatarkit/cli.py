@@ -310,8 +310,13 @@ def avatar(
         "avatar.png"
     ),
     style: Annotated[
-        str, typer.Option(help="procedural (local, default) or photo.")
-    ] = "procedural",
+        str | None,
+        typer.Option(
+            help="procedural (the local backend; the default) or photo (diffusers unless "
+            "--backend names another).",
+            show_default=False,
+        ),
+    ] = None,
     backend: Annotated[
         str | None,
         typer.Option(help="Image generator spec: local, diffusers, automatic1111, openai, test."),
@@ -338,12 +343,12 @@ def avatar(
     from avatarkit.registry import create as create_backend
     from avatarkit.types import AvatarPrompt
 
-    if style not in _STYLES:
+    if style is not None and style not in _STYLES:
         _error(f"unknown style {style!r}; styles: {', '.join(_STYLES)}")
     _output_file(output, "avatar.png")
     if output.suffix.lower() != ".png":
         _error(f"the avatar is saved as PNG (with its parameters); {output} is not a .png")
-    spec = backend or ("local" if style == "procedural" else "diffusers")
+    spec = backend or ("diffusers" if style == "photo" else "local")
     if model:
         spec = f"{spec.split(':', 1)[0]}:{model}"
     try:
@@ -363,7 +368,11 @@ def avatar(
             **{**request.model_dump(), **{k: v for k, v in changes.items() if v is not None}},
         )  # fmt: skip
         generator = create_backend("image", spec)
-        if "procedural" in generator.capabilities.kinds:
+        kinds = generator.capabilities.kinds
+        if style is not None and style not in kinds:  # e.g. --style photo --backend local
+            _error(f"--style {style} and --backend {backend} disagree: {backend} draws "
+                   f"{' and '.join(kinds)} avatars only; leave out one of the two")  # fmt: skip
+        if "procedural" in kinds:
             request = _for_procedural(request, preset)
         image = _sync.run(make_avatar(generator, request, progress=_progress("generating")))
     except AvatarKitError as exc:
