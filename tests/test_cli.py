@@ -365,3 +365,15 @@ def test_the_backend_alone_picks_the_style(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "photo" in result.output, result.output
     result = runner.invoke(app, ["avatar", "--style", "photo", "--backend", "test", "-o", str(out)])
     assert result.exit_code == 0 and "photo" in result.output, result.output
+
+
+def test_animate_refuses_a_voice_beside_a_recording(tmp_path: Path) -> None:
+    take = tmp_path / "take.wav"
+    said = runner.invoke(app, ["speak", "Hello there.", "--voice", "test", "-o", str(tmp_path)])
+    assert said.exit_code == 0, said.output
+    (tmp_path / "speech.wav").rename(take)
+    out = tmp_path / "out"
+    args = ["animate", "hi", "--audio", str(take), "--voice", "espeak:en-us+f3", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "error: --voice and --audio" in result.output and not out.exists()

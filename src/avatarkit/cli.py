@@ -476,7 +476,7 @@ def animate(
         typer.Option(
             "--audio",
             help="Animate this recording instead of synthesising TEXT (which then only sets "
-            "the face's expressions); lip sync reads the audio.",
+            "the face's expressions); lip sync reads the audio. Not with --voice.",
         ),
     ] = None,
     reply: Annotated[
@@ -497,6 +497,8 @@ def animate(
             _error(f"{clash} and --reply: a saved reply is rendered with the speech it has")
     elif text is None:
         _error("give TEXT to speak, or --reply FOLDER to render a saved reply again")
+    elif audio is not None and voice is not None:
+        _error("--voice and --audio: the recording is the voice; give one of the two")
     _output_folder(output)
     try:
         if reply is not None:
