@@ -377,3 +377,10 @@ def test_animate_refuses_a_voice_beside_a_recording(tmp_path: Path) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "error: --voice and --audio" in result.output and not out.exists()
+
+
+def test_a_token_without_a_preset_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "a.png"
+    result = runner.invoke(app, ["avatar", "--token", "bennycheung", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--token" in result.output and "--preset" in result.output and not out.exists()

@@ -328,7 +328,7 @@ def avatar(
         str | None, typer.Option(help="A prompt preset, e.g. fantasy-portrait, studio-portrait.")
     ] = None,
     token: Annotated[
-        str | None, typer.Option(help="Your embedding's trigger word, for a preset's {token}.")
+        str | None, typer.Option(help="Your embedding's trigger word: a --preset's {token}.")
     ] = None,
     seed: SeedOpt = 0,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (diffusion backends).")] = None,
@@ -345,6 +345,9 @@ def avatar(
 
     if style is not None and style not in _STYLES:
         _error(f"unknown style {style!r}; styles: {', '.join(_STYLES)}")
+    if token is not None and preset is None:
+        _error("--token fills in a preset's trigger word: give --preset too (or write the "
+               "word into --prompt)")  # fmt: skip
     _output_file(output, "avatar.png")
     if output.suffix.lower() != ".png":
         _error(f"the avatar is saved as PNG (with its parameters); {output} is not a .png")
