@@ -384,3 +384,11 @@ def test_a_token_without_a_preset_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["avatar", "--token", "bennycheung", "-o", str(out)])
     assert result.exit_code == 2, result.output
     assert "--token" in result.output and "--preset" in result.output and not out.exists()
+
+
+def test_python_dash_m_avatarkit_runs_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "avatarkit", "speak", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage: avatarkit speak" in result.stdout  # named as the command, not __main__.py
