@@ -3,9 +3,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -392,3 +394,31 @@ def test_python_dash_m_avatarkit_runs_the_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Usage: avatarkit speak" in result.stdout  # named as the command, not __main__.py
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_render_stopped_by_a_signal_leaves_nothing_behind(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = tmp_path / "out"
+    text = " ".join(f"This is sentence {n} of a long speech." for n in range(60))
+    command = [sys.executable, "-m", "avatarkit", "animate", text, "-o", str(out)]
+    process = subprocess.Popen(
+        command, env={**os.environ, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(temp.glob("avatarkit-render-*")):  # the render has started
+            assert process.poll() is None and time.monotonic() < deadline, "no render started"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signum)  # Ctrl-C, or kill / timeout / a service manager
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err.decode()
+    assert not out.exists()  # no half-written reply
+    assert list(temp.iterdir()) == []  # nor the render's temporary speech and partial video

@@ -1,5 +1,5 @@
 """``python -m avatarkit``: the ``avatarkit`` command."""
 
-from avatarkit.cli import app
+from avatarkit.cli import main
 
-app(prog_name="avatarkit")
+main(prog_name="avatarkit")

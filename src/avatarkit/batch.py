@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import signal
 import time
 import traceback
 from collections import Counter
@@ -556,6 +557,9 @@ _stop: Any = None
 def _start_worker(stop: Any) -> None:
     global _stop
     _stop = stop
+    # The pool stops its workers with SIGTERM: the default action, whatever the parent set
+    # (the CLI makes SIGTERM a Ctrl-C, which a worker would survive).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _pooled_item(item: dict[str, Any], out: str, options: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -731,9 +732,13 @@ def _server_options(model: Any, fields: dict[str, Any]) -> Any:
     _error(problem)
 
 
-def main() -> None:
+def main(prog_name: str | None = None) -> None:
     """Entry point of the ``avatarkit`` command."""
-    app()
+    # A stop asked by kill, timeout or a service manager (SIGTERM) ends a command as Ctrl-C
+    # does: the render is cancelled and its partial and temporary files are removed, where
+    # the signal's default action would end the process on the spot and leave them behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    app(prog_name=prog_name)
 
 
 if __name__ == "__main__":  # pragma: no cover
