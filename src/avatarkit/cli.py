@@ -272,7 +272,9 @@ def chat(
     output: OutDir = Path("out/chat"),
     chat: ChatOpt = "local",
     voice: VoiceOpt = "local",
-    renderer: RendererOpt = "local",
+    renderer: Annotated[
+        str, typer.Option("--renderer", help="Renderer spec for --render: local, d-id.")
+    ] = "local",
     render: Annotated[bool, typer.Option(help="Render a video for each reply.")] = False,
     session: Annotated[str, typer.Option(help="Conversation id.")] = "cli",
 ) -> None:
@@ -331,7 +333,7 @@ def avatar(
     token: Annotated[
         str | None, typer.Option(help="Your embedding's trigger word: a --preset's {token}.")
     ] = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the picture (0 or more).")] = 0,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (diffusion backends).")] = None,
     size: Annotated[
         int | None, typer.Option(help="Image edge in pixels (64-4096).", min=64, max=4096)
