@@ -561,6 +561,12 @@ def _slow_item(item: dict, out: str, options: dict) -> tuple[str, None]:
     return item["id"], None
 
 
+def _quick_item(item: dict, out: str, options: dict) -> tuple[str, None]:
+    (Path(out) / item["id"] / "response.json").parent.mkdir()
+    (Path(out) / item["id"] / "response.json").write_text("{}")
+    return item["id"], None
+
+
 def test_ctrl_c_drops_the_queue_and_leaves_no_worker_running(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -587,3 +593,24 @@ def test_ctrl_c_drops_the_queue_and_leaves_no_worker_running(
     assert multiprocessing.active_children() == []
     # ... and the queue was dropped: only the items already in a worker's hands ran.
     assert len(list(tmp_path.glob("*.done"))) <= 4
+
+
+def test_no_more_workers_are_started_than_there_are_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    import avatarkit.batch
+
+    monkeypatch.setattr(avatarkit.batch, "render_item", _quick_item)
+    seen: list[int] = []
+
+    def count(done: int, total: int) -> None:
+        seen.append(len(multiprocessing.active_children()))
+
+    items = [BatchItem(id=f"w{i}", text=f"Item {i}.") for i in range(2)]
+    report = run_batch(items, tmp_path, workers=64, progress=count, **SPECS)  # a typo's worth
+    assert sorted(report.done) == ["w0", "w1"]
+    assert max(seen) <= 2
+    again = run_batch(items, tmp_path, workers=64, **SPECS)  # nothing left to do: no pool
+    assert sorted(again.skipped) == ["w0", "w1"]

@@ -542,7 +542,8 @@ def run_batch(
         for args in payload:
             record(render_item(*args))
     elif executor == "process":
-        _run_pool(payload, workers or os.cpu_count() or 1, record)
+        if payload:  # no more workers than items: each worker is a process forked now
+            _run_pool(payload, min(workers or os.cpu_count() or 1, len(payload)), record)
     else:
         _run_ray(payload, record)
     report.seconds = time.perf_counter() - started
