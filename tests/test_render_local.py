@@ -235,6 +235,21 @@ def test_other_formats(tmp_path: Path, avatar: AvatarImage) -> None:
     assert leftovers == []
 
 
+def test_a_fixed_format_refuses_an_output_named_for_another(
+    tmp_path: Path, avatar: AvatarImage
+) -> None:
+    voice, timeline = _speech(0.4, [(0.1, 0.3)])
+    r = LocalRenderer(fps=10, format="webm")
+    assert r.capabilities.formats == ("webm",)  # so a bot refuses x.mp4 before the voice
+    with pytest.raises(InputValidationError, match=r"x\.mp4.*webm"):
+        r.render_sync(avatar, voice, timeline, output=tmp_path / "x.mp4")
+    with pytest.raises(InputValidationError, match=r"x\.gif.*webm"):
+        asyncio.run(r.idle(avatar, 1.0, output=tmp_path / "x.gif"))
+    assert list(tmp_path.iterdir()) == []  # nothing written under the wrong name
+    video = r.render_sync(avatar, voice, timeline, output=tmp_path / "x.webm")
+    assert video.format == "webm" and video.path.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"
+
+
 def test_default_output_is_a_temporary_file(avatar: AvatarImage) -> None:
     voice, timeline = _speech(0.4, [(0.1, 0.3)])
     video = asyncio.run(LocalRenderer(fps=10).render(avatar, voice, timeline))

@@ -197,10 +197,10 @@ class LocalRenderer:
 
     @property
     def capabilities(self) -> RendererCapabilities:
-        """Procedural and photo avatars; mp4, webm, gif, png; expressions; offline."""
+        """Procedural and photo avatars; mp4, webm, gif, png (``format`` alone when set)."""
         return RendererCapabilities(
             image_kinds=("procedural", "photo"),
-            formats=("mp4", "webm", "gif", "png"),
+            formats=(self.format,) if self.format else ("mp4", "webm", "gif", "png"),
             streaming=False,
             expressions=True,
             offline=True,
@@ -289,7 +289,7 @@ class LocalRenderer:
             ProviderError: ffmpeg failed.
         """
         out_path = Path(output) if output is not None else None
-        fmt: VideoFormat = self.format or (format_for_path(out_path) if out_path else "mp4")
+        fmt = self._format_for(out_path)
         width, height = self._frame_size(image, fmt)
         duration = self._duration(voice, timeline)
         key, drawer = self._acquire(image, width, height)
@@ -387,7 +387,7 @@ class LocalRenderer:
             raise InputValidationError(
                 f"an idle loop lasts 0.5–30 s, got {seconds}", field="seconds"
             )
-        fmt: VideoFormat = self.format or (format_for_path(output) if output else "mp4")
+        fmt = self._format_for(Path(output) if output else None)
         frames = max(2, round(seconds * self.fps))
         key = (hashlib.sha1(image.data).hexdigest(), frames, self.fps, self.size, fmt, self.crf)
         cached = self._idle_clips.get(key)
@@ -404,6 +404,24 @@ class LocalRenderer:
         return cached
 
     # ------------------------------------------------------------------ checks
+
+    def _format_for(self, output: Path | None) -> VideoFormat:
+        """The format to write: ``format`` or the output's suffix, which must agree.
+
+        Raises:
+            InputValidationError: the output names another format than ``format`` (WebM
+                written into ``x.mp4`` would not play as its name says).
+        """
+        named = format_for_path(output) if output is not None else None
+        if self.format and named and named != self.format:
+            raise InputValidationError(
+                f"cannot write {output}: this renderer writes {self.format} "
+                f"(LocalRenderer(format={self.format!r})); name the output .{self.format}"
+                if self.format != "png"
+                else f"cannot write {output}: this renderer writes PNG frames into a folder",
+                field="output",
+            )
+        return self.format or named or "mp4"
 
     @staticmethod
     def _check_size(w: int, h: int) -> None:
