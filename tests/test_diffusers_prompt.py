@@ -193,12 +193,15 @@ def test_infotext_round_trip_like_the_webui() -> None:
     assert back.params["Seed"] == "42" and back.params["Size"] == "512x768"
 
 
-def test_png_chunks_are_written_and_read() -> None:
+def test_png_chunks_are_written_and_read(tmp_path: Path) -> None:
     img = Image.new("RGB", (64, 64), (10, 20, 30))
     prov = {"prompt": "a, b: c", "negative_prompt": "", "seed": 3, "steps": 2, "guidance": 5}
     data = png_with_provenance(img, prov)
     assert read_parameters(data).startswith("a, b: c\nSteps: 2")
     assert read_provenance(data) == prov
+    (tmp_path / "face.png").write_bytes(data)  # a file, named by Path or by str
+    assert read_provenance(tmp_path / "face.png") == read_provenance(str(tmp_path / "face.png"))
+    assert read_parameters(str(tmp_path / "face.png")) == read_parameters(data)
     # A web UI PNG (parameters only) is read too.
     webui = Infotext("cat", "dog", {"Steps": "20", "Seed": "9", "Size": "64x64"}).format()
     from PIL import PngImagePlugin

@@ -147,17 +147,20 @@ def png_with_provenance(image: Image.Image, provenance: dict[str, Any]) -> bytes
     )
 
 
-def _open(data: bytes | Path) -> Image.Image:
+def _open(data: bytes | str | Path) -> Image.Image:
+    """The decoded picture of PNG bytes or of a file (a path as ``Path`` or ``str``)."""
+    if isinstance(data, str):
+        data = Path(data)
     return decode_picture(data.read_bytes() if isinstance(data, Path) else data)
 
 
-def read_parameters(data: bytes | Path) -> str | None:
+def read_parameters(data: bytes | str | Path) -> str | None:
     """The web UI ``parameters`` text of a PNG, or None when it has none."""
     value = _open(data).info.get(PARAMETERS_KEY)
     return str(value) if value is not None else None
 
 
-def read_provenance(data: bytes | Path) -> dict[str, Any] | None:
+def read_provenance(data: bytes | str | Path) -> dict[str, Any] | None:
     """The avatarkit provenance dict stored in a PNG, or None when it has none.
 
     For a PNG made by the web UI (a ``parameters`` chunk only), the dict is rebuilt from that
