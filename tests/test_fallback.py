@@ -447,3 +447,135 @@ async def test_a_streamed_turn_moves_to_the_next_chat_model_before_its_first_del
     assert final.response.text == "The spare model answers."
     assert final.response.metrics.fallbacks == {"chat": 1}
     await bot.aclose()
+
+
+# ---------------------------------------------------------------------- review findings
+
+
+class SwitchableExpression:
+    """An expression policy that is down until ``fail`` is cleared, then says ``emotion``."""
+
+    def __init__(self, emotion: str, *, fail: bool = False) -> None:
+        self.emotion, self.fail, self.calls = emotion, fail, 0
+
+    async def plan(self, reply: Any, *, sentiment: Any = None, intent: Any = None) -> list[Any]:
+        from avatarkit.types import Emotion, FacialExpression
+
+        self.calls += 1
+        if self.fail:
+            raise down()
+        return [FacialExpression(emotion=Emotion(self.emotion), intensity=0.8, time=0.0)]
+
+
+def test_a_stand_in_expressions_plan_is_not_cached(tmp_path: Path) -> None:
+    first, spare = SwitchableExpression("happy", fail=True), SwitchableExpression("sad")
+    bot = offline_bot(
+        voice=FakeVoice(),
+        expression=fallback("expression", first, spare, cooldown=0),
+        cache=ReplyCache(tmp_path / "cache"),
+    )
+    stood_in = bot.respond_sync("Hello")
+    assert stood_in.timeline is not None and stood_in.timeline.expressions[0].emotion == "sad"
+    first.fail = False
+    back = bot.respond_sync("Hello")  # the first is back: its plan, not the stand-in's cached
+    assert back.timeline is not None and back.timeline.expressions[0].emotion == "happy"
+    assert first.calls == 2
+    bot.close_sync()
+
+
+def test_each_generator_of_an_image_chain_must_suit_the_renderer() -> None:
+    from avatarkit.testing import FakeImageGenerator
+
+    with pytest.raises(ConfigurationError, match="FakeImageGenerator makes procedural"):
+        offline_bot(
+            voice=FakeVoice(),
+            renderer=PhotoOnlyRenderer(),
+            image=[FakeImageGenerator(kind="photo"), FakeImageGenerator(kind="procedural")],
+        ).respond_sync("Hello")
+
+
+class PreparingRenderer(FakeRenderer):
+    def __init__(self, *, fails: bool) -> None:
+        super().__init__()
+        self.fails, self.prepared = fails, 0
+
+    async def prepare(self, image: AvatarImage) -> None:
+        self.prepared += 1
+        if self.fails:
+            raise InputValidationError("No face found in this picture", field="image")
+
+
+async def test_a_stand_ins_failed_prepare_does_not_stop_the_first_renderer() -> None:
+    first, spare = PreparingRenderer(fails=False), PreparingRenderer(fails=True)
+    image = AvatarImage(data=png_bytes(128, 128), width=128, height=128, kind="photo")
+    renderer = fallback("renderer", first, spare)
+    await renderer.prepare(image)  # type: ignore[attr-defined]  # logged, not raised
+    assert first.prepared == spare.prepared == 1
+    with pytest.raises(InputValidationError):
+        await fallback("renderer", spare, first).prepare(image)  # type: ignore[attr-defined]
+
+
+class Down(FakeRenderer):
+    async def render(self, *args: Any, **kwargs: Any) -> Any:
+        raise down()
+
+
+async def test_followers_of_a_stand_in_render_get_a_clip_of_their_own(tmp_path: Path) -> None:
+    bot = offline_bot(
+        voice=FakeVoice(),
+        renderer=[Down(), FakeRenderer(delay=0.05)],
+        cache=ReplyCache(tmp_path / "cache"),
+    )
+    image = AvatarImage(data=png_bytes(64, 64), width=64, height=64, kind="photo")
+    speech = fake_speech("Hello there")
+    from avatarkit.animation.lipsync import lipsync, timeline_from
+
+    timeline = timeline_from(speech, lipsync(speech, text="Hello there"))
+    renderer = bot.renderer
+    assert renderer is not None
+
+    async def leader() -> None:
+        video = await renderer.render(image, speech, timeline)
+        video.path.unlink()  # the caller's own file: it may move or delete it
+
+    async def follower() -> Path:
+        await asyncio.sleep(0.01)
+        return (await renderer.render(image, speech, timeline)).path
+
+    _, path = await asyncio.gather(leader(), follower())
+    assert path.exists()
+    await bot.aclose()
+
+
+async def test_a_file_error_is_raised_at_once_not_taken_for_an_outage(tmp_path: Path) -> None:
+    first, second = FlakyVoice(FileExistsError("out/clip.gif is a file")), FlakyVoice()
+    voice, _ = chain(first, second)
+    with pytest.raises(FileExistsError):
+        await voice.synthesize("Hello")
+    assert second.calls == [] and voice.health()[0].available
+
+
+def test_an_idle_loop_only_one_renderer_has_is_no_fallback() -> None:
+    class Idling(FakeRenderer):
+        async def idle(self, image: AvatarImage, seconds: float = 3.0, **kw: Any) -> Any:
+            return "loop"
+
+    from avatarkit.metrics import turn_counter
+
+    renderer = fallback("renderer", FakeRenderer(), Idling())
+    with turn_counter() as counter:
+        assert asyncio.run(renderer.idle(None, 1.0)) == "loop"  # type: ignore[attr-defined]
+    assert counter["fallback.renderer"] == 0
+
+
+async def test_errors_without_text_are_named_and_unpicklable_ones_travel_as_text() -> None:
+    class Weird(ConnectionError):
+        def __init__(self, host: str, *, port: int) -> None:
+            super().__init__(f"{host}:{port} unreachable")
+
+    voice, _ = chain(FlakyVoice(TimeoutError()), FlakyVoice(Weird("api.example", port=443)))
+    with pytest.raises(AllBackendsFailedError) as info:
+        await voice.synthesize("Hello")
+    assert "FlakyVoice: TimeoutError" in str(info.value)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert "api.example:443 unreachable" in str(copy.errors[1]) and str(copy) == str(info.value)

@@ -43,7 +43,7 @@ from avatarkit.errors import (
     OverloadedError,
     StageError,
 )
-from avatarkit.fallback import fallback
+from avatarkit.fallback import Fallback, fallback, watch_stand_ins
 from avatarkit.limits import CallStats, ConcurrencyLimit, limited
 from avatarkit.metrics import fill_metrics, span, turn_counter
 from avatarkit.ports import (
@@ -621,14 +621,18 @@ class AvatarBot:
         kinds = self.renderer.capabilities.image_kinds
         image = self._avatar_image
         if image is None:
-            made = self.image.capabilities.kinds if self.image is not None else kinds
-            if not set(made) & set(kinds):
-                raise ConfigurationError(
-                    f"{name} animates {' and '.join(kinds)} images only, and the image "
-                    f"generator {type(unwrap(self.image)).__name__} makes {' and '.join(made)} "
-                    "ones: give the bot another image generator, an avatar picture, or another "
-                    "renderer"
-                )
+            generator = unwrap(self.image)
+            # each generator of a fallback chain must make pictures the renderer takes
+            generators = generator.backends if isinstance(generator, Fallback) else (generator,)
+            for gen in generators if generator is not None else ():
+                made = gen.capabilities.kinds
+                if not set(made) & set(kinds):
+                    raise ConfigurationError(
+                        f"{name} animates {' and '.join(kinds)} images only, and the image "
+                        f"generator {type(unwrap(gen)).__name__} makes {' and '.join(made)} "
+                        "ones: give the bot another image generator, an avatar picture, or "
+                        "another renderer"
+                    )
             return None
         self._refuse_unanimatable(image)
         check = getattr(renderer, "check_image", None)
@@ -765,8 +769,10 @@ class AvatarBot:
         elif cache is not None and plan_key is not None:
             cache.record(False)
         if response.timeline is None:
-            await self._plan(response, skip_voice=response.voice is not None)
-            if plan_key is not None and self.cache is not None:
+            with watch_stand_ins() as stand_ins:
+                await self._plan(response, skip_voice=response.voice is not None)
+            # a fallback's stand-in (voice, expression) made this plan: not what the key names
+            if plan_key is not None and self.cache is not None and not stand_ins:
                 assert response.voice is not None and response.timeline is not None
                 await asyncio.to_thread(
                     self.cache.put_timeline, plan_key, response.voice.audio, response.timeline

@@ -384,7 +384,8 @@ class CachedRenderer(_Cached):
 
     def __init__(self, inner: Any, cache: ReplyCache) -> None:
         super().__init__(inner, cache)
-        self._inflight: _InFlight[AvatarVideo] = _InFlight()
+        # None for a clip a fallback's stand-in made: followers then render their own
+        self._inflight: _InFlight[AvatarVideo | None] = _InFlight()
 
     async def _render_once(
         self,
@@ -394,14 +395,18 @@ class CachedRenderer(_Cached):
         timeline: Timeline,
         output: Path | None,
         progress: ProgressCallback | None,
-    ) -> tuple[AvatarVideo, AvatarVideo]:
-        """Render the clip, store it, and hand the stored copy to whoever waits for ``key``."""
+    ) -> tuple[AvatarVideo, AvatarVideo | None]:
+        """Render the clip, store it, and hand the stored copy to whoever waits for ``key``.
+
+        A clip a fallback's stand-in made is not stored, and not shared (its file is the
+        caller's to move): whoever waits renders for itself.
+        """
         with watch_stand_ins() as stand_ins:
             video: AvatarVideo = await self.inner.render(
                 image, voice, timeline, output=output, progress=progress
             )
         if stand_ins:  # a fallback's stand-in rendered it: not what the key names
-            return video, video
+            return video, None
         try:
             stored = await asyncio.to_thread(self.cache.put_video, key, video)
         except asyncio.CancelledError:

@@ -221,7 +221,7 @@ class AllBackendsFailedError(ProviderError):
     """
 
     def __init__(self, role: str, errors: list[tuple[str, BaseException]]) -> None:
-        detail = "; ".join(f"{name}: {exc}" for name, exc in errors)
+        detail = "; ".join(f"{name}: {str(exc) or type(exc).__name__}" for name, exc in errors)
         delays = [d for _, e in errors if (d := getattr(e, "retry_after", None)) is not None]
         super().__init__(
             f"every {role} backend failed: {detail}",
@@ -231,6 +231,14 @@ class AllBackendsFailedError(ProviderError):
         )
         self.role = role
         self.errors = tuple(e for _, e in errors)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """As every error's; a backend's error that cannot pickle travels as a RuntimeError."""
+        rebuild, args, state = super().__reduce__()
+        state["errors"] = tuple(
+            e if _round_trips(e) else RuntimeError(f"{type(e).__name__}: {e}") for e in self.errors
+        )
+        return rebuild, args, state
 
 
 def _retryable(error: BaseException) -> bool:

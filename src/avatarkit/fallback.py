@@ -7,8 +7,9 @@ by itself. It plays the part of LiveKit Agents' ``FallbackAdapter`` and Pipecat'
 ``ServiceSwitcher``, for every role.
 
 - **What moves on.** A :class:`~avatarkit.errors.ProviderError` (rate limit, quota, refused
-  key, timeout, broken connection, error status), or an ``OSError``/``TimeoutError`` from an
-  adapter that does not map its errors. Not a
+  key, timeout, broken connection, error status), or a connection, DNS, TLS or timeout error
+  from an adapter that does not map its errors. Not a local file error (an output path that
+  cannot be written fails the same on every backend), nor a
   :class:`~avatarkit.errors.ContentModerationError`: a refusal on content grounds is an answer,
   and asking elsewhere would go round it. Input and configuration errors, cancellation and bugs
   are raised at once: another backend would not help.
@@ -19,7 +20,8 @@ by itself. It plays the part of LiveKit Agents' ``FallbackAdapter`` and Pipecat'
   of a reply has been shown or heard, it is not started over by another backend.
 - **Capabilities** are what every backend offers (a chain with a photo-only renderer animates
   photos only; its formats are those all of them write); ``offline`` is true when any of them
-  runs offline.
+  runs offline. An image chain's ``kinds`` are any generator's: the bot checks that each one
+  makes pictures its renderer takes.
 - **Caching.** A ReplyCache keys a chain by its first backend and stores only what the first
   backend made, so a stand-in's reply is not served again once the first is back.
 - **Seeing it.** Each failure is logged as a warning (its message redacted), each reply from a
@@ -32,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -98,8 +102,16 @@ __all__ = [
 
 _log = get_logger("avatarkit.fallback")
 
-FALLBACK_ERRORS: tuple[type[BaseException], ...] = (ProviderError, OSError, TimeoutError)
-"""Errors after which the next backend is tried (except ContentModerationError)."""
+FALLBACK_ERRORS: tuple[type[BaseException], ...] = (
+    ProviderError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    ssl.SSLError,
+)
+"""Errors after which the next backend is tried (except ContentModerationError): a provider's
+error, or a connection, DNS, TLS or timeout error from an adapter that does not map its own.
+Other ``OSError``s (a file that cannot be written) fail alike on every backend: raised at once."""
 
 _stand_ins: ContextVar[list[str] | None] = ContextVar("avatarkit_fallback_stand_ins", default=None)
 
@@ -244,10 +256,11 @@ class Fallback:
             "trying the next one" if left else "no backend left",
         )
 
-    def _served(self, member: _Member) -> None:
+    def _served(self, member: _Member, method: str) -> None:
         member.failures = 0
         member.cooling_until = -math.inf
-        if member is not self._members[0]:
+        first = next(m for m in self._members if callable(getattr(m.backend, method, None)))
+        if member is not first:  # a stand-in (the first that has the method is no stand-in)
             count(f"fallback.{self.role}")
             served = _stand_ins.get()
             if served is not None:
@@ -267,7 +280,7 @@ class Fallback:
                 self._failed(member, exc, len(order) - i - 1)
                 errors.append((member.name, exc))
                 continue
-            self._served(member)
+            self._served(member, method)
             return result
         raise self._exhausted(errors)
 
@@ -284,7 +297,7 @@ class Fallback:
                     async for item in items:
                         if not started:
                             started = True
-                            self._served(member)
+                            self._served(member, method)
                         yield item
             except ContentModerationError:
                 raise
@@ -295,7 +308,7 @@ class Fallback:
                 errors.append((member.name, exc))
                 continue
             if not started:  # an empty stream is an answer too
-                self._served(member)
+                self._served(member, method)
             return
         raise self._exhausted(errors)
 
@@ -560,11 +573,25 @@ class FallbackRenderer(Fallback):
         return result
 
     async def prepare(self, image: AvatarImage) -> None:
-        """Let each renderer that can get ready for ``image`` (the local one paints it)."""
-        for member in self._members:
+        """Let each renderer that can get ready for ``image`` (the local one paints it).
+
+        The first renderer's failure is raised; a stand-in's is logged and left for its turn
+        (it may never be needed).
+        """
+        for i, member in enumerate(self._members):
             prepare = getattr(member.backend, "prepare", None)
-            if callable(prepare):
+            if not callable(prepare):
+                continue
+            try:
                 await prepare(image)
+            except Exception as exc:
+                if i == 0:
+                    raise
+                _log.warning(
+                    "renderer %s could not prepare the avatar (%s); it renders only if needed",
+                    member.name,
+                    redact(f"{type(exc).__name__}: {exc}"),
+                )
 
     def check_image(self, image: AvatarImage) -> None:
         """Run each renderer's own check of the picture (any of them may animate it).

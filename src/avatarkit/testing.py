@@ -334,8 +334,13 @@ class FakeImageGenerator(_Recorder):
 
     @property
     def capabilities(self) -> ImageCapabilities:
-        """Seeded, offline."""
-        return ImageCapabilities(kinds=("photo",), seed=True, negative_prompt=True, offline=True)
+        """Its ``kind`` of picture; seeded, offline."""
+        return ImageCapabilities(
+            kinds=(self.kind,),
+            seed=True,
+            negative_prompt=True,
+            offline=True,
+        )
 
     async def generate(
         self, prompt: AvatarPrompt, *, progress: ProgressCallback | None = None
