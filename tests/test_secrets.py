@@ -299,6 +299,8 @@ def test_a_plain_user_name_in_a_url_is_not_masked_everywhere(name: str) -> None:
         "a3f9c2e71b",  # hex: letters and digits alternate
         "Zx9QmRt7LkPw2VbN",
         "qwertyuiopasdfghjklzxcvbnmqwerty",  # 32 characters or more
+        "deadbeefcafe1234",  # all hex, 16 or more (letters and digits switch only once)
+        "8675309123456789012",  # all digits, 12 or more
     ],
 )
 def test_a_token_used_as_a_urls_user_name_is_masked_everywhere(token: str) -> None:

@@ -93,11 +93,14 @@ def _looks_like_token(value: str) -> bool:
     """Whether a URL's user name looks like a credential rather than a person's or bot's name.
 
     True for a known key prefix (``sk-``, ``ghp_``, ``github_pat_``, ``glpat-``, ``hf_``,
-    ``xoxb-``, ``AKIA``...), for 32 characters or more, and for 10 or more in which letters and
-    digits alternate at least 3 times (hex, base62: ``a3f9c2e71b``). ``admin123``, ``deploy``,
+    ``xoxb-``, ``AKIA``...), for 32 characters or more, for all hex of 16 or more or all digits
+    of 12 or more, and for 10 or more in which letters and digits alternate at least 3 times
+    (hex, base62: ``a3f9c2e71b``). ``admin123``, ``deploy``,
     ``ci-bot-2024`` and ``jane@corp.com`` are names.
     """
     if value.startswith(_TOKEN_PREFIXES) or len(value) >= 32:
+        return True
+    if re.fullmatch(r"[0-9a-fA-F]{16,}|\d{12,}", value):  # a hex digest, a numeric id
         return True
     return len(value) >= 10 and len(_LETTER_DIGIT_SWITCH_RE.findall(value)) >= 3
 
