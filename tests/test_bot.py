@@ -780,3 +780,10 @@ async def test_a_dialogue_managers_own_chat_model_that_returns_no_text_is_a_clea
     assert isinstance(info.value.__cause__, ConfigurationError)
     assert "FakeChatModel.complete() returned NoneType, not str" in str(info.value)
     assert (await bot.dialogue.load("s")).turns == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("text", ["This is Unacceptable!", "I'm Furious!", "I'm Leaving"])
+def test_a_capitalised_complaint_is_not_taken_for_the_users_name(text: str) -> None:
+    bot = AvatarBot(chat="local", voice=None, renderer=None, image=None)
+    answer = bot.respond_sync(text).text
+    assert "meet you" not in answer and text.split()[-1].strip("!.") not in answer

@@ -494,3 +494,16 @@ def test_names_are_read_in_any_script(text: str, name: str | None) -> None:
     from avatarkit.dialogue.slot import extract_name
 
     assert extract_name(text, dt.datetime(2026, 1, 1)) == name
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("This is Unacceptable!", None), ("I'm Furious!", None), ("This is Ridiculous.", None),
+     ("I'm Leaving", None), ("I'm Off", None), ("I'm Stuck", None),
+     ("I'm Alice", "Alice"), ("This is Alice", "Alice"), ("I'm Zoë", "Zoë"), ("I'm Rob", "Rob"),
+     ("Hi, I'm Alice!", "Alice")],
+)  # fmt: skip
+def test_a_complaint_or_goodbye_is_no_name(text: str, name: str | None) -> None:
+    from avatarkit.dialogue.slot import extract_name
+
+    assert extract_name(text, dt.datetime(2026, 1, 1)) == name

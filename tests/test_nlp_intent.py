@@ -519,3 +519,18 @@ def test_llm_factory_wraps_the_given_chat():
 
     clf = make_intent("llm", chat=Chat())
     assert isinstance(clf, LLMIntentClassifier) and isinstance(clf.chat, Chat)
+
+
+# A capitalised complaint or goodbye introduces nobody: "This is Unacceptable!" was taken for
+# the user saying their name, which ruled complaint out.
+@pytest.mark.parametrize("backend", ["tfidf", "rules"])
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("This is Unacceptable!", "complaint"), ("This is Ridiculous.", "complaint"),
+     ("It's Broken", "complaint"), ("I'm Leaving", "farewell")],
+)  # fmt: skip
+def test_a_capitalised_complaint_or_goodbye_is_no_introduction(request, backend, text, intent):
+    classifier = request.getfixturevalue(backend)
+    top = classifier.classify_sync(text).top
+    assert top == classifier.classify_sync(text.lower()).top  # as if not capitalised
+    assert top == intent or (backend == "rules" and top == OUT_OF_SCOPE)  # no rule: "leaving"

@@ -14,6 +14,8 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 
+from avatarkit._names import is_name_word
+
 __all__ = [
     "DATE_WORDS",
     "DEFAULT_EXTRACTORS",
@@ -82,11 +84,6 @@ _NAME_WORD = r"[^\W\d_](?:[^\W\d_]|['’-])+"  # letters of any script: "Zoë", 
 _NAME_EXPLICIT = re.compile(rf"\b(?i:my name is|my name's)\s+({_NAME_WORD}(?:\s+{_NAME_WORD})?)")
 _NAME_INTRO = re.compile(rf"\b(?i:call me|i'm|i am|this is)\s+({_NAME_WORD}(?:\s+{_NAME_WORD})?)")
 """After "call me", "I'm"...: only a capitalised word is a name ("I'm Ada", not "I'm tired")."""
-_NOT_NAMES = {
-    "fine", "good", "great", "ok", "okay", "well", "sorry", "here", "there", "not", "so", "very",
-    "happy", "sad", "tired", "just", "looking", "trying", "going", "interested", "new", "back",
-    "afraid", "sure", "glad", "the", "a", "an", "your", "my", "in", "at", "from", "on", "done",
-}  # fmt: skip
 
 
 def extract_email(text: str, now: dt.datetime) -> str | None:
@@ -199,17 +196,21 @@ def extract_time(text: str, now: dt.datetime) -> str | None:
 
 
 def extract_name(text: str, now: dt.datetime) -> str | None:
-    """The user's name from "my name is Ada", "call me Ada", "I'm Ada Lovelace"."""
+    """The user's name from "my name is Ada", "call me Ada", "I'm Ada Lovelace".
+
+    A word VADER rates negative, or a goodbye ("I'm Leaving", "This is Unacceptable!"), is
+    not a name.
+    """
     m = _NAME_EXPLICIT.search(text) or next(
         (m for m in _NAME_INTRO.finditer(text) if m.group(1)[0].isupper()), None
     )
     if not m:
         return None
     first, *rest = m.group(1).split()
-    if first.lower() in _NOT_NAMES:
+    if not is_name_word(first):
         return None
     # a second word is a surname only when capitalised ("my name is Ana and I...": Ana)
-    words = [first, *(w for w in rest[:1] if w[0].isupper() and w.lower() not in _NOT_NAMES)]
+    words = [first, *(w for w in rest[:1] if w[0].isupper() and is_name_word(w))]
     return " ".join(w[:1].upper() + w[1:] for w in words)
 
 

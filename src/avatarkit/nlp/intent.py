@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from avatarkit._names import is_name_word
 from avatarkit.config import Settings
 from avatarkit.errors import ConfigurationError, InputValidationError
 from avatarkit.nlp.intent_file import OUT_OF_SCOPE, IntentFile
@@ -156,12 +157,14 @@ class Exclusions:
     """The intents an intent file's ``exclude`` patterns rule out of a text, for any backend.
 
     Patterns read the text as the rules' patterns do (typographic quotes as ASCII, whitespace
-    collapsed), case-insensitively.
+    collapsed), case-insensitively. A pattern with a group named ``name`` matches only where
+    the group's words can be a person's name, as the dialogue's name slot reads them ("This is
+    Alice", not "This is Unacceptable!").
     """
 
     def __init__(self, intents: IntentFile) -> None:
         self._patterns = [
-            (spec.name, re.compile("|".join(f"(?:{p})" for p in spec.exclude), re.IGNORECASE))
+            (spec.name, [re.compile(p, re.IGNORECASE) for p in spec.exclude])
             for spec in intents.intents
             if spec.exclude and spec.name != OUT_OF_SCOPE
         ]
@@ -172,7 +175,16 @@ class Exclusions:
         if not self._patterns:
             return set()
         plain = self._plain(text)
-        return {name for name, rx in self._patterns if rx.search(plain)}
+        return {name for name, rxs in self._patterns if any(_excludes(rx, plain) for rx in rxs)}
+
+
+def _excludes(rx: re.Pattern[str], text: str) -> bool:
+    """Whether ``rx`` matches ``text``, with a name in its ``name`` group if it has one."""
+    if "name" not in rx.groupindex:
+        return rx.search(text) is not None
+    return any(
+        all(is_name_word(w) for w in (m.group("name") or "").split()) for m in rx.finditer(text)
+    )
 
 
 class ScoringIntentClassifier(ABC):
