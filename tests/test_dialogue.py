@@ -303,6 +303,17 @@ async def test_slot_form_reads_an_iso_date_and_its_own_clock() -> None:
     assert r.text == "Booked 2026-12-02."
 
 
+async def test_a_date_only_form_ignores_a_time_it_does_not_ask_for() -> None:
+    # the time the default extractors filled made today past: past_reply for ever
+    form = SlotForm("book", {"date": "Which day?"}, "Booked {date}.", past_reply="Too late.")
+    ten = dt.datetime(2026, 11, 27, 10, 0)
+    manager = DialogueManager(FakeChatModel("chat"), handlers={"book": form}, clock=lambda: ten)
+    r = await manager.respond(user("today at 9am please"), intent=intent("book"))
+    assert r.text == "Booked 2026-11-27."
+    r = await manager.respond(user("Book me in yesterday, 2026-11-26"), intent=intent("book"))
+    assert r.text == "Too late."
+
+
 # --------------------------------------------------------------------------- the manager
 
 

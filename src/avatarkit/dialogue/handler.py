@@ -123,8 +123,9 @@ class SlotForm:
     ) -> str | None:
         """Ask for the next missing slot, or submit when all are filled.
 
-        A ``date`` slot (at its ``time``) already past ``now`` (the dialogue manager's clock;
-        default: the local time) gets ``past_reply`` instead, never a booking.
+        A ``date`` slot (at its ``time``, when the form asks for one) already past ``now`` (the
+        dialogue manager's clock; default: the local time) gets ``past_reply`` instead, never a
+        booking.
         """
         if self._cancel is not None and self._cancel.search(user.text) and self.is_active(state):
             state.context.pop(ACTIVE_FORM_KEY, None)
@@ -132,7 +133,9 @@ class SlotForm:
                 state.slots.pop(slot, None)
             return self.cancel_reply
         when = now or dt.datetime.now().astimezone()
-        if "date" in self.slots and already_past(state.slots, when):
+        # only the form's own slots: a time the extractors found is no part of a date-only form
+        asked = {slot: state.slots[slot] for slot in self.slots if slot in state.slots}
+        if "date" in self.slots and already_past(asked, when):
             state.context[ACTIVE_FORM_KEY] = self.name
             answer = self.past_reply.format_map(_Defaulting(state.slots))
             # a past day is asked for again; today's day stays when only its time has passed
