@@ -239,3 +239,18 @@ def test_the_lexicon_can_be_replaced_or_extended():
 def test_a_bad_lexicon_is_refused(lexicon):
     with pytest.raises(InputValidationError, match="lexicon"):
         VaderSentiment(lexicon=lexicon)
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("That didn't help at all.", "negative"),
+        ("This doesn't help me.", "negative"),
+        ("You've been a big help.", "positive"),
+        ("It's not just working, it's flying!", "neutral"),
+        ("It's not so working out", "neutral"),
+    ],
+)
+def test_help_that_is_no_request_and_not_just_keep_vaders_reading(vader, text, label):
+    # "help" has no valence only where it asks for help; "not just" is no "not working"
+    assert vader.analyze_sync(text).label == label

@@ -84,9 +84,6 @@ SERVICE_LEXICON: Mapping[str, float] = MappingProxyType(
         # refund me" read neutral and "I'd like a refund" positive. "please" gets no valence
         # (0 takes it out of the lexicon); "would like" asks for something: rated as "want".
         "please": 0.0,
-        # Asking for help is a request too: VADER's "help" (+1.7, "a great help") made "Please
-        # help, my order never arrived" positive. "helpful", "helps", "helping" keep theirs.
-        "help": 0.0,
         "would like": 0.3,
         "i'd like": 0.3,
         "we'd like": 0.3,
@@ -98,7 +95,21 @@ nearest word it has; 0: no sentiment at all). :class:`VaderSentiment` adds them;
 adverb may stand between a phrase's words ("I'd really like", "didn't quite work")."""
 
 # Degree adverbs that may stand inside a phrase: "I'd really like a refund" is still a request.
+# Not in one that starts with "not" or "never": "not just working" is no "not working".
 _ADVERB = r"(?:really|just|truly|actually|quite|so|very\s+much)"
+
+# Asking for help is a request, not praise: VADER's "help" (+1.7, "a great help") made "Please
+# help, my order never arrived" positive. With the default lexicon, "help" where it asks ("please
+# help", "can you help", "I need some help", "Help!" or "Help me" opening a sentence) is scored
+# as a word of no valence; "didn't help", "a big help", "helpful" keep VADER's reading.
+_HELP_REQUEST = re.compile(
+    r"(?:(?<![\w'’])(?:please|pls|plz|(?:can|could|would|will)\s+(?:you|u)(?:\s+please)?"
+    r"|need(?:\s+(?:some|your|a\s+little|a\s+bit\s+of|more))?)\s+|^\W*|[.!?]\s+)"
+    r"(help)\b",
+    re.IGNORECASE,
+)
+_NO_ADVERB = frozenset({"not", "never"})
+_NO_VALENCE = "help_asked"  # a word VADER does not know (it keeps an inner "_")
 
 
 def _cue(phrases: str) -> re.Pattern[str]:
@@ -204,7 +215,9 @@ class VaderSentiment:
             re.compile(
                 "|".join(
                     r"(?<![\w'’])"
-                    + rf"\s+(?:({_ADVERB})\s+)?".join(_word_re(w) for w in p.split())
+                    + (
+                        rf"\s+(?:({_ADVERB})\s+)?" if p.split()[0] not in _NO_ADVERB else r"\s+"
+                    ).join(_word_re(w) for w in p.split())
                     + r"(?![\w'’])"
                     for p in phrases
                 ),
@@ -213,6 +226,7 @@ class VaderSentiment:
             if phrases
             else None
         )
+        self._help_requests = lexicon is None
         self.max_chars = max_chars if max_chars is not None else Settings().max_input_chars
 
     def __repr__(self) -> str:
@@ -232,8 +246,10 @@ class VaderSentiment:
         """Blocking form of :meth:`analyze` (pure CPU)."""
         check_text(text, self.max_chars)
         scored = text
+        if self._help_requests:
+            scored = _HELP_REQUEST.sub(_help_asked, scored)
         if self._phrases is not None:
-            scored = self._phrases.sub(_phrase_word_of, text)
+            scored = self._phrases.sub(_phrase_word_of, scored)
         s = self._analyzer.polarity_scores(scored)
         compound = float(s["compound"])
         return Sentiment(
@@ -245,6 +261,13 @@ class VaderSentiment:
             emotion=emotion_for(text, compound),
             backend=self.backend,
         )
+
+
+def _help_asked(match: re.Match[str]) -> str:
+    """``match`` with its "help" (a request) as a word of no valence."""
+    a, b = match.span(1)
+    text, start = match.group(0), match.start()
+    return text[: a - start] + _NO_VALENCE + text[b - start :]
 
 
 def _word_re(word: str) -> str:
