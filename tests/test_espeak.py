@@ -160,8 +160,10 @@ def test_voices_listed_and_selectable() -> None:
 
 
 def test_unknown_voice_names_close_matches() -> None:
-    with pytest.raises(ConfigurationError, match="en-us"):
+    with pytest.raises(ConfigurationError, match="en-us") as info:
         _espeak.synthesize("Hello", "en-uss")
+    assert "EspeakVoice.voices()" in str(info.value)  # public: the user can call it
+    assert any(v.name for v in EspeakVoice.voices("en"))
     with pytest.raises(ConfigurationError, match="f3"):
         EspeakVoice("en-us+f33")
 

@@ -532,7 +532,7 @@ def resolve_voice(voice: str) -> str:
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise ConfigurationError(
             f"unknown eSpeak voice {base!r}.{hint} "
-            "See avatarkit._espeak.list_voices() for the full list."
+            "See avatarkit.providers.espeak.EspeakVoice.voices() for the full list."
         )
     if not variant:
         return known[key]
