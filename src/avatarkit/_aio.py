@@ -4,9 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from avatarkit.errors import AvatarKitError
+
+
+async def close_all(resources: Iterable[Any], log: logging.Logger) -> None:
+    """Close each resource that has an ``aclose()`` (else a ``close()``), awaiting its result.
+
+    A failure is logged and the others are still closed; then the first failure is raised.
+    """
+    failed: BaseException | None = None
+    for resource in resources:
+        closer = getattr(resource, "aclose", None)
+        if not callable(closer):
+            closer = getattr(resource, "close", None)
+        if not callable(closer):
+            continue
+        try:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            log.warning("closing %s failed: %s", type(resource).__name__, exc)
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 async def concurrently(*aws: Awaitable[None]) -> None:

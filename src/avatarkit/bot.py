@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import os
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 
 from avatarkit import _sync
-from avatarkit._aio import concurrently
+from avatarkit._aio import close_all, concurrently
 from avatarkit.cache import (
     CachedVoice,
     ReplyCache,
@@ -529,22 +528,7 @@ class AvatarBot:
             inner = unwrap(backend)
             if inner is not None:
                 owned.setdefault(id(inner), inner)
-        failed: BaseException | None = None
-        for resource in owned.values():
-            closer = getattr(resource, "aclose", None)
-            if not callable(closer):
-                closer = getattr(resource, "close", None)
-            if not callable(closer):
-                continue
-            try:
-                result = closer()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                _log.warning("closing %s failed: %s", type(resource).__name__, exc)
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+        await close_all(owned.values(), _log)
 
     def close_sync(self) -> None:
         """Blocking :meth:`aclose`, for a bot used through the ``*_sync`` methods.

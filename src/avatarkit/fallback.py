@@ -32,7 +32,6 @@ by itself. It plays the part of LiveKit Agents' ``FallbackAdapter`` and Pipecat'
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import socket
 import ssl
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from avatarkit._aio import close_all
 from avatarkit.config import get_logger, redact
 from avatarkit.errors import (
     AllBackendsFailedError,
@@ -217,22 +217,7 @@ class Fallback:
 
         A failure is raised after trying them all.
         """
-        failed: BaseException | None = None
-        for member in self._members:
-            closer = getattr(member.backend, "aclose", None)
-            if not callable(closer):
-                closer = getattr(member.backend, "close", None)
-            if not callable(closer):
-                continue
-            try:
-                result = closer()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                _log.warning("closing %s failed: %s", member.name, redact(str(exc)))
-                failed = failed or exc
-        if failed is not None:
-            raise failed
+        await close_all(self.backends, _log)  # its logger redacts what it logs
 
     # ------------------------------------------------------------------ the calls
 
@@ -478,8 +463,7 @@ class FallbackStreamingVoice(FallbackVoice):
 
     def __init__(self, *backends: Any, cooldown: float = 30.0) -> None:
         super().__init__(*backends, cooldown=cooldown)
-        firsts = {b.capabilities.formats[0] for b in backends if b.capabilities.formats}
-        if not all(_streams(b) for b in backends) or len(firsts) != 1:
+        if not _stream_alike(backends):
             raise ConfigurationError(
                 "FallbackStreamingVoice needs voices that all stream the same audio format; "
                 "use FallbackVoice"
@@ -490,8 +474,13 @@ class FallbackStreamingVoice(FallbackVoice):
         return self._stream("stream", text)
 
 
-def _streams(voice: Any) -> bool:
-    return bool(voice.capabilities.streaming) and isinstance(voice, StreamingSpeechSynthesizer)
+def _stream_alike(voices: Sequence[Any]) -> bool:
+    """Whether every voice streams, all in one audio format (chunks never change format)."""
+    streams = all(
+        v.capabilities.streaming and isinstance(v, StreamingSpeechSynthesizer) for v in voices
+    )
+    firsts = {v.capabilities.formats[0] for v in voices if v.capabilities.formats}
+    return bool(voices) and streams and len(firsts) == 1
 
 
 class FallbackImage(Fallback):
@@ -641,8 +630,6 @@ def fallback(
     reg = registry or default_registry
     built = [reg.create(role, b) if isinstance(b, str) else b for b in backends]
     cls = _CLASSES[role]
-    if role == "voice" and built and all(_streams(b) for b in built):
-        firsts = {b.capabilities.formats[0] for b in built if b.capabilities.formats}
-        if len(firsts) == 1:
-            cls = FallbackStreamingVoice
+    if role == "voice" and _stream_alike(built):
+        cls = FallbackStreamingVoice
     return cls(*built, cooldown=cooldown)
